@@ -1,0 +1,233 @@
+// Command gcefleet is the one command-line tool of gcefleet: it serves the
+// Compute Engine emulator, runs the Machine Provider and GCE Backend, leases
+// machines and cleans up after runs.
+//
+// Every flag can also be set through the environment: --project is
+// GCEFLEET_PROJECT, --listen is GCEFLEET_LISTEN, and so on. A flag given on the
+// command line wins over the environment.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// command is one subcommand of gcefleet.
+type command struct {
+	name    string
+	summary string // one line for the command list
+	usage   string // argument synopsis, after "gcefleet NAME"
+	help    string // what it does and an example, for NAME --help
+	// issue, when set, says that the command is not built yet and which issue
+	// of the tracker delivers it.
+	issue int
+	// flags declares the command's flags on fs and returns the function that
+	// runs it once they are parsed.
+	flags func(fs *flag.FlagSet) func(ctx context.Context, env *environ, args []string) error
+}
+
+// environ is what a command may touch of the outside world, so that tests can
+// run commands in-process.
+type environ struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+// usageError marks an error caused by how the command was called; it makes the
+// program exit with status 2 instead of 1.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Sprintf(format, args...)}
+}
+
+func commands() []*command {
+	return []*command{
+		emulatorCommand(),
+		{
+			name: "serve", summary: "run the Machine Provider and the GCE Backend", issue: 6,
+			usage: "--config FILE",
+			help:  "Serves the Machine Provider's HTTP API and runs the GCE Backend's reconcile jobs.\n\nExample:\n  gcefleet serve --config fleet.yaml",
+		},
+		{
+			name: "lease", summary: "lease a machine by dimensions for a duration", issue: 6,
+			usage: "--dim KEY=VALUE... --duration D [--wait]",
+			help:  "Asks the Machine Provider for a machine whose dimensions all match.\n\nExample:\n  gcefleet lease --dim os=linux --dim cpus=8 --duration 2h --wait",
+		},
+		{
+			name: "release", summary: "release a lease before it expires", issue: 6,
+			usage: "LEASE_ID",
+			help:  "Gives a leased machine back to the Machine Provider.\n\nExample:\n  gcefleet release 7f3c9e",
+		},
+		{
+			name: "machines", summary: "list the machines in the Machine Provider's catalog", issue: 6,
+			help: "Lists cataloged machines with their state and dimensions.\n\nExample:\n  gcefleet machines --json",
+		},
+		{
+			name: "leases", summary: "list your leases", issue: 6,
+			help: "Lists the caller's leases with their machines and expiry.\n\nExample:\n  gcefleet leases",
+		},
+		{
+			name: "plan", summary: "show what the GCE Backend would change for a config", issue: 7,
+			usage: "--config FILE",
+			help:  "Prints what would be created, resized, drained and deleted, without doing it.\n\nExample:\n  gcefleet plan --config fleet.yaml",
+		},
+		{
+			name: "gc", summary: "delete instances left behind by drivers that are gone", issue: 5,
+			usage: "[--dry-run]",
+			help:  "Finds instances labelled by gcefleet runs whose driver is gone and deletes them.\n\nExample:\n  gcefleet gc --project my-project --dry-run",
+		},
+		{
+			name: "doctor", summary: "check credentials, APIs and IAM permissions", issue: 5,
+			help: "Checks that Compute Engine answers with the permissions gcefleet needs and prints the gcloud command that fixes each missing one.\n\nExample:\n  gcefleet doctor --project my-project",
+		},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env := &environ{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	os.Exit(run(ctx, env, os.Args[1:]))
+}
+
+// run executes the command line args and returns the exit status.
+func run(ctx context.Context, env *environ, args []string) int {
+	err := dispatch(ctx, env, args)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(*usageError)):
+		fmt.Fprintf(env.stderr, "gcefleet: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(env.stderr, "gcefleet: %v\n", err)
+		return 1
+	}
+}
+
+func dispatch(ctx context.Context, env *environ, args []string) error {
+	cmds := commands()
+	if len(args) == 0 {
+		printUsage(env.stderr, cmds)
+		return usagef("no command given; run 'gcefleet help' for the list")
+	}
+	name := args[0]
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 {
+			return dispatch(ctx, env, []string{args[1], "--help"})
+		}
+		printUsage(env.stdout, cmds)
+		return nil
+	}
+	for _, c := range cmds {
+		if c.name == name {
+			return c.run(ctx, env, args[1:])
+		}
+	}
+	return usagef("unknown command %q; run 'gcefleet help' for the list", name)
+}
+
+func printUsage(w io.Writer, cmds []*command) {
+	fmt.Fprint(w, `gcefleet gives Go programs machines on Google Compute Engine.
+
+Usage:
+  gcefleet <command> [flags]
+
+Commands:
+`)
+	for _, c := range cmds {
+		s := c.summary
+		if c.issue != 0 {
+			s += fmt.Sprintf(" (not built yet: issue #%d)", c.issue)
+		}
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, s)
+	}
+	fmt.Fprint(w, `
+Run 'gcefleet <command> --help' for a command's flags and an example.
+Every flag can be set in the environment too: --project is GCEFLEET_PROJECT.
+`)
+}
+
+func (c *command) run(ctx context.Context, env *environ, args []string) error {
+	fs := flag.NewFlagSet("gcefleet "+c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var body func(context.Context, *environ, []string) error
+	if c.flags != nil {
+		body = c.flags(fs)
+	}
+	fs.Usage = func() { c.printHelp(env.stdout, fs) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return err
+		}
+		return usagef("%s: %v (see 'gcefleet %s --help')", c.name, err, c.name)
+	}
+	if err := setFromEnv(fs, env.getenv); err != nil {
+		return usagef("%s: %v", c.name, err)
+	}
+	if c.issue != 0 || body == nil {
+		return fmt.Errorf("%s: not built yet; it arrives with issue #%d", c.name, c.issue)
+	}
+	return body(ctx, env, fs.Args())
+}
+
+func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: gcefleet %s %s\n\n%s\n", c.name, c.usage, c.help)
+	if c.issue != 0 {
+		fmt.Fprintf(w, "\nThis command is not built yet; it arrives with issue #%d.\n", c.issue)
+	}
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nFlags (each also read from the environment variable shown):\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		fmt.Fprintf(w, "  --%s %s\t[%s]\n      %s", f.Name, typ, envName(f.Name), usage)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
+}
+
+// envName is the environment variable that sets the flag name.
+func envName(name string) string {
+	return "GCEFLEET_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// setFromEnv sets every flag that the command line left unset from its
+// environment variable, if that is set.
+func setFromEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || given[f.Name] {
+			return
+		}
+		v := getenv(envName(f.Name))
+		if v == "" {
+			return
+		}
+		if e := fs.Set(f.Name, v); e != nil {
+			err = fmt.Errorf("%s=%q: %v", envName(f.Name), v, e)
+		}
+	})
+	return err
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	e := &environ{stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }}
+	code := run(context.Background(), e, args)
+	return code, out.String(), errb.String()
+}
+
+func TestHelpListsEveryCommand(t *testing.T) {
+	code, out, _ := runCLI(t, nil, "--help")
+	if code != 0 {
+		t.Fatalf("--help exited %d", code)
+	}
+	for _, c := range commands() {
+		if !strings.Contains(out, "  "+c.name+" ") {
+			t.Errorf("help lacks command %s:\n%s", c.name, out)
+		}
+	}
+}
+
+func TestCommandErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		contains string
+	}{
+		{nil, 2, "no command given"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"serve"}, 1, "not built yet; it arrives with issue #6"},
+		{[]string{"doctor"}, 1, "issue #5"},
+		{[]string{"emulator", "--no-such-flag"}, 2, "flag provided but not defined: -no-such-flag"},
+		{[]string{"emulator", "--image", "gcr.io/x/app"}, 2, "want IMAGE=PATH"},
+		{[]string{"emulator", "--image", "gcr.io/x/app=/does/not/exist"}, 2, "no such file"},
+		{[]string{"emulator", "--listen", "256.0.0.1:1"}, 1, "cannot listen on 256.0.0.1:1"},
+	} {
+		code, _, stderr := runCLI(t, nil, tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.contains) {
+			t.Errorf("gcefleet %q: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr, tc.code, tc.contains)
+		}
+	}
+}
+
+func TestCommandHelpHasExample(t *testing.T) {
+	for _, c := range commands() {
+		code, out, _ := runCLI(t, nil, c.name, "--help")
+		if code != 0 || !strings.Contains(out, "Example:") || !strings.Contains(out, "gcefleet "+c.name) {
+			t.Errorf("%s --help: exit %d, output:\n%s", c.name, code, out)
+		}
+	}
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	// A bad value from the environment is reported with the variable's name.
+	code, _, stderr := runCLI(t, map[string]string{"GCEFLEET_WAIT_TIMEOUT": "soon"}, "emulator")
+	if code != 2 || !strings.Contains(stderr, `GCEFLEET_WAIT_TIMEOUT="soon"`) {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// pipeWriter lets the test read what the running command writes.
+type pipeWriter struct{ w *io.PipeWriter }
+
+func (p pipeWriter) Write(b []byte) (int, error) { return p.w.Write(b) }
+
+func TestEmulatorServesAndStops(t *testing.T) {
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		e := &environ{stdout: pipeWriter{pw}, stderr: io.Discard, getenv: func(k string) string {
+			if k == "GCEFLEET_LISTEN" {
+				return "127.0.0.1:0"
+			}
+			return ""
+		}}
+		done <- run(ctx, e, []string{"emulator"})
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := strings.TrimSpace(line)
+	if !strings.HasPrefix(endpoint, "http://127.0.0.1:") {
+		t.Fatalf("first line %q is not the endpoint", line)
+	}
+	resp, err := http.Get(endpoint + "/compute/v1/projects/p/zones/us-central1-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("zones.get: %s", resp.Status)
+	}
+	go io.Copy(io.Discard, pr)
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit %d after interrupt", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("emulator did not stop on interrupt")
+	}
+}

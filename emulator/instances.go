@@ -1,0 +1,968 @@
+package emulator
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	compute "google.golang.org/api/compute/v1"
+)
+
+// instance is one emulated VM.
+type instance struct {
+	api     *compute.Instance
+	project string
+	zone    string
+	region  string
+	cpus    int64
+	igm     string // the managing group's name, "" when unmanaged
+
+	deleting  bool
+	preempted bool
+	proc      *process      // the container's process while RUNNING
+	serial    *serialBuffer // created on first output
+	meta      *metadataSrv  // the instance's metadata server while RUNNING
+	metaGen   chan struct{} // closed and replaced when metadata changes
+	expiry    *time.Timer   // maxRunDuration
+	booting   chan struct{} // closed when a boot sequence ends
+	addrIP    string        // networkIP, kept across stop and start
+}
+
+var nameRE = regexp.MustCompile(`^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$`)
+var labelKeyRE = regexp.MustCompile(`^[\p{Ll}\p{Lo}][\p{Ll}\p{Lo}\p{N}_-]{0,62}$`)
+var labelValueRE = regexp.MustCompile(`^[\p{Ll}\p{Lo}\p{N}_-]{0,63}$`)
+var metadataKeyRE = regexp.MustCompile(`^[a-zA-Z0-9-_]{1,128}$`)
+
+const nameRegexText = "(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)"
+
+func validName(field, name string) error {
+	if !nameRE.MatchString(name) {
+		return errInvalidField(field, name, "Must be a match of regex '"+nameRegexText+"'")
+	}
+	return nil
+}
+
+func validLabels(field string, labels map[string]string) error {
+	if len(labels) > 64 {
+		return errInvalidField(field, len(labels), "Resources may have at most 64 labels.")
+	}
+	for k, v := range labels {
+		if !labelKeyRE.MatchString(k) {
+			return errInvalidField(field+"."+k, k, "Label keys must start with a lowercase letter and contain only lowercase letters, digits, '_' and '-', at most 63 characters.")
+		}
+		if !labelValueRE.MatchString(v) {
+			return errInvalidField(field+"."+k, v, "Label values may contain only lowercase letters, digits, '_' and '-', at most 63 characters.")
+		}
+	}
+	return nil
+}
+
+func validMetadata(field string, md *compute.Metadata) error {
+	if md == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	size := 0
+	for i, it := range md.Items {
+		if it == nil || !metadataKeyRE.MatchString(it.Key) {
+			key := ""
+			if it != nil {
+				key = it.Key
+			}
+			return errInvalidField(fmt.Sprintf("%s.items[%d].key", field, i), key, "Must be a match of regex '[a-zA-Z0-9-_]{1,128}'")
+		}
+		if seen[it.Key] {
+			return errInvalidField(fmt.Sprintf("%s.items[%d].key", field, i), it.Key, "Duplicate metadata key.")
+		}
+		seen[it.Key] = true
+		if it.Value != nil {
+			size += len(*it.Value)
+		}
+		size += len(it.Key)
+	}
+	if size > 512*1024 {
+		return errInvalidField(field, size, "Metadata is limited to 512 KB in total.")
+	}
+	return nil
+}
+
+// buildInstance validates a requested instance and fills in what GCE fills
+// in. field names the request field in error messages ("resource").
+func (e *Emulator) buildInstance(p *project, zone string, req *compute.Instance, field string) (*instance, error) {
+	if err := validName(field+".name", req.Name); err != nil {
+		return nil, err
+	}
+	mtRef := req.MachineType
+	if mtRef == "" {
+		return nil, errInvalidField(field+".machineType", "", "Required field 'machineType' not specified.")
+	}
+	mtPath := trimAPIPrefix(mtRef)
+	parts := strings.Split(mtPath, "/")
+	if len(parts) >= 4 && parts[len(parts)-2] == "machineTypes" && parts[len(parts)-4] == "zones" {
+		if parts[len(parts)-3] != zone {
+			return nil, errInvalidField(field+".machineType", mtRef, "Cross-zone references are not allowed: the machine type must be in zone '"+zone+"'.")
+		}
+	} else {
+		return nil, errInvalidField(field+".machineType", mtRef, "The URL is malformed: use zones/ZONE/machineTypes/TYPE.")
+	}
+	mt, ok := findMachineType(parts[len(parts)-1])
+	if !ok {
+		return nil, errInvalidField(field+".machineType", mtRef, fmt.Sprintf("Machine type with name '%s' does not exist in zone '%s'.", parts[len(parts)-1], zone))
+	}
+	if err := validLabels(field+".labels", req.Labels); err != nil {
+		return nil, err
+	}
+	if err := validMetadata(field+".metadata", req.Metadata); err != nil {
+		return nil, err
+	}
+
+	in := &compute.Instance{}
+	// Start from a copy of the request so that every field the client set
+	// and we do not interpret is kept, as GCE keeps it.
+	b, _ := json.Marshal(req)
+	json.Unmarshal(b, in)
+
+	now := time.Now()
+	in.Kind = "compute#instance"
+	in.Id = newID()
+	in.CreationTimestamp = timestamp(now)
+	in.Zone = zoneURL(p.name, zone)
+	in.SelfLink = zonalURL(p.name, zone, "instances", in.Name)
+	in.MachineType = zonalURL(p.name, zone, "machineTypes", mt.name)
+	in.Status = "PROVISIONING"
+	in.CpuPlatform = "Unknown CPU Platform"
+	in.Fingerprint = newFingerprint()
+	in.LabelFingerprint = newFingerprint()
+	in.StartRestricted = false
+	if in.Metadata == nil {
+		in.Metadata = &compute.Metadata{}
+	}
+	in.Metadata.Kind = "compute#metadata"
+	in.Metadata.Fingerprint = newFingerprint()
+	if in.Tags == nil {
+		in.Tags = &compute.Tags{}
+	}
+	in.Tags.Fingerprint = newFingerprint()
+
+	if len(in.Disks) == 0 {
+		return nil, errInvalidField(field+".disks", "", "At least one disk, the boot disk, is required.")
+	}
+	boots := 0
+	for i, d := range in.Disks {
+		f := fmt.Sprintf("%s.disks[%d]", field, i)
+		if d.Source != "" {
+			return nil, errInvalidField(f+".source", d.Source, "The emulator has no disks resource: create the disk with initializeParams.")
+		}
+		if d.InitializeParams == nil {
+			return nil, errInvalidField(f+".initializeParams", "", "Required field 'initializeParams' not specified.")
+		}
+		ip := d.InitializeParams
+		if i == 0 {
+			d.Boot = true
+		}
+		if d.Boot {
+			boots++
+			img, ok := resolveImage(p.name, ip.SourceImage)
+			if !ok {
+				return nil, errInvalidField(f+".initializeParams.sourceImage", ip.SourceImage, "The referenced image resource cannot be found.")
+			}
+			ip.SourceImage = globalURL(img.project, "images", img.name)
+			if ip.DiskSizeGb == 0 {
+				ip.DiskSizeGb = img.diskSizeGb
+			}
+			if ip.DiskSizeGb < img.diskSizeGb {
+				return nil, errInvalidField(f+".initializeParams.diskSizeGb", ip.DiskSizeGb, fmt.Sprintf("Requested disk size cannot be smaller than the image size (%d GB).", img.diskSizeGb))
+			}
+			d.Licenses = nil
+		} else if ip.DiskSizeGb == 0 {
+			ip.DiskSizeGb = 10
+		}
+		diskName := ip.DiskName
+		if diskName == "" {
+			diskName = in.Name
+			if i > 0 {
+				diskName = fmt.Sprintf("%s-%d", in.Name, i)
+			}
+		}
+		diskType := lastSegment(ip.DiskType)
+		if diskType == "" {
+			diskType = "pd-standard"
+		}
+		d.Kind = "compute#attachedDisk"
+		d.Type = "PERSISTENT"
+		if d.Mode == "" {
+			d.Mode = "READ_WRITE"
+		}
+		if d.DeviceName == "" {
+			d.DeviceName = fmt.Sprintf("persistent-disk-%d", i)
+		}
+		d.Index = int64(i)
+		d.Interface = "SCSI"
+		d.DiskSizeGb = ip.DiskSizeGb
+		d.Architecture = "X86_64"
+		d.Source = zonalURL(p.name, zone, "disks", diskName)
+		ip.DiskType = zonalURL(p.name, zone, "diskTypes", diskType)
+		// GCE does not echo initializeParams back on a created instance.
+		d.InitializeParams = nil
+	}
+	if boots != 1 {
+		return nil, errInvalidField(field+".disks", boots, "Exactly one boot disk is required.")
+	}
+
+	if len(in.NetworkInterfaces) == 0 {
+		return nil, errInvalidField(field+".networkInterfaces", "", "At least one network interface is required.")
+	}
+	for i, ni := range in.NetworkInterfaces {
+		ni.Kind = "compute#networkInterface"
+		ni.Name = fmt.Sprintf("nic%d", i)
+		if ni.Network == "" {
+			ni.Network = "global/networks/default"
+		}
+		ni.Network = globalURL(p.name, "networks", lastSegment(ni.Network))
+		if ni.Subnetwork == "" {
+			ni.Subnetwork = regionURL(p.name, zoneRegion(zone)) + "/subnetworks/" + lastSegment(ni.Network)
+		} else {
+			ni.Subnetwork = regionURL(p.name, zoneRegion(zone)) + "/subnetworks/" + lastSegment(ni.Subnetwork)
+		}
+		ni.StackType = "IPV4_ONLY"
+		ni.Fingerprint = newFingerprint()
+		for _, ac := range ni.AccessConfigs {
+			ac.Kind = "compute#accessConfig"
+			if ac.Type == "" {
+				ac.Type = "ONE_TO_ONE_NAT"
+			}
+			if ac.Name == "" {
+				ac.Name = "External NAT"
+			}
+			if ac.NetworkTier == "" {
+				ac.NetworkTier = "PREMIUM"
+			}
+		}
+	}
+
+	s := in.Scheduling
+	if s == nil {
+		s = &compute.Scheduling{}
+		in.Scheduling = s
+	}
+	if s.ProvisioningModel == "" {
+		s.ProvisioningModel = "STANDARD"
+		if s.Preemptible {
+			s.ProvisioningModel = "SPOT"
+		}
+	}
+	switch s.ProvisioningModel {
+	case "STANDARD":
+		if s.OnHostMaintenance == "" {
+			s.OnHostMaintenance = "MIGRATE"
+		}
+		if s.AutomaticRestart == nil {
+			t := true
+			s.AutomaticRestart = &t
+		}
+	case "SPOT":
+		if s.AutomaticRestart != nil && *s.AutomaticRestart {
+			return nil, errInvalidField(field+".scheduling.automaticRestart", true, "Spot VMs do not support automatic restart.")
+		}
+		f := false
+		s.AutomaticRestart = &f
+		s.OnHostMaintenance = "TERMINATE"
+		if s.InstanceTerminationAction == "" {
+			s.InstanceTerminationAction = "STOP"
+		}
+	default:
+		return nil, errInvalidField(field+".scheduling.provisioningModel", s.ProvisioningModel, "Must be STANDARD or SPOT.")
+	}
+	switch s.InstanceTerminationAction {
+	case "", "STOP", "DELETE":
+	default:
+		return nil, errInvalidField(field+".scheduling.instanceTerminationAction", s.InstanceTerminationAction, "Must be STOP or DELETE.")
+	}
+	if s.MaxRunDuration != nil {
+		if s.InstanceTerminationAction == "" {
+			return nil, errInvalidField(field+".scheduling.instanceTerminationAction", "", "instanceTerminationAction must be set when maxRunDuration is set.")
+		}
+		if s.MaxRunDuration.Seconds < 30 || s.MaxRunDuration.Seconds > 120*24*3600 {
+			return nil, errInvalidField(field+".scheduling.maxRunDuration.seconds", s.MaxRunDuration.Seconds, "Must be between 30 seconds and 120 days.")
+		}
+	}
+	for _, sa := range in.ServiceAccounts {
+		if sa.Email == "default" || sa.Email == "" {
+			sa.Email = fmt.Sprintf("%d-compute@developer.gserviceaccount.com", p.number)
+		}
+	}
+	return &instance{
+		api:     in,
+		project: p.name,
+		zone:    zone,
+		region:  zoneRegion(zone),
+		cpus:    mt.cpus,
+		metaGen: make(chan struct{}),
+	}, nil
+}
+
+// usage is what an instance in its current state takes of its region's quotas.
+func (in *instance) usage() map[string]float64 {
+	u := map[string]float64{"INSTANCES": 1}
+	if in.api.Status != "TERMINATED" {
+		u["CPUS"] = float64(in.cpus)
+		for _, ni := range in.api.NetworkInterfaces {
+			u["IN_USE_ADDRESSES"] += float64(len(ni.AccessConfigs))
+		}
+	}
+	return u
+}
+
+// account adds (sign 1) or removes (sign -1) what in takes of its region's
+// quotas in its current state. Callers remove before a change of status that
+// alters usage and add after it. e.mu is held.
+func (p *project) account(in *instance, sign float64) {
+	u := p.regions[in.region].usage
+	for k, v := range in.usage() {
+		u[k] += sign * v
+	}
+}
+
+// setStatus changes in's status, keeping quota usage right. e.mu is held.
+func (p *project) setStatus(in *instance, status string) {
+	p.account(in, -1)
+	in.api.Status = status
+	p.account(in, 1)
+}
+
+// checkQuota says whether the region has room for want on top of its usage.
+// e.mu is held.
+func checkQuota(p *project, regionName string, usage, want map[string]float64) *opError {
+	r := p.regions[regionName]
+	for _, metric := range []string{"CPUS", "INSTANCES", "IN_USE_ADDRESSES"} {
+		if want[metric] == 0 {
+			continue
+		}
+		if usage[metric]+want[metric] > r.quotas[metric] {
+			return opQuotaExceeded(metric, regionName, r.quotas[metric], usage[metric], want[metric])
+		}
+	}
+	return nil
+}
+
+// admit checks quota and capacity for new instances and records them in
+// their zone, PROVISIONING. It returns how many of ins fit (all or nothing
+// below min) and the error that kept the rest out. e.mu is held.
+func (e *Emulator) admit(p *project, zoneName string, ins []*instance, min int) (int, *opError) {
+	z := p.zones[zoneName]
+	for _, in := range ins {
+		if e.stockedOut(p.name, zoneName, lastSegment(in.api.MachineType)) {
+			return 0, opStockout(p.name, zoneName)
+		}
+	}
+	usage := maps.Clone(p.regions[z.region].usage)
+	n := 0
+	var qerr *opError
+	for _, in := range ins {
+		if err := checkQuota(p, z.region, usage, in.usage()); err != nil {
+			qerr = err
+			break
+		}
+		for k, v := range in.usage() {
+			usage[k] += v
+		}
+		n++
+	}
+	if n < min {
+		return 0, qerr
+	}
+	for _, in := range ins[:n] {
+		in.addrIP = e.addrs.next()
+		for _, ni := range in.api.NetworkInterfaces {
+			ni.NetworkIP = in.addrIP
+			for _, ac := range ni.AccessConfigs {
+				ac.NatIP = in.addrIP
+			}
+		}
+		in.booting = make(chan struct{})
+		z.instances[in.api.Name] = in
+		p.account(in, 1)
+	}
+	return n, qerr
+}
+
+func (e *Emulator) insertInstance(c *call) (any, error) {
+	if op, err := e.replay(c); err != nil || op != nil {
+		return opResult(op, err)
+	}
+	var req compute.Instance
+	if err := readJSON(c.r, &req); err != nil {
+		return nil, err
+	}
+	if t := c.r.URL.Query().Get("sourceInstanceTemplate"); t != "" {
+		tmpl, err := e.templateRef(c.p, t, "sourceInstanceTemplate")
+		if err != nil {
+			return nil, err
+		}
+		merged := instanceFromProperties(tmpl.Properties, c.zone)
+		overlay(merged, &req)
+		req = *merged
+	}
+	z := c.p.zones[c.zone]
+	if _, ok := z.instances[req.Name]; ok {
+		return nil, errAlreadyExists(fmt.Sprintf("projects/%s/zones/%s/instances/%s", c.p.name, c.zone, req.Name))
+	}
+	in, err := e.buildInstance(c.p, c.zone, &req, "resource")
+	if err != nil {
+		return nil, err
+	}
+	op := e.newOp(c, zoneScope, "insert", in.api.SelfLink, in.api.Id)
+	if _, oerr := e.admit(c.p, c.zone, []*instance{in}, 1); oerr != nil {
+		e.runOp(op, func() *opError { return oerr })
+		return op.api, nil
+	}
+	e.runOp(op, func() *opError { return e.boot(in) })
+	return op.api, nil
+}
+
+func opResult(op *operation, err error) (any, error) {
+	if err != nil {
+		return nil, err
+	}
+	return op.api, nil
+}
+
+// instanceFromProperties turns template or bulk-insert properties into an
+// instance request in zone; the JSON field names of the two types match.
+func instanceFromProperties(props *compute.InstanceProperties, zone string) *compute.Instance {
+	in := &compute.Instance{}
+	if props == nil {
+		return in
+	}
+	b, _ := json.Marshal(props)
+	json.Unmarshal(b, in)
+	if in.MachineType != "" && !strings.Contains(in.MachineType, "/") {
+		in.MachineType = "zones/" + zone + "/machineTypes/" + in.MachineType
+	}
+	return in
+}
+
+// overlay sets on dst every field that src sets, as GCE applies an insert
+// body on top of its sourceInstanceTemplate.
+func overlay(dst, src *compute.Instance) {
+	b, _ := json.Marshal(src)
+	json.Unmarshal(b, dst)
+}
+
+// boot moves a PROVISIONING instance to RUNNING, taking the configured
+// time, and starts its container. It runs without e.mu held.
+func (e *Emulator) boot(in *instance) *opError {
+	lat := e.currentLatency()
+	defer func() {
+		e.mu.Lock()
+		if in.booting != nil {
+			close(in.booting)
+			in.booting = nil
+		}
+		e.mu.Unlock()
+	}()
+	if !e.sleep(lat.Provisioning) {
+		return nil
+	}
+	e.mu.Lock()
+	if in.deleting {
+		e.mu.Unlock()
+		return nil
+	}
+	in.api.Status = "STAGING"
+	e.mu.Unlock()
+	if !e.sleep(lat.Staging) {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if in.deleting || in.api.Status != "STAGING" {
+		return nil
+	}
+	e.setRunning(in)
+	return nil
+}
+
+// setRunning marks in RUNNING and starts what runs on it. e.mu is held.
+func (e *Emulator) setRunning(in *instance) {
+	now := time.Now()
+	in.api.Status = "RUNNING"
+	in.preempted = false
+	in.api.CpuPlatform = "Intel Cascade Lake"
+	in.api.LastStartTimestamp = timestamp(now)
+	if s := in.api.Scheduling; s != nil && s.MaxRunDuration != nil {
+		d := time.Duration(s.MaxRunDuration.Seconds)*time.Second + time.Duration(s.MaxRunDuration.Nanos)
+		s.TerminationTime = timestamp(now.Add(d))
+		d = time.Duration(float64(d) / float64(time.Second) * float64(e.opts.RunDurationUnit))
+		action := s.InstanceTerminationAction
+		in.expiry = time.AfterFunc(d, func() { e.expire(in, action) })
+	}
+	e.startContainer(in)
+}
+
+// expire ends an instance whose maxRunDuration has passed.
+func (e *Emulator) expire(in *instance, action string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || in.deleting || in.api.Status != "RUNNING" {
+		return
+	}
+	p := e.projects[in.project]
+	e.serialf(in, "emulator: maxRunDuration reached; instanceTerminationAction %s\n", action)
+	if action == "DELETE" {
+		e.beginDelete(p, in, nil)
+		return
+	}
+	e.beginStop(in, "TERMINATED", nil)
+}
+
+// halt stops what runs on in (timer, metadata server, process) and returns
+// the process so that the caller can wait for it outside e.mu. e.mu is held.
+func (e *Emulator) halt(in *instance) *process {
+	if in.expiry != nil {
+		in.expiry.Stop()
+		in.expiry = nil
+	}
+	in.closeMetadata()
+	pr := in.proc
+	in.proc = nil
+	return pr
+}
+
+// beginStop moves in to STOPPING and, in the background, to final
+// (TERMINATED or SUSPENDED) once its process has exited; then it calls after,
+// if set, with e.mu held. e.mu is held.
+func (e *Emulator) beginStop(in *instance, final string, after func()) {
+	in.api.Status = "STOPPING"
+	pr := e.halt(in)
+	e.goBackground(func() {
+		if pr != nil {
+			pr.stop(e.opts.StopGrace)
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if in.api.Status == "STOPPING" {
+			e.projects[in.project].setStatus(in, final)
+			in.api.LastStopTimestamp = timestamp(time.Now())
+		}
+		if after != nil {
+			after()
+		}
+		e.kickIGM(e.projects[in.project], in)
+	})
+}
+
+// beginDelete stops in and removes it; done, if set, is called with e.mu held
+// once it is gone. e.mu is held.
+func (e *Emulator) beginDelete(p *project, in *instance, done func()) {
+	in.deleting = true
+	e.beginStop(in, "TERMINATED", func() {
+		z := p.zones[in.zone]
+		if z.instances[in.api.Name] == in {
+			delete(z.instances, in.api.Name)
+			p.account(in, -1)
+		}
+		if done != nil {
+			done()
+		}
+	})
+}
+
+func (e *Emulator) lookupInstance(c *call) (*instance, error) {
+	in, ok := c.p.zones[c.zone].instances[c.param("name")]
+	if !ok || (in.deleting && in.api.Status == "TERMINATED") {
+		return nil, errNotFound(fmt.Sprintf("projects/%s/zones/%s/instances/%s", c.p.name, c.zone, c.param("name")))
+	}
+	return in, nil
+}
+
+func (e *Emulator) getInstance(c *call) (any, error) {
+	in, err := e.lookupInstance(c)
+	if err != nil {
+		return nil, err
+	}
+	return in.api, nil
+}
+
+func (e *Emulator) listInstances(c *call) (any, error) {
+	lp, err := parseListParams(c.r)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]*compute.Instance, 0, len(c.p.zones[c.zone].instances))
+	for _, in := range c.p.zones[c.zone].instances {
+		all = append(all, in.api)
+	}
+	items, next := page(lp, all, func(i *compute.Instance) string { return i.Name })
+	return &compute.InstanceList{
+		Kind:          "compute#instanceList",
+		Id:            fmt.Sprintf("projects/%s/zones/%s/instances", c.p.name, c.zone),
+		Items:         items,
+		NextPageToken: next,
+		SelfLink:      zoneURL(c.p.name, c.zone) + "/instances",
+	}, nil
+}
+
+func (e *Emulator) aggregatedListInstances(c *call) (any, error) {
+	lp, err := parseListParams(c.r)
+	if err != nil {
+		return nil, err
+	}
+	var all []*compute.Instance
+	for _, z := range c.p.zones {
+		for _, in := range z.instances {
+			all = append(all, in.api)
+		}
+	}
+	key := func(i *compute.Instance) string { return lastSegment(i.Zone) + "/" + i.Name }
+	items, next := page(lp, all, key)
+	scoped := map[string]compute.InstancesScopedList{}
+	for _, in := range items {
+		k := "zones/" + lastSegment(in.Zone)
+		sl := scoped[k]
+		sl.Instances = append(sl.Instances, in)
+		scoped[k] = sl
+	}
+	for name := range c.p.zones {
+		k := "zones/" + name
+		if _, ok := scoped[k]; !ok {
+			scoped[k] = compute.InstancesScopedList{Warning: &compute.InstancesScopedListWarning{
+				Code:    "NO_RESULTS_ON_PAGE",
+				Message: fmt.Sprintf("There are no results for scope '%s' on this page.", k),
+				Data:    []*compute.InstancesScopedListWarningData{{Key: "scope", Value: k}},
+			}}
+		}
+	}
+	return &compute.InstanceAggregatedList{
+		Kind:          "compute#instanceAggregatedList",
+		Id:            "projects/" + c.p.name + "/aggregated/instances",
+		Items:         scoped,
+		NextPageToken: next,
+		SelfLink:      projectURL(c.p.name) + "/aggregated/instances",
+	}, nil
+}
+
+func (e *Emulator) deleteInstance(c *call) (any, error) {
+	if op, err := e.replay(c); err != nil || op != nil {
+		return opResult(op, err)
+	}
+	in, err := e.lookupInstance(c)
+	if err != nil {
+		return nil, err
+	}
+	op := e.newOp(c, zoneScope, "delete", in.api.SelfLink, in.api.Id)
+	e.deleteWithOp(c.p, in, op)
+	return op.api, nil
+}
+
+// deleteWithOp deletes in, finishing op when it is gone. e.mu is held.
+func (e *Emulator) deleteWithOp(p *project, in *instance, op *operation) {
+	gone := make(chan struct{})
+	if in.deleting {
+		// A second delete waits for the first.
+		e.goBackground(func() {
+			for {
+				e.mu.Lock()
+				_, still := p.zones[in.zone].instances[in.api.Name]
+				e.mu.Unlock()
+				if !still || !e.sleep(10*time.Millisecond) {
+					close(gone)
+					return
+				}
+			}
+		})
+	} else {
+		e.beginDelete(p, in, func() { close(gone) })
+	}
+	e.runOp(op, func() *opError {
+		select {
+		case <-gone:
+		case <-e.done:
+		}
+		return nil
+	})
+}
+
+func (e *Emulator) stopInstance(c *call) (any, error) {
+	if op, err := e.replay(c); err != nil || op != nil {
+		return opResult(op, err)
+	}
+	in, err := e.lookupInstance(c)
+	if err != nil {
+		return nil, err
+	}
+	op := e.newOp(c, zoneScope, "stop", in.api.SelfLink, in.api.Id)
+	stopped := make(chan struct{})
+	switch in.api.Status {
+	case "TERMINATED", "STOPPING":
+		close(stopped)
+	default:
+		e.beginStop(in, "TERMINATED", func() { close(stopped) })
+	}
+	e.runOp(op, func() *opError {
+		select {
+		case <-stopped:
+		case <-e.done:
+		}
+		return nil
+	})
+	return op.api, nil
+}
+
+func (e *Emulator) startInstance(c *call) (any, error) {
+	if op, err := e.replay(c); err != nil || op != nil {
+		return opResult(op, err)
+	}
+	in, err := e.lookupInstance(c)
+	if err != nil {
+		return nil, err
+	}
+	op := e.newOp(c, zoneScope, "start", in.api.SelfLink, in.api.Id)
+	if in.api.Status != "TERMINATED" {
+		e.runOp(op, func() *opError { return nil })
+		return op.api, nil
+	}
+	if e.stockedOut(c.p.name, c.zone, lastSegment(in.api.MachineType)) {
+		oerr := opStockout(c.p.name, c.zone)
+		e.runOp(op, func() *opError { return oerr })
+		return op.api, nil
+	}
+	want := map[string]float64{"CPUS": float64(in.cpus)}
+	if oerr := checkQuota(c.p, in.region, c.p.regions[in.region].usage, want); oerr != nil {
+		e.runOp(op, func() *opError { return oerr })
+		return op.api, nil
+	}
+	c.p.setStatus(in, "PROVISIONING")
+	in.booting = make(chan struct{})
+	e.runOp(op, func() *opError { return e.boot(in) })
+	return op.api, nil
+}
+
+func (e *Emulator) setInstanceMetadata(c *call) (any, error) {
+	if op, err := e.replay(c); err != nil || op != nil {
+		return opResult(op, err)
+	}
+	in, err := e.lookupInstance(c)
+	if err != nil {
+		return nil, err
+	}
+	var md compute.Metadata
+	if err := readJSON(c.r, &md); err != nil {
+		return nil, err
+	}
+	if md.Fingerprint != in.api.Metadata.Fingerprint {
+		return nil, errConditionNotMet("metadata")
+	}
+	if err := validMetadata("metadata", &md); err != nil {
+		return nil, err
+	}
+	in.api.Metadata = &compute.Metadata{Kind: "compute#metadata", Items: md.Items, Fingerprint: newFingerprint()}
+	in.metadataChanged()
+	op := e.newOp(c, zoneScope, "setMetadata", in.api.SelfLink, in.api.Id)
+	e.runOp(op, func() *opError { return nil })
+	return op.api, nil
+}
+
+func (e *Emulator) setInstanceLabels(c *call) (any, error) {
+	if op, err := e.replay(c); err != nil || op != nil {
+		return opResult(op, err)
+	}
+	in, err := e.lookupInstance(c)
+	if err != nil {
+		return nil, err
+	}
+	var req compute.InstancesSetLabelsRequest
+	if err := readJSON(c.r, &req); err != nil {
+		return nil, err
+	}
+	if req.LabelFingerprint != in.api.LabelFingerprint {
+		return nil, errConditionNotMet("label")
+	}
+	if err := validLabels("labels", req.Labels); err != nil {
+		return nil, err
+	}
+	in.api.Labels = req.Labels
+	in.api.LabelFingerprint = newFingerprint()
+	in.metadataChanged()
+	op := e.newOp(c, zoneScope, "setLabels", in.api.SelfLink, in.api.Id)
+	e.runOp(op, func() *opError { return nil })
+	return op.api, nil
+}
+
+func (e *Emulator) getSerialPortOutput(c *call) (any, error) {
+	in, err := e.lookupInstance(c)
+	if err != nil {
+		return nil, err
+	}
+	q := c.r.URL.Query()
+	port := int64(1)
+	if s := q.Get("port"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 || n > 4 {
+			return nil, errInvalidField("port", s, "Must be between 1 and 4.")
+		}
+		port = n
+	}
+	var start int64
+	if s := q.Get("start"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, errInvalidField("start", s, "Must be an integer.")
+		}
+		start = n
+	}
+	out := &compute.SerialPortOutput{
+		Kind:     "compute#serialPortOutput",
+		SelfLink: in.api.SelfLink + "/serialPort",
+	}
+	if port == 1 && in.serial != nil {
+		out.Contents, out.Start, out.Next = in.serial.read(start)
+	} else {
+		out.Start, out.Next = start, start
+	}
+	// GCE sends start and next even when they are zero.
+	out.ForceSendFields = []string{"Start", "Next", "Contents"}
+	return out, nil
+}
+
+// bulkInsertInstances creates count instances (at least minCount, or none)
+// named from namePattern and perInstanceProperties.
+func (e *Emulator) bulkInsertInstances(c *call) (any, error) {
+	if op, err := e.replay(c); err != nil || op != nil {
+		return opResult(op, err)
+	}
+	var req compute.BulkInsertInstanceResource
+	if err := readJSON(c.r, &req); err != nil {
+		return nil, err
+	}
+	if req.Count < 1 || req.Count > 1000 {
+		return nil, errInvalidField("resource.count", req.Count, "Must be between 1 and 1000.")
+	}
+	minCount := req.MinCount
+	if minCount == 0 {
+		minCount = req.Count
+	}
+	if minCount > req.Count {
+		return nil, errInvalidField("resource.minCount", minCount, "Must not be greater than count.")
+	}
+	if int64(len(req.PerInstanceProperties)) > req.Count {
+		return nil, errInvalidField("resource.perInstanceProperties", len(req.PerInstanceProperties), "Must not name more instances than count.")
+	}
+	var props *compute.Instance
+	switch {
+	case req.SourceInstanceTemplate != "":
+		tmpl, err := e.templateRef(c.p, req.SourceInstanceTemplate, "resource.sourceInstanceTemplate")
+		if err != nil {
+			return nil, err
+		}
+		props = instanceFromProperties(tmpl.Properties, c.zone)
+		if req.InstanceProperties != nil {
+			overlay(props, instanceFromProperties(req.InstanceProperties, c.zone))
+		}
+	case req.InstanceProperties != nil:
+		props = instanceFromProperties(req.InstanceProperties, c.zone)
+	default:
+		return nil, errInvalidField("resource.instanceProperties", "", "Either instanceProperties or sourceInstanceTemplate is required.")
+	}
+	z := c.p.zones[c.zone]
+	names := make([]string, 0, req.Count)
+	for name := range req.PerInstanceProperties {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	if int64(len(names)) < req.Count {
+		gen, err := patternNames(req.NamePattern, int(req.Count)-len(names), func(n string) bool {
+			_, taken := z.instances[n]
+			return taken || slices.Contains(names, n)
+		})
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, gen...)
+	}
+	ins := make([]*instance, 0, len(names))
+	for _, name := range names {
+		if _, ok := z.instances[name]; ok {
+			return nil, errAlreadyExists(fmt.Sprintf("projects/%s/zones/%s/instances/%s", c.p.name, c.zone, name))
+		}
+		req := *props
+		b, _ := json.Marshal(props)
+		json.Unmarshal(b, &req)
+		req.Name = name
+		in, err := e.buildInstance(c.p, c.zone, &req, "resource.instanceProperties")
+		if err != nil {
+			return nil, err
+		}
+		ins = append(ins, in)
+	}
+	op := e.newOp(c, zoneScope, "bulkInsert", zoneURL(c.p.name, c.zone)+"/instances/"+names[0], 0)
+	n, oerr := e.admit(c.p, c.zone, ins, int(minCount))
+	status := compute.BulkInsertOperationStatus{TargetVmCount: req.Count, CreatedVmCount: int64(n), FailedToCreateVmCount: req.Count - int64(n), Status: "DONE"}
+	op.api.InstancesBulkInsertOperationMetadata = &compute.InstancesBulkInsertOperationMetadata{
+		PerLocationStatus: map[string]compute.BulkInsertOperationStatus{"zones/" + c.zone: status},
+	}
+	if n == 0 {
+		e.runOp(op, func() *opError { return oerr })
+		return op.api, nil
+	}
+	created := ins[:n]
+	e.runOp(op, func() *opError {
+		for _, in := range created {
+			e.goBackground(func() { e.boot(in) })
+		}
+		for _, in := range created {
+			e.mu.Lock()
+			b := in.booting
+			e.mu.Unlock()
+			if b != nil {
+				select {
+				case <-b:
+				case <-e.done:
+				}
+			}
+		}
+		return nil
+	})
+	return op.api, nil
+}
+
+// patternNames makes n names from a bulkInsert namePattern: the run of '#'
+// becomes a zero-padded sequence number starting at 1, skipping taken names.
+func patternNames(pattern string, n int, taken func(string) bool) ([]string, error) {
+	i := strings.IndexByte(pattern, '#')
+	if i < 0 {
+		return nil, errInvalidField("resource.namePattern", pattern, "Must contain a sequence of '#' characters, e.g. 'inst-####'.")
+	}
+	j := i
+	for j < len(pattern) && pattern[j] == '#' {
+		j++
+	}
+	if strings.IndexByte(pattern[j:], '#') >= 0 {
+		return nil, errInvalidField("resource.namePattern", pattern, "Must contain only one sequence of '#' characters.")
+	}
+	width := j - i
+	limit := 1
+	for range width {
+		limit *= 10
+	}
+	var names []string
+	for k := 1; len(names) < n; k++ {
+		if k >= limit {
+			return nil, errInvalidField("resource.namePattern", pattern, "Has too few '#' characters for the requested count.")
+		}
+		name := fmt.Sprintf("%s%0*d%s", pattern[:i], width, k, pattern[j:])
+		if taken(name) {
+			continue
+		}
+		if err := validName("resource.namePattern", name); err != nil {
+			return nil, err
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}

@@ -1,0 +1,230 @@
+package emulator
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+
+	compute "google.golang.org/api/compute/v1"
+)
+
+// scope is where an operation lives: a zone, a region or the project.
+type scope int
+
+const (
+	zoneScope scope = iota
+	regionScope
+	globalScope
+)
+
+// operation is one long-running operation. Its api value is replaced field by
+// field under e.mu; done is closed when it reaches DONE.
+type operation struct {
+	api  *compute.Operation
+	done chan struct{}
+}
+
+type opList struct {
+	byName map[string]*operation
+}
+
+func newOpList() *opList { return &opList{byName: map[string]*operation{}} }
+
+func (e *Emulator) opsOf(c *call, s scope) *opList {
+	switch s {
+	case zoneScope:
+		return c.p.zones[c.zone].ops
+	case regionScope:
+		return c.p.regions[c.region].ops
+	}
+	return c.p.globalOps
+}
+
+// newOp records a PENDING operation of type opType on target in the scope of
+// the call. e.mu is held.
+func (e *Emulator) newOp(c *call, s scope, opType, target string, targetID uint64) *operation {
+	now := time.Now()
+	name := fmt.Sprintf("operation-%d-%x-%08x-%08x", now.UnixMilli(), newID()>>20, uint32(newID()), uint32(newID()))
+	api := &compute.Operation{
+		Kind:          "compute#operation",
+		Id:            newID(),
+		Name:          name,
+		OperationType: opType,
+		TargetLink:    target,
+		TargetId:      targetID,
+		Status:        "PENDING",
+		User:          "emulator@" + c.p.name + ".iam.gserviceaccount.com",
+		Progress:      0,
+		InsertTime:    timestamp(now),
+	}
+	var list *opList
+	switch s {
+	case zoneScope:
+		api.Zone = zoneURL(c.p.name, c.zone)
+		api.SelfLink = zonalURL(c.p.name, c.zone, "operations", name)
+		list = c.p.zones[c.zone].ops
+	case regionScope:
+		api.Region = regionURL(c.p.name, c.region)
+		api.SelfLink = regionURL(c.p.name, c.region) + "/operations/" + name
+		list = c.p.regions[c.region].ops
+	default:
+		api.SelfLink = globalURL(c.p.name, "operations", name)
+		list = c.p.globalOps
+	}
+	op := &operation{api: api, done: make(chan struct{})}
+	list.byName[name] = op
+	if id := c.r.URL.Query().Get("requestId"); id != "" {
+		c.p.requestIDs[id] = op
+	}
+	return op
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// replay returns the operation that an earlier call with the same requestId
+// started, so that a retried mutation does not act twice. e.mu is held.
+func (e *Emulator) replay(c *call) (*operation, error) {
+	id := c.r.URL.Query().Get("requestId")
+	if id == "" {
+		return nil, nil
+	}
+	if !uuidRE.MatchString(id) || id == "00000000-0000-0000-0000-000000000000" {
+		return nil, errInvalidField("requestId", id, "Must be a valid UUID with the exception that zero UUID is not supported (00000000-0000-0000-0000-000000000000).")
+	}
+	return c.p.requestIDs[id], nil
+}
+
+// runOp carries op through RUNNING to DONE on a background goroutine, doing
+// work while it is RUNNING. work runs without e.mu held; the error it returns
+// becomes the operation's error.
+func (e *Emulator) runOp(op *operation, work func() *opError) {
+	e.goBackground(func() {
+		lat := e.currentLatency()
+		if !e.sleep(lat.Pending) {
+			e.finishOp(op, &opError{code: "ABORTED", message: "The emulator shut down.", httpCode: 503})
+			return
+		}
+		e.mu.Lock()
+		op.api.Status = "RUNNING"
+		op.api.StartTime = timestamp(time.Now())
+		e.mu.Unlock()
+		err := work()
+		if !e.sleep(lat.Running) && err == nil {
+			err = &opError{code: "ABORTED", message: "The emulator shut down.", httpCode: 503}
+		}
+		e.finishOp(op, err)
+	})
+}
+
+// finishOp marks op DONE with err (nil for success).
+func (e *Emulator) finishOp(op *operation, err *opError) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if op.api.Status == "DONE" {
+		return
+	}
+	now := timestamp(time.Now())
+	if op.api.StartTime == "" {
+		op.api.StartTime = now
+	}
+	op.api.Status = "DONE"
+	op.api.Progress = 100
+	op.api.EndTime = now
+	if err != nil {
+		op.api.Error = &compute.OperationError{Errors: []*compute.OperationErrorErrors{{
+			Code:         err.code,
+			Message:      err.message,
+			ErrorDetails: err.details,
+		}}}
+		op.api.HttpErrorStatusCode = err.httpCode
+		op.api.HttpErrorMessage = httpStatusText(err.httpCode)
+	}
+	close(op.done)
+}
+
+// doneOp records an operation that is already DONE, for changes that take
+// effect at once (labels, metadata) and for events GCE records as
+// operations (preemption). e.mu is held.
+func (e *Emulator) doneOp(c *call, s scope, opType, target string, targetID uint64) *operation {
+	op := e.newOp(c, s, opType, target, targetID)
+	now := timestamp(time.Now())
+	op.api.Status = "DONE"
+	op.api.Progress = 100
+	op.api.StartTime = now
+	op.api.EndTime = now
+	close(op.done)
+	return op
+}
+
+func (e *Emulator) getOp(s scope) handlerFunc {
+	return func(c *call) (any, error) {
+		op, ok := e.opsOf(c, s).byName[c.param("name")]
+		if !ok {
+			return nil, errNotFound(trimAPIPrefix(c.urlPath))
+		}
+		return op.api, nil
+	}
+}
+
+// waitOp answers when the operation is DONE or the wait bound passes,
+// whichever comes first, as GCE's operations.wait does. It runs unlocked.
+func (e *Emulator) waitOp(s scope) handlerFunc {
+	return func(c *call) (any, error) {
+		e.mu.Lock()
+		op, ok := e.opsOf(c, s).byName[c.param("name")]
+		e.mu.Unlock()
+		if !ok {
+			return nil, errNotFound(trimAPIPrefix(c.urlPath))
+		}
+		t := time.NewTimer(e.opts.OperationWaitTimeout)
+		defer t.Stop()
+		select {
+		case <-op.done:
+		case <-t.C:
+		case <-c.r.Context().Done():
+		case <-e.done:
+		}
+		e.mu.Lock()
+		snapshot := *op.api
+		e.mu.Unlock()
+		return &snapshot, nil
+	}
+}
+
+func (e *Emulator) listOps(s scope) handlerFunc {
+	return func(c *call) (any, error) {
+		lp, err := parseListParams(c.r)
+		if err != nil {
+			return nil, err
+		}
+		var all []*compute.Operation
+		for _, op := range e.opsOf(c, s).byName {
+			all = append(all, op.api)
+		}
+		items, next := page(lp, all, func(o *compute.Operation) string { return o.Name })
+		return &compute.OperationList{
+			Kind:          "compute#operationList",
+			Id:            trimAPIPrefix(c.urlPath),
+			Items:         items,
+			NextPageToken: next,
+			SelfLink:      apiBase + trimAPIPrefix(c.urlPath),
+		}, nil
+	}
+}
+
+func (e *Emulator) deleteOp(s scope) handlerFunc {
+	return func(c *call) (any, error) {
+		ops := e.opsOf(c, s)
+		if _, ok := ops.byName[c.param("name")]; !ok {
+			return nil, errNotFound(trimAPIPrefix(c.urlPath))
+		}
+		delete(ops.byName, c.param("name"))
+		return struct{}{}, nil
+	}
+}
+
+func (e *Emulator) currentLatency() Latency {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.latency
+}
