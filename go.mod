@@ -3,6 +3,7 @@ module github.com/gcefleet/gcefleet
 go 1.26.0
 
 require (
+	cloud.google.com/go/compute v1.75.0
 	cloud.google.com/go/compute/metadata v0.10.0
 	github.com/jackc/pgx/v5 v5.12.0
 	go.yaml.in/yaml/v3 v3.0.6

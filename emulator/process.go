@@ -83,12 +83,9 @@ func (e *Emulator) metadataValue(in *instance, key string) (string, bool) {
 	return "", false
 }
 
-// startContainer starts the metadata server of a RUNNING instance and the
-// process for its container declaration, if it has one. e.mu is held.
+// startContainer starts the process for a RUNNING instance's container
+// declaration, if it has one, with a metadata server for it. e.mu is held.
 func (e *Emulator) startContainer(in *instance) {
-	if err := e.startMetadata(in); err != nil {
-		e.serialf(in, "emulator: metadata server: %v\n", err)
-	}
 	declText, ok := e.metadataValue(in, containerDeclKey)
 	if !ok {
 		e.serialf(in, "emulator: no %s in metadata; no container runs on this instance\n", containerDeclKey)
@@ -104,6 +101,13 @@ func (e *Emulator) startContainer(in *instance) {
 	if !ok {
 		e.serialf(in, "konlet: image %q is not known to the emulator; map it to an executable with --image %s=PATH\n", ctr.Image, ctr.Image)
 		return
+	}
+	// Only an instance with a process gets a metadata server: nothing else
+	// could ask it, and a listener per idle instance would not scale.
+	if err := e.startMetadata(in); err != nil {
+		e.serialf(in, "emulator: metadata server: %v\n", err)
+	} else {
+		e.serialf(in, "emulator: metadata server for this instance: GCE_METADATA_HOST=%s\n", in.meta.addr)
 	}
 	// The image's executable stands for its entrypoint: command[0] names
 	// the program inside the image, the rest are its arguments.
