@@ -23,6 +23,7 @@ type instance struct {
 	igm     string // the managing group's name, "" when unmanaged
 
 	deleting  bool
+	gone      chan struct{} // closed once the instance is removed
 	preempted bool
 	proc      *process      // the container's process while RUNNING
 	serial    *serialBuffer // created on first output
@@ -303,6 +304,7 @@ func (e *Emulator) buildInstance(p *project, zone string, req *compute.Instance,
 		region:  zoneRegion(zone),
 		cpus:    mt.cpus,
 		metaGen: make(chan struct{}),
+		gone:    make(chan struct{}),
 	}, nil
 }
 
@@ -566,6 +568,7 @@ func (e *Emulator) beginDelete(p *project, in *instance, done func()) {
 		if z.instances[in.api.Name] == in {
 			delete(z.instances, in.api.Name)
 			p.account(in, -1)
+			close(in.gone)
 		}
 		if done != nil {
 			done()
@@ -662,26 +665,13 @@ func (e *Emulator) deleteInstance(c *call) (any, error) {
 
 // deleteWithOp deletes in, finishing op when it is gone. e.mu is held.
 func (e *Emulator) deleteWithOp(p *project, in *instance, op *operation) {
-	gone := make(chan struct{})
-	if in.deleting {
-		// A second delete waits for the first.
-		e.goBackground(func() {
-			for {
-				e.mu.Lock()
-				_, still := p.zones[in.zone].instances[in.api.Name]
-				e.mu.Unlock()
-				if !still || !e.sleep(10*time.Millisecond) {
-					close(gone)
-					return
-				}
-			}
-		})
-	} else {
-		e.beginDelete(p, in, func() { close(gone) })
+	// A second delete of the same instance waits for the first.
+	if !in.deleting {
+		e.beginDelete(p, in, nil)
 	}
 	e.runOp(op, func() *opError {
 		select {
-		case <-gone:
+		case <-in.gone:
 		case <-e.done:
 		}
 		return nil

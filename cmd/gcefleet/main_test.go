@@ -70,17 +70,12 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 	}
 }
 
-// pipeWriter lets the test read what the running command writes.
-type pipeWriter struct{ w *io.PipeWriter }
-
-func (p pipeWriter) Write(b []byte) (int, error) { return p.w.Write(b) }
-
 func TestEmulatorServesAndStops(t *testing.T) {
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() {
-		e := &environ{stdout: pipeWriter{pw}, stderr: io.Discard, getenv: func(k string) string {
+		e := &environ{stdout: pw, stderr: io.Discard, getenv: func(k string) string {
 			if k == "GCEFLEET_LISTEN" {
 				return "127.0.0.1:0"
 			}
