@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	compute "google.golang.org/api/compute/v1"
+	"google.golang.org/api/option"
+)
+
+// TestMain lets the test binary play two parts besides the tests: the
+// gcefleet command itself, and a container image that runs until killed.
+func TestMain(m *testing.M) {
+	switch os.Getenv("GCEFLEET_TEST_ROLE") {
+	case "cli":
+		main()
+	case "container":
+		fmt.Printf("container pid %d\n", os.Getpid())
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+// TestKilledEmulatorLeavesNoProcess kills `gcefleet emulator` with SIGKILL
+// while an instance's container runs and checks that the container dies too.
+func TestKilledEmulatorLeavesNoProcess(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const image = "gcr.io/test/sleeper"
+	cmd := exec.Command(self, "emulator", "--listen", "127.0.0.1:0", "--image", image+"="+self)
+	cmd.Env = append(os.Environ(), "GCEFLEET_TEST_ROLE=cli")
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the endpoint: %v", err)
+	}
+	ctx := context.Background()
+	svc, err := compute.NewService(ctx, option.WithEndpoint(strings.TrimSpace(line)+"/compute/v1/"), option.WithoutAuthentication())
+	if err != nil {
+		t.Fatal(err)
+	}
+	decl := "spec:\n  containers:\n  - name: c\n    image: " + image + "\n    env:\n    - name: GCEFLEET_TEST_ROLE\n      value: container\n  restartPolicy: Never\n"
+	op, err := svc.Instances.Insert("p", "us-central1-a", &compute.Instance{
+		Name:              "sleeper",
+		MachineType:       "zones/us-central1-a/machineTypes/e2-small",
+		Disks:             []*compute.AttachedDisk{{Boot: true, InitializeParams: &compute.AttachedDiskInitializeParams{SourceImage: "projects/cos-cloud/global/images/family/cos-stable"}}},
+		NetworkInterfaces: []*compute.NetworkInterface{{}},
+		Metadata:          &compute.Metadata{Items: []*compute.MetadataItems{{Key: "gce-container-declaration", Value: &decl}}},
+	}).Do()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, err = svc.ZoneOperations.Wait("p", "us-central1-a", op.Name).Do(); err != nil || op.Error != nil {
+		t.Fatalf("insert: %v %+v", err, op.Error)
+	}
+	var pid int
+	deadline := time.Now().Add(10 * time.Second)
+	for pid == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the container never printed its pid")
+		}
+		out, err := svc.Instances.GetSerialPortOutput("p", "us-central1-a", "sleeper").Do()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, rest, ok := strings.Cut(out.Contents, "container pid "); ok {
+			pid, _ = strconv.Atoi(strings.Fields(rest)[0])
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !alive(pid) {
+		t.Fatalf("container %d is not running", pid)
+	}
+
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	deadline = time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("container %d outlived the killed emulator", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid runs; a zombie waiting for a reaper is dead.
+func alive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(fields) > 0 && fields[0] != "Z"
+}
