@@ -14,6 +14,8 @@ import (
 
 	compute "google.golang.org/api/compute/v1"
 	"google.golang.org/api/option"
+
+	"github.com/gcefleet/gcefleet/internal/testutil"
 )
 
 // TestMain lets the test binary play two parts besides the tests: the
@@ -87,30 +89,18 @@ func TestKilledEmulatorLeavesNoProcess(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if !alive(pid) {
+	if !testutil.Alive(pid) {
 		t.Fatalf("container %d is not running", pid)
 	}
 
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	deadline = time.Now().Add(10 * time.Second)
-	for alive(pid) {
+	for testutil.Alive(pid) {
 		if time.Now().After(deadline) {
 			syscall.Kill(pid, syscall.SIGKILL)
 			t.Fatalf("container %d outlived the killed emulator", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// alive reports whether pid runs; a zombie waiting for a reaper is dead.
-func alive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// The state follows the parenthesised command name.
-	s := string(stat)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(fields) > 0 && fields[0] != "Z"
 }

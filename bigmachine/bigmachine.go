@@ -1,0 +1,422 @@
+// Package bigmachine runs one Go program across many machines as if they
+// were one. The program's driver starts machines from a System, ships its
+// own binary to each, and calls Go methods on them over mutually
+// authenticated RPC; on each machine, the same program runs as a worker
+// that serves those methods.
+//
+// A program calls Start first thing in main. In a worker, Start serves and
+// never returns; in the driver, it returns the *B that starts machines:
+//
+//	b := bigmachine.Start(local.System())
+//	defer b.Shutdown()
+//	machines, err := b.Start(ctx, 4, bigmachine.Services{"Pi": pi{}})
+//	...
+//	err = machines[0].Call(ctx, "Pi.Sample", n, &inside)
+//
+// Service values travel to the workers as gob-encoded interface values, so
+// their types must be registered with gob.Register in an init function.
+package bigmachine
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gcefleet/gcefleet/bigmachine/internal/pki"
+	"github.com/gcefleet/gcefleet/bigmachine/rpc"
+)
+
+// A B is a big machine: the driver's handle on its machines.
+type B struct {
+	system  System
+	log     *slog.Logger
+	output  io.Writer
+	worker  bool
+	ca      *pki.CA
+	driver  pki.Credentials
+	metrics *rpc.Metrics
+	reg     *prometheus.Registry
+	timeout time.Duration // how long a machine may take to start
+
+	digestOnce sync.Once
+	digest     string
+	digestErr  error
+
+	mu       sync.Mutex
+	machines []*Machine
+	shutdown bool
+}
+
+// An Option configures Start.
+type Option func(*B)
+
+// WithLogger sends the runtime's logs to l instead of slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(b *B) { b.log = l } }
+
+// WithOutput sends the machines' output, prefixed with their names, to w
+// instead of os.Stderr.
+func WithOutput(w io.Writer) Option { return func(b *B) { b.output = w } }
+
+// WithStartTimeout bounds how long a machine may take from Start to
+// Running (default 2 minutes).
+func WithStartTimeout(d time.Duration) Option { return func(b *B) { b.timeout = d } }
+
+// Start returns the B of the driver. In a worker process (one whose
+// environment carries EnvConfig) it serves the driver instead and never
+// returns, so a program calls it before doing anything else.
+func Start(system System, opts ...Option) *B {
+	b := &B{system: system, log: slog.Default(), output: os.Stderr, timeout: 2 * time.Minute}
+	for _, o := range opts {
+		o(b)
+	}
+	if env, ok := os.LookupEnv(EnvConfig); ok {
+		os.Unsetenv(EnvConfig) // the credentials are not for children
+		b.worker = true
+		cfg, err := DecodeWorkerConfig(env)
+		if err != nil {
+			b.log.Error(err.Error())
+			system.Exit(2)
+		}
+		runWorker(system, b, cfg)
+		select {}
+	}
+	ca, err := pki.NewCA("bigmachine driver CA", 30*24*time.Hour)
+	if err != nil {
+		panic(fmt.Sprintf("bigmachine: making the run's CA: %v", err))
+	}
+	cert, key, err := ca.Issue(pki.DriverName)
+	if err != nil {
+		panic(fmt.Sprintf("bigmachine: issuing the driver's certificate: %v", err))
+	}
+	b.ca = ca
+	b.driver = pki.Credentials{CertPEM: cert, KeyPEM: key, CAPEM: ca.CertPEM}
+	b.reg = prometheus.NewRegistry()
+	b.metrics = rpc.NewMetrics(b.reg, "client")
+	return b
+}
+
+// System returns the B's system.
+func (b *B) System() System { return b.system }
+
+// IsDriver reports whether this process is the driver rather than a worker.
+func (b *B) IsDriver() bool { return !b.worker }
+
+// A Param configures the machines of one (*B).Start.
+type Param interface{ param(*params) }
+
+type params struct {
+	services Services
+	env      []string
+	binary   string
+	args     []string
+	argsSet  bool
+}
+
+// Services are the services each machine serves, by name. Each value's
+// exported methods of the form func(ctx, arg T, reply *R) error become
+// callable as "Name.Method"; a value with an Init(*B) error method has it
+// called on the machine before the machine is Running.
+type Services map[string]any
+
+func (s Services) param(p *params) {
+	if p.services == nil {
+		p.services = Services{}
+	}
+	for k, v := range s {
+		p.services[k] = v
+	}
+}
+
+// Environ adds KEY=VALUE pairs to the machines' environment.
+type Environ []string
+
+func (e Environ) param(p *params) { p.env = append(p.env, e...) }
+
+// Args are the command-line arguments the machines' program runs with
+// (by default, the driver's own).
+type Args []string
+
+func (a Args) param(p *params) { p.args, p.argsSet = a, true }
+
+// Binary is the path of the program the machines run (by default, the
+// driver's own executable). It must call Start as the driver does.
+type Binary string
+
+func (x Binary) param(p *params) { p.binary = string(x) }
+
+// Machines returns the machines started so far, in order.
+func (b *B) Machines() []*Machine {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*Machine(nil), b.machines...)
+}
+
+// Start starts n machines with params and returns them once they are all
+// Running. If some fail, it returns those that run and an error saying how
+// many failed and why; the failed ones are Stopped, with their Err set.
+func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
+	if b.worker {
+		return nil, errors.New("bigmachine: machines start machines only from the driver")
+	}
+	if n <= 0 {
+		return nil, fmt.Errorf("bigmachine: cannot start %d machines", n)
+	}
+	var p params
+	for _, x := range ps {
+		x.param(&p)
+	}
+	if p.binary == "" {
+		p.binary = executable()
+	}
+	if !p.argsSet {
+		p.args = os.Args[1:]
+	}
+	// Every service must cross the wire; find out now, not on a machine.
+	var services []registerRequest
+	for name, svc := range p.services {
+		if err := gob.NewEncoder(io.Discard).Encode(&registerRequest{Name: name, Service: svc}); err != nil {
+			return nil, fmt.Errorf("bigmachine: service %s (%T) cannot be sent to machines: %w; register its type with gob.Register in an init function", name, svc, err)
+		}
+		services = append(services, registerRequest{Name: name, Service: svc})
+	}
+	sort.Slice(services, func(i, j int) bool { return services[i].Name < services[j].Name })
+	digest, err := b.ownDigest(p.binary)
+	if err != nil {
+		return nil, fmt.Errorf("bigmachine: reading the binary to ship: %w", err)
+	}
+
+	b.mu.Lock()
+	if b.shutdown {
+		b.mu.Unlock()
+		return nil, errors.New("bigmachine: Start after Shutdown")
+	}
+	b.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	specs, startErr := b.system.Start(ctx, StartRequest{
+		N:      n,
+		Config: b.workerConfig,
+		Binary: p.binary, Args: p.args, Env: p.env,
+	})
+	machines := make([]*Machine, len(specs))
+	for i, spec := range specs {
+		m := newMachine(b, spec)
+		tlsCfg, err := b.driver.ClientConfig(spec.Name)
+		if err != nil {
+			return nil, err
+		}
+		m.client = &rpc.Client{HTTP: b.system.HTTPClient(tlsCfg), Metrics: b.metrics}
+		m.setState(Starting, nil)
+		machines[i] = m
+		go func() {
+			if err := b.system.Tail(m.ctx, m, &prefixWriter{w: b.output, prefix: m.name + ": "}); err != nil && m.ctx.Err() == nil {
+				b.log.Warn("tailing machine output", "machine", m.name, "err", err)
+			}
+		}()
+	}
+	b.mu.Lock()
+	b.machines = append(b.machines, machines...)
+	b.mu.Unlock()
+
+	errs := make([]error, len(machines))
+	var wg sync.WaitGroup
+	for i, m := range machines {
+		wg.Go(func() {
+			if err := b.boot(ctx, m, digest, p, services); err != nil {
+				errs[i] = err
+				m.fail(fmt.Errorf("machine %s failed to start: %w", m.name, err))
+				return
+			}
+			m.setState(Running, nil)
+			go m.keepalive()
+		})
+	}
+	wg.Wait()
+	var running []*Machine
+	var failed []string
+	for i, m := range machines {
+		if errs[i] == nil {
+			running = append(running, m)
+		} else {
+			failed = append(failed, errs[i].Error())
+		}
+	}
+	if startErr != nil {
+		failed = append(failed, startErr.Error())
+	}
+	if len(running) < n {
+		return running, fmt.Errorf("bigmachine: %d of %d machines started: %s", len(running), n, strings.Join(failed, "; "))
+	}
+	return running, nil
+}
+
+// workerConfig issues a machine's credentials.
+func (b *B) workerConfig(name, listen string) (WorkerConfig, error) {
+	cert, key, err := b.ca.Issue(name)
+	if err != nil {
+		return WorkerConfig{}, err
+	}
+	return WorkerConfig{Name: name, Listen: listen, Cert: cert, Key: key, CA: b.ca.CertPEM, Timeout: b.system.Keepalive().Timeout}, nil
+}
+
+func (b *B) ownDigest(binary string) (string, error) {
+	if binary != executable() {
+		return fileDigest(binary)
+	}
+	b.digestOnce.Do(func() { b.digest, b.digestErr = fileDigest(binary) })
+	return b.digest, b.digestErr
+}
+
+// boot takes a machine from its first answer to Running: ship the binary
+// if the machine runs another, then register the services.
+func (b *B) boot(ctx context.Context, m *Machine, digest string, p params, services []registerRequest) error {
+	info, err := m.waitInfo(ctx, func(Info) bool { return true })
+	if err != nil {
+		return err
+	}
+	if info.Digest != digest {
+		if err := b.ship(ctx, m, info, p); err != nil {
+			return err
+		}
+		// Until the bootstrap has gone, it may still answer.
+		if info, err = m.waitInfo(ctx, func(i Info) bool { return i.Payload }); err != nil {
+			return fmt.Errorf("after exec: %w", err)
+		}
+		if info.Digest != digest || !info.Payload {
+			return fmt.Errorf("after exec the machine runs binary %.12s, not the driver's %.12s", info.Digest, digest)
+		}
+	}
+	if !info.Payload {
+		return errors.New("the machine runs the driver's binary as a bootstrap; it must call bigmachine.Start")
+	}
+	for _, s := range services {
+		if err := m.call(ctx, "Supervisor.Register", s, &struct{}{}); err != nil {
+			return fmt.Errorf("registering service %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+// ship uploads the driver's binary to a bootstrap and execs it.
+func (b *B) ship(ctx context.Context, m *Machine, info Info, p params) error {
+	if info.GOOS != goos || info.GOARCH != goarch {
+		return fmt.Errorf("the machine is %s/%s and this binary %s/%s; build the driver for %s/%s", info.GOOS, info.GOARCH, goos, goarch, info.GOOS, info.GOARCH)
+	}
+	f, err := os.Open(p.binary)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var got string
+	if err := m.call(ctx, "Supervisor.Upload", io.Reader(f), &got); err != nil {
+		return fmt.Errorf("uploading the binary: %w", err)
+	}
+	if err := m.call(ctx, "Supervisor.Exec", ExecRequest{Args: p.args, Env: p.env}, &struct{}{}); err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	return nil
+}
+
+// waitInfo asks the machine for its Info until it answers, backing off
+// from a few milliseconds: a machine that starts listens soon.
+func (m *Machine) waitInfo(ctx context.Context, ready func(Info) bool) (Info, error) {
+	backoff := 2 * time.Millisecond
+	for {
+		var info Info
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := m.call(cctx, "Supervisor.Info", struct{}{}, &info)
+		cancel()
+		if err == nil && ready(info) {
+			return info, nil
+		}
+		if err != nil && !errors.Is(err, rpc.Network) {
+			return info, err
+		}
+		if gone, why := m.b.system.KeepaliveFailed(ctx, m); gone {
+			return info, why
+		}
+		select {
+		case <-ctx.Done():
+			return info, fmt.Errorf("no answer before the start timeout: %w", err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 250*time.Millisecond)
+	}
+}
+
+// Shutdown tells every machine to exit, stops them, and lets the system
+// release what it holds. It waits, but not for a machine that does not
+// answer.
+func (b *B) Shutdown() {
+	b.mu.Lock()
+	if b.shutdown || b.worker {
+		b.mu.Unlock()
+		return
+	}
+	b.shutdown = true
+	machines := append([]*Machine(nil), b.machines...)
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, m := range machines {
+		wg.Go(func() {
+			if m.State() == Running {
+				cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+				m.call(cctx, "Supervisor.Shutdown", struct{}{}, &struct{}{})
+				ccancel()
+			}
+			m.setState(Stopped, errors.New("shut down"))
+		})
+	}
+	wg.Wait()
+	if err := b.system.Shutdown(ctx); err != nil {
+		b.log.Error("system shutdown", "err", err)
+	}
+}
+
+const goos, goarch = runtime.GOOS, runtime.GOARCH
+
+// prefixWriter prefixes each line with a machine's name.
+type prefixWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	prefix string
+	mid    bool // in the middle of a line
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(b)
+	var out bytes.Buffer
+	for len(b) > 0 {
+		if !p.mid {
+			out.WriteString(p.prefix)
+		}
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			out.Write(b)
+			p.mid = true
+			break
+		}
+		out.Write(b[:i+1])
+		p.mid = false
+		b = b[i+1:]
+	}
+	_, err := p.w.Write(out.Bytes())
+	return n, err
+}

@@ -1,0 +1,382 @@
+package bigmachine_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/bigmachine/rpc"
+	"github.com/gcefleet/gcefleet/internal/testutil"
+	"github.com/gcefleet/gcefleet/system/local"
+)
+
+// TestMain lets the test binary be a worker, as every bigmachine program
+// is, and a driver for the test that kills one.
+func TestMain(m *testing.M) {
+	if _, ok := os.LookupEnv(bigmachine.EnvConfig); ok {
+		bigmachine.Start(local.New())
+	}
+	if os.Getenv("BIGMACHINE_TEST_DRIVER") == "1" {
+		killableDriver()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// Echo is the service the tests call.
+type Echo struct{ Greeting string }
+
+func init() { gob.Register(Echo{}) }
+
+func (e Echo) Hello(ctx context.Context, name string, reply *string) error {
+	*reply = e.Greeting + ", " + name
+	return nil
+}
+
+func (Echo) Pid(ctx context.Context, _ struct{}, pid *int) error { *pid = os.Getpid(); return nil }
+
+func (Echo) Getenv(ctx context.Context, key string, v *string) error { *v = os.Getenv(key); return nil }
+
+func (Echo) Fail(ctx context.Context, msg string, _ *struct{}) error { return errors.New(msg) }
+
+// Block waits for the call's context to end.
+func (Echo) Block(ctx context.Context, _ struct{}, _ *struct{}) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Count counts the bytes of a streamed argument.
+func (Echo) Count(ctx context.Context, r io.Reader, n *int64) error {
+	var err error
+	*n, err = io.Copy(io.Discard, r)
+	return err
+}
+
+func fastSystem(opts ...local.Option) *local.System {
+	return local.New(append([]local.Option{local.WithKeepalive(100*time.Millisecond, 2*time.Second)}, opts...)...)
+}
+
+// start starts n machines on sys with the Echo service and shuts them down
+// when the test ends.
+func start(t *testing.T, sys bigmachine.System, n int, ps ...bigmachine.Param) (*bigmachine.B, []*bigmachine.Machine, *syncBuffer) {
+	t.Helper()
+	out := &syncBuffer{}
+	b := bigmachine.Start(sys, bigmachine.WithOutput(out), bigmachine.WithStartTimeout(time.Minute))
+	t.Cleanup(b.Shutdown)
+	ps = append([]bigmachine.Param{bigmachine.Services{"Echo": Echo{Greeting: "hello"}}}, ps...)
+	ms, err := b.Start(context.Background(), n, ps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, ms, out
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestStartCallShutdown(t *testing.T) {
+	b, ms, _ := start(t, fastSystem(), 3, bigmachine.Environ{"BIGMACHINE_TEST_VAR=seven"})
+	ctx := context.Background()
+	if len(ms) != 3 || len(b.Machines()) != 3 {
+		t.Fatalf("started %d machines, B has %d", len(ms), len(b.Machines()))
+	}
+	pids := map[int]bool{}
+	for _, m := range ms {
+		if m.State() != bigmachine.Running || m.Err() != nil || m.Maxprocs < 1 || !strings.HasPrefix(m.Addr, "127.0.0.1:") {
+			t.Errorf("machine %s: state %v, err %v, maxprocs %d, addr %s", m.Name(), m.State(), m.Err(), m.Maxprocs, m.Addr)
+		}
+		var got string
+		if err := m.Call(ctx, "Echo.Hello", m.Name(), &got); err != nil || got != "hello, "+m.Name() {
+			t.Errorf("Echo.Hello on %s: %q, %v", m.Name(), got, err)
+		}
+		if err := m.Call(ctx, "Echo.Getenv", "BIGMACHINE_TEST_VAR", &got); err != nil || got != "seven" {
+			t.Errorf("Environ did not reach %s: %q, %v", m.Name(), got, err)
+		}
+		if err := m.Call(ctx, "Echo.Getenv", bigmachine.EnvConfig, &got); err != nil || got != "" {
+			t.Errorf("the machine's credentials are still in its environment: %q, %v", got, err)
+		}
+		var pid int
+		if err := m.Call(ctx, "Echo.Pid", struct{}{}, &pid); err != nil {
+			t.Fatal(err)
+		}
+		pids[pid] = true
+	}
+	if len(pids) != 3 || pids[os.Getpid()] {
+		t.Errorf("machines ran in processes %v", pids)
+	}
+
+	err := ms[0].Call(ctx, "Echo.Fail", "out of cheese", &struct{}{})
+	if !errors.Is(err, rpc.Remote) || !strings.Contains(err.Error(), "out of cheese") {
+		t.Errorf("remote error: %v", err)
+	}
+	if err := ms[0].Call(ctx, "Echo.Nope", "", &struct{}{}); !errors.Is(err, rpc.Invalid) {
+		t.Errorf("unknown method: %v", err)
+	}
+	var n int64
+	if err := ms[0].Call(ctx, "Echo.Count", io.Reader(strings.NewReader(strings.Repeat("x", 1<<20))), &n); err != nil || n != 1<<20 {
+		t.Errorf("streamed %d bytes, %v", n, err)
+	}
+
+	b.Shutdown()
+	for _, m := range ms {
+		if m.State() != bigmachine.Stopped {
+			t.Errorf("%s is %v after Shutdown", m.Name(), m.State())
+		}
+		if err := m.Call(ctx, "Echo.Hello", "x", new(string)); !errors.Is(err, rpc.Unavailable) {
+			t.Errorf("call after Shutdown: %v, want Unavailable", err)
+		}
+	}
+	for pid := range pids {
+		if testutil.Alive(pid) {
+			t.Errorf("worker %d outlived Shutdown", pid)
+		}
+	}
+}
+
+// TestBootstrapShipsTheBinary starts machines from the gceboot bootstrap,
+// as on Compute Engine: the driver must upload its binary and have it
+// exec'd, and nothing may be left in the machines' TMPDIR.
+func TestBootstrapShipsTheBinary(t *testing.T) {
+	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	b, ms, out := start(t, fastSystem(local.WithBootstrap(boot)), 2)
+	var pid int
+	if err := ms[0].Call(context.Background(), "Echo.Pid", struct{}{}, &pid); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(exe, tmp) || !strings.HasSuffix(exe, "(deleted)") {
+		t.Errorf("the machine runs %s; want the uploaded binary in %s, already removed", exe, tmp)
+	}
+	if !strings.Contains(out.String(), "gceboot serving") {
+		t.Errorf("the bootstrap's output did not reach the driver:\n%s", out)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("TMPDIR holds %v while the machines run", left)
+	}
+	b.Shutdown()
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("TMPDIR holds %v after Shutdown", left)
+	}
+}
+
+func TestStartFailures(t *testing.T) {
+	b := bigmachine.Start(fastSystem(), bigmachine.WithStartTimeout(30*time.Second), bigmachine.WithOutput(io.Discard))
+	defer b.Shutdown()
+	ctx := context.Background()
+
+	type unregistered struct{}
+	_, err := b.Start(ctx, 1, bigmachine.Services{"U": unregistered{}})
+	if err == nil || !strings.Contains(err.Error(), "gob.Register") {
+		t.Errorf("unregistered service: %v", err)
+	}
+
+	// A program that exits at once: the machine says why it did not start.
+	ms, err := b.Start(ctx, 2, bigmachine.Binary("/bin/false"))
+	if len(ms) != 0 || err == nil || !strings.Contains(err.Error(), "0 of 2 machines started") || !strings.Contains(err.Error(), "exit status 1") {
+		t.Fatalf("start of /bin/false: %v, %v", ms, err)
+	}
+	for _, m := range b.Machines() {
+		if m.State() != bigmachine.Stopped || m.Err() == nil {
+			t.Errorf("failed machine %s: %v, %v", m.Name(), m.State(), m.Err())
+		}
+	}
+}
+
+// TestKilledWorker kills a worker with SIGKILL: the driver must stop the
+// machine well within the keepalive timeout and fail calls, pending and
+// future, as Unavailable.
+func TestKilledWorker(t *testing.T) {
+	_, ms, _ := start(t, fastSystem(), 2)
+	ctx := context.Background()
+	var pid int
+	if err := ms[0].Call(ctx, "Echo.Pid", struct{}{}, &pid); err != nil {
+		t.Fatal(err)
+	}
+	pending := make(chan error)
+	go func() { pending <- ms[0].Call(ctx, "Echo.Block", struct{}{}, &struct{}{}) }()
+	killed := time.Now()
+	syscall.Kill(pid, syscall.SIGKILL)
+
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second) // the keepalive timeout
+	defer cancel()
+	if s := ms[0].Wait(wctx, bigmachine.Stopped); s != bigmachine.Stopped {
+		t.Fatalf("machine still %v after the keepalive timeout", s)
+	}
+	t.Logf("stopped %v after the kill: %v", time.Since(killed), ms[0].Err())
+	if !strings.Contains(ms[0].Err().Error(), "signal: killed") {
+		t.Errorf("Err = %v; want it to say the process was killed", ms[0].Err())
+	}
+	if err := <-pending; !errors.Is(err, rpc.Unavailable) {
+		t.Errorf("pending call: %v, want Unavailable", err)
+	}
+	if err := ms[0].Call(ctx, "Echo.Pid", struct{}{}, &pid); !errors.Is(err, rpc.Unavailable) {
+		t.Errorf("call after the kill: %v, want Unavailable", err)
+	}
+	if err := ms[0].RetryCall(ctx, "Echo.Pid", struct{}{}, &pid); !errors.Is(err, rpc.Unavailable) {
+		t.Errorf("RetryCall after the kill: %v, want Unavailable", err)
+	}
+	// The other machine is untouched.
+	if err := ms[1].Call(ctx, "Echo.Pid", struct{}{}, &pid); err != nil {
+		t.Errorf("the other machine: %v", err)
+	}
+}
+
+// killableDriver is a driver in its own process, for TestKilledDriver: it
+// starts two machines, prints their pids and waits to be killed.
+func killableDriver() {
+	b := bigmachine.Start(local.New(local.WithKeepalive(100*time.Millisecond, time.Second)))
+	ms, err := b.Start(context.Background(), 2, bigmachine.Services{"Echo": Echo{}})
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	for _, m := range ms {
+		var pid int
+		if err := m.Call(context.Background(), "Echo.Pid", struct{}{}, &pid); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("worker", pid)
+	}
+	fmt.Println("ready")
+	select {}
+}
+
+// TestKilledDriver kills a driver with SIGKILL: its workers must be gone
+// once their keepalive lapses.
+func TestKilledDriver(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "BIGMACHINE_TEST_DRIVER=1")
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var pids []int
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != "ready" {
+		if p, ok := strings.CutPrefix(sc.Text(), "worker "); ok {
+			pid, _ := strconv.Atoi(p)
+			pids = append(pids, pid)
+		} else {
+			t.Fatalf("driver: %s", sc.Text())
+		}
+	}
+	if len(pids) != 2 {
+		t.Fatalf("driver reported workers %v", pids)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	killed := time.Now()
+	for _, pid := range pids {
+		for testutil.Alive(pid) {
+			if time.Since(killed) > 5*time.Second { // the worker timeout is 1s
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("worker %d still runs %v after its driver was killed", pid, time.Since(killed))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t.Logf("workers gone %v after the driver was killed", time.Since(killed))
+}
+
+func TestDebugPages(t *testing.T) {
+	b, ms, _ := start(t, fastSystem(), 2)
+	mux := http.NewServeMux()
+	b.HandleDebug(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	get := func(path string) []byte {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %s: %s", path, resp.Status, body)
+		}
+		return body
+	}
+	// Keepalives fill in the machines' vital signs.
+	for _, m := range ms {
+		var pid int
+		m.Call(context.Background(), "Echo.Pid", struct{}{}, &pid)
+	}
+	status := string(get("/debug/bigmachine/"))
+	for _, m := range ms {
+		if !strings.Contains(status, m.Name()) || !strings.Contains(status, m.Addr) {
+			t.Errorf("status page lacks %s", m.Name())
+		}
+	}
+	if strings.Count(status, "<td>Running</td>") != 2 {
+		t.Errorf("status page:\n%s", status)
+	}
+
+	p, err := profile.ParseData(get("/debug/bigmachine/pprof/goroutine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Sample) == 0 {
+		t.Error("merged goroutine profile has no samples")
+	}
+	if _, err := profile.ParseData(get("/debug/bigmachine/pprof/heap?machine=" + ms[1].Name())); err != nil {
+		t.Error(err)
+	}
+
+	var vars map[string]map[string]any
+	if err := json.Unmarshal(get("/debug/bigmachine/vars"), &vars); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if vars[m.Name()]["memstats"] == nil {
+			t.Errorf("vars of %s: %v", m.Name(), vars[m.Name()])
+		}
+	}
+	metrics := string(get("/debug/bigmachine/metrics"))
+	if !strings.Contains(metrics, `bigmachine_rpc_calls_total{method="Echo.Pid",outcome="ok",side="client"} 2`) {
+		t.Errorf("metrics lack the Echo.Pid calls:\n%s", metrics)
+	}
+}

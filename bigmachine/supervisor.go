@@ -1,0 +1,337 @@
+package bigmachine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gcefleet/gcefleet/bigmachine/internal/pki"
+	"github.com/gcefleet/gcefleet/bigmachine/rpc"
+)
+
+// Info is what a machine says of itself before the driver sends it work.
+type Info struct {
+	GOOS, GOARCH string
+	// Digest is the SHA-256 of the running binary, hex encoded.
+	Digest string
+	// Payload is true once the machine runs the driver's program (rather
+	// than a bootstrap) and can take services.
+	Payload bool
+	NumCPU  int
+}
+
+// ExecRequest replaces a bootstrap with the uploaded binary.
+type ExecRequest struct {
+	Args []string
+	Env  []string
+}
+
+// Stats is what a machine reports with each keepalive.
+type Stats struct {
+	Uptime     time.Duration
+	HeapAlloc  uint64
+	Sys        uint64
+	Goroutines int
+	Load1      float64
+}
+
+type registerRequest struct {
+	Name    string
+	Service any
+}
+
+// ProfileRequest asks a machine for a pprof profile.
+type ProfileRequest struct {
+	Name    string // "profile" (CPU), "heap", "goroutine", ...
+	Seconds int    // for CPU profiles
+}
+
+// supervisor is the service every machine serves, bootstrap or worker.
+type supervisor struct {
+	cfg     WorkerConfig
+	payload bool
+	started time.Time
+	log     *slog.Logger
+	server  *rpc.Server
+	worker  *B // the worker's B, given to services' Init
+	exit    func(code int)
+
+	digestOnce sync.Once
+	digest     string
+	digestErr  error
+
+	mu       sync.Mutex
+	deadline *time.Timer
+	uploaded string // path of the binary received, until exec
+	execing  bool
+	stop     func() // ends serving, before exec
+}
+
+// driverOnly are the methods only the driver may call: they change what
+// the machine runs or keep it alive.
+var driverOnly = map[string]bool{
+	"Supervisor.Upload": true, "Supervisor.Exec": true, "Supervisor.Register": true,
+	"Supervisor.Keepalive": true, "Supervisor.Shutdown": true,
+}
+
+func authorize(r *http.Request, method string) error {
+	if !driverOnly[method] {
+		return nil
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || r.TLS.PeerCertificates[0].Subject.CommonName != pki.DriverName {
+		return errors.New("only the driver may call " + method)
+	}
+	return nil
+}
+
+func (s *supervisor) ownDigest() (string, error) {
+	s.digestOnce.Do(func() { s.digest, s.digestErr = fileDigest(runningBinary()) })
+	return s.digest, s.digestErr
+}
+
+// runningBinary is the file of the running program, which on Linux can be
+// read even after it is removed (as a worker removes its uploaded binary).
+func runningBinary() string {
+	if _, err := os.Stat("/proc/self/exe"); err == nil {
+		return "/proc/self/exe"
+	}
+	return executable()
+}
+
+func executable() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return os.Args[0]
+	}
+	return exe
+}
+
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func (s *supervisor) Info(ctx context.Context, _ struct{}, info *Info) error {
+	d, err := s.ownDigest()
+	if err != nil {
+		return fmt.Errorf("digest of the running binary: %w", err)
+	}
+	*info = Info{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Digest: d, Payload: s.payload, NumCPU: runtime.NumCPU()}
+	return nil
+}
+
+// Upload receives a binary, streamed, into a private directory and returns
+// its digest.
+func (s *supervisor) Upload(ctx context.Context, r io.Reader, digest *string) error {
+	if s.payload {
+		return rpc.Errorf(rpc.Invalid, "this machine already runs its program")
+	}
+	dir, err := os.MkdirTemp("", "bigmachine-")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "program")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o700)
+	if err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(f, h), r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("receiving the binary: %w", err)
+	}
+	s.mu.Lock()
+	if s.uploaded != "" {
+		os.RemoveAll(filepath.Dir(s.uploaded))
+	}
+	s.uploaded = path
+	s.mu.Unlock()
+	*digest = hex.EncodeToString(h.Sum(nil))
+	return nil
+}
+
+// Exec replaces the bootstrap with the uploaded binary once this call has
+// been answered.
+func (s *supervisor) Exec(ctx context.Context, req ExecRequest, _ *struct{}) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.uploaded == "" {
+		return rpc.Errorf(rpc.Invalid, "no binary was uploaded")
+	}
+	if s.execing {
+		return rpc.Errorf(rpc.Invalid, "already executing")
+	}
+	s.execing = true
+	cfg := s.cfg
+	cfg.Uploaded = s.uploaded
+	if s.deadline != nil {
+		s.deadline.Stop()
+	}
+	env := append(withoutConfig(os.Environ()), req.Env...)
+	env = append(env, EnvConfig+"="+cfg.Encode())
+	args := append([]string{s.uploaded}, req.Args...)
+	path, stop := s.uploaded, s.stop
+	go func() {
+		// Answer first: stop serving gracefully, which waits for this
+		// call's reply to go out, then become the new program.
+		stop()
+		err := syscall.Exec(path, args, env)
+		s.log.Error("exec of the uploaded binary failed", "err", err)
+		os.RemoveAll(filepath.Dir(path))
+		s.exit(1)
+	}()
+	return nil
+}
+
+func withoutConfig(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, EnvConfig+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// Keepalive extends the machine's life by d from now and reports its
+// vital signs.
+func (s *supervisor) Keepalive(ctx context.Context, d time.Duration, stats *Stats) error {
+	s.extend(d)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	*stats = Stats{Uptime: time.Since(s.started), HeapAlloc: ms.HeapAlloc, Sys: ms.Sys, Goroutines: runtime.NumGoroutine(), Load1: load1()}
+	return nil
+}
+
+func (s *supervisor) extend(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.execing {
+		return
+	}
+	if s.deadline == nil {
+		s.deadline = time.AfterFunc(d, s.lapse)
+		return
+	}
+	s.deadline.Reset(d)
+}
+
+// lapse ends a machine whose driver stopped renewing its keepalive.
+func (s *supervisor) lapse() {
+	s.log.Error("no keepalive from the driver; exiting", "machine", s.cfg.Name)
+	s.cleanup()
+	s.exit(1)
+}
+
+// Shutdown ends the machine once the call is answered.
+func (s *supervisor) Shutdown(ctx context.Context, _ struct{}, _ *struct{}) error {
+	go func() {
+		s.stop()
+		s.cleanup()
+		s.exit(0)
+	}()
+	return nil
+}
+
+func (s *supervisor) cleanup() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.uploaded != "" && !s.execing {
+		os.RemoveAll(filepath.Dir(s.uploaded))
+	}
+}
+
+// Register adds a service sent by the driver, then calls its Init.
+func (s *supervisor) Register(ctx context.Context, req registerRequest, _ *struct{}) error {
+	if !s.payload {
+		return rpc.Errorf(rpc.Invalid, "a bootstrap takes no services")
+	}
+	if err := s.server.Register(req.Name, req.Service); err != nil {
+		return rpc.Errorf(rpc.Invalid, "%v", err)
+	}
+	if in, ok := req.Service.(interface{ Init(*B) error }); ok {
+		if err := in.Init(s.worker); err != nil {
+			return fmt.Errorf("%s.Init: %w", req.Name, err)
+		}
+	}
+	return nil
+}
+
+// Profile streams a pprof profile of this machine.
+func (s *supervisor) Profile(ctx context.Context, req ProfileRequest, out *io.ReadCloser) error {
+	pr, pw := io.Pipe()
+	if req.Name == "profile" {
+		if req.Seconds <= 0 {
+			req.Seconds = 30
+		}
+		if err := pprof.StartCPUProfile(pw); err != nil {
+			return err
+		}
+		go func() {
+			select {
+			case <-time.After(time.Duration(req.Seconds) * time.Second):
+			case <-ctx.Done():
+			}
+			pprof.StopCPUProfile()
+			pw.Close()
+		}()
+		*out = pr
+		return nil
+	}
+	p := pprof.Lookup(req.Name)
+	if p == nil {
+		return rpc.Errorf(rpc.Invalid, "no profile %q", req.Name)
+	}
+	go func() { pw.CloseWithError(p.WriteTo(pw, 0)) }()
+	*out = pr
+	return nil
+}
+
+// Vars returns this machine's variables as JSON, in the manner of expvar.
+func (s *supervisor) Vars(ctx context.Context, _ struct{}, out *[]byte) error {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b, err := json.Marshal(map[string]any{
+		"cmdline": os.Args, "memstats": ms, "goroutines": runtime.NumGoroutine(),
+		"uptime_seconds": time.Since(s.started).Seconds(), "load1": load1(),
+	})
+	*out = b
+	return err
+}
+
+func load1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	fmt.Sscan(string(b), &l)
+	return l
+}

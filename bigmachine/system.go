@@ -1,0 +1,124 @@
+package bigmachine
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// A System is where machines come from: child processes (system/local),
+// Compute Engine instances (system/gce), leased machines. The driver uses
+// it to start machines and watch them; a worker uses it to serve and exit.
+type System interface {
+	// Name is the system's short name, such as "local".
+	Name() string
+	// Start starts req.N machines that each run a bootstrap or the
+	// driver's own binary, configured by req.Config(name), and returns
+	// those it started. A partial start returns the machines that started
+	// and an error saying why the others did not.
+	Start(ctx context.Context, req StartRequest) ([]Spec, error)
+	// Keepalive says how often the driver renews a machine's keepalive
+	// and how long a worker lives without one.
+	Keepalive() Keepalive
+	// KeepaliveFailed is called by the driver when a keepalive to m fails.
+	// It reports whether the machine is gone for good (a process that
+	// exited, an instance preempted or deleted), so the driver can stop it
+	// at once instead of waiting out the timeout.
+	KeepaliveFailed(ctx context.Context, m *Machine) (gone bool, why error)
+	// Tail copies what machine m writes to its output to w until ctx ends.
+	Tail(ctx context.Context, m *Machine, w io.Writer) error
+	// HTTPClient returns the client the driver calls a machine with.
+	HTTPClient(cfg *tls.Config) *http.Client
+	// Listen returns the listener a worker serves on, given the address
+	// in its WorkerConfig.
+	Listen(addr string) (net.Listener, error)
+	// Exit ends a worker: called when its keepalive lapses or the driver
+	// asks it to go. A cloud system deletes its instance.
+	Exit(code int)
+	// Shutdown releases what the system holds for the driver's machines,
+	// once the driver has told them to exit.
+	Shutdown(ctx context.Context) error
+}
+
+// StartRequest is what a System is asked to start.
+type StartRequest struct {
+	// N is the number of machines.
+	N int
+	// Config returns the configuration of the machine named name, with
+	// its credentials, to hand to it (through its environment as
+	// EnvConfig, or through instance metadata).
+	Config func(name string, listen string) (WorkerConfig, error)
+	// Binary, Args and Env are the driver's program as it should run on
+	// the machine, for systems that start it directly.
+	Binary string
+	Args   []string
+	Env    []string
+}
+
+// Spec describes a machine a System started.
+type Spec struct {
+	Name     string
+	Addr     string // host:port the machine serves on
+	Maxprocs int
+	// Handle is the system's own record of the machine.
+	Handle any
+}
+
+// Keepalive is a system's liveness timing.
+type Keepalive struct {
+	// Period is how often the driver renews each machine's keepalive.
+	Period time.Duration
+	// Timeout is how long a worker lives without a renewal, and how long
+	// the driver tolerates failing renewals before it stops the machine.
+	Timeout time.Duration
+}
+
+// EnvConfig is the environment variable that carries a WorkerConfig to a
+// worker process. A process started with it set is a worker: Start serves
+// and never returns.
+const EnvConfig = "GCEFLEET_BIGMACHINE"
+
+// WorkerConfig is what a machine needs to serve the driver: its name, where
+// to listen, and its credentials.
+type WorkerConfig struct {
+	Name   string `json:"name"`
+	Listen string `json:"listen"`
+	// Cert and Key are the machine's own; CA is the run's certificate
+	// authority, whose key stays with the driver.
+	Cert []byte `json:"cert"`
+	Key  []byte `json:"key"`
+	CA   []byte `json:"ca"`
+	// Timeout is how long the worker waits for its first keepalive.
+	Timeout time.Duration `json:"timeout"`
+	// Uploaded is the binary the bootstrap received and exec'd; the
+	// worker removes it, and its directory, as it starts.
+	Uploaded string `json:"uploaded,omitempty"`
+}
+
+// Encode returns c as one environment-safe string.
+func (c WorkerConfig) Encode() string {
+	b, _ := json.Marshal(c)
+	return base64.RawStdEncoding.EncodeToString(b)
+}
+
+// DecodeWorkerConfig parses what Encode returned.
+func DecodeWorkerConfig(s string) (WorkerConfig, error) {
+	var c WorkerConfig
+	b, err := base64.RawStdEncoding.DecodeString(s)
+	if err == nil {
+		err = json.Unmarshal(b, &c)
+	}
+	if err != nil {
+		return c, fmt.Errorf("bigmachine: bad worker configuration in %s: %w", EnvConfig, err)
+	}
+	if c.Name == "" || c.Listen == "" || len(c.Cert) == 0 || len(c.Key) == 0 || len(c.CA) == 0 {
+		return c, fmt.Errorf("bigmachine: worker configuration in %s lacks its name, address or credentials", EnvConfig)
+	}
+	return c, nil
+}
