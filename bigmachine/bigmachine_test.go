@@ -84,7 +84,7 @@ func start(t *testing.T, sys bigmachine.System, n int, ps ...bigmachine.Param) (
 	ps = append([]bigmachine.Param{bigmachine.Services{"Echo": Echo{Greeting: "hello"}}}, ps...)
 	ms, err := b.Start(context.Background(), n, ps...)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\nthe machines' output:\n%s", err, out)
 	}
 	return b, ms, out
 }

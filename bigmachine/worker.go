@@ -68,6 +68,7 @@ func (s *supervisor) serve(ln net.Listener) error {
 		Handler:           s.server,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 30 * time.Second,
+		HTTP2:             rpc.HTTP2Config(),
 		// A peer without the run's certificate fails the handshake; that
 		// is expected noise, not news.
 		ErrorLog: log.New(handshakeFilter{s.log}, "", 0),

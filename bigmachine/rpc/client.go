@@ -18,6 +18,8 @@ type Client struct {
 	HTTP *http.Client
 	// Metrics, if set, counts the calls made.
 	Metrics *Metrics
+
+	decoders decoderPool
 }
 
 // Call calls method ("Service.Method") on the server at base (such as
@@ -44,8 +46,10 @@ func (c *Client) Call(ctx context.Context, base, method string, arg, reply any) 
 			c.Metrics.observe(method, start, err, 0, 0)
 			return err
 		}
-		sent = &countingReader{r: &buf}
-		body = sent
+		// A bytes.Reader gives the request a known length, which lets
+		// HTTP/2 send headers and body without a separate body writer.
+		sent = &countingReader{n: int64(buf.Len())}
+		body = bytes.NewReader(buf.Bytes())
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/"+method, body)
 	if err != nil {
@@ -85,11 +89,15 @@ func (c *Client) do(req *http.Request, method string, reply any, got *countingRe
 		return nil
 	}
 	defer resp.Body.Close()
-	if err := gob.NewDecoder(got).Decode(reply); err != nil {
+	data, err := io.ReadAll(got)
+	if err != nil {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			err = ctxErr
 		}
 		return &Error{Kind: Network, Method: method, Message: "reading the reply", Err: err}
+	}
+	if err := c.decoders.decode(data, reply); err != nil {
+		return &Error{Kind: Invalid, Method: method, Message: "decoding the reply", Err: err}
 	}
 	return nil
 }

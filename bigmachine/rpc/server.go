@@ -40,8 +40,9 @@ type Server struct {
 	// Metrics, if set, counts the calls served.
 	Metrics *Metrics
 
-	mu      sync.RWMutex
-	methods map[string]*method
+	mu       sync.RWMutex
+	methods  map[string]*method
+	decoders decoderPool
 }
 
 type method struct {
@@ -152,13 +153,18 @@ func (s *Server) serve(w *countingWriter, r *http.Request, name string, body io.
 		arg = reflect.ValueOf(&body).Elem()
 	} else {
 		p := reflect.New(m.arg)
-		if err := gob.NewDecoder(body).Decode(p.Interface()); err != nil {
+		data, err := io.ReadAll(body)
+		if err != nil {
+			return &Error{Kind: Network, Method: name, Message: "reading the argument: " + err.Error()}
+		}
+		if err := s.decoders.decode(data, p.Interface()); err != nil {
 			return &Error{Kind: Invalid, Method: name, Message: "decoding the argument: " + err.Error()}
 		}
 		arg = p.Elem()
 	}
 	reply := reflect.New(m.reply)
-	out := m.fn.Call([]reflect.Value{m.rcvr, reflect.ValueOf(ctx), arg, reply})
+	// A Value of the interface type itself spares Call an Implements check.
+	out := m.fn.Call([]reflect.Value{m.rcvr, reflect.ValueOf(&ctx).Elem(), arg, reply})
 	if err, _ := out[0].Interface().(error); err != nil {
 		if c, ok := reply.Elem().Interface().(io.Closer); ok && m.replRdr {
 			c.Close()
@@ -240,4 +246,15 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// HTTP2Config returns the HTTP/2 settings for RPC servers and transports:
+// flow-control windows large enough that a streamed io.Reader is not held
+// back by acknowledgements on a fast network.
+func HTTP2Config() *http.HTTP2Config {
+	return &http.HTTP2Config{
+		MaxReadFrameSize:              1 << 20,
+		MaxReceiveBufferPerConnection: 4<<20 - 1,
+		MaxReceiveBufferPerStream:     4<<20 - 1,
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/bigmachine/rpc"
 )
 
 // listenerEnv names the inherited file descriptor a machine serves on. The
@@ -188,6 +189,7 @@ func (s *System) HTTPClient(cfg *tls.Config) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		TLSClientConfig:   cfg,
 		ForceAttemptHTTP2: true,
+		HTTP2:             rpc.HTTP2Config(),
 		DialContext:       (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 	}}
 }
@@ -196,9 +198,17 @@ func (s *System) HTTPClient(cfg *tls.Config) *http.Client {
 // addr if there is none.
 func (s *System) Listen(addr string) (net.Listener, error) {
 	if os.Getenv(listenerEnv) == "3" {
-		// The descriptor stays open, so that a program this one execs
-		// inherits the same listening socket.
-		return net.FileListener(os.NewFile(3, "listener"))
+		// Serve on a duplicate and leave descriptor 3 itself alone (an
+		// *os.File for it would close it when collected), so that a
+		// program this one execs inherits the same listening socket.
+		fd, err := syscall.Dup(3)
+		if err != nil {
+			return nil, fmt.Errorf("inherited listener: %w", err)
+		}
+		syscall.CloseOnExec(fd)
+		f := os.NewFile(uintptr(fd), "listener")
+		defer f.Close()
+		return net.FileListener(f)
 	}
 	return net.Listen("tcp", addr)
 }

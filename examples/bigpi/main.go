@@ -1,0 +1,227 @@
+// Command bigpi estimates π by sampling random points in the unit square on
+// many machines and counting those that fall inside the quarter circle.
+//
+//	go run ./examples/bigpi -nmach=4 -samples=1e9
+//
+// It is the smallest complete bigmachine program: the same binary is the
+// driver and, on each machine, the worker that serves the Pi service.
+package main
+
+import (
+	"context"
+	"encoding/gob"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/system/local"
+)
+
+// Pi is the service each machine serves.
+type Pi struct{}
+
+func init() { gob.Register(Pi{}) }
+
+// Chunk is a share of the sampling: N samples from the stream Seed.
+type Chunk struct {
+	N    uint64
+	Seed uint64
+}
+
+// Sample draws c.N points on all of the machine's CPUs and returns how many
+// fall inside the quarter circle.
+func (Pi) Sample(ctx context.Context, c Chunk, inside *uint64) error {
+	procs := runtime.GOMAXPROCS(0)
+	var total atomic.Uint64
+	var wg sync.WaitGroup
+	for i := range procs {
+		n := c.N / uint64(procs)
+		if i == 0 {
+			n += c.N % uint64(procs)
+		}
+		wg.Go(func() { total.Add(sample(n, c.Seed, uint64(i))) })
+	}
+	wg.Wait()
+	*inside = total.Load()
+	return ctx.Err()
+}
+
+// sample is the inner loop: n points from the PCG stream (seed, stream).
+func sample(n, seed, stream uint64) uint64 {
+	r := rand.NewPCG(seed, stream)
+	var in uint64
+	for range n {
+		x := float64(r.Uint64()>>11) * 0x1p-53
+		y := float64(r.Uint64()>>11) * 0x1p-53
+		if x*x+y*y <= 1 {
+			in++
+		}
+	}
+	return in
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		system  = flag.String("system", "local", "where machines come from: local (child processes)")
+		nmach   = flag.Int("nmach", 2, "number of machines")
+		samples = flag.String("samples", "1e9", "number of samples, such as 1e9 or 3000000000")
+		single  = flag.Bool("single", false, "sample in this process on one CPU, without machines (the baseline)")
+	)
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), `Usage: bigpi [flags]
+
+bigpi estimates π on -nmach machines, each sampling with all its CPUs, and
+prints the estimate, its error and the sampling rate.
+
+Example:
+  go run ./examples/bigpi -system=local -nmach=4 -samples=1e9
+
+Flags:
+`)
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	// Machines run this same program with the same flags; on them,
+	// bigmachine.Start serves and never returns.
+	var sys bigmachine.System
+	switch *system {
+	case "local":
+		sys = local.New()
+	case "gce":
+		fmt.Fprintln(os.Stderr, "bigpi: -system=gce is not built yet; it arrives with issue #5")
+		return 1
+	default:
+		fmt.Fprintf(os.Stderr, "bigpi: unknown -system %q; use local\n", *system)
+		return 2
+	}
+	f, err := strconv.ParseFloat(*samples, 64)
+	if err != nil || f < 1 || f > math.MaxUint64/2 || f != math.Trunc(f) {
+		fmt.Fprintf(os.Stderr, "bigpi: -samples %q is not a whole number of samples, like 1e9\n", *samples)
+		return 2
+	}
+	n := uint64(f)
+	if *nmach < 1 {
+		fmt.Fprintf(os.Stderr, "bigpi: -nmach %d: need at least one machine\n", *nmach)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if *single {
+		start := time.Now()
+		in := sample(n, 1, 0)
+		report(os.Stdout, in, n, "1 CPU of this process", time.Since(start))
+		return 0
+	}
+
+	b := bigmachine.Start(sys)
+	defer b.Shutdown()
+	start := time.Now()
+	fmt.Fprintf(os.Stderr, "starting %d %s machines...\n", *nmach, sys.Name())
+	machines, err := b.Start(ctx, *nmach, bigmachine.Services{"Pi": Pi{}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bigpi:", err)
+		if len(machines) == 0 {
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "going on with %d machines\n", len(machines))
+	}
+	fmt.Fprintf(os.Stderr, "%d machines running after %v\n", len(machines), time.Since(start).Round(time.Millisecond))
+
+	in, err := estimate(ctx, machines, n, progress(os.Stderr, n))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bigpi:", err)
+		return 1
+	}
+	report(os.Stdout, in, n, fmt.Sprintf("%d %s machines", len(machines), sys.Name()), time.Since(start))
+	return 0
+}
+
+// estimate spreads n samples over the machines in chunks, which each
+// machine takes as it finishes the last, so faster machines do more. The
+// chunks shrink as the work runs out (guided self-scheduling), so that no
+// machine is left with a big last chunk while the others idle.
+func estimate(ctx context.Context, machines []*bigmachine.Machine, n uint64, done func(uint64)) (uint64, error) {
+	nm := uint64(len(machines))
+	largest := max(n/(8*nm), 1)
+	const smallest = 1 << 20
+	type job struct{ n, seed uint64 }
+	jobs := make(chan job)
+	go func() {
+		defer close(jobs)
+		var seed uint64
+		for left := n; left > 0; {
+			c := min(max(left/(4*nm), smallest), largest, left)
+			seed++
+			select {
+			case jobs <- job{c, seed}:
+			case <-ctx.Done():
+				return
+			}
+			left -= c
+		}
+	}()
+	var total atomic.Uint64
+	errs := make([]error, len(machines))
+	var wg sync.WaitGroup
+	for i, m := range machines {
+		wg.Go(func() {
+			for j := range jobs {
+				var in uint64
+				if err := m.RetryCall(ctx, "Pi.Sample", Chunk{N: j.n, Seed: j.seed}, &in); err != nil {
+					errs[i] = fmt.Errorf("%s: %w", m.Name(), err)
+					return
+				}
+				total.Add(in)
+				done(j.n)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	return total.Load(), ctx.Err()
+}
+
+// progress returns a function that counts finished samples and shows the
+// share done, at most a few times a second.
+func progress(w io.Writer, total uint64) func(uint64) {
+	var mu sync.Mutex
+	var done uint64
+	var last time.Time
+	start := time.Now()
+	return func(n uint64) {
+		mu.Lock()
+		defer mu.Unlock()
+		done += n
+		if time.Since(last) < 250*time.Millisecond && done < total {
+			return
+		}
+		last = time.Now()
+		rate := float64(done) / time.Since(start).Seconds()
+		fmt.Fprintf(w, "sampled %5.1f%%  %.3g samples/s\n", 100*float64(done)/float64(total), rate)
+	}
+}
+
+func report(w io.Writer, in, n uint64, where string, took time.Duration) {
+	pi := 4 * float64(in) / float64(n)
+	fmt.Fprintf(w, "π ≈ %.10f  error %+.3g  (%d samples on %s in %v, %.3g samples/s)\n",
+		pi, pi-math.Pi, n, where, took.Round(time.Millisecond), float64(n)/took.Seconds())
+}
