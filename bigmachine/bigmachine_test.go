@@ -55,6 +55,11 @@ func (Echo) Pid(ctx context.Context, _ struct{}, pid *int) error { *pid = os.Get
 
 func (Echo) Getenv(ctx context.Context, key string, v *string) error { *v = os.Getenv(key); return nil }
 
+func (Echo) Print(ctx context.Context, s string, _ *struct{}) error {
+	_, err := os.Stdout.WriteString(s)
+	return err
+}
+
 func (Echo) Fail(ctx context.Context, msg string, _ *struct{}) error { return errors.New(msg) }
 
 // Block waits for the call's context to end.
@@ -69,6 +74,22 @@ func (Echo) Count(ctx context.Context, r io.Reader, n *int64) error {
 	*n, err = io.Copy(io.Discard, r)
 	return err
 }
+
+// Ready is a service with an Init, which runs on the machine before it is
+// Running.
+type Ready struct {
+	Inited   bool
+	OnDriver bool
+}
+
+func init() { gob.Register(&Ready{}) }
+
+func (r *Ready) Init(b *bigmachine.B) error {
+	r.Inited, r.OnDriver = true, b.IsDriver()
+	return nil
+}
+
+func (r *Ready) State(ctx context.Context, _ struct{}, out *Ready) error { *out = *r; return nil }
 
 func fastSystem(opts ...local.Option) *local.System {
 	return local.New(append([]local.Option{local.WithKeepalive(100*time.Millisecond, 2*time.Second)}, opts...)...)
@@ -107,8 +128,12 @@ func (s *syncBuffer) String() string {
 }
 
 func TestStartCallShutdown(t *testing.T) {
-	b, ms, _ := start(t, fastSystem(), 3, bigmachine.Environ{"BIGMACHINE_TEST_VAR=seven"})
+	b, ms, out := start(t, fastSystem(), 3, bigmachine.Environ{"BIGMACHINE_TEST_VAR=seven"}, bigmachine.Services{"Ready": &Ready{}})
 	ctx := context.Background()
+	var ready Ready
+	if err := ms[0].Call(ctx, "Ready.State", struct{}{}, &ready); err != nil || !ready.Inited || ready.OnDriver {
+		t.Errorf("Init on the machine: %+v, %v", ready, err)
+	}
 	if len(ms) != 3 || len(b.Machines()) != 3 {
 		t.Fatalf("started %d machines, B has %d", len(ms), len(b.Machines()))
 	}
@@ -136,6 +161,10 @@ func TestStartCallShutdown(t *testing.T) {
 	if len(pids) != 3 || pids[os.Getpid()] {
 		t.Errorf("machines ran in processes %v", pids)
 	}
+	// What a machine prints reaches the driver, line by line, under its name.
+	if err := ms[1].Call(ctx, "Echo.Print", "a line\nand another\n", &struct{}{}); err != nil {
+		t.Fatal(err)
+	}
 
 	err := ms[0].Call(ctx, "Echo.Fail", "out of cheese", &struct{}{})
 	if !errors.Is(err, rpc.Remote) || !strings.Contains(err.Error(), "out of cheese") {
@@ -149,7 +178,12 @@ func TestStartCallShutdown(t *testing.T) {
 		t.Errorf("streamed %d bytes, %v", n, err)
 	}
 
-	b.Shutdown()
+	b.Shutdown() // waits for the machines' processes, and so their output
+	for _, line := range []string{ms[1].Name() + ": a line\n", ms[1].Name() + ": and another\n"} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("driver output lacks %q:\n%s", line, out)
+		}
+	}
 	for _, m := range ms {
 		if m.State() != bigmachine.Stopped {
 			t.Errorf("%s is %v after Shutdown", m.Name(), m.State())

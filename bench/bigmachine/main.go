@@ -16,8 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
+		"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,25 +46,6 @@ func (Bench) Count(ctx context.Context, r io.Reader, n *int64) error {
 	return err
 }
 
-// Sample is bigpi's inner loop, on all of the machine's CPUs.
-func (Bench) Sample(ctx context.Context, n uint64, inside *uint64) error {
-	*inside = sample(n, n)
-	return nil
-}
-
-func sample(n, seed uint64) uint64 {
-	r := rand.NewPCG(seed, 0)
-	var in uint64
-	for range n {
-		x := float64(r.Uint64()>>11) * 0x1p-53
-		y := float64(r.Uint64()>>11) * 0x1p-53
-		if x*x+y*y <= 1 {
-			in++
-		}
-	}
-	return in
-}
-
 func main() {
 	sys := local.New()
 	b := bigmachine.Start(sys, bigmachine.WithOutput(os.Stderr))
@@ -83,7 +63,6 @@ func main() {
 		}
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
-		profilePrefix = *profile
 	}
 	defer b.Shutdown()
 	ctx := context.Background()
@@ -111,15 +90,12 @@ func main() {
 	}
 	fmt.Printf("bigmachine benchmarks, local system, %d CPUs, %s\n\n", numCPU(), time.Now().Format(time.DateOnly))
 	run("startup", startup)
-	run("rpc", rpcBench)
+	run("rpc", func(ctx context.Context, b *bigmachine.B) error { return rpcBench(ctx, b, *profile) })
 	run("stream", stream)
 	run("bigpi", func(ctx context.Context, b *bigmachine.B) error { return bigpi(ctx, b, *samples) })
 }
 
 func numCPU() int { return runtimeNumCPU() }
-
-// profilePrefix is where -profile writes; set once, before any benchmark.
-var profilePrefix string
 
 // startup times a fresh driver process from exec to n machines Running,
 // median of 5 runs each.
@@ -167,7 +143,7 @@ func roundAll(ds []time.Duration) []time.Duration {
 
 // rpcBench measures small calls: sequential latency and throughput with 32
 // callers, beside the same over plain HTTP/2 with TLS (no gob, no RPC).
-func rpcBench(ctx context.Context, b *bigmachine.B) error {
+func rpcBench(ctx context.Context, b *bigmachine.B, profilePrefix string) error {
 	ms, err := b.Start(ctx, 1, bigmachine.Services{"Bench": Bench{}})
 	if err != nil {
 		return err
@@ -365,42 +341,53 @@ func (r *repeat) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// bigpi compares sampling on two machines with the same sampling in one
-// loop of this process: efficiency = T_single / (2 x T_bigpi).
-func bigpi(ctx context.Context, b *bigmachine.B, samples uint64) error {
-	start := time.Now()
-	sample(samples, 1)
-	single := time.Since(start)
-
-	start = time.Now()
-	ms, err := b.Start(ctx, 2, bigmachine.Services{"Bench": Bench{}})
+// bigpi runs examples/bigpi end to end, as a user would, with -nmach=2
+// and with -single (one loop on one CPU, no machines), alternating, and
+// reports efficiency = T_single / (2 x T_bigpi) for each pair.
+func bigpi(ctx context.Context, _ *bigmachine.B, samples uint64) error {
+	dir, err := os.MkdirTemp("", "bench-bigpi-")
 	if err != nil {
 		return err
 	}
-	// The same guided chunking as examples/bigpi.
-	var mu sync.Mutex
-	left := samples
-	next := func() uint64 {
-		mu.Lock()
-		defer mu.Unlock()
-		c := min(max(left/8, 1<<20), samples/16, left)
-		left -= c
-		return c
+	defer os.RemoveAll(dir)
+	bin := dir + "/bigpi"
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/gcefleet/gcefleet/examples/bigpi").CombinedOutput(); err != nil {
+		return fmt.Errorf("building bigpi: %v\n%s", err, out)
 	}
-	var wg sync.WaitGroup
-	for _, m := range ms {
-		wg.Go(func() {
-			for c := next(); c > 0; c = next() {
-				var in uint64
-				if err := m.Call(ctx, "Bench.Sample", c, &in); err != nil {
-					panic(err)
-				}
-			}
-		})
+	timed := func(args ...string) (time.Duration, error) {
+		start := time.Now()
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("bigpi %v: %v\n%s", args, err, out)
+		}
+		return time.Since(start), nil
 	}
-	wg.Wait()
-	multi := time.Since(start)
-	fmt.Printf("bigpi: %.0e samples: single loop %v, 2 machines %v (start included): efficiency %.3f\n",
-		float64(samples), single.Round(time.Millisecond), multi.Round(time.Millisecond), single.Seconds()/(2*multi.Seconds()))
+	n, half := fmt.Sprint(samples), fmt.Sprint(samples/2)
+	for range 2 {
+		single, err := timed("-single", "-samples="+n)
+		if err != nil {
+			return err
+		}
+		multi, err := timed("-nmach=2", "-samples="+n)
+		if err != nil {
+			return err
+		}
+		// The machine's own ceiling: two independent single loops at
+		// once, each with half the samples, no runtime at all.
+		var pair [2]time.Duration
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i := range pair {
+			wg.Go(func() { pair[i], errs[i] = timed("-single", "-samples="+half) })
+		}
+		wg.Wait()
+		if errs[0] != nil || errs[1] != nil {
+			return fmt.Errorf("%v %v", errs[0], errs[1])
+		}
+		ceiling := max(pair[0], pair[1])
+		fmt.Printf("bigpi: %.0e samples end to end: -single %v, -nmach=2 %v: efficiency %.3f; two half -single at once %v: hardware ceiling %.3f\n",
+			float64(samples), single.Round(time.Millisecond), multi.Round(time.Millisecond), single.Seconds()/(2*multi.Seconds()),
+			ceiling.Round(time.Millisecond), single.Seconds()/(2*ceiling.Seconds()))
+	}
 	return nil
 }

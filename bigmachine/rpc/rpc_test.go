@@ -107,6 +107,7 @@ type peer struct {
 	client *rpc.Client
 	math   Math
 	srv    *http.Server
+	protos chan int // the HTTP major version of the first call
 }
 
 // serve starts a TLS server with the Math service, as a machine of a run
@@ -141,12 +142,19 @@ func serve(t testing.TB) *peer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: s, TLSConfig: scfg, ErrorLog: quietLog()}
+	protos := make(chan int, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case protos <- r.ProtoMajor:
+		default:
+		}
+		s.ServeHTTP(w, r)
+	}), TLSConfig: scfg, ErrorLog: quietLog()}
 	go srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { srv.Close() })
 	tr := &http.Transport{TLSClientConfig: ccfg, ForceAttemptHTTP2: true}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &peer{base: "https://" + ln.Addr().String(), client: &rpc.Client{HTTP: &http.Client{Transport: tr}}, math: m, srv: srv}
+	return &peer{base: "https://" + ln.Addr().String(), client: &rpc.Client{HTTP: &http.Client{Transport: tr}}, math: m, srv: srv, protos: protos}
 }
 
 func TestCallsAndErrorKinds(t *testing.T) {
@@ -155,6 +163,9 @@ func TestCallsAndErrorKinds(t *testing.T) {
 	var sum int
 	if err := p.client.Call(ctx, p.base, "Math.Add", [2]int{2, 3}, &sum); err != nil || sum != 5 {
 		t.Fatalf("Add: %d, %v", sum, err)
+	}
+	if v := <-p.protos; v != 2 {
+		t.Errorf("the call went over HTTP/%d, want HTTP/2", v)
 	}
 	for _, tc := range []struct {
 		method string

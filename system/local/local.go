@@ -66,7 +66,9 @@ func New(opts ...Option) *System {
 type proc struct {
 	cmd  *exec.Cmd
 	out  *os.File // read end of the process's stdout and stderr
-	done chan struct{}
+	// tailed is closed when Tail has copied the last of the output.
+	tailed chan struct{}
+	done   chan struct{}
 	err  error // how the process ended, once done is closed
 }
 
@@ -133,7 +135,7 @@ func (s *System) start(req bigmachine.StartRequest, maxprocs int) (bigmachine.Sp
 		r.Close()
 		return bigmachine.Spec{}, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &proc{cmd: cmd, out: r, done: make(chan struct{})}
+	p := &proc{cmd: cmd, out: r, done: make(chan struct{}), tailed: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		if p.err == nil {
@@ -176,6 +178,7 @@ func (s *System) Tail(ctx context.Context, m *bigmachine.Machine, w io.Writer) e
 	if !ok {
 		return nil
 	}
+	defer close(p.tailed)
 	_, err := io.Copy(w, p.out)
 	p.out.Close()
 	if errors.Is(err, os.ErrClosed) {
@@ -217,7 +220,8 @@ func (s *System) Listen(addr string) (net.Listener, error) {
 func (s *System) Exit(code int) { os.Exit(code) }
 
 // Shutdown waits for the machines' processes to exit, and kills those that
-// have not when ctx ends or after a grace of two seconds.
+// have not when ctx ends or after a grace of two seconds. It returns once
+// their output has been copied, so no last line is lost.
 func (s *System) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	procs := s.procs
@@ -231,6 +235,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			p.cmd.Process.Signal(syscall.SIGKILL)
 			<-p.done
+		}
+		select {
+		case <-p.tailed:
+		case <-ctx.Done():
 		}
 	}
 	return nil
