@@ -16,7 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-		"net"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"

@@ -64,12 +64,12 @@ func New(opts ...Option) *System {
 
 // proc is one machine's process.
 type proc struct {
-	cmd  *exec.Cmd
-	out  *os.File // read end of the process's stdout and stderr
+	cmd *exec.Cmd
+	out *os.File // read end of the process's stdout and stderr
 	// tailed is closed when Tail has copied the last of the output.
 	tailed chan struct{}
 	done   chan struct{}
-	err  error // how the process ended, once done is closed
+	err    error // how the process ended, once done is closed
 }
 
 // Name returns "local".
