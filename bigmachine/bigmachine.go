@@ -369,7 +369,9 @@ func (b *B) Shutdown() {
 	b.shutdown = true
 	machines := append([]*Machine(nil), b.machines...)
 	b.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Cloud systems take a while to delete machines; they bound their
+	// own waits within this.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, m := range machines {

@@ -134,7 +134,9 @@ func (e *Emulator) metadataHandler(in *instance) http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		b, _ := json.Marshal(camelKeys(node, false))
+		// The keys of attributes are the user's and stay as written.
+		p := strings.Trim(path, "/")
+		b, _ := json.Marshal(camelKeys(node, p == "instance/attributes" || p == "project/attributes"))
 		w.Write(b)
 	})
 }

@@ -145,8 +145,9 @@ func TestMetadataServer(t *testing.T) {
 	if code, body, h := get("instance/name", true); code != 200 || body != "md" || h.Get("Metadata-Flavor") != "Google" {
 		t.Errorf("instance/name: %d %q", code, body)
 	}
-	if _, body, _ := get("instance/attributes/?recursive=true", true); !strings.Contains(body, `"greeting":"hello from the test"`) {
-		t.Errorf("recursive attributes: %s", body)
+	if _, body, _ := get("instance/attributes/?recursive=true", true); !strings.Contains(body, `"greeting":"hello from the test"`) ||
+		!strings.Contains(body, `"gce-container-declaration":`) {
+		t.Errorf("recursive attributes, keys as written: %s", body)
 	}
 	if _, body, _ := get("instance/?recursive=true", true); !strings.Contains(body, `"networkInterfaces":[{`) || !strings.Contains(body, `"machineType":`) {
 		t.Errorf("recursive instance JSON is not camelCase with lists: %s", body)

@@ -1,41 +1,69 @@
 // Command gceboot is the bootstrap a bigmachine machine boots: it serves the
 // driver just enough to receive the driver's binary, which it then execs.
-// It listens with the credentials its configuration carries and accepts
-// only the driver of that run. Without a keepalive from the driver it
-// exits.
+// It listens with the credentials of its configuration and accepts only
+// the driver of that run. Without a keepalive from the driver it exits,
+// and on Compute Engine it deletes its instance first.
 //
-// Its configuration comes from the environment variable GCEFLEET_BIGMACHINE,
-// as the local system sets it.
+// On Compute Engine (the gce system) it is the container that the
+// instance's gce-container-declaration runs, and it waits for its
+// configuration in the instance metadata (bigmachine-config). Started by
+// the local system, it finds its configuration in the environment
+// variable GCEFLEET_BIGMACHINE.
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/system/gce"
 	"github.com/gcefleet/gcefleet/system/local"
 )
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	env, ok := os.LookupEnv(bigmachine.EnvConfig)
-	if !ok {
-		fmt.Fprintf(os.Stderr, "gceboot: %s is not set; gceboot is started by a bigmachine driver, not by hand\n", bigmachine.EnvConfig)
-		os.Exit(2)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var (
+		cfg  bigmachine.WorkerConfig
+		ln   net.Listener
+		exit = os.Exit
+		err  error
+	)
+	if env, ok := os.LookupEnv(bigmachine.EnvConfig); ok {
+		if cfg, err = bigmachine.DecodeWorkerConfig(env); err != nil {
+			fail(2, err)
+		}
+		ln, err = local.New().Listen(cfg.Listen)
+	} else {
+		log.Info("gceboot waiting for its configuration in the instance metadata", "key", gce.ConfigKey)
+		if cfg, err = gce.WorkerConfig(ctx); err != nil {
+			fail(1, fmt.Errorf("reading %s from the metadata server: %w", gce.ConfigKey, err))
+		}
+		exit = func(code int) {
+			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := gce.DeleteSelf(dctx); err != nil {
+				log.Error("deleting this instance", "err", err)
+			}
+			os.Exit(code)
+		}
+		ln, err = gce.New(gce.Config{}).Listen(cfg.Listen)
 	}
-	cfg, err := bigmachine.DecodeWorkerConfig(env)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "gceboot:", err)
-		os.Exit(2)
-	}
-	ln, err := local.New().Listen(cfg.Listen)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "gceboot: listening on %s: %v\n", cfg.Listen, err)
-		os.Exit(1)
+		fail(1, fmt.Errorf("listening on %s: %w", cfg.Listen, err))
 	}
 	log.Info("gceboot serving", "machine", cfg.Name, "addr", ln.Addr().String())
-	err = bigmachine.Bootstrap(cfg, ln, log, os.Exit)
+	fail(1, bigmachine.Bootstrap(cfg, ln, log, exit))
+}
+
+func fail(code int, err error) {
 	fmt.Fprintln(os.Stderr, "gceboot:", err)
-	os.Exit(1)
+	os.Exit(code)
 }

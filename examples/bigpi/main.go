@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/system/gce"
 	"github.com/gcefleet/gcefleet/system/local"
 )
 
@@ -77,8 +78,10 @@ func main() {
 }
 
 func run() int {
+	gcecfg := gce.DefaultConfig()
+	gcecfg.RegisterFlags(flag.CommandLine)
 	var (
-		system  = flag.String("system", "local", "where machines come from: local (child processes)")
+		system  = flag.String("system", "local", "where machines come from: local (child processes) or gce (Compute Engine; see the -gce.* flags)")
 		nmach   = flag.Int("nmach", 2, "number of machines")
 		samples = flag.String("samples", "1e9", "number of samples, such as 1e9 or 3000000000")
 		single  = flag.Bool("single", false, "sample in this process on one CPU, without machines (the baseline)")
@@ -89,8 +92,11 @@ func run() int {
 bigpi estimates π on -nmach machines, each sampling with all its CPUs, and
 prints the estimate, its error and the sampling rate.
 
-Example:
+Examples:
   go run ./examples/bigpi -system=local -nmach=4 -samples=1e9
+  go run ./examples/bigpi -system=gce -nmach=8 -samples=1e11 \
+      -gce.project=my-project -gce.zones=us-central1-a,us-central1-b \
+      -gce.image=gcr.io/my-project/gceboot:v1
 
 Flags:
 `)
@@ -104,10 +110,9 @@ Flags:
 	case "local":
 		sys = local.New()
 	case "gce":
-		fmt.Fprintln(os.Stderr, "bigpi: -system=gce is not built yet; it arrives with issue #5")
-		return 1
+		sys = gce.New(gcecfg)
 	default:
-		fmt.Fprintf(os.Stderr, "bigpi: unknown -system %q; use local\n", *system)
+		fmt.Fprintf(os.Stderr, "bigpi: unknown -system %q; use local or gce\n", *system)
 		return 2
 	}
 	f, err := strconv.ParseFloat(*samples, 64)
@@ -133,6 +138,9 @@ Flags:
 	b := bigmachine.Start(sys)
 	defer b.Shutdown()
 	start := time.Now()
+	if g, ok := sys.(*gce.System); ok {
+		fmt.Fprintf(os.Stderr, "run %s: instances are labelled %s=%s\n", g.Run(), gce.RunLabel, g.Run())
+	}
 	fmt.Fprintf(os.Stderr, "starting %d %s machines...\n", *nmach, sys.Name())
 	machines, err := b.Start(ctx, *nmach, bigmachine.Services{"Pi": Pi{}})
 	if err != nil {

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path"
@@ -14,13 +15,22 @@ import (
 // the test's and returns the binary's path.
 func GoBuild(t testing.TB, pkg string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), path.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Env = os.Environ()
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	out, err := GoBuildTo(t.TempDir(), pkg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
+}
+
+// GoBuildTo builds the main package pkg into dir, for a TestMain that
+// shares one binary among its tests.
+func GoBuildTo(dir, pkg string) (string, error) {
+	out := filepath.Join(dir, path.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out, nil
 }
 
 // Alive reports whether process pid runs. A zombie, dead but not yet

@@ -1,0 +1,260 @@
+// Package gce is a thin layer over the Compute Engine client
+// (cloud.google.com/go/compute/apiv1): errors sorted into classes a caller
+// can act on, retries under one requestId, operations waited on until DONE
+// with their errors checked, and a count of the API calls made.
+package gce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	computeapi "cloud.google.com/go/compute/apiv1"
+	"cloud.google.com/go/compute/apiv1/computepb"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
+)
+
+// Class is what an error means for the caller.
+type Class int
+
+const (
+	// Other is any error that fits no class below.
+	Other Class = iota
+	// Transient errors (5xx, broken connections) go away on retry.
+	Transient
+	// RateLimited calls are retried after a backoff.
+	RateLimited
+	// Quota: the project or region has no room (QUOTA_EXCEEDED).
+	Quota
+	// Stockout: the zone has no capacity (ZONE_RESOURCE_POOL_EXHAUSTED).
+	Stockout
+	// NotFound: the resource does not exist.
+	NotFound
+	// Exists: the resource exists already.
+	Exists
+	// Denied: the caller lacks a permission.
+	Denied
+	// Invalid: the request is wrong and will stay wrong.
+	Invalid
+)
+
+func (c Class) String() string {
+	return [...]string{"other", "transient", "rate limited", "quota exceeded", "stockout", "not found", "already exists", "permission denied", "invalid"}[c]
+}
+
+// Classify returns the class of err, from an API call or an operation.
+func Classify(err error) Class {
+	if err == nil {
+		return Other
+	}
+	var oe *OpError
+	if errors.As(err, &oe) {
+		return oe.Class()
+	}
+	var ge *googleapi.Error
+	if !errors.As(err, &ge) {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return Other
+		}
+		// No HTTP answer at all: the connection broke.
+		return Transient
+	}
+	reasons := ""
+	for _, e := range ge.Errors {
+		reasons += " " + e.Reason
+	}
+	switch {
+	case ge.Code == http.StatusTooManyRequests || strings.Contains(reasons, "RateLimitExceeded") || strings.Contains(reasons, "rateLimitExceeded"):
+		return RateLimited
+	case ge.Code >= 500:
+		return Transient
+	case ge.Code == http.StatusNotFound:
+		return NotFound
+	case ge.Code == http.StatusConflict:
+		return Exists
+	case strings.Contains(ge.Message, "QUOTA_EXCEEDED") || strings.Contains(reasons, "quotaExceeded"):
+		return Quota
+	case strings.Contains(ge.Message, "ZONE_RESOURCE_POOL_EXHAUSTED"):
+		return Stockout
+	case ge.Code == http.StatusForbidden || ge.Code == http.StatusUnauthorized:
+		return Denied
+	case ge.Code == http.StatusBadRequest:
+		return Invalid
+	}
+	return Other
+}
+
+// OpError is a failed operation: what GCE put in operation.error.errors[].
+type OpError struct {
+	Op     string // operation type and target
+	Codes  []string
+	Errors []string
+}
+
+func (e *OpError) Error() string {
+	var parts []string
+	for i, c := range e.Codes {
+		parts = append(parts, c+": "+e.Errors[i])
+	}
+	return e.Op + " failed: " + strings.Join(parts, "; ")
+}
+
+// Class classifies the operation's first error code.
+func (e *OpError) Class() Class {
+	for _, c := range e.Codes {
+		switch {
+		case c == "QUOTA_EXCEEDED":
+			return Quota
+		case strings.HasPrefix(c, "ZONE_RESOURCE_POOL_EXHAUSTED"):
+			return Stockout
+		case c == "RESOURCE_NOT_FOUND":
+			return NotFound
+		case c == "RESOURCE_ALREADY_EXISTS":
+			return Exists
+		case c == "RATE_LIMIT_EXCEEDED":
+			return RateLimited
+		}
+	}
+	return Other
+}
+
+// Retry calls f until it succeeds, fails with an error that retrying
+// cannot fix, or ctx ends. Rate limits and transient errors are retried
+// with exponential backoff; f must reuse its request (and so its
+// requestId) on each call, so that a retried mutation happens once.
+func Retry(ctx context.Context, f func() error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := f()
+		switch Classify(err) {
+		case Transient, RateLimited:
+		default:
+			return err
+		}
+		if err == nil {
+			return nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (gave up retrying: %v)", err, ctx.Err())
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// Client holds the Compute Engine clients gcefleet uses, over one HTTP
+// client that counts the calls.
+type Client struct {
+	Instances    *computeapi.InstancesClient
+	Firewalls    *computeapi.FirewallsClient
+	MachineTypes *computeapi.MachineTypesClient
+	ZoneOps      *computeapi.ZoneOperationsClient
+	GlobalOps    *computeapi.GlobalOperationsClient
+
+	calls atomic.Int64
+}
+
+// NewClient returns clients for endpoint: empty means real Compute Engine
+// with Application Default Credentials; otherwise a base URL such as
+// http://127.0.0.1:8780 (the emulator), reached without credentials.
+func NewClient(ctx context.Context, endpoint string, opts ...option.ClientOption) (*Client, error) {
+	if endpoint != "" {
+		opts = append([]option.ClientOption{option.WithEndpoint(endpoint), option.WithoutAuthentication()}, opts...)
+	} else {
+		opts = append([]option.ClientOption{option.WithScopes("https://www.googleapis.com/auth/compute")}, opts...)
+	}
+	hc, _, err := htransport.NewClient(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("compute credentials: %w; run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS", err)
+	}
+	c := &Client{}
+	hc.Transport = &counting{rt: hc.Transport, n: &c.calls}
+	opts = append(opts, option.WithHTTPClient(hc))
+	if c.Instances, err = computeapi.NewInstancesRESTClient(ctx, opts...); err != nil {
+		return nil, err
+	}
+	if c.Firewalls, err = computeapi.NewFirewallsRESTClient(ctx, opts...); err != nil {
+		return nil, err
+	}
+	if c.MachineTypes, err = computeapi.NewMachineTypesRESTClient(ctx, opts...); err != nil {
+		return nil, err
+	}
+	if c.ZoneOps, err = computeapi.NewZoneOperationsRESTClient(ctx, opts...); err != nil {
+		return nil, err
+	}
+	if c.GlobalOps, err = computeapi.NewGlobalOperationsRESTClient(ctx, opts...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Calls returns how many Compute API calls the client has made.
+func (c *Client) Calls() int64 { return c.calls.Load() }
+
+// Close releases the clients.
+func (c *Client) Close() error {
+	return errors.Join(c.Instances.Close(), c.Firewalls.Close(), c.MachineTypes.Close(), c.ZoneOps.Close(), c.GlobalOps.Close())
+}
+
+type counting struct {
+	rt http.RoundTripper
+	n  *atomic.Int64
+}
+
+func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.rt.RoundTrip(r)
+}
+
+// Wait waits for op to be DONE, with zoneOperations.wait or
+// globalOperations.wait (which block on the server side rather than poll),
+// and returns an *OpError if it failed.
+func (c *Client) Wait(ctx context.Context, project string, op *computeapi.Operation) error {
+	p := op.Proto()
+	for p.GetStatus() != computepb.Operation_DONE {
+		var err error
+		if zone := p.GetZone(); zone != "" {
+			err = Retry(ctx, func() error {
+				var werr error
+				p, werr = c.ZoneOps.Wait(ctx, &computepb.WaitZoneOperationRequest{Project: project, Zone: LastSegment(zone), Operation: p.GetName()})
+				return werr
+			})
+		} else {
+			err = Retry(ctx, func() error {
+				var werr error
+				p, werr = c.GlobalOps.Wait(ctx, &computepb.WaitGlobalOperationRequest{Project: project, Operation: p.GetName()})
+				return werr
+			})
+		}
+		if err != nil {
+			return fmt.Errorf("waiting for operation %s: %w", op.Name(), err)
+		}
+	}
+	return OperationError(p)
+}
+
+// OperationError returns the error a DONE operation carries, or nil.
+func OperationError(p *computepb.Operation) error {
+	if p.GetError() == nil || len(p.GetError().GetErrors()) == 0 {
+		return nil
+	}
+	oe := &OpError{Op: p.GetOperationType() + " " + LastSegment(p.GetTargetLink())}
+	for _, e := range p.GetError().GetErrors() {
+		oe.Codes = append(oe.Codes, e.GetCode())
+		oe.Errors = append(oe.Errors, e.GetMessage())
+	}
+	return oe
+}
+
+// LastSegment returns what follows the last slash of a resource URL: the
+// zone of a zone URL, the name of a resource.
+func LastSegment(s string) string { return s[strings.LastIndexByte(s, '/')+1:] }

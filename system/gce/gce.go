@@ -1,0 +1,614 @@
+// Package gce is the bigmachine System whose machines are Compute Engine
+// instances. Each boots Container-Optimized OS with a container declaration
+// that runs gceboot, which receives the driver's binary and execs it.
+//
+// Nothing leaks: every instance is labelled with its run and owner, carries
+// a maxRunDuration after which GCE deletes it, and deletes itself when its
+// driver stops renewing its keepalive; Shutdown deletes exactly the
+// instances of its run.
+package gce
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/compute/apiv1/computepb"
+	"google.golang.org/api/iterator"
+
+	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/bigmachine/rpc"
+	gceapi "github.com/gcefleet/gcefleet/gce"
+)
+
+// Metadata keys and labels the system uses.
+const (
+	// ConfigKey holds a machine's bigmachine.WorkerConfig, its
+	// credentials included; it is set on each instance alone.
+	ConfigKey = "bigmachine-config"
+	// EndpointKey holds the Compute endpoint a machine deletes itself
+	// through; absent on real GCE.
+	EndpointKey = "bigmachine-compute-endpoint"
+	// RunLabel, OwnerLabel and RoleLabel mark every instance; gc and
+	// Shutdown never delete an instance without them.
+	RunLabel   = "gcefleet-run"
+	OwnerLabel = "gcefleet-owner"
+	RoleLabel  = "gcefleet-role"
+	roleValue  = "bigmachine"
+)
+
+// System makes machines on Compute Engine. Create it with New.
+type System struct {
+	cfg Config
+	run string
+	log *slog.Logger
+
+	mu       sync.Mutex
+	client   *gceapi.Client
+	next     int  // index of the next machine
+	firewall bool // the run's firewall rule exists
+	zones    map[string]bool
+}
+
+// Machine is the system's record of one instance.
+type Machine struct {
+	Zone, Name string
+}
+
+// New returns a gce system with cfg. It checks nothing and calls nothing:
+// workers create it too, before they know their configuration.
+func New(cfg Config) *System {
+	b := make([]byte, 3)
+	rand.Read(b)
+	// Run ids start with a letter, so that names built on them are valid.
+	run := "r" + hex.EncodeToString(b)
+	return &System{cfg: cfg, run: run, log: slog.Default(), zones: map[string]bool{}}
+}
+
+// Name returns "gce".
+func (s *System) Name() string { return "gce" }
+
+// Run returns the run's id, the value of its RunLabel.
+func (s *System) Run() string { return s.run }
+
+// Client returns the Compute client, made on first use.
+func (s *System) Client(ctx context.Context) (*gceapi.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != nil {
+		return s.client, nil
+	}
+	c, err := gceapi.NewClient(ctx, s.cfg.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	s.client = c
+	return c, nil
+}
+
+// Keepalive returns the configured timing.
+func (s *System) Keepalive() bigmachine.Keepalive {
+	return bigmachine.Keepalive{Period: s.cfg.KeepalivePeriod, Timeout: s.cfg.KeepaliveTimeout}
+}
+
+func (s *System) networkTag() string { return s.cfg.Prefix + "-" + s.run }
+
+func (s *System) labels() map[string]string {
+	l := map[string]string{RunLabel: s.run, OwnerLabel: s.cfg.Owner, RoleLabel: roleValue}
+	for k, v := range s.cfg.Labels {
+		if _, ours := l[k]; !ours {
+			l[k] = v
+		}
+	}
+	return l
+}
+
+func (s *System) runFilter() string { return fmt.Sprintf("labels.%s = %q", RunLabel, s.run) }
+
+// Start makes n instances, zone by zone, gives each its configuration
+// through its metadata, and returns them with their addresses.
+func (s *System) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigmachine.Spec, error) {
+	if err := s.cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := s.Client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.ensureFirewall(ctx, c); err != nil {
+		return nil, err
+	}
+	var made []instance
+	var failures []string
+	remaining := req.N
+	spot := s.cfg.Spot
+	for pass := 0; remaining > 0 && pass < 2; pass++ {
+		for _, zone := range s.cfg.Zones {
+			if remaining == 0 {
+				break
+			}
+			cpus, err := s.guestCPUs(ctx, c, zone)
+			if err != nil {
+				return nil, err
+			}
+			ins, err := s.insert(ctx, c, zone, remaining, spot)
+			for _, in := range ins {
+				made = append(made, instance{in, cpus})
+			}
+			remaining -= len(ins)
+			var partial *partialError
+			if err != nil {
+				switch {
+				case errors.As(err, &partial), gceapi.Classify(err) == gceapi.Quota, gceapi.Classify(err) == gceapi.Stockout:
+					s.log.Warn("zone cannot take the machines; trying the next", "zone", zone, "err", err)
+					failures = append(failures, zone+": "+err.Error())
+					continue
+				}
+				failures = append(failures, err.Error())
+				remaining = 0 // no other zone will fix this
+			}
+		}
+		if remaining == 0 || !spot || !s.cfg.SpotFallback {
+			break
+		}
+		s.log.Warn("no zone has Spot capacity; making standard machines", "machines", remaining)
+		spot = false
+	}
+
+	// Give each machine its own credentials, through its own metadata.
+	var wg sync.WaitGroup
+	errs := make([]error, len(made))
+	sem := make(chan struct{}, 32)
+	for i, in := range made {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs[i] = s.configure(ctx, c, in.in, req)
+		})
+	}
+	wg.Wait()
+	var out []bigmachine.Spec
+	for i, in := range made {
+		if errs[i] != nil {
+			failures = append(failures, in.in.GetName()+": "+errs[i].Error())
+			continue
+		}
+		out = append(out, in.spec(s.cfg))
+	}
+	if len(out) < req.N {
+		return out, fmt.Errorf("gce: %d of %d machines made: %s", len(out), req.N, strings.Join(failures, "; "))
+	}
+	return out, nil
+}
+
+// instance is an instance made, with its machine type's CPU count.
+type instance struct {
+	in   *computepb.Instance
+	cpus int
+}
+
+func (m instance) spec(cfg Config) bigmachine.Spec {
+	nic := m.in.GetNetworkInterfaces()[0]
+	ip := nic.GetNetworkIP()
+	if cfg.ExternalIP {
+		if acs := nic.GetAccessConfigs(); len(acs) > 0 && acs[0].GetNatIP() != "" {
+			ip = acs[0].GetNatIP()
+		}
+	}
+	return bigmachine.Spec{
+		Name: m.in.GetName(), Addr: net.JoinHostPort(ip, itoa(cfg.Port)), Maxprocs: max(m.cpus, 1),
+		Handle: &Machine{Zone: gceapi.LastSegment(m.in.GetZone()), Name: m.in.GetName()},
+	}
+}
+
+// guestCPUs returns the machine type's CPU count in zone.
+func (s *System) guestCPUs(ctx context.Context, c *gceapi.Client, zone string) (int, error) {
+	var mt *computepb.MachineType
+	err := gceapi.Retry(ctx, func() error {
+		var err error
+		mt, err = c.MachineTypes.Get(ctx, &computepb.GetMachineTypeRequest{Project: s.cfg.Project, Zone: zone, MachineType: s.cfg.MachineType})
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("machine type %s in %s: %w", s.cfg.MachineType, zone, err)
+	}
+	return int(mt.GetGuestCpus()), nil
+}
+
+// insert makes up to n instances in zone with one bulkInsert, and returns
+// those that exist afterwards.
+func (s *System) insert(ctx context.Context, c *gceapi.Client, zone string, n int, spot bool) ([]*computepb.Instance, error) {
+	s.mu.Lock()
+	names := map[string]*computepb.BulkInsertInstanceResourcePerInstanceProperties{}
+	for range n {
+		s.next++
+		names[fmt.Sprintf("%s-%s-%04d", s.cfg.Prefix, s.run, s.next)] = &computepb.BulkInsertInstanceResourcePerInstanceProperties{}
+	}
+	s.zones[zone] = true
+	s.mu.Unlock()
+
+	decl := fmt.Sprintf(`spec:
+  containers:
+  - name: gceboot
+    image: %s
+    stdin: false
+    tty: false
+  restartPolicy: Never
+`, s.cfg.Image)
+	items := []*computepb.Items{{Key: new("gce-container-declaration"), Value: &decl}, {Key: new("google-logging-enabled"), Value: new("true")}}
+	if s.cfg.Endpoint != "" {
+		items = append(items, &computepb.Items{Key: new(EndpointKey), Value: new(s.cfg.Endpoint)})
+	}
+	nic := &computepb.NetworkInterface{}
+	if s.cfg.Network != "" {
+		nic.Network = new(s.cfg.Network)
+	}
+	if s.cfg.Subnetwork != "" {
+		nic.Subnetwork = new(s.cfg.Subnetwork)
+	}
+	if s.cfg.ExternalIP {
+		nic.AccessConfigs = []*computepb.AccessConfig{{Name: new("External NAT"), Type: new("ONE_TO_ONE_NAT")}}
+	}
+	sched := &computepb.Scheduling{
+		MaxRunDuration:            &computepb.Duration{Seconds: new(int64(s.cfg.MaxRunDuration / time.Second))},
+		InstanceTerminationAction: new("DELETE"),
+	}
+	if spot {
+		sched.ProvisioningModel = new("SPOT")
+	}
+	props := &computepb.InstanceProperties{
+		MachineType: new(s.cfg.MachineType),
+		Labels:      s.labels(),
+		Tags:        &computepb.Tags{Items: []string{s.networkTag()}},
+		Metadata:    &computepb.Metadata{Items: items},
+		Disks: []*computepb.AttachedDisk{{
+			Boot: new(true), AutoDelete: new(true),
+			InitializeParams: &computepb.AttachedDiskInitializeParams{SourceImage: new(s.cfg.BootImage), DiskSizeGb: new(s.cfg.DiskSizeGB)},
+		}},
+		NetworkInterfaces: []*computepb.NetworkInterface{nic},
+		Scheduling:        sched,
+		ServiceAccounts:   []*computepb.ServiceAccount{{Email: new(s.cfg.ServiceAccount), Scopes: []string{"https://www.googleapis.com/auth/cloud-platform"}}},
+	}
+	req := &computepb.BulkInsertInstanceRequest{
+		Project: s.cfg.Project, Zone: zone, RequestId: new(requestID()),
+		BulkInsertInstanceResourceResource: &computepb.BulkInsertInstanceResource{
+			Count: new(int64(n)), MinCount: new(int64(1)), InstanceProperties: props, PerInstanceProperties: names,
+		},
+	}
+	var opErr error
+	err := gceapi.Retry(ctx, func() error {
+		op, err := c.Instances.BulkInsert(ctx, req)
+		if err != nil {
+			return err
+		}
+		opErr = c.Wait(ctx, s.cfg.Project, op)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bulkInsert in %s: %w", zone, err)
+	}
+	// Whatever the operation says, what exists is what we have.
+	ins, lerr := s.list(ctx, c, zone)
+	if lerr != nil {
+		return nil, lerr
+	}
+	var mine []*computepb.Instance
+	for _, in := range ins {
+		if _, ok := names[in.GetName()]; ok {
+			mine = append(mine, in)
+		}
+	}
+	if opErr != nil {
+		return mine, fmt.Errorf("bulkInsert of %d in %s: %w", n, zone, opErr)
+	}
+	if len(mine) < n {
+		// minCount 1 lets GCE make what it can; the rest is a matter of
+		// this zone's room, which the next zone may have.
+		return mine, &partialError{zone: zone, made: len(mine), want: n}
+	}
+	return mine, nil
+}
+
+// partialError is a bulkInsert that made fewer machines than asked.
+type partialError struct {
+	zone       string
+	made, want int
+}
+
+func (e *partialError) Error() string {
+	return fmt.Sprintf("made %d of %d machines: the zone's quota or capacity allowed no more", e.made, e.want)
+}
+
+// list returns the run's instances in zone.
+func (s *System) list(ctx context.Context, c *gceapi.Client, zone string) ([]*computepb.Instance, error) {
+	var out []*computepb.Instance
+	err := gceapi.Retry(ctx, func() error {
+		out = out[:0]
+		it := c.Instances.List(ctx, &computepb.ListInstancesRequest{Project: s.cfg.Project, Zone: zone, Filter: new(s.runFilter()), MaxResults: new(uint32(500))})
+		for {
+			in, err := it.Next()
+			if errors.Is(err, iterator.Done) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, in)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the run's instances in %s: %w", zone, err)
+	}
+	return out, nil
+}
+
+// configure puts the machine's configuration, with its credentials, in its
+// metadata, where gceboot waits for it.
+func (s *System) configure(ctx context.Context, c *gceapi.Client, in *computepb.Instance, req bigmachine.StartRequest) error {
+	wc, err := req.Config(in.GetName(), ":"+itoa(s.cfg.Port))
+	if err != nil {
+		return err
+	}
+	md := in.GetMetadata()
+	items := append(md.GetItems(), &computepb.Items{Key: new(ConfigKey), Value: new(wc.Encode())})
+	r := &computepb.SetMetadataInstanceRequest{
+		Project: s.cfg.Project, Zone: gceapi.LastSegment(in.GetZone()), Instance: in.GetName(), RequestId: new(requestID()),
+		MetadataResource: &computepb.Metadata{Items: items, Fingerprint: md.Fingerprint},
+	}
+	// The operation is not waited on: the machine answering with its
+	// configuration is the proof it arrived, and a failure shows as a
+	// machine that does not start, which KeepaliveFailed explains.
+	return gceapi.Retry(ctx, func() error {
+		_, err := c.Instances.SetMetadata(ctx, r)
+		return err
+	})
+}
+
+// ensureFirewall makes the run's firewall rule, once.
+func (s *System) ensureFirewall(ctx context.Context, c *gceapi.Client) error {
+	s.mu.Lock()
+	done := s.firewall || !s.cfg.Firewall
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	source := s.cfg.FirewallSource
+	if source == "" {
+		ip, err := outboundIP(s.cfg.Endpoint)
+		if err != nil {
+			return fmt.Errorf("finding this host's address for the firewall rule (set -gce.firewall-source): %w", err)
+		}
+		source = ip + "/32"
+	}
+	network := s.cfg.Network
+	if network == "" {
+		network = "global/networks/default"
+	}
+	req := &computepb.InsertFirewallRequest{Project: s.cfg.Project, RequestId: new(requestID()), FirewallResource: &computepb.Firewall{
+		Name:         new(s.networkTag()),
+		Description:  new("gcefleet bigmachine run " + s.run + ": the driver reaches its machines"),
+		Network:      new(network),
+		Direction:    new("INGRESS"),
+		SourceRanges: []string{source},
+		TargetTags:   []string{s.networkTag()},
+		Allowed:      []*computepb.Allowed{{IPProtocol: new("tcp"), Ports: []string{itoa(s.cfg.Port)}}},
+	}}
+	err := gceapi.Retry(ctx, func() error {
+		op, err := c.Firewalls.Insert(ctx, req)
+		if err != nil {
+			return err
+		}
+		return c.Wait(ctx, s.cfg.Project, op)
+	})
+	if err != nil && gceapi.Classify(err) != gceapi.Exists {
+		return fmt.Errorf("firewall rule %s: %w", s.networkTag(), err)
+	}
+	s.mu.Lock()
+	s.firewall = true
+	s.mu.Unlock()
+	return nil
+}
+
+// outboundIP is this host's address on the route to endpoint (or to
+// Google, for real GCE). No packet is sent.
+func outboundIP(endpoint string) (string, error) {
+	host := "compute.googleapis.com:443"
+	if endpoint != "" {
+		u, err := url.Parse(endpoint)
+		if err != nil {
+			return "", err
+		}
+		host = u.Host
+		if u.Port() == "" {
+			host += ":443"
+		}
+	}
+	conn, err := net.Dial("udp", host)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	return conn.LocalAddr().(*net.UDPAddr).IP.String(), nil
+}
+
+func requestID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// KeepaliveFailed asks GCE about the instance: one that is gone, stopped
+// or preempted will not answer again.
+func (s *System) KeepaliveFailed(ctx context.Context, m *bigmachine.Machine) (bool, error) {
+	h, ok := m.Handle().(*Machine)
+	if !ok {
+		return false, nil
+	}
+	c, err := s.Client(ctx)
+	if err != nil {
+		return false, nil
+	}
+	in, err := c.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: s.cfg.Project, Zone: h.Zone, Instance: h.Name})
+	switch {
+	case gceapi.Classify(err) == gceapi.NotFound:
+		return true, fmt.Errorf("instance %s in %s was deleted", h.Name, h.Zone)
+	case err != nil:
+		return false, nil
+	}
+	switch st := in.GetStatus(); st {
+	case "STOPPING", "STOPPED", "TERMINATED", "SUSPENDING", "SUSPENDED":
+		return true, fmt.Errorf("instance %s in %s is %s", h.Name, h.Zone, st)
+	}
+	return false, nil
+}
+
+// Tail copies the instance's serial port output to w, polling every few
+// seconds, until ctx ends.
+func (s *System) Tail(ctx context.Context, m *bigmachine.Machine, w io.Writer) error {
+	h, ok := m.Handle().(*Machine)
+	if !ok {
+		return nil
+	}
+	c, err := s.Client(ctx)
+	if err != nil {
+		return err
+	}
+	var next int64
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		out, err := c.Instances.GetSerialPortOutput(ctx, &computepb.GetSerialPortOutputInstanceRequest{
+			Project: s.cfg.Project, Zone: h.Zone, Instance: h.Name, Start: new(next),
+		})
+		if err != nil {
+			if gceapi.Classify(err) == gceapi.NotFound || ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
+		io.WriteString(w, out.GetContents())
+		next = out.GetNext()
+	}
+}
+
+// HTTPClient returns an HTTP/2 client with cfg.
+func (s *System) HTTPClient(cfg *tls.Config) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   cfg,
+		ForceAttemptHTTP2: true,
+		HTTP2:             rpc.HTTP2Config(),
+		DialContext:       (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+	}}
+}
+
+// Shutdown deletes the run's instances, in parallel, waits until they are
+// gone, and removes the run's firewall rule. Only instances carrying this
+// run's label are touched.
+func (s *System) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	c := s.client
+	var zones []string
+	for z := range s.zones {
+		zones = append(zones, z)
+	}
+	firewall := s.firewall
+	s.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	var errs []error
+	for _, zone := range zones {
+		errs = append(errs, s.deleteRun(ctx, c, zone))
+	}
+	if firewall {
+		err := gceapi.Retry(ctx, func() error {
+			op, err := c.Firewalls.Delete(ctx, &computepb.DeleteFirewallRequest{Project: s.cfg.Project, Firewall: s.networkTag()})
+			if err != nil {
+				return err
+			}
+			return c.Wait(ctx, s.cfg.Project, op)
+		})
+		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+			errs = append(errs, fmt.Errorf("deleting firewall rule %s: %w", s.networkTag(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deleteRun deletes the run's instances in zone and waits until a list
+// shows none, which costs fewer calls than waiting on each deletion.
+func (s *System) deleteRun(ctx context.Context, c *gceapi.Client, zone string) error {
+	ins, err := s.list(ctx, c, zone)
+	if err != nil {
+		return err
+	}
+	if err := DeleteInstances(ctx, c, s.cfg.Project, zone, ins); err != nil {
+		return err
+	}
+	backoff := 50 * time.Millisecond
+	for {
+		left, err := s.list(ctx, c, zone)
+		if err != nil {
+			return err
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d instances of run %s in %s not yet deleted: %w", len(left), s.run, zone, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// DeleteInstances deletes instances in zone in parallel, each under its
+// own requestId, without waiting for the deletions to finish. It refuses
+// an instance that lacks gcefleet's labels.
+func DeleteInstances(ctx context.Context, c *gceapi.Client, project, zone string, ins []*computepb.Instance) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(ins))
+	sem := make(chan struct{}, 32)
+	for i, in := range ins {
+		if in.GetLabels()[RunLabel] == "" || in.GetLabels()[RoleLabel] != roleValue {
+			errs[i] = fmt.Errorf("refusing to delete %s: it carries no %s label", in.GetName(), RunLabel)
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			r := &computepb.DeleteInstanceRequest{Project: project, Zone: zone, Instance: in.GetName(), RequestId: new(requestID())}
+			err := gceapi.Retry(ctx, func() error {
+				_, err := c.Instances.Delete(ctx, r)
+				return err
+			})
+			if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+				errs[i] = fmt.Errorf("deleting %s: %w", in.GetName(), err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+var _ bigmachine.System = (*System)(nil)
