@@ -32,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gcefleet/gcefleet/bigmachine/internal/pki"
@@ -53,6 +54,9 @@ type B struct {
 	digestOnce sync.Once
 	digest     string
 	digestErr  error
+
+	zmu    sync.Mutex
+	zcache map[string][]byte // compressed binaries by path
 
 	mu       sync.Mutex
 	machines []*Machine
@@ -209,7 +213,7 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	specs, startErr := b.system.Start(ctx, StartRequest{
 		N:      n,
 		Config: b.workerConfig,
-		Binary: p.binary, Args: p.args, Env: p.env,
+		Binary: p.binary, Digest: digest, Args: p.args, Env: p.env,
 	})
 	machines := make([]*Machine, len(specs))
 	for i, spec := range specs {
@@ -272,6 +276,29 @@ func (b *B) workerConfig(name, listen string) (WorkerConfig, error) {
 	return WorkerConfig{Name: name, Listen: listen, Cert: cert, Key: key, CA: b.ca.CertPEM, Timeout: b.system.Keepalive().Timeout}, nil
 }
 
+// compressed returns the binary compressed with zstd, made once per path.
+func (b *B) compressed(binary string) ([]byte, error) {
+	b.zmu.Lock()
+	defer b.zmu.Unlock()
+	if z, ok := b.zcache[binary]; ok {
+		return z, nil
+	}
+	raw, err := os.ReadFile(binary)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		return nil, err
+	}
+	z := enc.EncodeAll(raw, nil)
+	if b.zcache == nil {
+		b.zcache = map[string][]byte{}
+	}
+	b.zcache[binary] = z
+	return z, nil
+}
+
 func (b *B) ownDigest(binary string) (string, error) {
 	if binary != executable() {
 		return fileDigest(binary)
@@ -283,16 +310,20 @@ func (b *B) ownDigest(binary string) (string, error) {
 // boot takes a machine from its first answer to Running: ship the binary
 // if the machine runs another, then register the services.
 func (b *B) boot(ctx context.Context, m *Machine, digest string, p params, services []registerRequest) error {
-	info, err := m.waitInfo(ctx, func(Info) bool { return true })
+	st, err := os.Stat(p.binary)
+	if err != nil {
+		return err
+	}
+	info, err := m.waitInfo(ctx, st.Size(), func(Info) bool { return true })
 	if err != nil {
 		return err
 	}
 	if info.Digest != digest {
-		if err := b.ship(ctx, m, info, p); err != nil {
+		if err := b.ship(ctx, m, info, digest, p); err != nil {
 			return err
 		}
 		// Until the bootstrap has gone, it may still answer.
-		if info, err = m.waitInfo(ctx, func(i Info) bool { return i.Payload }); err != nil {
+		if info, err = m.waitInfo(ctx, st.Size(), func(i Info) bool { return i.Payload }); err != nil {
 			return fmt.Errorf("after exec: %w", err)
 		}
 		if info.Digest != digest || !info.Payload {
@@ -310,21 +341,37 @@ func (b *B) boot(ctx context.Context, m *Machine, digest string, p params, servi
 	return nil
 }
 
-// ship uploads the driver's binary to a bootstrap and execs it.
-func (b *B) ship(ctx context.Context, m *Machine, info Info, p params) error {
+// ship uploads the driver's binary to a bootstrap and execs it. The binary
+// goes compressed (made once, shared by all machines); a bootstrap too old
+// to take that gets it as it is.
+func (b *B) ship(ctx context.Context, m *Machine, info Info, digest string, p params) error {
 	if info.GOOS != goos || info.GOARCH != goarch {
 		return fmt.Errorf("the machine is %s/%s and this binary %s/%s; build the driver for %s/%s", info.GOOS, info.GOARCH, goos, goarch, info.GOOS, info.GOARCH)
 	}
-	f, err := os.Open(p.binary)
+	st, err := os.Stat(p.binary)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	var got string
-	if err := m.call(ctx, "Supervisor.Upload", io.Reader(f), &got); err != nil {
+	var got int64
+	err = errors.New("no compressed binary")
+	if z, zerr := b.compressed(p.binary); zerr == nil {
+		err = m.call(ctx, "Supervisor.UploadZstd", io.Reader(bytes.NewReader(z)), &got)
+	}
+	if err != nil {
+		f, ferr := os.Open(p.binary)
+		if ferr != nil {
+			return ferr
+		}
+		defer f.Close()
+		err = m.call(ctx, "Supervisor.Upload", io.Reader(f), &got)
+	}
+	if err != nil {
 		return fmt.Errorf("uploading the binary: %w", err)
 	}
-	if err := m.call(ctx, "Supervisor.Exec", ExecRequest{Args: p.args, Env: p.env}, &struct{}{}); err != nil {
+	if got != st.Size() {
+		return fmt.Errorf("%d bytes of the %d-byte binary arrived", got, st.Size())
+	}
+	if err := m.call(ctx, "Supervisor.Exec", ExecRequest{Args: p.args, Env: p.env, Digest: digest}, &struct{}{}); err != nil {
 		return fmt.Errorf("exec: %w", err)
 	}
 	return nil
@@ -332,12 +379,12 @@ func (b *B) ship(ctx context.Context, m *Machine, info Info, p params) error {
 
 // waitInfo asks the machine for its Info until it answers, backing off
 // from a few milliseconds: a machine that starts listens soon.
-func (m *Machine) waitInfo(ctx context.Context, ready func(Info) bool) (Info, error) {
+func (m *Machine) waitInfo(ctx context.Context, size int64, ready func(Info) bool) (Info, error) {
 	backoff := 2 * time.Millisecond
 	for {
 		var info Info
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := m.call(cctx, "Supervisor.Info", struct{}{}, &info)
+		err := m.call(cctx, "Supervisor.Info", InfoRequest{Size: size}, &info)
 		cancel()
 		if err == nil && ready(info) {
 			return info, nil

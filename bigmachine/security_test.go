@@ -89,8 +89,8 @@ func TestOnlyTheDriverGetsIn(t *testing.T) {
 	}
 	ctx := context.Background()
 	upload := func(c *rpc.Client) error {
-		var digest string
-		return c.Call(ctx, boot, "Supervisor.Upload", io.Reader(strings.NewReader("#!/bin/sh\necho pwned\n")), &digest)
+		var n int64
+		return c.Call(ctx, boot, "Supervisor.Upload", io.Reader(strings.NewReader("#!/bin/sh\necho pwned\n")), &n)
 	}
 	call := func(c *rpc.Client) error {
 		var got string

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/gcefleet/gcefleet/bigmachine/internal/pki"
 	"github.com/gcefleet/gcefleet/bigmachine/rpc"
 )
@@ -38,6 +40,8 @@ type Info struct {
 type ExecRequest struct {
 	Args []string
 	Env  []string
+	// Digest is the binary's digest, which the new program reports.
+	Digest string
 }
 
 // Stats is what a machine reports with each keepalive.
@@ -69,6 +73,7 @@ type supervisor struct {
 	server  *rpc.Server
 	worker  *B // the worker's B, given to services' Init
 	exit    func(code int)
+	output  *outputLog // what the worker wrote, for Tail; nil in a bootstrap
 
 	digestOnce sync.Once
 	digest     string
@@ -76,7 +81,8 @@ type supervisor struct {
 
 	mu       sync.Mutex
 	deadline *time.Timer
-	uploaded string // path of the binary received, until exec
+	uploaded string   // path of the binary received, until exec
+	upFile   *os.File // and its open file
 	execing  bool
 	stop     func() // ends serving, before exec
 }
@@ -84,7 +90,7 @@ type supervisor struct {
 // driverOnly are the methods only the driver may call: they change what
 // the machine runs or keep it alive.
 var driverOnly = map[string]bool{
-	"Supervisor.Upload": true, "Supervisor.Exec": true, "Supervisor.Register": true,
+	"Supervisor.Upload": true, "Supervisor.UploadZstd": true, "Supervisor.Exec": true, "Supervisor.Register": true,
 	"Supervisor.Keepalive": true, "Supervisor.Shutdown": true,
 }
 
@@ -99,7 +105,13 @@ func authorize(r *http.Request, method string) error {
 }
 
 func (s *supervisor) ownDigest() (string, error) {
-	s.digestOnce.Do(func() { s.digest, s.digestErr = fileDigest(runningBinary()) })
+	s.digestOnce.Do(func() {
+		if s.cfg.Digest != "" {
+			s.digest = s.cfg.Digest
+			return
+		}
+		s.digest, s.digestErr = fileDigest(runningBinary())
+	})
 	return s.digest, s.digestErr
 }
 
@@ -133,47 +145,67 @@ func fileDigest(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func (s *supervisor) Info(ctx context.Context, _ struct{}, info *Info) error {
+// InfoRequest says what the driver would ship.
+type InfoRequest struct {
+	// Size is the size of the driver's binary. A machine whose binary is
+	// of another size reports no digest: it cannot match, and hashing a
+	// large binary costs more than asking.
+	Size int64
+}
+
+func (s *supervisor) Info(ctx context.Context, req InfoRequest, info *Info) error {
+	*info = Info{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Payload: s.payload, NumCPU: runtime.NumCPU()}
+	if s.cfg.Digest == "" {
+		if st, err := os.Stat(runningBinary()); err == nil && st.Size() != req.Size {
+			return nil
+		}
+	}
 	d, err := s.ownDigest()
 	if err != nil {
 		return fmt.Errorf("digest of the running binary: %w", err)
 	}
-	*info = Info{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Digest: d, Payload: s.payload, NumCPU: runtime.NumCPU()}
+	info.Digest = d
 	return nil
 }
 
-// Upload receives a binary, streamed, into a private directory and returns
-// its digest.
-func (s *supervisor) Upload(ctx context.Context, r io.Reader, digest *string) error {
+// UploadZstd receives a binary as a zstd stream, which is a third of the
+// bytes on the wire, and returns the binary's size. The stream's checksum
+// and TLS vouch for the bytes.
+func (s *supervisor) UploadZstd(ctx context.Context, r io.Reader, size *int64) error {
+	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return err
+	}
+	defer zr.Close()
+	return s.Upload(ctx, zr, size)
+}
+
+// Upload receives a binary, streamed, into a memory file (or, off Linux, a
+// private directory) and returns its size.
+func (s *supervisor) Upload(ctx context.Context, r io.Reader, size *int64) error {
 	if s.payload {
 		return rpc.Errorf(rpc.Invalid, "this machine already runs its program")
 	}
-	dir, err := os.MkdirTemp("", "bigmachine-")
+	f, path, err := newProgram()
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, "program")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o700)
+	n, err := io.Copy(f, r)
 	if err != nil {
-		os.RemoveAll(dir)
-		return err
-	}
-	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(f, h), r)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.RemoveAll(dir)
+		f.Close()
+		removeProgram(path)
 		return fmt.Errorf("receiving the binary: %w", err)
 	}
 	s.mu.Lock()
-	if s.uploaded != "" {
-		os.RemoveAll(filepath.Dir(s.uploaded))
+	defer s.mu.Unlock()
+	if s.upFile != nil {
+		s.upFile.Close()
+		removeProgram(s.uploaded)
 	}
-	s.uploaded = path
-	s.mu.Unlock()
-	*digest = hex.EncodeToString(h.Sum(nil))
+	// The file stays open until exec: a memory file lives only as long as
+	// a descriptor does.
+	s.upFile, s.uploaded = f, path
+	*size = n
 	return nil
 }
 
@@ -190,7 +222,7 @@ func (s *supervisor) Exec(ctx context.Context, req ExecRequest, _ *struct{}) err
 	}
 	s.execing = true
 	cfg := s.cfg
-	cfg.Uploaded = s.uploaded
+	cfg.Uploaded, cfg.Digest = s.uploaded, req.Digest
 	if s.deadline != nil {
 		s.deadline.Stop()
 	}
@@ -204,11 +236,14 @@ func (s *supervisor) Exec(ctx context.Context, req ExecRequest, _ *struct{}) err
 		stop()
 		err := syscall.Exec(path, args, env)
 		s.log.Error("exec of the uploaded binary failed", "err", err)
-		os.RemoveAll(filepath.Dir(path))
+		removeProgram(path)
 		s.exit(1)
 	}()
 	return nil
 }
+
+// removeFile removes an uploaded binary's file and its private directory.
+func removeFile(path string) { os.RemoveAll(filepath.Dir(path)) }
 
 func withoutConfig(env []string) []string {
 	out := env[:0:0]
@@ -250,12 +285,15 @@ func (s *supervisor) lapse() {
 	s.exit(1)
 }
 
-// Shutdown ends the machine once the call is answered.
+// Shutdown ends the machine's process once the call is answered. It is
+// the driver's orderly end, so the process just exits: the driver's system
+// releases the machine itself (a lapsed keepalive, in contrast, goes
+// through the system's Exit, which on GCE deletes the instance).
 func (s *supervisor) Shutdown(ctx context.Context, _ struct{}, _ *struct{}) error {
 	go func() {
 		s.stop()
 		s.cleanup()
-		s.exit(0)
+		os.Exit(0)
 	}()
 	return nil
 }
@@ -264,7 +302,7 @@ func (s *supervisor) cleanup() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.uploaded != "" && !s.execing {
-		os.RemoveAll(filepath.Dir(s.uploaded))
+		removeProgram(s.uploaded)
 	}
 }
 
@@ -281,6 +319,16 @@ func (s *supervisor) Register(ctx context.Context, req registerRequest, _ *struc
 			return fmt.Errorf("%s.Init: %w", req.Name, err)
 		}
 	}
+	return nil
+}
+
+// Tail streams what the machine's program writes to stdout and stderr,
+// from offset on, until the call's context ends.
+func (s *supervisor) Tail(ctx context.Context, offset int64, out *io.ReadCloser) error {
+	if s.output == nil {
+		return rpc.Errorf(rpc.Invalid, "a bootstrap keeps no output")
+	}
+	*out = s.output.reader(ctx, offset)
 	return nil
 }
 

@@ -55,8 +55,11 @@ type StartRequest struct {
 	// EnvConfig, or through instance metadata).
 	Config func(name string, listen string) (WorkerConfig, error)
 	// Binary, Args and Env are the driver's program as it should run on
-	// the machine, for systems that start it directly.
+	// the machine, for systems that start it directly; such a system sets
+	// the WorkerConfig's Digest to Digest, the binary's, so the machine
+	// need not hash itself to prove what it runs.
 	Binary string
+	Digest string
 	Args   []string
 	Env    []string
 }
@@ -99,6 +102,9 @@ type WorkerConfig struct {
 	// Uploaded is the binary the bootstrap received and exec'd; the
 	// worker removes it, and its directory, as it starts.
 	Uploaded string `json:"uploaded,omitempty"`
+	// Digest is the uploaded binary's SHA-256, which the bootstrap
+	// computed as it received it, so the worker need not read itself.
+	Digest string `json:"digest,omitempty"`
 }
 
 // Encode returns c as one environment-safe string.

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/gcefleet/gcefleet/bigmachine/internal/pki"
@@ -28,8 +26,8 @@ func Bootstrap(cfg WorkerConfig, ln net.Listener, logger *slog.Logger, exit func
 // runWorker serves the driver's program on a machine and never returns.
 func runWorker(sys System, b *B, cfg WorkerConfig) {
 	if cfg.Uploaded != "" {
-		// The running program keeps its inode; nothing stays on disk.
-		os.RemoveAll(filepath.Dir(cfg.Uploaded))
+		// The running program keeps its own mapping; let go of the rest.
+		removeProgram(cfg.Uploaded)
 	}
 	ln, err := sys.Listen(cfg.Listen)
 	if err != nil {
@@ -37,7 +35,10 @@ func runWorker(sys System, b *B, cfg WorkerConfig) {
 		sys.Exit(1)
 		return
 	}
-	sup := &supervisor{cfg: cfg, payload: true, log: b.log, worker: b, exit: sys.Exit}
+	sup := &supervisor{cfg: cfg, payload: true, log: b.log, worker: b, exit: sys.Exit, output: newOutputLog()}
+	if err := captureOutput(sup.output); err != nil {
+		b.log.Warn("worker output will not stream to the driver", "err", err)
+	}
 	err = sup.serve(ln)
 	b.log.Error("worker stopped serving", "machine", cfg.Name, "err", err)
 	sys.Exit(1)

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
-	"github.com/gcefleet/gcefleet/system/gce"
+	"github.com/gcefleet/gcefleet/system/gce/instance"
 	"github.com/gcefleet/gcefleet/system/local"
 )
 
@@ -42,19 +42,19 @@ func main() {
 		}
 		ln, err = local.New().Listen(cfg.Listen)
 	} else {
-		log.Info("gceboot waiting for its configuration in the instance metadata", "key", gce.ConfigKey)
-		if cfg, err = gce.WorkerConfig(ctx); err != nil {
-			fail(1, fmt.Errorf("reading %s from the metadata server: %w", gce.ConfigKey, err))
+		log.Info("gceboot waiting for its configuration in the instance metadata", "key", instance.ConfigKey)
+		if cfg, err = instance.Config(ctx); err != nil {
+			fail(1, fmt.Errorf("reading %s from the metadata server: %w", instance.ConfigKey, err))
 		}
 		exit = func(code int) {
 			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			if err := gce.DeleteSelf(dctx); err != nil {
+			if err := instance.DeleteSelf(dctx); err != nil {
 				log.Error("deleting this instance", "err", err)
 			}
 			os.Exit(code)
 		}
-		ln, err = gce.New(gce.Config{}).Listen(cfg.Listen)
+		ln, err = instance.Listen(cfg.Listen)
 	}
 	if err != nil {
 		fail(1, fmt.Errorf("listening on %s: %w", cfg.Listen, err))

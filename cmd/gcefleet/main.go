@@ -81,15 +81,8 @@ func commands() []*command {
 			usage: "--config FILE",
 			help:  "Prints what would be created, resized, drained and deleted, without doing it.\n\nExample:\n  gcefleet plan --config fleet.yaml",
 		},
-		{
-			name: "gc", summary: "delete instances left behind by drivers that are gone", issue: 5,
-			usage: "[--dry-run]",
-			help:  "Finds instances labelled by gcefleet runs whose driver is gone and deletes them.\n\nExample:\n  gcefleet gc --project my-project --dry-run",
-		},
-		{
-			name: "doctor", summary: "check credentials, APIs and IAM permissions", issue: 5,
-			help: "Checks that Compute Engine answers with the permissions gcefleet needs and prints the gcloud command that fixes each missing one.\n\nExample:\n  gcefleet doctor --project my-project",
-		},
+		gcCommand(),
+		doctorCommand(),
 	}
 }
 

@@ -1,13 +1,19 @@
 package main
 
 import (
+	"context"
 	"math"
+	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
+	compute "google.golang.org/api/compute/v1"
+	"google.golang.org/api/option"
+
+	"github.com/gcefleet/gcefleet/emulator"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 )
 
@@ -54,5 +60,68 @@ func TestBigpiBadFlags(t *testing.T) {
 		if cmd.ProcessState.ExitCode() != tc.code || !strings.Contains(string(out), tc.msg) {
 			t.Errorf("bigpi %v: exit %d, %q; want exit %d and %q", tc.args, cmd.ProcessState.ExitCode(), out, tc.code, tc.msg)
 		}
+	}
+}
+
+// TestBigpiOnGCE runs bigpi with -system=gce against the Compute Engine
+// emulator, whose instances run gceboot as local processes: the driver
+// ships itself to them, and every instance and the firewall rule are gone
+// when it exits.
+func TestBigpiOnGCE(t *testing.T) {
+	bin := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/examples/bigpi")
+	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
+	emu := emulator.New(emulator.Options{Images: map[string]string{"gcr.io/pi-project/gceboot": boot}})
+	srv := httptest.NewServer(emu)
+	defer srv.Close()
+	defer emu.Close()
+
+	cmd := exec.Command(bin, "-system=gce", "-nmach=2", "-samples=2e7",
+		"-gce.endpoint="+srv.URL, "-gce.project=pi-project", "-gce.zones=us-west1-b",
+		"-gce.image=gcr.io/pi-project/gceboot:v1", "-gce.machine-type=e2-standard-4")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bigpi: %v\n%s", err, stderr.String())
+	}
+	m := regexp.MustCompile(`π ≈ ([0-9.]+) .*\(20000000 samples on 2 gce machines in `).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("output %q\n%s", out, stderr.String())
+	}
+	if pi, _ := strconv.ParseFloat(m[1], 64); math.Abs(pi-math.Pi) > 4e-3 {
+		t.Errorf("estimate %v is too far from π", pi)
+	}
+	run := regexp.MustCompile(`run (r[0-9a-f]+): instances are labelled gcefleet-run=`).FindStringSubmatch(stderr.String())
+	if run == nil {
+		t.Fatalf("bigpi did not name its run:\n%s", stderr.String())
+	}
+
+	ctx := context.Background()
+	svc, err := compute.NewService(ctx, option.WithEndpoint(srv.URL+"/compute/v1/"), option.WithoutAuthentication())
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := svc.Instances.List("pi-project", "us-west1-b").Do()
+	if err != nil || len(left.Items) != 0 {
+		t.Errorf("instances left after bigpi: %v, %v", left, err)
+	}
+	fws, err := svc.Firewalls.List("pi-project").Do()
+	if err != nil || len(fws.Items) != 0 {
+		t.Errorf("firewall rules left after bigpi: %v, %v", fws, err)
+	}
+	// The operations tell what happened: one bulkInsert of both machines,
+	// each machine given its own configuration, and both deleted.
+	ops, err := svc.ZoneOperations.List("pi-project", "us-west1-b").Do()
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, op := range ops.Items {
+		if op.Error == nil {
+			count[op.OperationType]++
+		}
+	}
+	if count["bulkInsert"] != 1 || count["setMetadata"] != 2 || count["delete"] != 2 {
+		t.Errorf("operations by type: %v; want 1 bulkInsert, 2 setMetadata, 2 delete", count)
 	}
 }

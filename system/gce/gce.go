@@ -30,16 +30,17 @@ import (
 	"github.com/gcefleet/gcefleet/bigmachine"
 	"github.com/gcefleet/gcefleet/bigmachine/rpc"
 	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/system/gce/instance"
 )
 
 // Metadata keys and labels the system uses.
 const (
 	// ConfigKey holds a machine's bigmachine.WorkerConfig, its
 	// credentials included; it is set on each instance alone.
-	ConfigKey = "bigmachine-config"
+	ConfigKey = instance.ConfigKey
 	// EndpointKey holds the Compute endpoint a machine deletes itself
 	// through; absent on real GCE.
-	EndpointKey = "bigmachine-compute-endpoint"
+	EndpointKey = instance.EndpointKey
 	// RunLabel, OwnerLabel and RoleLabel mark every instance; gc and
 	// Shutdown never delete an instance without them.
 	RunLabel   = "gcefleet-run"
@@ -59,6 +60,7 @@ type System struct {
 	next     int  // index of the next machine
 	firewall bool // the run's firewall rule exists
 	zones    map[string]bool
+	status   map[string]*zoneStatus
 }
 
 // Machine is the system's record of one instance.
@@ -73,7 +75,7 @@ func New(cfg Config) *System {
 	rand.Read(b)
 	// Run ids start with a letter, so that names built on them are valid.
 	run := "r" + hex.EncodeToString(b)
-	return &System{cfg: cfg, run: run, log: slog.Default(), zones: map[string]bool{}}
+	return &System{cfg: cfg, run: run, log: slog.Default(), zones: map[string]bool{}, status: map[string]*zoneStatus{}}
 }
 
 // Name returns "gce".
@@ -129,7 +131,7 @@ func (s *System) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigm
 	if err := s.ensureFirewall(ctx, c); err != nil {
 		return nil, err
 	}
-	var made []instance
+	var made []madeInstance
 	var failures []string
 	remaining := req.N
 	spot := s.cfg.Spot
@@ -144,7 +146,7 @@ func (s *System) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigm
 			}
 			ins, err := s.insert(ctx, c, zone, remaining, spot)
 			for _, in := range ins {
-				made = append(made, instance{in, cpus})
+				made = append(made, madeInstance{in, cpus})
 			}
 			remaining -= len(ins)
 			var partial *partialError
@@ -192,13 +194,13 @@ func (s *System) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigm
 	return out, nil
 }
 
-// instance is an instance made, with its machine type's CPU count.
-type instance struct {
+// madeInstance is an instance made, with its machine type's CPU count.
+type madeInstance struct {
 	in   *computepb.Instance
 	cpus int
 }
 
-func (m instance) spec(cfg Config) bigmachine.Spec {
+func (m madeInstance) spec(cfg Config) bigmachine.Spec {
 	nic := m.in.GetNetworkInterfaces()[0]
 	ip := nic.GetNetworkIP()
 	if cfg.ExternalIP {
@@ -452,62 +454,80 @@ func requestID() string {
 }
 
 // KeepaliveFailed asks GCE about the instance: one that is gone, stopped
-// or preempted will not answer again.
+// or preempted will not answer again. Machines of a zone share one list
+// call a second, so that many machines failing at once (or booting) cost
+// few API calls.
 func (s *System) KeepaliveFailed(ctx context.Context, m *bigmachine.Machine) (bool, error) {
 	h, ok := m.Handle().(*Machine)
 	if !ok {
 		return false, nil
 	}
-	c, err := s.Client(ctx)
+	statuses, err := s.statuses(ctx, h.Zone)
 	if err != nil {
 		return false, nil
 	}
-	in, err := c.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: s.cfg.Project, Zone: h.Zone, Instance: h.Name})
+	st, found := statuses[h.Name]
 	switch {
-	case gceapi.Classify(err) == gceapi.NotFound:
+	case !found:
 		return true, fmt.Errorf("instance %s in %s was deleted", h.Name, h.Zone)
-	case err != nil:
-		return false, nil
-	}
-	switch st := in.GetStatus(); st {
-	case "STOPPING", "STOPPED", "TERMINATED", "SUSPENDING", "SUSPENDED":
+	case st == "STOPPING" || st == "STOPPED" || st == "TERMINATED" || st == "SUSPENDING" || st == "SUSPENDED":
 		return true, fmt.Errorf("instance %s in %s is %s", h.Name, h.Zone, st)
 	}
 	return false, nil
 }
 
-// Tail copies the instance's serial port output to w, polling every few
-// seconds, until ctx ends.
-func (s *System) Tail(ctx context.Context, m *bigmachine.Machine, w io.Writer) error {
-	h, ok := m.Handle().(*Machine)
-	if !ok {
-		return nil
+// zoneStatus is a recent list of the run's instances in a zone.
+type zoneStatus struct {
+	mu     sync.Mutex
+	at     time.Time
+	status map[string]string
+}
+
+// statuses returns the run's instances in zone by name with their status,
+// from a list at most a second old.
+func (s *System) statuses(ctx context.Context, zone string) (map[string]string, error) {
+	s.mu.Lock()
+	zs := s.status[zone]
+	if zs == nil {
+		zs = &zoneStatus{}
+		s.status[zone] = zs
 	}
-	c, err := s.Client(ctx)
+	c := s.client
+	s.mu.Unlock()
+	zs.mu.Lock()
+	defer zs.mu.Unlock()
+	if time.Since(zs.at) < time.Second {
+		return zs.status, nil
+	}
+	ins, err := s.list(ctx, c, zone)
 	if err != nil {
+		return nil, err
+	}
+	zs.status = map[string]string{}
+	for _, in := range ins {
+		zs.status[in.GetName()] = in.GetStatus()
+	}
+	zs.at = time.Now()
+	return zs.status, nil
+}
+
+// Tail streams the machine's output over the runtime's own RPC, once the
+// machine runs the driver's program: no Compute API calls, no delay. (The
+// bootstrap's output stays in the instance's serial port.)
+func (s *System) Tail(ctx context.Context, m *bigmachine.Machine, w io.Writer) error {
+	var rc io.ReadCloser
+	if err := m.Call(ctx, "Supervisor.Tail", int64(0), &rc); err != nil {
+		if ctx.Err() != nil || errors.Is(err, rpc.Unavailable) {
+			return nil
+		}
 		return err
 	}
-	var next int64
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		out, err := c.Instances.GetSerialPortOutput(ctx, &computepb.GetSerialPortOutputInstanceRequest{
-			Project: s.cfg.Project, Zone: h.Zone, Instance: h.Name, Start: new(next),
-		})
-		if err != nil {
-			if gceapi.Classify(err) == gceapi.NotFound || ctx.Err() != nil {
-				return nil
-			}
-			continue
-		}
-		io.WriteString(w, out.GetContents())
-		next = out.GetNext()
+	defer rc.Close()
+	_, err := io.Copy(w, rc)
+	if ctx.Err() != nil {
+		return nil
 	}
+	return err
 }
 
 // HTTPClient returns an HTTP/2 client with cfg.

@@ -115,6 +115,8 @@ func (s *System) start(req bigmachine.StartRequest, maxprocs int) (bigmachine.Sp
 	path, args := req.Binary, req.Args
 	if s.bootstrap != "" {
 		path, args = s.bootstrap, nil
+	} else {
+		cfg.Digest = req.Digest
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), req.Env...)

@@ -1,0 +1,124 @@
+// Command gcestart measures the gce system against the Compute Engine
+// emulator with no boot latency: the time from (*B).Start to N machines
+// Running, and the Compute API calls per machine, deletion included.
+//
+//	go run ./bench/gcestart            # N = 1, 8, 64
+//	go run ./bench/gcestart -n 8,16
+//
+// The emulator runs in this process; its instances run gceboot, built
+// here, which receives this program's binary and execs it, as on GCE.
+package main
+
+import (
+	"context"
+	"encoding/gob"
+	"flag"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/emulator"
+	"github.com/gcefleet/gcefleet/system/gce"
+)
+
+// Nop is the service the machines serve.
+type Nop struct{}
+
+func init() { gob.Register(Nop{}) }
+
+// Ping answers.
+func (Nop) Ping(ctx context.Context, _ struct{}, _ *struct{}) error { return nil }
+
+func main() {
+	bigmachine.Start(gce.New(gce.Config{})) // machines serve from here
+	ns := flag.String("n", "1,8,64", "comma-separated machine counts")
+	cpuprofile := flag.String("cpuprofile", "", "write the driver's CPU profile to `file`")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gcestart:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(*ns); err != nil {
+		pprof.StopCPUProfile()
+		fmt.Fprintln(os.Stderr, "gcestart:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ns string) error {
+	dir, err := os.MkdirTemp("", "gcestart-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	boot := dir + "/gceboot"
+	if b := os.Getenv("GCESTART_GCEBOOT"); b != "" {
+		boot = b
+	}
+	if out, err := exec.Command("go", "build", "-o", boot, "github.com/gcefleet/gcefleet/cmd/gceboot").CombinedOutput(); err != nil && os.Getenv("GCESTART_GCEBOOT") == "" {
+		return fmt.Errorf("building gceboot: %v\n%s", err, out)
+	}
+	self, _ := os.Executable()
+	st, _ := os.Stat(self)
+	fmt.Printf("gce system on the emulator, no boot latency; each machine receives this %.1f MB binary\n\n", float64(st.Size())/1e6)
+	fmt.Printf("%8s  %12s  %14s  %20s\n", "machines", "to Running", "Compute calls", "calls per machine")
+	for _, f := range strings.Split(ns, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return fmt.Errorf("-n: %v", err)
+		}
+		if err := once(boot, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func once(boot string, n int) error {
+	emu := emulator.New(emulator.Options{Images: map[string]string{"gcr.io/bench/gceboot": boot}})
+	srv := httptest.NewServer(emu)
+	defer srv.Close()
+	defer emu.Close()
+	for _, q := range []string{"CPUS", "INSTANCES", "IN_USE_ADDRESSES"} {
+		emu.SetQuota("bench-project", "us-central1", q, 10000)
+	}
+	cfg := gce.DefaultConfig()
+	cfg.Project, cfg.Zones, cfg.Image, cfg.Endpoint = "bench-project", []string{"us-central1-a"}, "gcr.io/bench/gceboot:v1", srv.URL
+	cfg.MachineType = "e2-micro"
+	sys := gce.New(cfg)
+	b := bigmachine.Start(sys, bigmachine.WithOutput(io.Discard))
+	ctx := context.Background()
+	start := time.Now()
+	ms, err := b.Start(ctx, n, bigmachine.Services{"Nop": Nop{}})
+	took := time.Since(start)
+	if err != nil {
+		b.Shutdown()
+		return err
+	}
+	for _, m := range ms {
+		if err := m.Call(ctx, "Nop.Ping", struct{}{}, &struct{}{}); err != nil {
+			return err
+		}
+	}
+	c, err := sys.Client(ctx)
+	if err != nil {
+		return err
+	}
+	startCalls := c.Calls()
+	b.Shutdown()
+	calls := c.Calls()
+	fmt.Printf("%8d  %12v  %6d + %-6d  %20.2f\n", n, took.Round(time.Millisecond), startCalls, calls-startCalls, float64(calls)/float64(n))
+	return nil
+}

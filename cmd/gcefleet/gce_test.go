@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	compute "google.golang.org/api/compute/v1"
+	"google.golang.org/api/option"
+
+	"github.com/gcefleet/gcefleet/emulator"
+	"github.com/gcefleet/gcefleet/internal/testutil"
+)
+
+func startEmulator(t *testing.T) (*emulator.Emulator, string, *compute.Service) {
+	t.Helper()
+	emu := emulator.New(emulator.Options{})
+	srv := httptest.NewServer(emu)
+	t.Cleanup(func() {
+		emu.Close()
+		srv.Close()
+	})
+	svc, err := compute.NewService(context.Background(), option.WithEndpoint(srv.URL+"/compute/v1/"), option.WithoutAuthentication())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return emu, srv.URL, svc
+}
+
+func insert(t *testing.T, svc *compute.Service, zone, name string, labels map[string]string) {
+	t.Helper()
+	op, err := svc.Instances.Insert("p-gc", zone, &compute.Instance{
+		Name: name, MachineType: "zones/" + zone + "/machineTypes/e2-small", Labels: labels,
+		Disks:             []*compute.AttachedDisk{{Boot: true, InitializeParams: &compute.AttachedDiskInitializeParams{SourceImage: "projects/debian-cloud/global/images/family/debian-12"}}},
+		NetworkInterfaces: []*compute.NetworkInterface{{}},
+	}).Do()
+	if err == nil {
+		op, err = svc.ZoneOperations.Wait("p-gc", zone, op.Name).Do()
+	}
+	if err != nil || op.Error != nil {
+		t.Fatalf("insert %s: %v %v", name, err, op)
+	}
+}
+
+func names(t *testing.T, svc *compute.Service) string {
+	t.Helper()
+	agg, err := svc.Instances.AggregatedList("p-gc").Do()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range agg.Items {
+		for _, in := range l.Instances {
+			out = append(out, in.Name)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func TestGC(t *testing.T) {
+	_, url, svc := startEmulator(t)
+	ours := map[string]string{"gcefleet-role": "bigmachine", "gcefleet-run": "rold", "gcefleet-owner": "ann"}
+	insert(t, svc, "us-central1-a", "bigm-rold-0001", ours)
+	insert(t, svc, "us-east1-b", "bigm-rold-0002", ours)
+	insert(t, svc, "us-central1-a", "bigm-rnew-0001", map[string]string{"gcefleet-role": "bigmachine", "gcefleet-run": "rnew"})
+	insert(t, svc, "us-central1-a", "not-ours", map[string]string{"team": "infra"})
+	env := map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}
+
+	code, out, stderr := runCLI(t, env, "gc", "--project", "p-gc")
+	if code != 0 || !strings.Contains(out, "nothing to delete: 3 gcefleet instances") {
+		t.Errorf("gc of young runs: exit %d, %q %q", code, out, stderr)
+	}
+	code, out, _ = runCLI(t, env, "gc", "--project", "p-gc", "--run", "rold", "--dry-run")
+	if code != 0 || !strings.Contains(out, "bigm-rold-0001  us-central1-a  rold  ann") || !strings.Contains(out, "would delete 2 instances") {
+		t.Errorf("dry run: exit %d:\n%s", code, out)
+	}
+	if got := names(t, svc); strings.Count(got, " ") != 3 {
+		t.Errorf("a dry run deleted: %s", got)
+	}
+	code, out, stderr = runCLI(t, env, "gc", "--project", "p-gc", "--run", "rold")
+	if code != 0 || !strings.Contains(out, "deleting 2 instances in 2 zones") {
+		t.Errorf("gc --run: exit %d, %q %q", code, out, stderr)
+	}
+	// Age zero: every gcefleet run counts as left behind, but never an
+	// instance without gcefleet's labels.
+	code, out, stderr = runCLI(t, env, "gc", "--project", "p-gc", "--older-than", "0s")
+	if code != 0 || !strings.Contains(out, "bigm-rnew-0001") || strings.Contains(out, "not-ours") {
+		t.Errorf("gc --older-than 0s: exit %d, %q %q", code, out, stderr)
+	}
+	testutil.WaitFor(t, "gc's deletions", func() bool { return names(t, svc) == "not-ours" })
+}
+
+func TestDoctor(t *testing.T) {
+	emu, url, _ := startEmulator(t)
+	env := map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}
+	code, out, stderr := runCLI(t, env, "doctor", "--project", "p-doc")
+	if code != 0 || !strings.Contains(out, "ok    all 14 permissions") || !strings.Contains(out, "all good") {
+		t.Errorf("doctor on a healthy project: exit %d:\n%s%s", code, out, stderr)
+	}
+	emu.DenyPermissions("p-doc", "compute.firewalls.create", "iam.serviceAccounts.actAs")
+	code, out, stderr = runCLI(t, env, "doctor", "--project", "p-doc")
+	for _, want := range []string{
+		"FAIL  missing compute.firewalls.create",
+		"--role=roles/compute.securityAdmin",
+		"FAIL  missing iam.serviceAccounts.actAs",
+		"gcloud projects add-iam-policy-binding p-doc",
+		"--role=roles/iam.serviceAccountUser",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
+	}
+	if code != 1 || !strings.Contains(stderr, "doctor: 2 problems") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
