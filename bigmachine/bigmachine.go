@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
 	"sort"
@@ -41,15 +42,16 @@ import (
 
 // A B is a big machine: the driver's handle on its machines.
 type B struct {
-	system  System
-	log     *slog.Logger
-	output  io.Writer
-	worker  bool
-	ca      *pki.CA
-	driver  pki.Credentials
-	metrics *rpc.Metrics
-	reg     *prometheus.Registry
-	timeout time.Duration // how long a machine may take to start
+	system      System
+	log         *slog.Logger
+	output      io.Writer
+	worker      bool
+	ca          *pki.CA
+	driver      pki.Credentials
+	metrics     *rpc.Metrics
+	reg         *prometheus.Registry
+	timeout     time.Duration // how long a machine may take to start
+	compression Compression
 
 	digestOnce sync.Once
 	digest     string
@@ -208,6 +210,12 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	}
 	b.mu.Unlock()
 
+	// Compress the binary while the system makes machines, in case they
+	// boot a bootstrap across a network.
+	if b.compression != CompressNever {
+		go b.compressed(p.binary)
+	}
+
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	specs, startErr := b.system.Start(ctx, StartRequest{
@@ -276,6 +284,37 @@ func (b *B) workerConfig(name, listen string) (WorkerConfig, error) {
 	return WorkerConfig{Name: name, Listen: listen, Cert: cert, Key: key, CA: b.ca.CertPEM, Timeout: b.system.Keepalive().Timeout}, nil
 }
 
+// compress says whether uploads to m go compressed.
+func (b *B) compress(m *Machine) bool {
+	switch b.compression {
+	case CompressAlways:
+		return true
+	case CompressNever:
+		return false
+	}
+	host, _, err := net.SplitHostPort(m.Addr)
+	if err != nil {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}
+
+// Compression says when the driver compresses the binary it uploads.
+type Compression int
+
+const (
+	// CompressAcrossNetworks compresses uploads to machines that are not
+	// on a loopback address (the default).
+	CompressAcrossNetworks Compression = iota
+	// CompressAlways and CompressNever do as they say.
+	CompressAlways
+	CompressNever
+)
+
+// WithCompression sets when uploads are compressed.
+func WithCompression(c Compression) Option { return func(b *B) { b.compression = c } }
+
 // compressed returns the binary compressed with zstd, made once per path.
 func (b *B) compressed(binary string) ([]byte, error) {
 	b.zmu.Lock()
@@ -341,9 +380,11 @@ func (b *B) boot(ctx context.Context, m *Machine, digest string, p params, servi
 	return nil
 }
 
-// ship uploads the driver's binary to a bootstrap and execs it. The binary
-// goes compressed (made once, shared by all machines); a bootstrap too old
-// to take that gets it as it is.
+// ship uploads the driver's binary to a bootstrap and execs it. Across a
+// network the binary goes compressed (made once, shared by all machines),
+// a third of the bytes; on loopback, where bytes are free and the CPU is
+// shared, as it is. A bootstrap too old to take compression gets it as it
+// is too.
 func (b *B) ship(ctx context.Context, m *Machine, info Info, digest string, p params) error {
 	if info.GOOS != goos || info.GOARCH != goarch {
 		return fmt.Errorf("the machine is %s/%s and this binary %s/%s; build the driver for %s/%s", info.GOOS, info.GOARCH, goos, goarch, info.GOOS, info.GOARCH)
@@ -353,9 +394,11 @@ func (b *B) ship(ctx context.Context, m *Machine, info Info, digest string, p pa
 		return err
 	}
 	var got int64
-	err = errors.New("no compressed binary")
-	if z, zerr := b.compressed(p.binary); zerr == nil {
-		err = m.call(ctx, "Supervisor.UploadZstd", io.Reader(bytes.NewReader(z)), &got)
+	err = errors.New("not compressed")
+	if b.compress(m) {
+		if z, zerr := b.compressed(p.binary); zerr == nil {
+			err = m.call(ctx, "Supervisor.UploadZstd", io.Reader(bytes.NewReader(z)), &got)
+		}
 	}
 	if err != nil {
 		f, ferr := os.Open(p.binary)

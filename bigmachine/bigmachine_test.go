@@ -110,6 +110,18 @@ func start(t *testing.T, sys bigmachine.System, n int, ps ...bigmachine.Param) (
 	return b, ms, out
 }
 
+// start2 starts two machines with options for the B.
+func start2(t *testing.T, sys bigmachine.System, opts ...bigmachine.Option) (*bigmachine.B, []*bigmachine.Machine) {
+	t.Helper()
+	b := bigmachine.Start(sys, append([]bigmachine.Option{bigmachine.WithOutput(io.Discard)}, opts...)...)
+	t.Cleanup(b.Shutdown)
+	ms, err := b.Start(context.Background(), 2, bigmachine.Services{"Echo": Echo{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, ms
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -207,6 +219,19 @@ func TestBootstrapShipsTheBinary(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
 	b, ms, out := start(t, fastSystem(local.WithBootstrap(boot)), 2)
+	// Uploads across a network go compressed; force that here.
+	zb, compressed := start2(t, fastSystem(local.WithBootstrap(boot)), bigmachine.WithCompression(bigmachine.CompressAlways))
+	if err := compressed[0].Call(context.Background(), "Echo.Pid", struct{}{}, new(int)); err != nil {
+		t.Errorf("a machine sent its binary compressed: %v", err)
+	}
+	mux := http.NewServeMux()
+	zb.HandleDebug(mux)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/debug/bigmachine/metrics", nil))
+	if !strings.Contains(rec.Body.String(), `bigmachine_rpc_calls_total{method="Supervisor.UploadZstd",outcome="ok",side="client"} 2`) ||
+		strings.Contains(rec.Body.String(), `method="Supervisor.Upload",`) {
+		t.Errorf("compressed uploads did not go as Supervisor.UploadZstd:\n%s", rec.Body.String())
+	}
 	var pid int
 	if err := ms[0].Call(context.Background(), "Echo.Pid", struct{}{}, &pid); err != nil {
 		t.Fatal(err)
