@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	compute "google.golang.org/api/compute/v1"
 )
 
 // Fault makes matching API calls slow or fail. Empty selectors match
@@ -171,6 +172,9 @@ type Stockout struct {
 	Project     string `json:"project,omitempty"`
 	Zone        string `json:"zone"`
 	MachineType string `json:"machineType,omitempty"`
+	// SpotOnly limits the stockout to Spot instances, as when a zone has
+	// no spare capacity but still serves standard ones.
+	SpotOnly bool `json:"spotOnly,omitempty"`
 }
 
 // AddStockout installs a stockout.
@@ -187,10 +191,11 @@ func (e *Emulator) AddStockout(s Stockout) error {
 	return nil
 }
 
-// stockedOut says whether zone has no capacity for machineType. e.mu is held.
-func (e *Emulator) stockedOut(project, zone, machineType string) bool {
+// stockedOut says whether zone has no capacity for in. e.mu is held.
+func (e *Emulator) stockedOut(project, zone string, in *compute.Instance) bool {
+	spot := in.Scheduling != nil && in.Scheduling.ProvisioningModel == "SPOT"
 	for _, s := range e.stockout {
-		if (s.Project == "" || s.Project == project) && s.Zone == zone && (s.MachineType == "" || s.MachineType == machineType) {
+		if (s.Project == "" || s.Project == project) && s.Zone == zone && (s.MachineType == "" || s.MachineType == lastSegment(in.MachineType)) && (!s.SpotOnly || spot) {
 			return true
 		}
 	}

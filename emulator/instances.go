@@ -358,7 +358,7 @@ func checkQuota(p *project, regionName string, usage, want map[string]float64) *
 func (e *Emulator) admit(p *project, zoneName string, ins []*instance, min int) (int, *opError) {
 	z := p.zones[zoneName]
 	for _, in := range ins {
-		if e.stockedOut(p.name, zoneName, lastSegment(in.api.MachineType)) {
+		if e.stockedOut(p.name, zoneName, in.api) {
 			return 0, opStockout(p.name, zoneName)
 		}
 	}
@@ -717,7 +717,7 @@ func (e *Emulator) startInstance(c *call) (any, error) {
 		e.runOp(op, func() *opError { return nil })
 		return op.api, nil
 	}
-	if e.stockedOut(c.p.name, c.zone, lastSegment(in.api.MachineType)) {
+	if e.stockedOut(c.p.name, c.zone, in.api) {
 		oerr := opStockout(c.p.name, c.zone)
 		e.runOp(op, func() *opError { return oerr })
 		return op.api, nil

@@ -186,7 +186,9 @@ func (s *Server) serve(w *countingWriter, r *http.Request, name string, body io.
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
 	w.wrote = true
-	if _, err := io.Copy(w, rd); err != nil {
+	// Each piece goes out as it comes: a reply that trickles (a log being
+	// tailed) must not wait in a buffer for more.
+	if _, err := io.Copy(flushWriter{w, http.NewResponseController(w.w)}, rd); err != nil {
 		return &Error{Kind: Remote, Method: name, Message: "streaming the reply: " + err.Error()}
 	}
 	return nil
@@ -221,6 +223,19 @@ func writeError(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/x-gob")
 	w.WriteHeader(status)
 	gob.NewEncoder(w).Encode(we)
+}
+
+type flushWriter struct {
+	w io.Writer
+	f *http.ResponseController
+}
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.f.Flush()
+	}
+	return n, err
 }
 
 type countingReader struct {

@@ -75,6 +75,12 @@ func (Hello) Instance(ctx context.Context, _ struct{}, host *string) error {
 
 func (Hello) Pid(ctx context.Context, _ struct{}, pid *int) error { *pid = os.Getpid(); return nil }
 
+// Say prints a line on the machine.
+func (Hello) Say(ctx context.Context, line string, _ *struct{}) error {
+	fmt.Println(line)
+	return nil
+}
+
 // world is an emulator with gceboot for the test's containers.
 type world struct {
 	emu *emulator.Emulator
@@ -128,9 +134,9 @@ func (w *world) instances(t *testing.T, zone string) []*computepb.Instance {
 	}
 }
 
-func start(t *testing.T, sys *gce.System, n int) (*bigmachine.B, []*bigmachine.Machine, error) {
+func start(t *testing.T, sys *gce.System, n int, opts ...bigmachine.Option) (*bigmachine.B, []*bigmachine.Machine, error) {
 	t.Helper()
-	b := bigmachine.Start(sys, bigmachine.WithOutput(io.Discard), bigmachine.WithStartTimeout(time.Minute))
+	b := bigmachine.Start(sys, append([]bigmachine.Option{bigmachine.WithOutput(io.Discard), bigmachine.WithStartTimeout(time.Minute)}, opts...)...)
 	t.Cleanup(b.Shutdown)
 	ms, err := b.Start(context.Background(), n, bigmachine.Services{"Hello": Hello{}})
 	return b, ms, err
@@ -139,11 +145,17 @@ func start(t *testing.T, sys *gce.System, n int) (*bigmachine.B, []*bigmachine.M
 func TestStartCallShutdown(t *testing.T) {
 	w := newWorld(t)
 	sys := gce.New(w.config("us-central1-a"))
-	b, ms, err := start(t, sys, 3)
+	out := &syncBuffer{}
+	b, ms, err := start(t, sys, 3, bigmachine.WithOutput(out))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	// What a machine prints reaches the driver, under the machine's name.
+	if err := ms[2].Call(ctx, "Hello.Say", "from the cloud", &struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the machine's output", func() bool { return strings.Contains(out.String(), ms[2].Name()+": from the cloud\n") })
 	seen := map[string]bool{}
 	for _, m := range ms {
 		var host string
@@ -308,6 +320,29 @@ func TestPreemptionIsNoticed(t *testing.T) {
 	}
 	if err := ms[1].Call(context.Background(), "Hello.Pid", struct{}{}, new(int)); err != nil {
 		t.Errorf("the other machine: %v", err)
+	}
+}
+
+// TestSpotFallsBackToStandard: with no Spot capacity anywhere, machines
+// come up as standard ones when the user allows it.
+func TestSpotFallsBackToStandard(t *testing.T) {
+	w := newWorld(t)
+	w.emu.AddStockout(emulator.Stockout{Zone: "us-central1-a", SpotOnly: true})
+	w.emu.AddStockout(emulator.Stockout{Zone: "us-central1-b", SpotOnly: true})
+	cfg := w.config("us-central1-a", "us-central1-b")
+	cfg.Spot = true
+	if _, ms, err := start(t, gce.New(cfg), 1); err == nil || len(ms) != 0 {
+		t.Fatalf("Spot without capacity: %d machines, %v", len(ms), err)
+	}
+	cfg.SpotFallback = true
+	_, ms, err := start(t, gce.New(cfg), 2)
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("with fallback: %d machines, %v", len(ms), err)
+	}
+	for _, in := range w.instances(t, "us-central1-a") {
+		if in.GetScheduling().GetProvisioningModel() == "SPOT" {
+			t.Errorf("%s is Spot", in.GetName())
+		}
 	}
 }
 
