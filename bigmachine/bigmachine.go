@@ -253,7 +253,6 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 				return
 			}
 			m.setState(Running, nil)
-			go m.keepalive()
 		})
 	}
 	wg.Wait()
@@ -357,6 +356,9 @@ func (b *B) boot(ctx context.Context, m *Machine, digest string, p params, servi
 	if err != nil {
 		return err
 	}
+	// From its first answer on, the machine lives by the driver's
+	// keepalives, through shipping and exec too.
+	go m.keepalive()
 	if info.Digest != digest {
 		if err := b.ship(ctx, m, info, digest, p); err != nil {
 			return err
@@ -401,12 +403,15 @@ func (b *B) ship(ctx context.Context, m *Machine, info Info, digest string, p pa
 		}
 	}
 	if err != nil {
+		zerr := err
 		f, ferr := os.Open(p.binary)
 		if ferr != nil {
 			return ferr
 		}
 		defer f.Close()
-		err = m.call(ctx, "Supervisor.Upload", io.Reader(f), &got)
+		if err = m.call(ctx, "Supervisor.Upload", io.Reader(f), &got); err != nil && b.compress(m) {
+			err = fmt.Errorf("%w (compressed: %v)", err, zerr)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("uploading the binary: %w", err)

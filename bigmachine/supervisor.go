@@ -154,6 +154,9 @@ type InfoRequest struct {
 }
 
 func (s *supervisor) Info(ctx context.Context, req InfoRequest, info *Info) error {
+	if !s.payload {
+		s.extend(s.timeout()) // the driver is here
+	}
 	*info = Info{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Payload: s.payload, NumCPU: runtime.NumCPU()}
 	if s.cfg.Digest == "" {
 		if st, err := os.Stat(runningBinary()); err == nil && st.Size() != req.Size {
@@ -186,6 +189,11 @@ func (s *supervisor) Upload(ctx context.Context, r io.Reader, size *int64) error
 	if s.payload {
 		return rpc.Errorf(rpc.Invalid, "this machine already runs its program")
 	}
+	// The driver keeps a bootstrap alive by talking to it: an upload can
+	// outlast the first keepalive timeout, so the clock stops while it
+	// runs and starts anew after.
+	s.hold(true)
+	defer s.hold(false)
 	f, path, err := newProgram()
 	if err != nil {
 		return err
@@ -263,6 +271,28 @@ func (s *supervisor) Keepalive(ctx context.Context, d time.Duration, stats *Stat
 	runtime.ReadMemStats(&ms)
 	*stats = Stats{Uptime: time.Since(s.started), HeapAlloc: ms.HeapAlloc, Sys: ms.Sys, Goroutines: runtime.NumGoroutine(), Load1: load1()}
 	return nil
+}
+
+// hold stops the keepalive deadline while the driver is busy with this
+// machine, and restarts it with the configured timeout after.
+func (s *supervisor) hold(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.deadline == nil || s.execing {
+		return
+	}
+	if on {
+		s.deadline.Stop()
+		return
+	}
+	s.deadline.Reset(s.timeout())
+}
+
+func (s *supervisor) timeout() time.Duration {
+	if s.cfg.Timeout > 0 {
+		return s.cfg.Timeout
+	}
+	return time.Minute
 }
 
 func (s *supervisor) extend(d time.Duration) {

@@ -81,11 +81,7 @@ func (s *supervisor) serve(ln net.Listener) error {
 		srv.Shutdown(ctx)
 		<-done
 	}
-	timeout := s.cfg.Timeout
-	if timeout <= 0 {
-		timeout = time.Minute
-	}
-	s.extend(timeout)
+	s.extend(s.timeout())
 	err = srv.ServeTLS(ln, "", "")
 	close(done)
 	if errors.Is(err, http.ErrServerClosed) {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	compute "google.golang.org/api/compute/v1"
@@ -35,8 +36,14 @@ type instance struct {
 }
 
 var nameRE = regexp.MustCompile(`^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$`)
-var labelKeyRE = regexp.MustCompile(`^[\p{Ll}\p{Lo}][\p{Ll}\p{Lo}\p{N}_-]{0,62}$`)
-var labelValueRE = regexp.MustCompile(`^[\p{Ll}\p{Lo}\p{N}_-]{0,63}$`)
+
+// The label patterns hold large Unicode classes, which cost megabytes to
+// compile: compile them when first used, not in every program that links
+// the emulator.
+var (
+	labelKeyRE   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[\p{Ll}\p{Lo}][\p{Ll}\p{Lo}\p{N}_-]{0,62}$`) })
+	labelValueRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[\p{Ll}\p{Lo}\p{N}_-]{0,63}$`) })
+)
 var metadataKeyRE = regexp.MustCompile(`^[a-zA-Z0-9-_]{1,128}$`)
 
 const nameRegexText = "(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)"
@@ -53,10 +60,10 @@ func validLabels(field string, labels map[string]string) error {
 		return errInvalidField(field, len(labels), "Resources may have at most 64 labels.")
 	}
 	for k, v := range labels {
-		if !labelKeyRE.MatchString(k) {
+		if !labelKeyRE().MatchString(k) {
 			return errInvalidField(field+"."+k, k, "Label keys must start with a lowercase letter and contain only lowercase letters, digits, '_' and '-', at most 63 characters.")
 		}
-		if !labelValueRE.MatchString(v) {
+		if !labelValueRE().MatchString(v) {
 			return errInvalidField(field+"."+k, v, "Label values may contain only lowercase letters, digits, '_' and '-', at most 63 characters.")
 		}
 	}
