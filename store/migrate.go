@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// migrations are the schema's versions, applied in order at Open. Each is
+// written once for both databases; {{serial}} and {{bool}} stand for the
+// types that differ.
+var migrations = []string{
+	// 1: catalog, leases, events.
+	`CREATE TABLE machines (
+		hostname TEXT PRIMARY KEY,
+		backend  TEXT NOT NULL,
+		body     TEXT NOT NULL,
+		state    TEXT NOT NULL,
+		lease_id TEXT,
+		added_at BIGINT NOT NULL
+	);
+	CREATE INDEX machines_available ON machines (state, added_at);
+	CREATE INDEX machines_backend ON machines (backend);
+	CREATE TABLE machine_dims (
+		hostname TEXT NOT NULL,
+		k        TEXT NOT NULL,
+		v        TEXT NOT NULL,
+		PRIMARY KEY (hostname, k, v)
+	);
+	CREATE INDEX machine_dims_kv ON machine_dims (k, v);
+	CREATE TABLE leases (
+		id           TEXT PRIMARY KEY,
+		client       TEXT NOT NULL,
+		request_id   TEXT NOT NULL,
+		body         TEXT NOT NULL,
+		state        TEXT NOT NULL,
+		hostname     TEXT,
+		machine      TEXT,
+		created_at   BIGINT NOT NULL,
+		deadline     BIGINT NOT NULL,
+		duration_ns  BIGINT NOT NULL,
+		expires_at   BIGINT NOT NULL,
+		indefinite   {{bool}} NOT NULL,
+		fulfilled_at BIGINT NOT NULL DEFAULT 0,
+		ended_at     BIGINT NOT NULL DEFAULT 0,
+		UNIQUE (client, request_id)
+	);
+	CREATE INDEX leases_state_created ON leases (state, created_at);
+	CREATE INDEX leases_state_expires ON leases (state, expires_at);
+	CREATE TABLE lease_dims (
+		lease_id TEXT NOT NULL,
+		k        TEXT NOT NULL,
+		v        TEXT NOT NULL,
+		PRIMARY KEY (lease_id, k, v)
+	);
+	CREATE TABLE events (
+		id         {{serial}},
+		backend    TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		hostname   TEXT NOT NULL,
+		lease_id   TEXT NOT NULL,
+		on_reclaim TEXT,
+		at         BIGINT NOT NULL
+	);
+	CREATE INDEX events_backend ON events (backend, id);`,
+}
+
+// migrate brings the schema up to date, in one transaction per version.
+// On PostgreSQL an advisory lock keeps replicas starting together from
+// migrating twice.
+func (s *Store) migrate(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if s.postgres {
+		if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(7209)"); err != nil {
+			return fmt.Errorf("store: migration lock: %w", err)
+		}
+		defer conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock(7209)")
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"); err != nil {
+		return fmt.Errorf("store: schema_version: %w", err)
+	}
+	var version int
+	err = conn.QueryRowContext(ctx, "SELECT version FROM schema_version").Scan(&version)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := conn.ExecContext(ctx, "INSERT INTO schema_version (version) VALUES (0)"); err != nil {
+			return err
+		}
+	case err != nil:
+		return fmt.Errorf("store: reading the schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("store: the database has schema version %d, newer than this gcefleet knows (%d); upgrade gcefleet", version, len(migrations))
+	}
+	for v := version; v < len(migrations); v++ {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for _, stmt := range strings.Split(s.dialect(migrations[v]), ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("store: migration %d: %w", v+1, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, s.q("UPDATE schema_version SET version = ?"), v+1); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("store: migration %d: %w", v+1, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) dialect(stmt string) string {
+	if s.postgres {
+		return strings.NewReplacer("{{serial}}", "BIGSERIAL PRIMARY KEY", "{{bool}}", "BOOLEAN").Replace(stmt)
+	}
+	return strings.NewReplacer("{{serial}}", "INTEGER PRIMARY KEY AUTOINCREMENT", "{{bool}}", "INTEGER").Replace(stmt)
+}

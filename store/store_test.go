@@ -1,0 +1,312 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gcefleet/gcefleet/internal/testutil"
+	"github.com/gcefleet/gcefleet/store"
+)
+
+// stores runs test against each store: SQLite in memory and a fresh
+// PostgreSQL database. It is the conformance suite: both must pass alike.
+func stores(t *testing.T, test func(t *testing.T, s *store.Store)) {
+	t.Run("sqlite", func(t *testing.T) {
+		s, err := store.Open(context.Background(), ":memory:")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		test(t, s)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		s, err := store.Open(context.Background(), testutil.PostgresURL(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		test(t, s)
+	})
+}
+
+func machine(host string, dims store.Dimensions) store.Machine {
+	return store.Machine{Hostname: host, Backend: "gce", Dimensions: dims, Connection: store.Connection{Address: "10.0.0.1", Port: 8443}}
+}
+
+func request(id string, dims store.Dimensions) store.LeaseRequest {
+	return store.LeaseRequest{RequestID: id, Dimensions: dims, Term: store.Term{Duration: time.Hour}}
+}
+
+var linux8 = store.Dimensions{"os": {"linux"}, "cpus": {"8"}, "zone": {"us-central1-a"}}
+
+func TestCatalog(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		m, err := s.AddMachine(ctx, machine("m1", linux8))
+		if err != nil || m.State != store.Available || m.Policies.OnReclaim != "DELETE" {
+			t.Fatalf("add: %+v, %v", m, err)
+		}
+		// The same body again is a no-op, dimensions in any order.
+		again := machine("m1", store.Dimensions{"zone": {"us-central1-a"}, "cpus": {"8", "8"}, "os": {"linux"}})
+		if _, err := s.AddMachine(ctx, again); err != nil {
+			t.Errorf("adding the same machine again: %v", err)
+		}
+		other := machine("m1", store.Dimensions{"os": {"windows"}})
+		if _, err := s.AddMachine(ctx, other); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("adding m1 with another body: %v, want ErrConflict", err)
+		}
+		if _, err := s.AddMachine(ctx, store.Machine{Hostname: "b1", Backend: "other", Dimensions: linux8}); err != nil {
+			t.Fatal(err)
+		}
+		if ms, err := s.Machines(ctx, "gce"); err != nil || len(ms) != 1 || ms[0].Hostname != "m1" {
+			t.Errorf("machines of gce: %v, %v", ms, err)
+		}
+		if ms, _ := s.Machines(ctx, ""); len(ms) != 2 {
+			t.Errorf("all machines: %d", len(ms))
+		}
+		if err := s.DeleteMachine(ctx, "gce", "b1"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a backend deleting another's machine: %v", err)
+		}
+		if err := s.DeleteMachine(ctx, "other", "b1"); err != nil {
+			t.Error(err)
+		}
+		if _, err := s.Machine(ctx, "b1"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("deleted machine: %v", err)
+		}
+	})
+}
+
+func TestLeaseLifecycle(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		clock := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+		s.Now = func() time.Time { return clock }
+
+		// Nothing matches yet: the request waits.
+		l, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"os": {"linux"}, "cpus": {"8"}}))
+		if err != nil || l.State != store.Pending {
+			t.Fatalf("request: %+v, %v", l, err)
+		}
+		if _, err := s.AddMachine(ctx, machine("small", store.Dimensions{"os": {"linux"}, "cpus": {"2"}})); err != nil {
+			t.Fatal(err)
+		}
+		if l, _ = s.Lease(ctx, l.ID); l.State != store.Pending {
+			t.Errorf("a machine without every dimension fulfilled the request")
+		}
+		// A matching machine goes to the waiting request as it arrives.
+		if _, err := s.AddMachine(ctx, machine("big", linux8)); err != nil {
+			t.Fatal(err)
+		}
+		l, _ = s.Lease(ctx, l.ID)
+		if l.State != store.Fulfilled || l.Hostname != "big" || l.Machine == nil || l.Machine.Connection.Port != 8443 || !l.ExpiresAt.Equal(clock.Add(time.Hour)) {
+			t.Fatalf("after the machine came: %+v", l)
+		}
+		if m, _ := s.Machine(ctx, "big"); m.State != store.Leased || m.LeaseID != l.ID {
+			t.Errorf("leased machine: %+v", m)
+		}
+
+		// Idempotency: the same request returns the same lease; another
+		// body under the same id is refused.
+		same, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"cpus": {"8"}, "os": {"linux"}}))
+		if err != nil || same.ID != l.ID {
+			t.Errorf("repeated request: %v, %v", same.ID, err)
+		}
+		if _, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"os": {"mac"}})); !errors.Is(err, store.ErrRequestIDReuse) {
+			t.Errorf("reused id: %v", err)
+		}
+		if other, err := s.RequestLease(ctx, "bob", request("r1", store.Dimensions{"os": {"mac"}})); err != nil || other.ID == l.ID {
+			t.Errorf("another client's r1: %v, %v", other, err)
+		}
+
+		// Only the lessee sees and ends its lease.
+		if _, err := s.ReleaseLease(ctx, "bob", l.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("bob releasing alice's lease: %v", err)
+		}
+		if ls, _ := s.Leases(ctx, "alice", true); len(ls) != 1 || ls[0].ID != l.ID {
+			t.Errorf("alice's active leases: %v", ls)
+		}
+
+		clock = clock.Add(30 * time.Minute)
+		l, err = s.ExtendLease(ctx, "alice", l.ID, store.Term{Duration: 2 * time.Hour})
+		if err != nil || !l.ExpiresAt.Equal(clock.Add(2*time.Hour)) {
+			t.Errorf("extend: %v, %v", l.ExpiresAt, err)
+		}
+		l, err = s.ReleaseLease(ctx, "alice", l.ID)
+		if err != nil || l.State != store.Released || !l.Ended.Equal(clock) {
+			t.Fatalf("release: %+v, %v", l, err)
+		}
+		// The machine is reclaimed: out of the catalog, its backend told.
+		if _, err := s.Machine(ctx, "big"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("released machine still cataloged: %v", err)
+		}
+		evs, err := s.Events(ctx, "gce", 0, 10)
+		if err != nil || len(evs) != 2 || evs[0].Kind != "leased" || evs[1].Kind != "reclaimed" || evs[1].Hostname != "big" || evs[1].OnReclaim != "DELETE" {
+			t.Errorf("events: %+v, %v", evs, err)
+		}
+		if more, _ := s.Events(ctx, "gce", evs[1].ID, 10); len(more) != 0 {
+			t.Errorf("events after the cursor: %v", more)
+		}
+		if _, err := s.ExtendLease(ctx, "alice", l.ID, store.Term{Duration: time.Hour}); !errors.Is(err, store.ErrNotActive) {
+			t.Errorf("extending a released lease: %v", err)
+		}
+	})
+}
+
+func TestExpiry(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		clock := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+		s.Now = func() time.Time { return clock }
+		s.AddMachine(ctx, machine("m1", linux8))
+		short, _ := s.RequestLease(ctx, "c", store.LeaseRequest{RequestID: "short", Dimensions: linux8, Term: store.Term{Duration: 10 * time.Minute}})
+		forever, _ := s.RequestLease(ctx, "c", store.LeaseRequest{RequestID: "forever", Dimensions: linux8, Term: store.Term{Indefinite: true},
+			Deadline: clock.Add(5 * time.Minute)})
+		if short.State != store.Fulfilled || forever.State != store.Pending {
+			t.Fatalf("short %s, forever %s", short.State, forever.State)
+		}
+		next, err := s.Expire(ctx)
+		if err != nil || !next.Equal(clock.Add(5*time.Minute)) {
+			t.Errorf("next due %v, %v; want the pending request's deadline", next, err)
+		}
+		clock = clock.Add(6 * time.Minute)
+		next, _ = s.Expire(ctx)
+		if l, _ := s.Lease(ctx, forever.ID); l.State != store.Denied {
+			t.Errorf("request past its deadline: %s", l.State)
+		}
+		if !next.Equal(clock.Add(4 * time.Minute)) {
+			t.Errorf("next due %v", next)
+		}
+		clock = clock.Add(4 * time.Minute)
+		if next, _ = s.Expire(ctx); !next.IsZero() {
+			t.Errorf("nothing left, yet next due %v", next)
+		}
+		if l, _ := s.Lease(ctx, short.ID); l.State != store.Expired {
+			t.Errorf("lease past its term: %s", l.State)
+		}
+		if ms, _ := s.Machines(ctx, ""); len(ms) != 0 {
+			t.Errorf("expired lease's machine still cataloged: %v", ms)
+		}
+	})
+}
+
+func TestFirstComeFirstServed(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		clock := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+		s.Now = func() time.Time { clock = clock.Add(time.Millisecond); return clock }
+		var ids []string
+		for i := range 3 {
+			l, err := s.RequestLease(ctx, fmt.Sprint("client", i), request("r", linux8))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, l.ID)
+		}
+		for i := range 3 {
+			s.AddMachine(ctx, machine(fmt.Sprint("m", i), linux8))
+			for j, id := range ids {
+				l, _ := s.Lease(ctx, id)
+				if want := j <= i; (l.State == store.Fulfilled) != want {
+					t.Errorf("after %d machines, request %d is %s", i+1, j, l.State)
+				}
+			}
+		}
+	})
+}
+
+// TestNeverLeasedTwice races clients for fewer machines than requests and
+// checks that each machine went to exactly one lease.
+func TestNeverLeasedTwice(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		const machines, clients = 20, 40
+		var wg sync.WaitGroup
+		for i := range machines {
+			wg.Go(func() {
+				if _, err := s.AddMachine(ctx, machine(fmt.Sprintf("m%02d", i), linux8)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		leases := make([]store.Lease, clients)
+		for i := range clients {
+			wg.Go(func() {
+				var err error
+				leases[i], err = s.RequestLease(ctx, fmt.Sprint("c", i), request("r", linux8))
+				if err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		byHost := map[string]string{}
+		fulfilled := 0
+		for i := range leases {
+			l, err := s.Lease(ctx, leases[i].ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.State != store.Fulfilled {
+				continue
+			}
+			fulfilled++
+			if prev, dup := byHost[l.Hostname]; dup {
+				t.Errorf("machine %s leased twice: %s and %s", l.Hostname, prev, l.ID)
+			}
+			byHost[l.Hostname] = l.ID
+			if m, _ := s.Machine(ctx, l.Hostname); m.State != store.Leased || m.LeaseID != l.ID {
+				t.Errorf("machine %s: %s by %s, but lease %s holds it", l.Hostname, m.State, m.LeaseID, l.ID)
+			}
+		}
+		// Whatever the interleaving, no machine is left idle while a
+		// request waits.
+		if fulfilled != machines {
+			t.Errorf("%d leases fulfilled with %d machines and %d requests", fulfilled, machines, clients)
+		}
+	})
+}
+
+func TestSQLiteFileKeepsData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "provider.db")
+	ctx := context.Background()
+	s, err := store.Open(ctx, "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddMachine(ctx, machine("m1", linux8))
+	l, _ := s.RequestLease(ctx, "c", request("r", linux8))
+	s.Close()
+	s, err = store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Lease(ctx, l.ID); err != nil || got.State != store.Fulfilled || got.Hostname != "m1" {
+		t.Errorf("after reopening: %+v, %v", got, err)
+	}
+}
+
+func TestTermValidation(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		term store.Term
+		ok   bool
+	}{
+		{store.Term{Duration: time.Hour}, true},
+		{store.Term{Indefinite: true}, true},
+		{store.Term{ExpiresAt: now.Add(time.Hour)}, true},
+		{store.Term{}, false},
+		{store.Term{Duration: time.Hour, Indefinite: true}, false},
+		{store.Term{Duration: 22 * 24 * time.Hour}, false},
+		{store.Term{ExpiresAt: now.Add(-time.Hour)}, false},
+	} {
+		if err := tc.term.Validate(now); (err == nil) != tc.ok {
+			t.Errorf("%+v: %v", tc.term, err)
+		}
+	}
+}
