@@ -117,13 +117,13 @@ func (t Term) Validate(now time.Time) error {
 	if t.Duration != 0 {
 		n++
 		if t.Duration < time.Second || t.Duration > MaxDuration {
-			return fmt.Errorf("duration %v: must be between 1s and %v", t.Duration, MaxDuration)
+			return fmt.Errorf("duration %v: must be between 1s and 21 days (or ask for indefinite)", t.Duration)
 		}
 	}
 	if !t.ExpiresAt.IsZero() {
 		n++
 		if !t.ExpiresAt.After(now) || t.ExpiresAt.Sub(now) > MaxDuration {
-			return fmt.Errorf("expires_at %s: must be in the future and at most %v away", t.ExpiresAt.Format(time.RFC3339), MaxDuration)
+			return fmt.Errorf("expires_at %s: must be in the future and at most 21 days away", t.ExpiresAt.Format(time.RFC3339))
 		}
 	}
 	if t.Indefinite {

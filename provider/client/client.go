@@ -1,0 +1,177 @@
+// Package client calls the Machine Provider's API: what the CLI, the GCE
+// backend and bigmachine's pool system use.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/gcefleet/gcefleet/store"
+)
+
+// Client calls one provider with one token.
+type Client struct {
+	// BaseURL is the provider's address, such as http://127.0.0.1:8790.
+	BaseURL string
+	Token   string
+	HTTP    *http.Client
+}
+
+// Error is an error answer of the API.
+type Error struct {
+	Status  int               `json:"-"`
+	Code    string            `json:"code"`
+	Message string            `json:"message"`
+	Fields  map[string]string `json:"fields,omitempty"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("provider: %s (HTTP %d)", e.Message, e.Status) }
+
+// Is lets errors.Is match an answer with the store's error of its kind.
+func (e *Error) Is(target error) bool {
+	switch e.Code {
+	case "not_found":
+		return target == store.ErrNotFound
+	case "conflict":
+		return target == store.ErrConflict
+	case "request_id_reuse":
+		return target == store.ErrRequestIDReuse
+	}
+	return false
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("provider %s: %w", c.BaseURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error *Error `json:"error"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&e) != nil || e.Error == nil {
+			return &Error{Status: resp.StatusCode, Code: "http", Message: resp.Status}
+		}
+		e.Error.Status = resp.StatusCode
+		return e.Error
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// AddMachine catalogs m.
+func (c *Client) AddMachine(ctx context.Context, m store.Machine) (store.Machine, error) {
+	var out store.Machine
+	return out, c.do(ctx, http.MethodPost, "/v1/machines", m, &out)
+}
+
+// Machines lists the catalog the caller may see.
+func (c *Client) Machines(ctx context.Context) ([]store.Machine, error) {
+	var out struct {
+		Machines []store.Machine `json:"machines"`
+	}
+	return out.Machines, c.do(ctx, http.MethodGet, "/v1/machines", nil, &out)
+}
+
+// DeleteMachine removes a machine that is not leased.
+func (c *Client) DeleteMachine(ctx context.Context, hostname string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/machines/"+url.PathEscape(hostname), nil, nil)
+}
+
+// RequestLease asks for a machine.
+func (c *Client) RequestLease(ctx context.Context, r store.LeaseRequest) (store.Lease, error) {
+	var out store.Lease
+	return out, c.do(ctx, http.MethodPost, "/v1/leases", r, &out)
+}
+
+// Lease returns a lease; with wait > 0, a pending one is answered when it
+// changes or wait passes.
+func (c *Client) Lease(ctx context.Context, id string, wait time.Duration) (store.Lease, error) {
+	var out store.Lease
+	path := "/v1/leases/" + url.PathEscape(id)
+	if wait > 0 {
+		path += "?wait=" + wait.String()
+	}
+	return out, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// WaitLease waits until lease id is no longer pending, or ctx ends.
+func (c *Client) WaitLease(ctx context.Context, id string) (store.Lease, error) {
+	for {
+		l, err := c.Lease(ctx, id, time.Minute)
+		if err != nil || l.State != store.Pending {
+			return l, err
+		}
+	}
+}
+
+// Leases lists the caller's leases; active limits them to pending and
+// fulfilled ones.
+func (c *Client) Leases(ctx context.Context, active bool) ([]store.Lease, error) {
+	var out struct {
+		Leases []store.Lease `json:"leases"`
+	}
+	return out.Leases, c.do(ctx, http.MethodGet, "/v1/leases?active="+strconv.FormatBool(active), nil, &out)
+}
+
+// Extend gives a fulfilled lease a new term from now.
+func (c *Client) Extend(ctx context.Context, id string, t store.Term) (store.Lease, error) {
+	var out store.Lease
+	return out, c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/extend", map[string]any{"term": t}, &out)
+}
+
+// Release ends a lease.
+func (c *Client) Release(ctx context.Context, id string) (store.Lease, error) {
+	var out store.Lease
+	return out, c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/release", nil, &out)
+}
+
+// Events returns the caller's events after cursor; with wait > 0, an empty
+// answer waits for one until wait passes.
+func (c *Client) Events(ctx context.Context, after int64, wait time.Duration) ([]store.Event, error) {
+	var out struct {
+		Events []store.Event `json:"events"`
+	}
+	path := "/v1/events?after=" + strconv.FormatInt(after, 10)
+	if wait > 0 {
+		path += "&wait=" + wait.String()
+	}
+	return out.Events, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// IsForbidden reports whether err is the API refusing the caller's role.
+func IsForbidden(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusForbidden
+}

@@ -1,0 +1,143 @@
+package provider
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Roles a token can have.
+const (
+	// Admin sees and does everything.
+	Admin = "admin"
+	// Backend catalogs and removes its own machines and reads their events.
+	Backend = "backend"
+	// Client leases machines and sees and ends its own leases.
+	Client = "client"
+)
+
+// Config is the provider's configuration file.
+type Config struct {
+	// Listen is the address the API serves on.
+	Listen string `yaml:"listen"`
+	// Database is where the store lives: a SQLite path (the default,
+	// gcefleet.db), sqlite:PATH, or a postgres:// URL.
+	Database string `yaml:"database"`
+	// Tokens are who may call the API.
+	Tokens []Token `yaml:"tokens"`
+}
+
+// Token grants a name a role. Its secret is given inline (token), in a
+// file (token_file) or in an environment variable (token_env).
+type Token struct {
+	Name      string `yaml:"name"`
+	Role      string `yaml:"role"`
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+	TokenEnv  string `yaml:"token_env"`
+
+	line int
+}
+
+// LoadConfig reads and checks the configuration file at path. Every
+// problem is reported, each with its line.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("provider config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig parses a configuration file's contents; name is used in
+// messages.
+func ParseConfig(name string, data []byte) (Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	// Find each token's line for messages.
+	var root yaml.Node
+	yaml.Unmarshal(data, &root)
+	if len(root.Content) > 0 {
+		doc := root.Content[0]
+		for i := 0; i+1 < len(doc.Content); i += 2 {
+			if doc.Content[i].Value == "tokens" {
+				for j, item := range doc.Content[i+1].Content {
+					if j < len(cfg.Tokens) {
+						cfg.Tokens[j].line = item.Line
+					}
+				}
+			}
+		}
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8790"
+	}
+	if cfg.Database == "" {
+		cfg.Database = "gcefleet.db"
+	}
+	var errs []error
+	bad := func(line int, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, args...)))
+	}
+	names := map[string]int{}
+	secrets := map[string]string{}
+	for i := range cfg.Tokens {
+		t := &cfg.Tokens[i]
+		switch {
+		case t.Name == "":
+			bad(t.line, "token without a name: give each token a name, such as the user or backend it is for")
+		case names[t.Name] != 0:
+			bad(t.line, "token name %q is used already at line %d; names must be unique", t.Name, names[t.Name])
+		default:
+			names[t.Name] = t.line
+		}
+		if t.Role != Admin && t.Role != Backend && t.Role != Client {
+			bad(t.line, "token %q: role %q is not one of admin, backend, client", t.Name, t.Role)
+		}
+		n := 0
+		for _, s := range []string{t.Token, t.TokenFile, t.TokenEnv} {
+			if s != "" {
+				n++
+			}
+		}
+		if n != 1 {
+			bad(t.line, "token %q: give exactly one of token, token_file and token_env", t.Name)
+			continue
+		}
+		switch {
+		case t.TokenFile != "":
+			b, err := os.ReadFile(t.TokenFile)
+			if err != nil {
+				bad(t.line, "token %q: %v", t.Name, err)
+				continue
+			}
+			t.Token = strings.TrimSpace(string(b))
+		case t.TokenEnv != "":
+			t.Token = os.Getenv(t.TokenEnv)
+			if t.Token == "" {
+				bad(t.line, "token %q: environment variable %s is empty", t.Name, t.TokenEnv)
+				continue
+			}
+		}
+		if len(t.Token) < 16 {
+			bad(t.line, "token %q: a secret of at least 16 characters is needed (try: openssl rand -hex 16)", t.Name)
+			continue
+		}
+		if other, dup := secrets[t.Token]; dup {
+			bad(t.line, "token %q has the same secret as %q", t.Name, other)
+		}
+		secrets[t.Token] = t.Name
+	}
+	if len(cfg.Tokens) == 0 {
+		bad(1, "no tokens: the API serves no one without them; add at least an admin token")
+	}
+	return cfg, errors.Join(errs...)
+}

@@ -1,0 +1,298 @@
+package provider_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gcefleet/gcefleet/provider"
+	"github.com/gcefleet/gcefleet/provider/client"
+	"github.com/gcefleet/gcefleet/store"
+)
+
+const config = `listen: 127.0.0.1:0
+database: ":memory:"
+tokens:
+  - {name: ops, role: admin, token: admin-secret-0123456789}
+  - {name: gce, role: backend, token: gce-secret-0123456789}
+  - {name: other, role: backend, token: other-secret-0123456789}
+  - {name: alice, role: client, token: alice-secret-0123456789}
+  - {name: bob, role: client, token: bob-secret-0123456789}
+`
+
+type world struct {
+	url                         string
+	ops, gce, other, alice, bob *client.Client
+}
+
+func start(t *testing.T) *world {
+	t.Helper()
+	cfg, err := provider.ParseConfig("test.yaml", []byte(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), cfg.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := provider.New(st, cfg, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(s.Handler())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Close()
+		st.Close()
+	})
+	c := func(tok string) *client.Client { return &client.Client{BaseURL: srv.URL, Token: tok} }
+	return &world{url: srv.URL, ops: c("admin-secret-0123456789"), gce: c("gce-secret-0123456789"), other: c("other-secret-0123456789"),
+		alice: c("alice-secret-0123456789"), bob: c("bob-secret-0123456789")}
+}
+
+var linux = store.Dimensions{"os": {"linux"}, "cpus": {"8"}}
+
+func machine(host string) store.Machine {
+	return store.Machine{Hostname: host, Dimensions: linux, Connection: store.Connection{Address: "10.1.2.3", Port: 8443, CACert: "PEM"}}
+}
+
+func lease(id string) store.LeaseRequest {
+	return store.LeaseRequest{RequestID: id, Dimensions: store.Dimensions{"os": {"linux"}}, Term: store.Term{Duration: time.Hour}}
+}
+
+func TestLeaseThroughTheAPI(t *testing.T) {
+	w := start(t)
+	ctx := context.Background()
+	m, err := w.gce.AddMachine(ctx, machine("vm-1"))
+	if err != nil || m.Backend != "gce" || m.State != store.Available {
+		t.Fatalf("add: %+v, %v", m, err)
+	}
+	l, err := w.alice.RequestLease(ctx, lease("job-1"))
+	if err != nil || l.State != store.Fulfilled || l.Machine.Connection.Address != "10.1.2.3" {
+		t.Fatalf("lease: %+v, %v", l, err)
+	}
+	// Another client neither sees nor ends it.
+	if _, err := w.bob.Lease(ctx, l.ID, 0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("bob reading alice's lease: %v", err)
+	}
+	if _, err := w.bob.Release(ctx, l.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("bob releasing alice's lease: %v", err)
+	}
+	if ls, _ := w.bob.Leases(ctx, false); len(ls) != 0 {
+		t.Errorf("bob's leases: %v", ls)
+	}
+	// A backend sees only its machines and removes only its own.
+	if ms, _ := w.other.Machines(ctx); len(ms) != 0 {
+		t.Errorf("another backend sees %v", ms)
+	}
+	if err := w.other.DeleteMachine(ctx, "vm-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("another backend deleting: %v", err)
+	}
+	if err := w.gce.DeleteMachine(ctx, "vm-1"); err == nil || !strings.Contains(err.Error(), "leased") {
+		t.Errorf("deleting a leased machine: %v", err)
+	}
+
+	if l, err = w.alice.Release(ctx, l.ID); err != nil || l.State != store.Released {
+		t.Fatalf("release: %+v, %v", l, err)
+	}
+	evs, err := w.gce.Events(ctx, 0, time.Second)
+	if err != nil || len(evs) != 2 || evs[1].Kind != "reclaimed" || evs[1].Hostname != "vm-1" {
+		t.Errorf("gce's events: %+v, %v", evs, err)
+	}
+	if evs, _ := w.other.Events(ctx, 0, 0); len(evs) != 0 {
+		t.Errorf("another backend's events: %v", evs)
+	}
+}
+
+// TestWaitingRequestGetsTheNextMachine: a client long-polls its pending
+// request and learns of the machine the moment a backend adds it.
+func TestWaitingRequestGetsTheNextMachine(t *testing.T) {
+	w := start(t)
+	ctx := context.Background()
+	l, err := w.alice.RequestLease(ctx, lease("waiting"))
+	if err != nil || l.State != store.Pending {
+		t.Fatalf("request: %+v, %v", l, err)
+	}
+	got := make(chan store.Lease)
+	go func() {
+		l, err := w.alice.WaitLease(ctx, l.ID)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	if _, err := w.gce.AddMachine(ctx, machine("vm-late")); err != nil {
+		t.Fatal(err)
+	}
+	if l := <-got; l.State != store.Fulfilled || l.Hostname != "vm-late" {
+		t.Errorf("waited lease: %+v", l)
+	}
+}
+
+// TestExpiryReachesTheBackend: a lease that runs out is reclaimed by the
+// provider's own loop, and the backend waiting on its feed hears of it.
+func TestExpiryReachesTheBackend(t *testing.T) {
+	w := start(t)
+	ctx := context.Background()
+	w.gce.AddMachine(ctx, machine("vm-short"))
+	l, err := w.alice.RequestLease(ctx, store.LeaseRequest{RequestID: "short", Dimensions: linux, Term: store.Term{Duration: time.Second}})
+	if err != nil || l.State != store.Fulfilled {
+		t.Fatalf("lease: %+v, %v", l, err)
+	}
+	after := int64(0)
+	for {
+		evs, err := w.gce.Events(ctx, after, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			t.Fatal("no reclaim event within 10s of a 1s lease")
+		}
+		last := evs[len(evs)-1]
+		if last.Kind == "reclaimed" {
+			if since := time.Since(l.ExpiresAt); since > 2*time.Second {
+				t.Errorf("reclaimed %v after expiry", since)
+			}
+			break
+		}
+		after = last.ID
+	}
+	if l, _ := w.alice.Lease(ctx, l.ID, 0); l.State != store.Expired {
+		t.Errorf("lease after its term: %s", l.State)
+	}
+}
+
+func TestAuthorization(t *testing.T) {
+	w := start(t)
+	ctx := context.Background()
+	w.gce.AddMachine(ctx, machine("vm-a"))
+	l, _ := w.alice.RequestLease(ctx, lease("mine"))
+	type call struct {
+		method, path, body string
+	}
+	calls := map[string]call{
+		"list machines":  {"GET", "/v1/machines", ""},
+		"add machine":    {"POST", "/v1/machines", `{"hostname":"vm-z","dimensions":{"os":["linux"]}}`},
+		"request lease":  {"POST", "/v1/leases", `{"request_id":"x","dimensions":{"os":["mac"]},"term":{"indefinite":true}}`},
+		"list leases":    {"GET", "/v1/leases", ""},
+		"read events":    {"GET", "/v1/events", ""},
+		"release lease":  {"POST", "/v1/leases/" + l.ID + "/release", ""},
+		"status page":    {"GET", "/", ""},
+		"metrics":        {"GET", "/metrics", ""},
+		"delete machine": {"DELETE", "/v1/machines/nope", ""},
+		"openapi":        {"GET", "/v1/openapi.yaml", ""},
+	}
+	for _, tc := range []struct {
+		who   string
+		token string
+		want  map[string]int
+	}{
+		{"no token", "", map[string]int{"list machines": 401, "add machine": 401, "request lease": 401, "list leases": 401, "read events": 401, "release lease": 401, "status page": 401, "metrics": 401, "delete machine": 401, "openapi": 200}},
+		{"wrong token", "guess-guess-guess-guess", map[string]int{"list machines": 401, "request lease": 401, "status page": 401}},
+		{"client", "bob-secret-0123456789", map[string]int{"list machines": 403, "add machine": 403, "read events": 403, "delete machine": 403, "request lease": 200, "list leases": 200, "release lease": 404, "status page": 200, "metrics": 200}},
+		{"backend", "gce-secret-0123456789", map[string]int{"request lease": 403, "list leases": 403, "release lease": 403, "list machines": 200, "read events": 200, "delete machine": 404}},
+		{"admin", "admin-secret-0123456789", map[string]int{"list machines": 200, "read events": 200, "release lease": 200, "list leases": 200}},
+	} {
+		for name, want := range tc.want {
+			c := calls[name]
+			req, _ := http.NewRequest(c.method, w.url+c.path, strings.NewReader(c.body))
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("%s: %s: HTTP %d, want %d: %s", tc.who, name, resp.StatusCode, want, body)
+			}
+		}
+	}
+}
+
+func TestValidationNamesFields(t *testing.T) {
+	w := start(t)
+	ctx := context.Background()
+	_, err := w.alice.RequestLease(ctx, store.LeaseRequest{Dimensions: store.Dimensions{"OS": {"linux"}}, Term: store.Term{Duration: 30 * 24 * time.Hour}})
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != 400 || e.Fields["request_id"] == "" || e.Fields["dimensions.OS"] == "" || !strings.Contains(e.Fields["term"], "21 days") {
+		t.Errorf("invalid request: %+v", err)
+	}
+	_, err = w.gce.AddMachine(ctx, store.Machine{Hostname: "Bad_Name", Backend: "other", Connection: store.Connection{Port: 70000}})
+	if !errors.As(err, &e) || e.Fields["hostname"] == "" || !strings.Contains(e.Fields["backend"], "only its own") || e.Fields["connection.port"] == "" {
+		t.Errorf("invalid machine: %+v", err)
+	}
+	_, err = w.alice.RequestLease(ctx, lease("dup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := lease("dup")
+	other.Dimensions = store.Dimensions{"os": {"mac"}}
+	if _, err := w.alice.RequestLease(ctx, other); !errors.Is(err, store.ErrRequestIDReuse) {
+		t.Errorf("request id reuse: %v", err)
+	}
+}
+
+func TestMetricsAndStatusPage(t *testing.T) {
+	w := start(t)
+	ctx := context.Background()
+	w.gce.AddMachine(ctx, machine("vm-m1"))
+	w.gce.AddMachine(ctx, machine("vm-m2"))
+	w.alice.RequestLease(ctx, lease("one"))
+	get := func(path string) string {
+		req, _ := http.NewRequest("GET", w.url+path, nil)
+		req.Header.Set("Authorization", "Bearer admin-secret-0123456789")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	metrics := get("/metrics")
+	for _, want := range []string{
+		`gcefleet_provider_machines{state="AVAILABLE"} 1`,
+		`gcefleet_provider_machines{state="LEASED"} 1`,
+		`gcefleet_provider_leases{state="FULFILLED"} 1`,
+		`gcefleet_provider_lease_outcomes_total{outcome="fulfilled_at_once"} 1`,
+		`gcefleet_provider_request_seconds_count{code="200",route="POST /v1/leases"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	page := get("/")
+	if !strings.Contains(page, "vm-m1") || !strings.Contains(page, "alice") {
+		t.Errorf("status page:\n%s", page)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want []string
+	}{
+		{"tokens:\n  - {name: a, role: client, token: short}\n  - {name: a, role: king, token: x-x-x-x-x-x-x-x-x-x}\n",
+			[]string{"cfg.yaml:2: token \"a\": a secret of at least 16", "cfg.yaml:3: token name \"a\" is used already at line 2", "cfg.yaml:3: token \"a\": role \"king\""}},
+		{"listen: x\nlisen: y\n", []string{"cfg.yaml", "line 2: field lisen not found"}},
+		{"listen: 127.0.0.1:1\n", []string{"no tokens"}},
+		{"tokens:\n  - {name: e, role: admin, token_env: GCEFLEET_TEST_NO_SUCH_VAR}\n", []string{"cfg.yaml:2: token \"e\": environment variable GCEFLEET_TEST_NO_SUCH_VAR is empty"}},
+	} {
+		_, err := provider.ParseConfig("cfg.yaml", []byte(tc.yaml))
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("config %q: %v; want %q", tc.yaml, err, w)
+			}
+		}
+	}
+}

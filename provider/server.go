@@ -1,0 +1,572 @@
+// Package provider is the Machine Provider: a catalog of machines that
+// backends add, and leases of those machines by dimensions for clients,
+// served as HTTP/JSON under /v1/ with bearer tokens and roles. Its state is
+// a store.Store; Server serves it and Client (in provider/client) calls it.
+package provider
+
+import (
+	"context"
+	"crypto/subtle"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gcefleet/gcefleet/store"
+)
+
+//go:embed openapi.yaml
+var openAPI []byte
+
+// Principal is who a request comes from.
+type Principal struct {
+	Name, Role string
+}
+
+// Server serves the provider's API.
+type Server struct {
+	st     *store.Store
+	tokens []Token
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	m      metrics
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when anything changes
+}
+
+type metrics struct {
+	outcomes *prometheus.CounterVec
+	wait     prometheus.Histogram
+	latency  *prometheus.HistogramVec
+}
+
+// New returns a server for st with the tokens of cfg.
+func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
+	s := &Server{st: st, tokens: cfg.Tokens, log: log, reg: prometheus.NewRegistry(), changed: make(chan struct{})}
+	s.m = metrics{
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gcefleet_provider_lease_outcomes_total",
+			Help: "Lease requests by outcome: fulfilled at once, queued, fulfilled from the queue, released, expired, denied.",
+		}, []string{"outcome"}),
+		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gcefleet_provider_queue_wait_seconds",
+			Help:    "How long queued lease requests waited for a machine.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+		}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gcefleet_provider_request_seconds",
+			Help:    "API request latency by route and status.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"route", "code"}),
+	}
+	s.reg.MustRegister(s.m.outcomes, s.m.wait, s.m.latency, &gauges{s})
+	return s
+}
+
+// gauges reads machines and leases by state from the store at scrape time.
+type gauges struct{ s *Server }
+
+var (
+	machinesDesc = prometheus.NewDesc("gcefleet_provider_machines", "Cataloged machines by state.", []string{"state"}, nil)
+	leasesDesc   = prometheus.NewDesc("gcefleet_provider_leases", "Leases by state; PENDING is the queue's length.", []string{"state"}, nil)
+)
+
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) { ch <- machinesDesc; ch <- leasesDesc }
+func (g *gauges) Collect(ch chan<- prometheus.Metric) {
+	ms, ls, err := g.s.st.Counts(context.Background())
+	if err != nil {
+		return
+	}
+	for _, st := range []string{store.Available, store.Leased} {
+		ch <- prometheus.MustNewConstMetric(machinesDesc, prometheus.GaugeValue, float64(ms[st]), st)
+	}
+	for _, st := range []string{store.Pending, store.Fulfilled, store.Released, store.Expired, store.Denied} {
+		ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(ls[st]), st)
+	}
+}
+
+// notify wakes everyone waiting for a change.
+func (s *Server) notify() {
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *Server) changes() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// Run ends leases as they expire and requests as their deadline passes,
+// until ctx ends. A lease's end reaches its backend at once, not at the
+// next pass of a cron.
+func (s *Server) Run(ctx context.Context) error {
+	for {
+		before := s.outcomeCounts()
+		next, err := s.st.Expire(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("expiring leases", "err", err)
+			next = time.Now().Add(5 * time.Second)
+		}
+		if s.outcomeCounts() != before {
+			s.notify()
+		}
+		wait := time.Minute
+		if !next.IsZero() {
+			wait = min(max(time.Until(next), 0), wait)
+		}
+		// Poll as well, for changes other replicas make.
+		t := time.NewTimer(min(wait, 5*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		case <-s.changes():
+			t.Stop()
+		}
+	}
+}
+
+func (s *Server) outcomeCounts() string {
+	_, ls, _ := s.st.Counts(context.Background())
+	return fmt.Sprint(ls[store.Expired], ls[store.Denied])
+}
+
+// Handler returns the HTTP handler of the API, the OpenAPI document,
+// /metrics and the status page.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern string, roles []string, h func(w http.ResponseWriter, r *http.Request, p Principal) error) {
+		mux.Handle(pattern, s.wrap(pattern, roles, h))
+	}
+	all := []string{Admin, Backend, Client}
+	route("GET /v1/machines", []string{Admin, Backend}, s.listMachines)
+	route("POST /v1/machines", []string{Admin, Backend}, s.addMachine)
+	route("GET /v1/machines/{hostname}", []string{Admin, Backend}, s.getMachine)
+	route("DELETE /v1/machines/{hostname}", []string{Admin, Backend}, s.deleteMachine)
+	route("POST /v1/leases", []string{Admin, Client}, s.requestLease)
+	route("GET /v1/leases", []string{Admin, Client}, s.listLeases)
+	route("GET /v1/leases/{id}", []string{Admin, Client}, s.getLease)
+	route("POST /v1/leases/{id}/extend", []string{Admin, Client}, s.extendLease)
+	route("POST /v1/leases/{id}/release", []string{Admin, Client}, s.releaseLease)
+	route("GET /v1/events", []string{Admin, Backend}, s.events)
+	route("GET /{$}", all, s.status)
+	mux.Handle("GET /metrics", s.wrap("/metrics", all, func(w http.ResponseWriter, r *http.Request, _ Principal) error {
+		promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		return nil
+	}))
+	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(openAPI)
+	})
+	return mux
+}
+
+// apiError is an error answer: {"error": {...}}.
+type apiError struct {
+	Status  int               `json:"-"`
+	Code    string            `json:"code"`
+	Message string            `json:"message"`
+	Fields  map[string]string `json:"fields,omitempty"`
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func invalid(fields map[string]string) error {
+	var parts []string
+	for k, v := range fields {
+		parts = append(parts, k+": "+v)
+	}
+	sortStrings(parts)
+	return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "invalid request: " + strings.Join(parts, "; "), Fields: fields}
+}
+
+// wrap authenticates, authorizes, times and answers a route.
+func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, *http.Request, Principal) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: 200}
+		err := s.authorize(r, roles)
+		if err == nil {
+			var p Principal
+			p, _ = s.principal(r)
+			err = h(rec, r, p)
+		}
+		if err != nil {
+			ae := s.classify(err)
+			rec.Header().Set("Content-Type", "application/json")
+			rec.WriteHeader(ae.Status)
+			json.NewEncoder(rec).Encode(map[string]any{"error": ae})
+			if ae.Status >= 500 {
+				s.log.Error("request failed", "route", route, "err", err)
+			}
+		}
+		s.m.latency.WithLabelValues(route, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (s *Server) classify(err error) *apiError {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.Is(err, store.ErrNotFound):
+		return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: err.Error()}
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrLeased), errors.Is(err, store.ErrNotActive):
+		return &apiError{Status: http.StatusConflict, Code: "conflict", Message: err.Error()}
+	case errors.Is(err, store.ErrRequestIDReuse):
+		return &apiError{Status: http.StatusConflict, Code: "request_id_reuse", Message: err.Error()}
+	case errors.Is(err, context.Canceled):
+		return &apiError{Status: 499, Code: "canceled", Message: err.Error()}
+	}
+	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) principal(r *http.Request) (Principal, bool) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		return Principal{}, false
+	}
+	for _, t := range s.tokens {
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(t.Token)) == 1 {
+			return Principal{Name: t.Name, Role: t.Role}, true
+		}
+	}
+	return Principal{}, false
+}
+
+func (s *Server) authorize(r *http.Request, roles []string) error {
+	p, ok := s.principal(r)
+	if !ok {
+		return &apiError{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "missing or unknown bearer token: send Authorization: Bearer TOKEN with a token from the provider's configuration"}
+	}
+	for _, role := range roles {
+		if p.Role == role {
+			return nil
+		}
+	}
+	return &apiError{Status: http.StatusForbidden, Code: "forbidden", Message: fmt.Sprintf("%s (%s) may not %s %s", p.Name, p.Role, r.Method, r.URL.Path)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+func readJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: " + err.Error()}
+	}
+	return nil
+}
+
+var (
+	hostnameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
+	dimKeyRE   = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
+)
+
+func checkDims(fields map[string]string, prefix string, d store.Dimensions, required bool) {
+	if required && len(d) == 0 {
+		fields[prefix] = "give at least one dimension, such as os=linux"
+	}
+	for k, vs := range d {
+		if !dimKeyRE.MatchString(k) {
+			fields[prefix+"."+k] = "keys start with a lowercase letter and hold lowercase letters, digits, _, . and - (at most 63)"
+		}
+		if len(vs) == 0 {
+			fields[prefix+"."+k] = "give at least one value"
+		}
+		for _, v := range vs {
+			if v == "" || len(v) > 255 {
+				fields[prefix+"."+k] = "values are 1 to 255 characters"
+			}
+		}
+	}
+}
+
+func (s *Server) listMachines(w http.ResponseWriter, r *http.Request, p Principal) error {
+	backend := r.URL.Query().Get("backend")
+	if p.Role == Backend {
+		backend = p.Name
+	}
+	ms, err := s.st.Machines(r.Context(), backend)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"machines": nonNil(ms)})
+}
+
+func (s *Server) getMachine(w http.ResponseWriter, r *http.Request, p Principal) error {
+	m, err := s.st.Machine(r.Context(), r.PathValue("hostname"))
+	if err != nil {
+		return err
+	}
+	if p.Role == Backend && m.Backend != p.Name {
+		return fmt.Errorf("machine %s: %w", m.Hostname, store.ErrNotFound)
+	}
+	return writeJSON(w, http.StatusOK, m)
+}
+
+func (s *Server) addMachine(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var m store.Machine
+	if err := readJSON(r, &m); err != nil {
+		return err
+	}
+	fields := map[string]string{}
+	if !hostnameRE.MatchString(m.Hostname) {
+		fields["hostname"] = "a DNS name: lowercase letters, digits, - and ."
+	}
+	switch {
+	case p.Role == Backend && m.Backend == "":
+		m.Backend = p.Name
+	case p.Role == Backend && m.Backend != p.Name:
+		fields["backend"] = fmt.Sprintf("a backend catalogs only its own machines: %q, not %q", p.Name, m.Backend)
+	case m.Backend == "":
+		fields["backend"] = "name the backend the machine belongs to"
+	}
+	checkDims(fields, "dimensions", m.Dimensions, false)
+	if m.Policies.OnReclaim != "" && m.Policies.OnReclaim != "DELETE" && m.Policies.OnReclaim != "RECYCLE" {
+		fields["policies.on_reclaim"] = "DELETE or RECYCLE"
+	}
+	if m.Connection.Port < 0 || m.Connection.Port > 65535 {
+		fields["connection.port"] = "a port, 1 to 65535"
+	}
+	if m.State != "" || m.LeaseID != "" {
+		fields["state"] = "state and lease_id are the provider's to set"
+	}
+	if len(fields) > 0 {
+		return invalid(fields)
+	}
+	m, err := s.st.AddMachine(r.Context(), m)
+	if err != nil {
+		return err
+	}
+	if m.LeaseID != "" {
+		if l, err := s.st.Lease(r.Context(), m.LeaseID); err == nil && l.Hostname == m.Hostname {
+			s.m.outcomes.WithLabelValues("fulfilled_from_queue").Inc()
+			s.m.wait.Observe(l.Fulfilled.Sub(l.Created).Seconds())
+		}
+	}
+	s.notify()
+	return writeJSON(w, http.StatusOK, m)
+}
+
+func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request, p Principal) error {
+	backend := ""
+	if p.Role == Backend {
+		backend = p.Name
+	}
+	if err := s.st.DeleteMachine(r.Context(), backend, r.PathValue("hostname")); err != nil {
+		return err
+	}
+	s.notify()
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var req store.LeaseRequest
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	now := time.Now()
+	fields := map[string]string{}
+	if req.RequestID == "" || len(req.RequestID) > 128 {
+		fields["request_id"] = "1 to 128 characters that make the request idempotent (a UUID, say)"
+	}
+	checkDims(fields, "dimensions", req.Dimensions, true)
+	if err := req.Term.Validate(now); err != nil {
+		fields["term"] = err.Error()
+	}
+	if !req.Deadline.IsZero() && (!req.Deadline.After(now) || req.Deadline.Sub(now) > 7*24*time.Hour) {
+		fields["deadline"] = "in the future and at most 7 days away"
+	}
+	if len(fields) > 0 {
+		return invalid(fields)
+	}
+	l, err := s.st.RequestLease(r.Context(), p.Name, req)
+	if err != nil {
+		return err
+	}
+	if l.Created.After(now.Add(-time.Minute)) { // a new request, not a repeat
+		if l.State == store.Fulfilled {
+			s.m.outcomes.WithLabelValues("fulfilled_at_once").Inc()
+		} else {
+			s.m.outcomes.WithLabelValues("queued").Inc()
+		}
+	}
+	s.notify()
+	return writeJSON(w, http.StatusOK, l)
+}
+
+// owned returns lease id if p may see it.
+func (s *Server) owned(ctx context.Context, p Principal, id string) (store.Lease, error) {
+	l, err := s.st.Lease(ctx, id)
+	if err != nil {
+		return l, err
+	}
+	if p.Role != Admin && l.Client != p.Name {
+		return l, fmt.Errorf("lease %s: %w", id, store.ErrNotFound)
+	}
+	return l, nil
+}
+
+func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) error {
+	id := r.PathValue("id")
+	var wait time.Duration
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > 5*time.Minute {
+			return invalid(map[string]string{"wait": "a duration up to 5m, such as 30s"})
+		}
+		wait = d
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		ch := s.changes()
+		l, err := s.owned(r.Context(), p, id)
+		if err != nil {
+			return err
+		}
+		left := time.Until(deadline)
+		if l.State != store.Pending || left <= 0 {
+			return writeJSON(w, http.StatusOK, l)
+		}
+		// Wait for a change here, or poll for one another replica made.
+		t := time.NewTimer(min(left, time.Second))
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return r.Context().Err()
+		}
+		t.Stop()
+	}
+}
+
+func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p Principal) error {
+	client := p.Name
+	if p.Role == Admin {
+		client = r.URL.Query().Get("client")
+	}
+	ls, err := s.st.Leases(r.Context(), client, r.URL.Query().Get("active") == "true")
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"leases": nonNil(ls)})
+}
+
+func (s *Server) extendLease(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var body struct {
+		Term store.Term `json:"term"`
+	}
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	if err := body.Term.Validate(time.Now()); err != nil {
+		return invalid(map[string]string{"term": err.Error()})
+	}
+	client := p.Name
+	if p.Role == Admin {
+		client = ""
+	}
+	l, err := s.st.ExtendLease(r.Context(), client, r.PathValue("id"), body.Term)
+	if err != nil {
+		return err
+	}
+	s.notify()
+	return writeJSON(w, http.StatusOK, l)
+}
+
+func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request, p Principal) error {
+	client := p.Name
+	if p.Role == Admin {
+		client = ""
+	}
+	before, err := s.owned(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	l, err := s.st.ReleaseLease(r.Context(), client, before.ID)
+	if err != nil {
+		return err
+	}
+	if before.State != l.State {
+		s.m.outcomes.WithLabelValues("released").Inc()
+	}
+	s.notify()
+	return writeJSON(w, http.StatusOK, l)
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request, p Principal) error {
+	q := r.URL.Query()
+	backend := q.Get("backend")
+	if p.Role == Backend {
+		backend = p.Name
+	}
+	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
+	var wait time.Duration
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > 5*time.Minute {
+			return invalid(map[string]string{"wait": "a duration up to 5m, such as 30s"})
+		}
+		wait = d
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		ch := s.changes()
+		evs, err := s.st.Events(r.Context(), backend, after, 500)
+		if err != nil {
+			return err
+		}
+		left := time.Until(deadline)
+		if len(evs) > 0 || left <= 0 {
+			return writeJSON(w, http.StatusOK, map[string]any{"events": nonNil(evs)})
+		}
+		t := time.NewTimer(min(left, time.Second))
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return r.Context().Err()
+		}
+		t.Stop()
+	}
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

@@ -1,0 +1,65 @@
+package provider
+
+import (
+	"html/template"
+	"net/http"
+	"slices"
+	"time"
+)
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"when": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05Z")
+	},
+}).Parse(`<!DOCTYPE html>
+<html><head><title>gcefleet Machine Provider</title>
+<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}tr:nth-child(even){background:#f4f4f4}</style></head>
+<body><h1>gcefleet Machine Provider</h1>
+<p>Signed in as {{.Who.Name}} ({{.Who.Role}}). API: <a href="v1/openapi.yaml">v1/openapi.yaml</a>; metrics: <a href="metrics">/metrics</a>.</p>
+<h2>Machines ({{len .Machines}})</h2>
+<table><tr><th>hostname</th><th>backend</th><th>state</th><th>lease</th><th>dimensions</th><th>added</th></tr>
+{{range .Machines}}<tr><td>{{.Hostname}}</td><td>{{.Backend}}</td><td>{{.State}}</td><td>{{.LeaseID}}</td><td>{{range $k, $v := .Dimensions}}{{$k}}={{range $i, $x := $v}}{{if $i}},{{end}}{{$x}}{{end}} {{end}}</td><td>{{when .Added}}</td></tr>
+{{end}}</table>
+<h2>Active leases ({{len .Leases}})</h2>
+<table><tr><th>id</th><th>client</th><th>state</th><th>machine</th><th>created</th><th>expires</th></tr>
+{{range .Leases}}<tr><td>{{.ID}}</td><td>{{.Client}}</td><td>{{.State}}</td><td>{{.Hostname}}</td><td>{{when .Created}}</td><td>{{if .ExpiresAt.IsZero}}{{if eq .State "FULFILLED"}}never{{else}}—{{end}}{{else}}{{when .ExpiresAt}}{{end}}</td></tr>
+{{end}}</table></body></html>
+`))
+
+// status serves a page of the machines and active leases the caller may see.
+func (s *Server) status(w http.ResponseWriter, r *http.Request, p Principal) error {
+	data := map[string]any{"Who": p}
+	if p.Role != Client {
+		backend := ""
+		if p.Role == Backend {
+			backend = p.Name
+		}
+		ms, err := s.st.Machines(r.Context(), backend)
+		if err != nil {
+			return err
+		}
+		data["Machines"] = ms
+	} else {
+		data["Machines"] = []any{}
+	}
+	client := p.Name
+	if p.Role == Admin {
+		client = ""
+	}
+	if p.Role == Backend {
+		data["Leases"] = []any{}
+	} else {
+		ls, err := s.st.Leases(r.Context(), client, true)
+		if err != nil {
+			return err
+		}
+		data["Leases"] = ls
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	return statusPage.Execute(w, data)
+}
+
+func sortStrings(s []string) { slices.Sort(s) }
