@@ -43,6 +43,8 @@ type Server struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when anything changes
+	wakeAt  time.Time     // when Run looks next
+	wake    chan struct{} // wakes Run sooner
 }
 
 type metrics struct {
@@ -53,11 +55,11 @@ type metrics struct {
 
 // New returns a server for st with the tokens of cfg.
 func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
-	s := &Server{st: st, tokens: cfg.Tokens, log: log, reg: prometheus.NewRegistry(), changed: make(chan struct{})}
+	s := &Server{st: st, tokens: cfg.Tokens, log: log, reg: prometheus.NewRegistry(), changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 	s.m = metrics{
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gcefleet_provider_lease_outcomes_total",
-			Help: "Lease requests by outcome: fulfilled at once, queued, fulfilled from the queue, released, expired, denied.",
+			Help: "Lease requests by outcome: fulfilled at once, queued, fulfilled from the queue, released, ended by time (expired or denied).",
 		}, []string{"outcome"}),
 		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "gcefleet_provider_queue_wait_seconds",
@@ -112,38 +114,61 @@ func (s *Server) changes() <-chan struct{} {
 
 // Run ends leases as they expire and requests as their deadline passes,
 // until ctx ends. A lease's end reaches its backend at once, not at the
-// next pass of a cron.
+// next pass of a cron: the loop sleeps until the next lease is due, and is
+// woken early when a lease due sooner appears.
 func (s *Server) Run(ctx context.Context) error {
+	var maintained time.Time
 	for {
-		before := s.outcomeCounts()
-		next, err := s.st.Expire(ctx)
+		if time.Since(maintained) > time.Minute {
+			if err := s.st.Maintain(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("refreshing the database's statistics", "err", err)
+			}
+			maintained = time.Now()
+		}
+		ended, next, err := s.st.Expire(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("expiring leases", "err", err)
 			next = time.Now().Add(5 * time.Second)
 		}
-		if s.outcomeCounts() != before {
+		if ended > 0 {
+			s.m.outcomes.WithLabelValues("ended_by_time").Add(float64(ended))
 			s.notify()
 		}
-		wait := time.Minute
+		// Look again at least every few seconds, for the leases other
+		// replicas make.
+		wait := 5 * time.Second
 		if !next.IsZero() {
 			wait = min(max(time.Until(next), 0), wait)
 		}
-		// Poll as well, for changes other replicas make.
-		t := time.NewTimer(min(wait, 5*time.Second))
+		s.mu.Lock()
+		s.wakeAt = time.Now().Add(wait)
+		s.mu.Unlock()
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
 		case <-t.C:
-		case <-s.changes():
+		case <-s.wake:
 			t.Stop()
 		}
 	}
 }
 
-func (s *Server) outcomeCounts() string {
-	_, ls, _ := s.st.Counts(context.Background())
-	return fmt.Sprint(ls[store.Expired], ls[store.Denied])
+// due tells Run of a lease or request that ends at t.
+func (s *Server) due(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	s.mu.Lock()
+	sooner := t.Before(s.wakeAt)
+	s.mu.Unlock()
+	if sooner {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Handler returns the HTTP handler of the API, the OpenAPI document,
@@ -372,6 +397,7 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request, p Principal)
 		if l, err := s.st.Lease(r.Context(), m.LeaseID); err == nil && l.Hostname == m.Hostname {
 			s.m.outcomes.WithLabelValues("fulfilled_from_queue").Inc()
 			s.m.wait.Observe(l.Fulfilled.Sub(l.Created).Seconds())
+			s.due(l.ExpiresAt)
 		}
 	}
 	s.notify()
@@ -418,8 +444,10 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 	if l.Created.After(now.Add(-time.Minute)) { // a new request, not a repeat
 		if l.State == store.Fulfilled {
 			s.m.outcomes.WithLabelValues("fulfilled_at_once").Inc()
+			s.due(l.ExpiresAt)
 		} else {
 			s.m.outcomes.WithLabelValues("queued").Inc()
+			s.due(l.Request.Deadline)
 		}
 	}
 	s.notify()
@@ -502,6 +530,7 @@ func (s *Server) extendLease(w http.ResponseWriter, r *http.Request, p Principal
 	if err != nil {
 		return err
 	}
+	s.due(l.ExpiresAt)
 	s.notify()
 	return writeJSON(w, http.StatusOK, l)
 }

@@ -21,7 +21,7 @@ var migrations = []string{
 		lease_id TEXT,
 		added_at BIGINT NOT NULL
 	);
-	CREATE INDEX machines_available ON machines (state, added_at);
+	CREATE INDEX machines_available ON machines (state, added_at, hostname);
 	CREATE INDEX machines_backend ON machines (backend);
 	CREATE TABLE machine_dims (
 		hostname TEXT NOT NULL,

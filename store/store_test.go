@@ -169,20 +169,20 @@ func TestExpiry(t *testing.T) {
 		if short.State != store.Fulfilled || forever.State != store.Pending {
 			t.Fatalf("short %s, forever %s", short.State, forever.State)
 		}
-		next, err := s.Expire(ctx)
+		_, next, err := s.Expire(ctx)
 		if err != nil || !next.Equal(clock.Add(5*time.Minute)) {
 			t.Errorf("next due %v, %v; want the pending request's deadline", next, err)
 		}
 		clock = clock.Add(6 * time.Minute)
-		next, _ = s.Expire(ctx)
-		if l, _ := s.Lease(ctx, forever.ID); l.State != store.Denied {
+		ended, next, _ := s.Expire(ctx)
+		if l, _ := s.Lease(ctx, forever.ID); l.State != store.Denied || ended != 1 {
 			t.Errorf("request past its deadline: %s", l.State)
 		}
 		if !next.Equal(clock.Add(4 * time.Minute)) {
 			t.Errorf("next due %v", next)
 		}
 		clock = clock.Add(4 * time.Minute)
-		if next, _ = s.Expire(ctx); !next.IsZero() {
+		if _, next, _ = s.Expire(ctx); !next.IsZero() {
 			t.Errorf("nothing left, yet next due %v", next)
 		}
 		if l, _ := s.Lease(ctx, short.ID); l.State != store.Expired {

@@ -53,29 +53,11 @@ func usagef(format string, args ...any) error {
 func commands() []*command {
 	return []*command{
 		emulatorCommand(),
-		{
-			name: "serve", summary: "run the Machine Provider and the GCE Backend", issue: 6,
-			usage: "--config FILE",
-			help:  "Serves the Machine Provider's HTTP API and runs the GCE Backend's reconcile jobs.\n\nExample:\n  gcefleet serve --config fleet.yaml",
-		},
-		{
-			name: "lease", summary: "lease a machine by dimensions for a duration", issue: 6,
-			usage: "--dim KEY=VALUE... --duration D [--wait]",
-			help:  "Asks the Machine Provider for a machine whose dimensions all match.\n\nExample:\n  gcefleet lease --dim os=linux --dim cpus=8 --duration 2h --wait",
-		},
-		{
-			name: "release", summary: "release a lease before it expires", issue: 6,
-			usage: "LEASE_ID",
-			help:  "Gives a leased machine back to the Machine Provider.\n\nExample:\n  gcefleet release 7f3c9e",
-		},
-		{
-			name: "machines", summary: "list the machines in the Machine Provider's catalog", issue: 6,
-			help: "Lists cataloged machines with their state and dimensions.\n\nExample:\n  gcefleet machines --json",
-		},
-		{
-			name: "leases", summary: "list your leases", issue: 6,
-			help: "Lists the caller's leases with their machines and expiry.\n\nExample:\n  gcefleet leases",
-		},
+		serveCommand(),
+		leaseCommand(),
+		releaseCommand(),
+		machinesCommand(),
+		leasesCommand(),
 		{
 			name: "plan", summary: "show what the GCE Backend would change for a config", issue: 7,
 			usage: "--config FILE",

@@ -1,0 +1,208 @@
+// Command provider measures the Machine Provider through its HTTP API:
+// lease+release pairs per second and their latency with concurrent
+// clients, over a catalog kept at a given size by a backend that re-adds
+// each reclaimed machine as its event arrives.
+//
+//	go run ./bench/provider                        # SQLite and PostgreSQL
+//	go run ./bench/provider -store=sqlite -clients=32 -for=10s
+//
+// PostgreSQL is GCEFLEET_TEST_POSTGRES or postgres@127.0.0.1:5432; the
+// benchmark makes a database of its own and drops it after.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gcefleet/gcefleet/provider"
+	"github.com/gcefleet/gcefleet/provider/client"
+	"github.com/gcefleet/gcefleet/store"
+)
+
+func main() {
+	which := flag.String("store", "sqlite,postgres", "stores to measure")
+	clients := flag.Int("clients", 32, "concurrent clients")
+	machines := flag.Int("machines", 10000, "cataloged machines")
+	dur := flag.Duration("for", 10*time.Second, "how long to measure each store")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to `file`")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	fmt.Printf("Machine Provider: lease+release pairs through the HTTP API, %d clients, %d machines, %v each\n\n", *clients, *machines, *dur)
+	for _, s := range strings.Split(*which, ",") {
+		if err := measure(s, *clients, *machines, *dur); err != nil {
+			fmt.Fprintf(os.Stderr, "provider bench (%s): %v\n", s, err)
+			pprof.StopCPUProfile()
+			os.Exit(1)
+		}
+	}
+}
+
+func measure(kind string, clients, machines int, dur time.Duration) error {
+	ctx := context.Background()
+	url, cleanup, err := database(ctx, kind)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	st, err := store.Open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cfg, err := provider.ParseConfig("bench", []byte(`tokens:
+  - {name: gce, role: backend, token: backend-token-0123456789}
+  - {name: bench, role: client, token: client-token-0123456789}
+`))
+	if err != nil {
+		return err
+	}
+	s := provider.New(st, cfg, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	rctx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	go s.Run(rctx)
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients + 4}}
+	backend := &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789", HTTP: hc}
+	lessee := &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789", HTTP: hc}
+
+	start := time.Now()
+	for i := range machines {
+		if _, err := st.AddMachine(ctx, machineNamed(fmt.Sprintf("vm-%06d", i))); err != nil {
+			return err
+		}
+	}
+	// As the provider's own loop, or autovacuum, would by the time a
+	// catalog this size is in use.
+	if err := st.Maintain(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("%-9s catalog of %d filled in %v\n", kind, machines, time.Since(start).Round(time.Millisecond))
+
+	// The backend: every reclaimed machine comes back, under a new name.
+	bctx, stopBackend := context.WithCancel(ctx)
+	var bwg sync.WaitGroup
+	bwg.Go(func() {
+		var after int64
+		n := machines
+		for bctx.Err() == nil {
+			evs, err := backend.Events(bctx, after, time.Second)
+			if err != nil {
+				return
+			}
+			for _, e := range evs {
+				after = e.ID
+				if e.Kind == "reclaimed" {
+					n++
+					backend.AddMachine(bctx, machineNamed(fmt.Sprintf("vm-%06d", n)))
+				}
+			}
+		}
+	})
+
+	var mu sync.Mutex
+	var lat []time.Duration
+	var errs int
+	deadline := time.Now().Add(dur)
+	var wg sync.WaitGroup
+	start = time.Now()
+	for c := range clients {
+		wg.Go(func() {
+			var mine []time.Duration
+			bad := 0
+			for i := 0; time.Now().Before(deadline); i++ {
+				t := time.Now()
+				l, err := lessee.RequestLease(ctx, store.LeaseRequest{RequestID: fmt.Sprintf("c%d-%d", c, i),
+					Dimensions: store.Dimensions{"os": {"linux"}}, Term: store.Term{Duration: time.Hour}})
+				if err == nil && l.State == store.Fulfilled {
+					_, err = lessee.Release(ctx, l.ID)
+				} else if err == nil {
+					lessee.Release(ctx, l.ID) // queued: the catalog ran dry
+					err = fmt.Errorf("not fulfilled at once")
+				}
+				if err != nil {
+					bad++
+					continue
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			errs += bad
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	stopBackend()
+	bwg.Wait()
+	slices.Sort(lat)
+	if len(lat) == 0 {
+		return fmt.Errorf("no pair completed (%d failed)", errs)
+	}
+	fmt.Printf("%-9s %7.0f pairs/s  pair latency p50 %v  p99 %v  (%d pairs, %d not fulfilled at once)\n\n", kind,
+		float64(len(lat))/took.Seconds(), lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), len(lat), errs)
+	return nil
+}
+
+func machineNamed(h string) store.Machine {
+	return store.Machine{Hostname: h, Backend: "gce", Dimensions: store.Dimensions{"os": {"linux"}, "cpus": {"8"}, "zone": {"us-central1-a"}},
+		Connection: store.Connection{Address: "10.0.0.1", Port: 8443}}
+}
+
+// database returns a fresh database of kind and how to drop it.
+func database(ctx context.Context, kind string) (string, func(), error) {
+	switch kind {
+	case "sqlite":
+		dir, err := os.MkdirTemp("", "provider-bench-")
+		if err != nil {
+			return "", nil, err
+		}
+		return filepath.Join(dir, "bench.db"), func() { os.RemoveAll(dir) }, nil
+	case "postgres":
+		admin := os.Getenv("GCEFLEET_TEST_POSTGRES")
+		if admin == "" {
+			admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+		}
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			return "", nil, fmt.Errorf("PostgreSQL at %s: %w", admin, err)
+		}
+		name := fmt.Sprintf("gcefleet_bench_%d", time.Now().UnixNano())
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+			conn.Close(ctx)
+			return "", nil, err
+		}
+		i := strings.LastIndex(admin, "/")
+		q := ""
+		if j := strings.IndexByte(admin[i:], '?'); j >= 0 {
+			q = admin[i+j:]
+		}
+		return admin[:i+1] + name + q, func() {
+			conn.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)")
+			conn.Close(context.Background())
+		}, nil
+	}
+	return "", nil, fmt.Errorf("unknown store %q: sqlite or postgres", kind)
+}

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gcefleet/gcefleet/provider"
+	"github.com/gcefleet/gcefleet/provider/client"
+	"github.com/gcefleet/gcefleet/store"
+)
+
+func serveCommand() *command {
+	return &command{
+		name:    "serve",
+		summary: "run the Machine Provider (and, with issue #7, the GCE Backend)",
+		usage:   "--config FILE",
+		help: `Serves the Machine Provider's HTTP/JSON API (/v1/, described at
+/v1/openapi.yaml), its status page (/) and metrics (/metrics), keeping its
+state in SQLite (the default, a file) or PostgreSQL (for several replicas).
+SIGINT or SIGTERM stops it after in-flight requests finish.
+
+The config file (YAML):
+
+  listen: 127.0.0.1:8790
+  database: gcefleet.db            # or postgres://user@host/db
+  tokens:
+    - {name: ops,   role: admin,   token_env: GCEFLEET_ADMIN_TOKEN}
+    - {name: gce,   role: backend, token_file: /etc/gcefleet/gce.token}
+    - {name: alice, role: client,  token: 3f9c0b6e8d1a4c27b5e0}
+
+Example:
+  gcefleet serve --config fleet.yaml`,
+		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
+			config := fs.String("config", "", "configuration `file` (YAML)")
+			drain := fs.Duration("drain", 30*time.Second, "how long to let in-flight requests finish when stopping")
+			return func(ctx context.Context, env *environ, args []string) error {
+				if *config == "" {
+					return usagef("serve: --config is required (or GCEFLEET_CONFIG); see gcefleet serve --help for the format")
+				}
+				cfg, err := provider.LoadConfig(*config)
+				if err != nil {
+					return err
+				}
+				log := slog.New(slog.NewTextHandler(env.stderr, nil))
+				return provider.Serve(ctx, cfg, log, *drain, func(addr string) {
+					fmt.Fprintf(env.stdout, "http://%s\n", addr)
+				})
+			}
+		},
+	}
+}
+
+// providerFlags are the flags every client command has.
+type providerFlags struct {
+	url, token string
+	json       bool
+}
+
+func (p *providerFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.url, "provider", "http://127.0.0.1:8790", "Machine Provider `URL`")
+	fs.StringVar(&p.token, "token", "", "bearer `token` (env GCEFLEET_TOKEN)")
+	fs.BoolVar(&p.json, "json", false, "print JSON instead of a table")
+}
+
+func (p *providerFlags) client(name string) (*client.Client, error) {
+	if p.token == "" {
+		return nil, usagef("%s: no token: set --token or GCEFLEET_TOKEN to a token from the provider's configuration", name)
+	}
+	return &client.Client{BaseURL: strings.TrimSuffix(p.url, "/"), Token: p.token}, nil
+}
+
+// dimFlag collects --dim KEY=VALUE.
+type dimFlag store.Dimensions
+
+func (d dimFlag) String() string { return "" }
+func (d dimFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" || v == "" {
+		return fmt.Errorf("want KEY=VALUE, such as os=linux, got %q", s)
+	}
+	d[k] = append(d[k], v)
+	return nil
+}
+
+func leaseCommand() *command {
+	return &command{
+		name:    "lease",
+		summary: "lease a machine by dimensions for a duration",
+		usage:   "--dim KEY=VALUE... (--duration D | --until TIME | --indefinite) [--wait]",
+		help: `Asks the Machine Provider for a machine whose dimensions all match. The lease
+is fulfilled at once if such a machine is free; otherwise it waits its turn
+(first come, first served) until --deadline. With --wait the command waits
+for it too, and prints the machine.
+
+Example:
+  gcefleet lease --dim os=linux --dim cpus=8 --duration 2h --wait`,
+		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
+			var pf providerFlags
+			pf.register(fs)
+			dims := dimFlag{}
+			fs.Var(dims, "dim", "a dimension the machine must have, `KEY=VALUE` (repeat for more)")
+			duration := fs.Duration("duration", 0, "lease length, at most 504h (21 days)")
+			until := fs.String("until", "", "lease end, RFC 3339 `time`")
+			indefinite := fs.Bool("indefinite", false, "lease until released")
+			wait := fs.Bool("wait", false, "wait until the lease is fulfilled")
+			deadline := fs.Duration("deadline", 24*time.Hour, "how long the request may wait for a machine")
+			requestID := fs.String("request-id", "", "idempotency `id` (default: random); repeating it returns the same lease")
+			return func(ctx context.Context, env *environ, args []string) error {
+				c, err := pf.client("lease")
+				if err != nil {
+					return err
+				}
+				if len(dims) == 0 {
+					return usagef("lease: give at least one --dim, such as --dim os=linux")
+				}
+				term := store.Term{Duration: *duration, Indefinite: *indefinite}
+				if *until != "" {
+					if term.ExpiresAt, err = time.Parse(time.RFC3339, *until); err != nil {
+						return usagef("lease: --until %q is not an RFC 3339 time like 2026-12-01T18:00:00Z", *until)
+					}
+				}
+				if err := term.Validate(time.Now()); err != nil {
+					return usagef("lease: %v (--duration, --until, --indefinite)", err)
+				}
+				id := *requestID
+				if id == "" {
+					b := make([]byte, 12)
+					rand.Read(b)
+					id = hex.EncodeToString(b)
+				}
+				l, err := c.RequestLease(ctx, store.LeaseRequest{RequestID: id, Dimensions: store.Dimensions(dims), Term: term, Deadline: time.Now().Add(*deadline)})
+				if err != nil {
+					return err
+				}
+				if *wait && l.State == store.Pending {
+					fmt.Fprintf(env.stderr, "lease %s is queued; waiting for a machine...\n", l.ID)
+					if l, err = c.WaitLease(ctx, l.ID); err != nil {
+						return err
+					}
+				}
+				if pf.json {
+					return printJSON(env.stdout, l)
+				}
+				printLeases(env.stdout, []store.Lease{l})
+				if l.State == store.Denied {
+					return fmt.Errorf("lease %s: no machine came before the deadline", l.ID)
+				}
+				return nil
+			}
+		},
+	}
+}
+
+func releaseCommand() *command {
+	return &command{
+		name:    "release",
+		summary: "release a lease before it expires",
+		usage:   "LEASE_ID...",
+		help:    "Ends leases; their machines are reclaimed.\n\nExample:\n  gcefleet release 7f3c9e02a1",
+		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
+			var pf providerFlags
+			pf.register(fs)
+			return func(ctx context.Context, env *environ, args []string) error {
+				c, err := pf.client("release")
+				if err != nil {
+					return err
+				}
+				if len(args) == 0 {
+					return usagef("release: name the lease to release, e.g. gcefleet release 7f3c9e02a1")
+				}
+				var out []store.Lease
+				for _, id := range args {
+					l, err := c.Release(ctx, id)
+					if err != nil {
+						return err
+					}
+					out = append(out, l)
+				}
+				if pf.json {
+					return printJSON(env.stdout, out)
+				}
+				printLeases(env.stdout, out)
+				return nil
+			}
+		},
+	}
+}
+
+func machinesCommand() *command {
+	return &command{
+		name:    "machines",
+		summary: "list the machines in the Machine Provider's catalog",
+		help:    "Lists cataloged machines with their state and dimensions (a backend's token sees its own).\n\nExample:\n  gcefleet machines --json",
+		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
+			var pf providerFlags
+			pf.register(fs)
+			return func(ctx context.Context, env *environ, args []string) error {
+				c, err := pf.client("machines")
+				if err != nil {
+					return err
+				}
+				ms, err := c.Machines(ctx)
+				if err != nil {
+					return err
+				}
+				if pf.json {
+					return printJSON(env.stdout, ms)
+				}
+				tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "HOSTNAME\tBACKEND\tSTATE\tLEASE\tDIMENSIONS")
+				for _, m := range ms {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Hostname, m.Backend, m.State, dash(m.LeaseID), dimString(m.Dimensions))
+				}
+				return tw.Flush()
+			}
+		},
+	}
+}
+
+func leasesCommand() *command {
+	return &command{
+		name:    "leases",
+		summary: "list your leases",
+		help:    "Lists the caller's leases, newest first, with their machines and expiry.\n\nExample:\n  gcefleet leases --active",
+		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
+			var pf providerFlags
+			pf.register(fs)
+			active := fs.Bool("active", false, "only pending and fulfilled leases")
+			return func(ctx context.Context, env *environ, args []string) error {
+				c, err := pf.client("leases")
+				if err != nil {
+					return err
+				}
+				ls, err := c.Leases(ctx, *active)
+				if err != nil {
+					return err
+				}
+				if pf.json {
+					return printJSON(env.stdout, ls)
+				}
+				printLeases(env.stdout, ls)
+				return nil
+			}
+		},
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printLeases(w io.Writer, ls []store.Lease) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LEASE\tSTATE\tMACHINE\tADDRESS\tEXPIRES\tDIMENSIONS")
+	for _, l := range ls {
+		addr, expires := "-", "-"
+		if l.Machine != nil && l.Machine.Connection.Address != "" {
+			addr = fmt.Sprintf("%s:%d", l.Machine.Connection.Address, l.Machine.Connection.Port)
+		}
+		switch {
+		case l.State == store.Fulfilled && l.ExpiresAt.IsZero():
+			expires = "never"
+		case !l.ExpiresAt.IsZero():
+			expires = l.ExpiresAt.Local().Format("2006-01-02 15:04")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.ID, l.State, dash(l.Hostname), addr, expires, dimString(l.Request.Dimensions))
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func dimString(d store.Dimensions) string {
+	var parts []string
+	for k, vs := range d {
+		parts = append(parts, k+"="+strings.Join(vs, ","))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}

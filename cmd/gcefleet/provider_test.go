@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gcefleet/gcefleet/provider/client"
+	"github.com/gcefleet/gcefleet/store"
+)
+
+const (
+	adminToken  = "admin-token-0123456789"
+	gceToken    = "gce-token-0123456789"
+	aliceToken  = "alice-token-0123456789"
+	providerCfg = `listen: 127.0.0.1:0
+database: %s
+tokens:
+  - {name: ops, role: admin, token: ` + adminToken + `}
+  - {name: gce, role: backend, token: ` + gceToken + `}
+  - {name: alice, role: client, token: ` + aliceToken + `}
+`
+)
+
+func writeConfig(t *testing.T, db string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "provider.yaml")
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(providerCfg, db)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// serveInProcess runs `gcefleet serve` in this process and returns its URL.
+func serveInProcess(t *testing.T, config string) string {
+	t.Helper()
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		e := &environ{stdout: pw, stderr: io.Discard, getenv: func(string) string { return "" }}
+		done <- run(ctx, e, []string{"serve", "--config", config, "--drain", "1s"})
+		pw.Close()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exited %d", code)
+		}
+	})
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	return strings.TrimSpace(line)
+}
+
+func TestProviderCommands(t *testing.T) {
+	url := serveInProcess(t, writeConfig(t, filepath.Join(t.TempDir(), "p.db")))
+	ctx := context.Background()
+	gce := &client.Client{BaseURL: url, Token: gceToken}
+	for _, h := range []string{"vm-a", "vm-b"} {
+		if _, err := gce.AddMachine(ctx, store.Machine{Hostname: h, Dimensions: store.Dimensions{"os": {"linux"}, "cpus": {"8"}},
+			Connection: store.Connection{Address: "10.0.0.7", Port: 8443}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{"GCEFLEET_PROVIDER": url, "GCEFLEET_TOKEN": aliceToken}
+
+	code, out, stderr := runCLI(t, env, "lease", "--dim", "os=linux", "--dim", "cpus=8", "--duration", "2h", "--json")
+	var l store.Lease
+	if code != 0 || json.Unmarshal([]byte(out), &l) != nil || l.State != store.Fulfilled || l.Machine.Connection.Port != 8443 {
+		t.Fatalf("lease: exit %d, %s %s", code, out, stderr)
+	}
+	code, out, _ = runCLI(t, env, "leases", "--active")
+	if code != 0 || !strings.Contains(out, "LEASE") || !strings.Contains(out, l.ID+"  FULFILLED  vm-a     10.0.0.7:8443") {
+		t.Errorf("leases table:\n%s", out)
+	}
+	code, out, _ = runCLI(t, map[string]string{"GCEFLEET_PROVIDER": url, "GCEFLEET_TOKEN": adminToken}, "machines")
+	if code != 0 || !strings.Contains(out, "vm-a      gce      LEASED     "+l.ID) || !strings.Contains(out, "vm-b      gce      AVAILABLE  -") {
+		t.Errorf("machines table:\n%s", out)
+	}
+	// A client may not list the catalog: the error says why.
+	if code, _, stderr := runCLI(t, env, "machines"); code != 1 || !strings.Contains(stderr, "alice (client) may not GET /v1/machines") {
+		t.Errorf("client listing machines: exit %d, %s", code, stderr)
+	}
+	code, out, _ = runCLI(t, env, "release", l.ID)
+	if code != 0 || !strings.Contains(out, "RELEASED") {
+		t.Errorf("release: exit %d\n%s", code, out)
+	}
+	// --wait waits its turn: nothing is free for cpus=64 until a machine comes.
+	waited := make(chan string)
+	go func() {
+		_, out, stderr := runCLI(t, env, "lease", "--dim", "cpus=64", "--indefinite", "--wait")
+		waited <- out + stderr
+	}()
+	if _, err := gce.AddMachine(ctx, store.Machine{Hostname: "vm-big", Dimensions: store.Dimensions{"cpus": {"64"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-waited; !strings.Contains(got, "FULFILLED  vm-big") || !strings.Contains(got, "never") {
+		t.Errorf("lease --wait:\n%s", got)
+	}
+}
+
+// TestProviderSurvivesKill9 kills the provider with SIGKILL while clients
+// lease and release and a backend adds machines, restarts it on the same
+// database, and checks that every acknowledged change is there and that no
+// machine is both leased and available, or leased to two leases.
+func TestProviderSurvivesKill9(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := writeConfig(t, filepath.Join(t.TempDir(), "crash.db"))
+	start := func() (*exec.Cmd, string) {
+		cmd := exec.Command(self, "serve", "--config", config)
+		cmd.Env = append(os.Environ(), "GCEFLEET_TEST_ROLE=cli")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			cmd.Process.Kill()
+			t.Fatalf("serve: %v", err)
+		}
+		return cmd, strings.TrimSpace(line)
+	}
+	cmd, url := start()
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	ctx := context.Background()
+	gce := &client.Client{BaseURL: url, Token: gceToken}
+	alice := &client.Client{BaseURL: url, Token: aliceToken}
+
+	// What the server acknowledged, by lease id: the last state it said.
+	var mu sync.Mutex
+	acked := map[string]string{}
+	ack := func(l store.Lease) {
+		mu.Lock()
+		acked[l.ID] = l.State
+		mu.Unlock()
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := gce.AddMachine(ctx, store.Machine{Hostname: fmt.Sprintf("vm-%05d", i), Dimensions: store.Dimensions{"os": {"linux"}}}); err != nil {
+				return
+			}
+		}
+	})
+	for c := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				l, err := alice.RequestLease(ctx, store.LeaseRequest{RequestID: fmt.Sprintf("c%d-%d", c, i), Dimensions: store.Dimensions{"os": {"linux"}}, Term: store.Term{Duration: time.Hour}})
+				if err != nil {
+					return
+				}
+				ack(l)
+				if i%2 == 0 && l.State == store.Fulfilled {
+					if l, err = alice.Release(ctx, l.ID); err != nil {
+						return
+					}
+					ack(l)
+				}
+			}
+		})
+	}
+	// Kill once the load has made some history.
+	for {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= 200 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	close(stop)
+	wg.Wait()
+
+	cmd, url = start()
+	admin := &client.Client{BaseURL: url, Token: adminToken}
+	leases, err := admin.Leases(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]store.Lease{}
+	for _, l := range leases {
+		byID[l.ID] = l
+	}
+	order := map[string]int{store.Pending: 0, store.Fulfilled: 1, store.Released: 2}
+	for id, state := range acked {
+		l, ok := byID[id]
+		if !ok {
+			t.Errorf("acknowledged lease %s (%s) is lost", id, state)
+			continue
+		}
+		if order[l.State] < order[state] {
+			t.Errorf("lease %s was acknowledged %s, is %s after the crash", id, state, l.State)
+		}
+	}
+	machines, err := admin.Machines(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := map[string]string{}
+	for _, l := range leases {
+		if l.State == store.Fulfilled {
+			if prev, dup := holder[l.Hostname]; dup {
+				t.Errorf("machine %s held by leases %s and %s", l.Hostname, prev, l.ID)
+			}
+			holder[l.Hostname] = l.ID
+		}
+	}
+	for _, m := range machines {
+		switch {
+		case m.State == store.Leased && holder[m.Hostname] != m.LeaseID:
+			t.Errorf("machine %s is leased to %s, which does not hold it", m.Hostname, m.LeaseID)
+		case m.State == store.Available && holder[m.Hostname] != "":
+			t.Errorf("machine %s is available and leased to %s", m.Hostname, holder[m.Hostname])
+		}
+	}
+	t.Logf("%d acknowledged leases, %d machines checked after kill -9", len(acked), len(machines))
+}
