@@ -157,24 +157,32 @@ func (s *Store) prepared(ctx context.Context, query string) *sql.Stmt {
 	return st
 }
 
-// execTx, rowsTx and rowTx run a query in tx, or outside any transaction
-// when tx is nil (PostgreSQL reads).
+// execTx, rowsTx and rowTx run a query: on SQLite on the one connection,
+// prepared once (tx is nil there: the connection is in a transaction of
+// its own making); on PostgreSQL in tx, or outside any transaction when
+// tx is nil (reads).
 func (s *Store) execTx(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
-	if tx == nil {
+	switch {
+	case s.conn != nil:
+		if st := s.prepared(ctx, query); st != nil {
+			return st.ExecContext(ctx, args...)
+		}
+		return s.conn.ExecContext(ctx, query, args...)
+	case tx == nil:
 		return s.db.ExecContext(ctx, s.q(query), args...)
-	}
-	if st := s.prepared(ctx, query); st != nil {
-		return tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 	}
 	return tx.ExecContext(ctx, s.q(query), args...)
 }
 
 func (s *Store) rowsTx(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
-	if tx == nil {
+	switch {
+	case s.conn != nil:
+		if st := s.prepared(ctx, query); st != nil {
+			return st.QueryContext(ctx, args...)
+		}
+		return s.conn.QueryContext(ctx, query, args...)
+	case tx == nil:
 		return s.db.QueryContext(ctx, s.q(query), args...)
-	}
-	if st := s.prepared(ctx, query); st != nil {
-		return tx.StmtContext(ctx, st).QueryContext(ctx, args...)
 	}
 	return tx.QueryContext(ctx, s.q(query), args...)
 }
@@ -193,11 +201,14 @@ func (r row) Scan(dest ...any) error {
 }
 
 func (s *Store) rowTx(ctx context.Context, tx *sql.Tx, query string, args ...any) row {
-	switch st := s.prepared(ctx, query); {
+	switch {
+	case s.conn != nil:
+		if st := s.prepared(ctx, query); st != nil {
+			return row{r: st.QueryRowContext(ctx, args...)}
+		}
+		return row{r: s.conn.QueryRowContext(ctx, query, args...)}
 	case tx == nil:
 		return row{r: s.db.QueryRowContext(ctx, s.q(query), args...)}
-	case st != nil:
-		return row{r: tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)}
 	}
 	return row{r: tx.QueryRowContext(ctx, s.q(query), args...)}
 }
@@ -224,17 +235,10 @@ func (s *Store) forUpdate() string {
 // serialization failure or deadlock.
 func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	if s.conn != nil {
-		s.mu.Lock()
-		defer s.mu.Unlock()
+		return s.sqliteTx(ctx, f)
 	}
 	for attempt := 0; ; attempt++ {
-		var tx *sql.Tx
-		var err error
-		if s.conn != nil {
-			tx, err = s.conn.BeginTx(ctx, nil)
-		} else {
-			tx, err = s.db.BeginTx(ctx, nil)
-		}
+		tx, err := s.db.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("store: begin: %w", err)
 		}
@@ -250,6 +254,27 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 		}
 		return err
 	}
+}
+
+// sqliteTx runs f in a transaction on SQLite's one connection, begun and
+// ended by hand so that statements prepared on the connection serve it
+// (database/sql would prepare them again for each *sql.Tx).
+func (s *Store) sqliteTx(ctx context.Context, f func(*sql.Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.execTx(ctx, nil, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	if err := f(nil); err != nil {
+		// A cancelled context must not keep the rollback from running.
+		s.execTx(context.WithoutCancel(ctx), nil, "ROLLBACK")
+		return err
+	}
+	if _, err := s.execTx(context.WithoutCancel(ctx), nil, "COMMIT"); err != nil {
+		s.execTx(context.WithoutCancel(ctx), nil, "ROLLBACK")
+		return err
+	}
+	return nil
 }
 
 func newID() string {
