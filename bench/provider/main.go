@@ -100,10 +100,20 @@ func measure(kind string, clients, machines int, dur time.Duration) error {
 	}
 	fmt.Printf("%-9s catalog of %d filled in %v\n", kind, machines, time.Since(start).Round(time.Millisecond))
 
-	// The backend: every reclaimed machine comes back, under a new name.
+	// The backend: every reclaimed machine comes back, under a new name,
+	// added by a few workers so that the catalog stays full.
 	bctx, stopBackend := context.WithCancel(ctx)
 	var bwg sync.WaitGroup
+	adds := make(chan string, 1024)
+	for range 8 {
+		bwg.Go(func() {
+			for h := range adds {
+				backend.AddMachine(bctx, machineNamed(h))
+			}
+		})
+	}
 	bwg.Go(func() {
+		defer close(adds)
 		var after int64
 		n := machines
 		for bctx.Err() == nil {
@@ -115,7 +125,11 @@ func measure(kind string, clients, machines int, dur time.Duration) error {
 				after = e.ID
 				if e.Kind == "reclaimed" {
 					n++
-					backend.AddMachine(bctx, machineNamed(fmt.Sprintf("vm-%06d", n)))
+					select {
+					case adds <- fmt.Sprintf("vm-%06d", n):
+					case <-bctx.Done():
+						return
+					}
 				}
 			}
 		}
