@@ -2,7 +2,6 @@ package bigmachine_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/gob"
 	"encoding/json"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -97,9 +95,9 @@ func fastSystem(opts ...local.Option) *local.System {
 
 // start starts n machines on sys with the Echo service and shuts them down
 // when the test ends.
-func start(t *testing.T, sys bigmachine.System, n int, ps ...bigmachine.Param) (*bigmachine.B, []*bigmachine.Machine, *syncBuffer) {
+func start(t *testing.T, sys bigmachine.System, n int, ps ...bigmachine.Param) (*bigmachine.B, []*bigmachine.Machine, *testutil.SyncBuffer) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	b := bigmachine.Start(sys, bigmachine.WithOutput(out), bigmachine.WithStartTimeout(time.Minute))
 	t.Cleanup(b.Shutdown)
 	ps = append([]bigmachine.Param{bigmachine.Services{"Echo": Echo{Greeting: "hello"}}}, ps...)
@@ -120,23 +118,6 @@ func start2(t *testing.T, sys bigmachine.System, opts ...bigmachine.Option) (*bi
 		t.Fatal(err)
 	}
 	return b, ms
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestStartCallShutdown(t *testing.T) {

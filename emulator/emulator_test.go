@@ -21,6 +21,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/gcefleet/gcefleet/emulator"
+	"github.com/gcefleet/gcefleet/internal/testutil"
 )
 
 const (
@@ -127,18 +128,9 @@ func (e *env) ok(t *testing.T) func(*compute.Operation, error) *compute.Operatio
 
 func lastSeg(s string) string { return s[strings.LastIndexByte(s, '/')+1:] }
 
-// waitFor polls cond until it holds, failing the test after 10 seconds.
-// Convergence in the emulator is asynchronous by design, as in GCE.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds: convergence in the emulator is
+// asynchronous by design, as in GCE.
+var waitFor = testutil.WaitFor
 
 func vm(name string) *compute.Instance {
 	return &compute.Instance{

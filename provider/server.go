@@ -468,6 +468,22 @@ func (s *Server) owned(ctx context.Context, p Principal, id string) (store.Lease
 
 func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) error {
 	id := r.PathValue("id")
+	var l store.Lease
+	err := s.longPoll(r, func() (bool, error) {
+		var err error
+		l, err = s.owned(r.Context(), p, id)
+		return err != nil || l.State != store.Pending, err
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, l)
+}
+
+// longPoll calls ready until it says the answer is ready, the request's
+// ?wait= passes, or the request ends. It looks again on every change this
+// server makes, and every second for those of other replicas.
+func (s *Server) longPoll(r *http.Request, ready func() (bool, error)) error {
 	var wait time.Duration
 	if v := r.URL.Query().Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -479,15 +495,14 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) e
 	deadline := time.Now().Add(wait)
 	for {
 		ch := s.changes()
-		l, err := s.owned(r.Context(), p, id)
-		if err != nil {
+		done, err := ready()
+		if err != nil || done {
 			return err
 		}
 		left := time.Until(deadline)
-		if l.State != store.Pending || left <= 0 {
-			return writeJSON(w, http.StatusOK, l)
+		if left <= 0 {
+			return nil
 		}
-		// Wait for a change here, or poll for one another replica made.
 		t := time.NewTimer(min(left, time.Second))
 		select {
 		case <-ch:
@@ -562,35 +577,16 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p Principal) err
 		backend = p.Name
 	}
 	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
-	var wait time.Duration
-	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 || d > 5*time.Minute {
-			return invalid(map[string]string{"wait": "a duration up to 5m, such as 30s"})
-		}
-		wait = d
+	var evs []store.Event
+	err := s.longPoll(r, func() (bool, error) {
+		var err error
+		evs, err = s.st.Events(r.Context(), backend, after, 500)
+		return len(evs) > 0, err
+	})
+	if err != nil {
+		return err
 	}
-	deadline := time.Now().Add(wait)
-	for {
-		ch := s.changes()
-		evs, err := s.st.Events(r.Context(), backend, after, 500)
-		if err != nil {
-			return err
-		}
-		left := time.Until(deadline)
-		if len(evs) > 0 || left <= 0 {
-			return writeJSON(w, http.StatusOK, map[string]any{"events": nonNil(evs)})
-		}
-		t := time.NewTimer(min(left, time.Second))
-		select {
-		case <-ch:
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return r.Context().Err()
-		}
-		t.Stop()
-	}
+	return writeJSON(w, http.StatusOK, map[string]any{"events": nonNil(evs)})
 }
 
 func nonNil[T any](s []T) []T {

@@ -3,14 +3,27 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/gob"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
 )
+
+// HTTPClient returns an HTTP/2 client with cfg and the RPC's HTTP/2
+// settings, for systems to hand the driver.
+func HTTPClient(cfg *tls.Config) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   cfg,
+		ForceAttemptHTTP2: true,
+		HTTP2:             HTTP2Config(),
+		DialContext:       (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+	}}
+}
 
 // A Client makes calls over an HTTP client that speaks to servers at one or
 // more base URLs.

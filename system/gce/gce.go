@@ -283,7 +283,7 @@ func (s *System) insert(ctx context.Context, c *gceapi.Client, zone string, n in
 		ServiceAccounts:   []*computepb.ServiceAccount{{Email: new(s.cfg.ServiceAccount), Scopes: []string{"https://www.googleapis.com/auth/cloud-platform"}}},
 	}
 	req := &computepb.BulkInsertInstanceRequest{
-		Project: s.cfg.Project, Zone: zone, RequestId: new(requestID()),
+		Project: s.cfg.Project, Zone: zone, RequestId: new(instance.RequestID()),
 		BulkInsertInstanceResourceResource: &computepb.BulkInsertInstanceResource{
 			Count: new(int64(n)), MinCount: new(int64(1)), InstanceProperties: props, PerInstanceProperties: names,
 		},
@@ -365,7 +365,7 @@ func (s *System) configure(ctx context.Context, c *gceapi.Client, in *computepb.
 	md := in.GetMetadata()
 	items := append(md.GetItems(), &computepb.Items{Key: new(ConfigKey), Value: new(wc.Encode())})
 	r := &computepb.SetMetadataInstanceRequest{
-		Project: s.cfg.Project, Zone: gceapi.LastSegment(in.GetZone()), Instance: in.GetName(), RequestId: new(requestID()),
+		Project: s.cfg.Project, Zone: gceapi.LastSegment(in.GetZone()), Instance: in.GetName(), RequestId: new(instance.RequestID()),
 		MetadataResource: &computepb.Metadata{Items: items, Fingerprint: md.Fingerprint},
 	}
 	// The operation is not waited on: the machine answering with its
@@ -397,7 +397,7 @@ func (s *System) ensureFirewall(ctx context.Context, c *gceapi.Client) error {
 	if network == "" {
 		network = "global/networks/default"
 	}
-	req := &computepb.InsertFirewallRequest{Project: s.cfg.Project, RequestId: new(requestID()), FirewallResource: &computepb.Firewall{
+	req := &computepb.InsertFirewallRequest{Project: s.cfg.Project, RequestId: new(instance.RequestID()), FirewallResource: &computepb.Firewall{
 		Name:         new(s.networkTag()),
 		Description:  new("gcefleet bigmachine run " + s.run + ": the driver reaches its machines"),
 		Network:      new(network),
@@ -442,15 +442,6 @@ func outboundIP(endpoint string) (string, error) {
 	}
 	defer conn.Close()
 	return conn.LocalAddr().(*net.UDPAddr).IP.String(), nil
-}
-
-func requestID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b)
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 // KeepaliveFailed asks GCE about the instance: one that is gone, stopped
@@ -531,14 +522,7 @@ func (s *System) Tail(ctx context.Context, m *bigmachine.Machine, w io.Writer) e
 }
 
 // HTTPClient returns an HTTP/2 client with cfg.
-func (s *System) HTTPClient(cfg *tls.Config) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig:   cfg,
-		ForceAttemptHTTP2: true,
-		HTTP2:             rpc.HTTP2Config(),
-		DialContext:       (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-	}}
-}
+func (s *System) HTTPClient(cfg *tls.Config) *http.Client { return rpc.HTTPClient(cfg) }
 
 // Shutdown deletes the run's instances, in parallel, waits until they are
 // gone, and removes the run's firewall rule. Only instances carrying this
@@ -617,7 +601,7 @@ func DeleteInstances(ctx context.Context, c *gceapi.Client, project, zone string
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			r := &computepb.DeleteInstanceRequest{Project: project, Zone: zone, Instance: in.GetName(), RequestId: new(requestID())}
+			r := &computepb.DeleteInstanceRequest{Project: project, Zone: zone, Instance: in.GetName(), RequestId: new(instance.RequestID())}
 			err := gceapi.Retry(ctx, func() error {
 				_, err := c.Instances.Delete(ctx, r)
 				return err

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,12 +84,12 @@ func (Hello) Say(ctx context.Context, line string, _ *struct{}) error {
 type world struct {
 	emu *emulator.Emulator
 	url string
-	out *syncBuffer
+	out *testutil.SyncBuffer
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	emu := emulator.New(emulator.Options{Images: map[string]string{image: gceboot}, ProcessOutput: out, StopGrace: 2 * time.Second})
 	srv := httptest.NewServer(emu)
 	t.Cleanup(func() {
@@ -145,7 +144,7 @@ func start(t *testing.T, sys *gce.System, n int, opts ...bigmachine.Option) (*bi
 func TestStartCallShutdown(t *testing.T) {
 	w := newWorld(t)
 	sys := gce.New(w.config("us-central1-a"))
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	b, ms, err := start(t, sys, 3, bigmachine.WithOutput(out))
 	if err != nil {
 		t.Fatal(err)
@@ -394,21 +393,4 @@ func TestKilledDriver(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("instances gone %v after the driver was killed", time.Since(killed))
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -190,14 +190,7 @@ func (s *System) Tail(ctx context.Context, m *bigmachine.Machine, w io.Writer) e
 }
 
 // HTTPClient returns an HTTP/2 client with cfg.
-func (s *System) HTTPClient(cfg *tls.Config) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig:   cfg,
-		ForceAttemptHTTP2: true,
-		HTTP2:             rpc.HTTP2Config(),
-		DialContext:       (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-	}}
-}
+func (s *System) HTTPClient(cfg *tls.Config) *http.Client { return rpc.HTTPClient(cfg) }
 
 // Listen serves on the socket the driver bound for the machine, or binds
 // addr if there is none.
