@@ -48,6 +48,7 @@ type Server struct {
 }
 
 type metrics struct {
+	inFlight prometheus.Gauge
 	outcomes *prometheus.CounterVec
 	wait     prometheus.Histogram
 	latency  *prometheus.HistogramVec
@@ -57,6 +58,10 @@ type metrics struct {
 func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s := &Server{st: st, tokens: cfg.Tokens, log: log, reg: prometheus.NewRegistry(), changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 	s.m = metrics{
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gcefleet_provider_requests_in_flight",
+			Help: "API requests being served, long polls included.",
+		}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gcefleet_provider_lease_outcomes_total",
 			Help: "Lease requests by outcome: fulfilled at once, queued, fulfilled from the queue, released, ended by time (expired or denied).",
@@ -72,7 +77,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"route", "code"}),
 	}
-	s.reg.MustRegister(s.m.outcomes, s.m.wait, s.m.latency, &gauges{s})
+	s.reg.MustRegister(s.m.inFlight, s.m.outcomes, s.m.wait, s.m.latency, &gauges{s})
 	return s
 }
 
@@ -223,6 +228,8 @@ func invalid(fields map[string]string) error {
 // wrap authenticates, authorizes, times and answers a route.
 func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, *http.Request, Principal) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.m.inFlight.Inc()
+		defer s.m.inFlight.Dec()
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
 		err := s.authorize(r, roles)

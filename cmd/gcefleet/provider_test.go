@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
 )
@@ -248,4 +250,53 @@ func TestProviderSurvivesKill9(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged leases, %d machines checked after kill -9", len(acked), len(machines))
+}
+
+// TestServeDrainsInFlightRequests stops `gcefleet serve` while a client
+// long-polls: the request still gets its answer, and the server then exits.
+func TestServeDrainsInFlightRequests(t *testing.T) {
+	config := writeConfig(t, filepath.Join(t.TempDir(), "drain.db"))
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		e := &environ{stdout: pw, stderr: io.Discard, getenv: func(string) string { return "" }}
+		done <- run(ctx, e, []string{"serve", "--config", config, "--drain", "10s"})
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	alice := &client.Client{BaseURL: strings.TrimSpace(line), Token: aliceToken}
+	l, err := alice.RequestLease(context.Background(), store.LeaseRequest{RequestID: "drain", Dimensions: store.Dimensions{"os": {"plan9"}}, Term: store.Term{Indefinite: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan error)
+	go func() {
+		_, err := alice.Lease(context.Background(), l.ID, 2*time.Second)
+		answered <- err
+	}()
+	// Stop the server once it is serving the long poll (the scrape that
+	// asks is the other request in flight).
+	testutil.WaitFor(t, "the long poll to be served", func() bool {
+		req, _ := http.NewRequest("GET", alice.BaseURL+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "gcefleet_provider_requests_in_flight 2")
+	})
+	cancel()
+	if err := <-answered; err != nil {
+		t.Errorf("the in-flight request was cut off: %v", err)
+	}
+	if code := <-done; code != 0 {
+		t.Errorf("serve exited %d", code)
+	}
 }
