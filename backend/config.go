@@ -1,0 +1,246 @@
+// Package backend is the GCE Backend of the Machine Provider: declared
+// instance templates and managed instance groups that reconcile jobs make
+// Compute Engine match, cataloging the instances in the provider and
+// deleting those whose lease was reclaimed.
+//
+// This file is its configuration: the YAML an operator writes, checked as
+// a whole so that every problem is reported at once with its line.
+package backend
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the backend's configuration file.
+type Config struct {
+	Templates []Template `yaml:"templates"`
+	Managers  []Manager  `yaml:"managers"`
+	Settings  Settings   `yaml:"settings"`
+}
+
+// Template declares an instance template; a change to it makes a new
+// revision, since GCE templates are immutable.
+type Template struct {
+	BaseName          string            `yaml:"base_name"`
+	Project           string            `yaml:"project"`
+	Dimensions        map[string]string `yaml:"dimensions"`
+	MachineType       string            `yaml:"machine_type"`
+	Image             string            `yaml:"image"`
+	ContainerImage    string            `yaml:"container_image"`
+	Disk              Disk              `yaml:"disk"`
+	ServiceAccounts   []ServiceAccount  `yaml:"service_accounts"`
+	Tags              []string          `yaml:"tags"`
+	Metadata          map[string]string `yaml:"metadata"`
+	MetadataFromFiles map[string]string `yaml:"metadata_from_files"`
+	Labels            map[string]string `yaml:"labels"`
+	Network           string            `yaml:"network"`
+	Subnetwork        string            `yaml:"subnetwork"`
+	ExternalIP        bool              `yaml:"external_ip"`
+	MinCPUPlatform    string            `yaml:"min_cpu_platform"`
+	Spot              bool              `yaml:"spot"`
+
+	Line int `yaml:"-"`
+}
+
+// Disk is a template's boot disk.
+type Disk struct {
+	Type   string `yaml:"type"`
+	SizeGB int64  `yaml:"size_gb"`
+}
+
+// ServiceAccount runs a template's instances.
+type ServiceAccount struct {
+	Email  string   `yaml:"email"`
+	Scopes []string `yaml:"scopes"`
+}
+
+// Manager declares a managed instance group of a template in a zone.
+type Manager struct {
+	TemplateBaseName string `yaml:"template_base_name"`
+	Zone             string `yaml:"zone"`
+	MinimumSize      int    `yaml:"minimum_size"`
+	MaximumSize      int    `yaml:"maximum_size"`
+
+	Line int `yaml:"-"`
+}
+
+// Settings tune the backend.
+type Settings struct {
+	// Provider is the Machine Provider's URL; empty means the provider
+	// this process serves.
+	Provider string `yaml:"provider"`
+	// Interval is how often each job runs when nothing kicks it.
+	Interval time.Duration `yaml:"interval"`
+	// ComputeRate is the Compute API calls per second per project.
+	ComputeRate float64 `yaml:"compute_rate"`
+	// Endpoint is the Compute API base URL; empty means real GCE.
+	Endpoint string `yaml:"endpoint"`
+}
+
+var (
+	nameRE        = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$`)
+	projectRE     = regexp.MustCompile(`^[a-z][-a-z0-9]{4,28}[a-z0-9]$`)
+	zoneRE        = regexp.MustCompile(`^[a-z]+-[a-z]+[0-9]+-[a-z]$`)
+	machineTypeRE = regexp.MustCompile(`^(e2-(micro|small|medium|(standard|highmem|highcpu)-[0-9]+)|[a-z][0-9][a-z]?-(standard|highmem|highcpu|ultramem|megamem)-[0-9]+(-lssd)?|custom-[0-9]+-[0-9]+)$`)
+	labelKeyRE    = regexp.MustCompile(`^[a-z][-_a-z0-9]{0,62}$`)
+	labelValRE    = regexp.MustCompile(`^[-_a-z0-9]{0,63}$`)
+)
+
+// MaxGroupSize is the most instances a zonal managed instance group holds.
+const MaxGroupSize = 1000
+
+// LoadConfig reads and checks the file at path.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("backend config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig parses and checks a configuration; name is used in messages,
+// each of which gives name:line and what to change.
+func ParseConfig(name string, data []byte) (Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			var errs []error
+			for _, e := range te.Errors {
+				errs = append(errs, fmt.Errorf("%s:%s", name, strings.TrimPrefix(e, "line ")))
+			}
+			return cfg, errors.Join(errs...)
+		}
+		return cfg, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var root yaml.Node
+	yaml.Unmarshal(data, &root)
+	lines := itemLines(&root)
+	for i := range cfg.Templates {
+		cfg.Templates[i].Line = at(lines["templates"], i)
+	}
+	for i := range cfg.Managers {
+		cfg.Managers[i].Line = at(lines["managers"], i)
+	}
+	if cfg.Settings.Interval == 0 {
+		cfg.Settings.Interval = time.Minute
+	}
+	if cfg.Settings.ComputeRate == 0 {
+		cfg.Settings.ComputeRate = 20
+	}
+	return cfg, cfg.check(name)
+}
+
+func at(lines []int, i int) int {
+	if i < len(lines) {
+		return lines[i]
+	}
+	return 0
+}
+
+// itemLines returns the line of each item of the top-level sequences.
+func itemLines(root *yaml.Node) map[string][]int {
+	out := map[string][]int{}
+	if len(root.Content) == 0 {
+		return out
+	}
+	doc := root.Content[0]
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		for _, item := range doc.Content[i+1].Content {
+			out[doc.Content[i].Value] = append(out[doc.Content[i].Value], item.Line)
+		}
+	}
+	return out
+}
+
+func (cfg *Config) check(name string) error {
+	var errs []error
+	bad := func(line int, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, args...)))
+	}
+	templates := map[string]int{}
+	for _, t := range cfg.Templates {
+		switch {
+		case t.BaseName == "":
+			bad(t.Line, "template without base_name: name it, e.g. base_name: linux-8")
+		case !nameRE.MatchString(t.BaseName):
+			bad(t.Line, "base_name %q: lowercase letters, digits and -, starting with a letter, at most 40", t.BaseName)
+		case templates[t.BaseName] != 0:
+			bad(t.Line, "base_name %q is declared already at line %d; each template needs its own", t.BaseName, templates[t.BaseName])
+		default:
+			templates[t.BaseName] = t.Line
+		}
+		if !projectRE.MatchString(t.Project) {
+			bad(t.Line, "template %s: project %q is not a project id (6-30 lowercase letters, digits and -)", t.BaseName, t.Project)
+		}
+		if !machineTypeRE.MatchString(t.MachineType) {
+			bad(t.Line, "template %s: machine_type %q is not a machine type such as e2-standard-8 or n2-highmem-16", t.BaseName, t.MachineType)
+		}
+		if (t.Image == "") == (t.ContainerImage == "") {
+			bad(t.Line, "template %s: give exactly one of image (a boot image) and container_image (run on Container-Optimized OS)", t.BaseName)
+		}
+		if t.Disk.SizeGB < 0 || t.Disk.SizeGB > 65536 {
+			bad(t.Line, "template %s: disk.size_gb %d: 10 to 65536", t.BaseName, t.Disk.SizeGB)
+		}
+		if len(t.Dimensions) == 0 {
+			bad(t.Line, "template %s: no dimensions: clients lease by them, e.g. dimensions: {os: linux}", t.BaseName)
+		}
+		for k, v := range t.Labels {
+			if !labelKeyRE.MatchString(k) || !labelValRE.MatchString(v) {
+				bad(t.Line, "template %s: label %s=%s: keys start with a lowercase letter; keys and values hold lowercase letters, digits, _ and -", t.BaseName, k, v)
+			}
+		}
+		for k, path := range t.MetadataFromFiles {
+			if _, err := os.Stat(path); err != nil {
+				bad(t.Line, "template %s: metadata_from_files %s: %v", t.BaseName, k, err)
+			}
+			if _, dup := t.Metadata[k]; dup {
+				bad(t.Line, "template %s: metadata key %s is given twice (metadata and metadata_from_files)", t.BaseName, k)
+			}
+		}
+	}
+	type place struct{ template, zone string }
+	managers := map[place]int{}
+	for _, m := range cfg.Managers {
+		if _, ok := templates[m.TemplateBaseName]; !ok {
+			known := make([]string, 0, len(templates))
+			for k := range templates {
+				known = append(known, k)
+			}
+			sort.Strings(known)
+			bad(m.Line, "manager: template_base_name %q names no template (templates: %s)", m.TemplateBaseName, strings.Join(known, ", "))
+		}
+		if !zoneRE.MatchString(m.Zone) {
+			bad(m.Line, "manager of %s: zone %q is not a zone such as us-central1-a", m.TemplateBaseName, m.Zone)
+		}
+		p := place{m.TemplateBaseName, m.Zone}
+		if line, dup := managers[p]; dup {
+			bad(m.Line, "a manager of %s in %s is declared already at line %d; one per template and zone", m.TemplateBaseName, m.Zone, line)
+		}
+		managers[p] = m.Line
+		switch {
+		case m.MinimumSize < 0:
+			bad(m.Line, "manager of %s in %s: minimum_size %d is negative", m.TemplateBaseName, m.Zone, m.MinimumSize)
+		case m.MaximumSize > MaxGroupSize:
+			bad(m.Line, "manager of %s in %s: maximum_size %d is above %d, the most a zonal group holds; split it across zones", m.TemplateBaseName, m.Zone, m.MaximumSize, MaxGroupSize)
+		case m.MinimumSize > m.MaximumSize:
+			bad(m.Line, "manager of %s in %s: minimum_size %d is above maximum_size %d", m.TemplateBaseName, m.Zone, m.MinimumSize, m.MaximumSize)
+		}
+	}
+	if cfg.Settings.Interval < time.Second {
+		bad(1, "settings.interval %v: at least 1s", cfg.Settings.Interval)
+	}
+	return errors.Join(errs...)
+}

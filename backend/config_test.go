@@ -1,0 +1,92 @@
+package backend_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gcefleet/gcefleet/backend"
+)
+
+const good = `templates:
+  - base_name: linux-8
+    project: my-project
+    dimensions: {os: linux, pool: ci}
+    machine_type: e2-standard-8
+    image: projects/debian-cloud/global/images/family/debian-12
+    disk: {type: pd-balanced, size_gb: 50}
+    labels: {team: infra}
+  - base_name: workers
+    project: my-project
+    dimensions: {os: cos}
+    machine_type: n2-highmem-16
+    container_image: gcr.io/my-project/worker:v3
+    spot: true
+managers:
+  - {template_base_name: linux-8, zone: us-central1-a, minimum_size: 2, maximum_size: 10}
+  - {template_base_name: linux-8, zone: us-central1-b, minimum_size: 0, maximum_size: 10}
+  - {template_base_name: workers, zone: europe-west1-b, minimum_size: 1, maximum_size: 1000}
+settings:
+  interval: 30s
+`
+
+func TestGoodConfig(t *testing.T) {
+	cfg, err := backend.ParseConfig("fleet.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Templates) != 2 || len(cfg.Managers) != 3 || cfg.Settings.Interval != 30*time.Second || cfg.Settings.ComputeRate != 20 {
+		t.Errorf("parsed %+v", cfg)
+	}
+	if cfg.Templates[1].Line != 9 || cfg.Managers[2].Line != 18 {
+		t.Errorf("lines: template 2 at %d, manager 3 at %d", cfg.Templates[1].Line, cfg.Managers[2].Line)
+	}
+}
+
+// TestBadConfig: a bad file is refused with every problem, each at its line.
+func TestBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown field", "templates:\n  - base_name: a\n    machine_typ: e2-small\n", []string{"fleet.yaml:3: field machine_typ not found"}},
+		{"everything wrong at once", `templates:
+  - base_name: dup
+    project: my-project
+    dimensions: {os: linux}
+    machine_type: e2-standard-8
+    image: debian-12
+  - base_name: dup
+    project: P
+    machine_type: big-machine
+    image: x
+    container_image: y
+managers:
+  - {template_base_name: dup, zone: us-central1-a, minimum_size: 5, maximum_size: 2}
+  - {template_base_name: dup, zone: us-central1-a, minimum_size: 0, maximum_size: 2000}
+  - {template_base_name: ghost, zone: moon-1, minimum_size: 0, maximum_size: 1}
+`, []string{
+			`fleet.yaml:7: base_name "dup" is declared already at line 2`,
+			`fleet.yaml:7: template dup: project "P" is not a project id`,
+			`fleet.yaml:7: template dup: machine_type "big-machine" is not a machine type`,
+			"fleet.yaml:7: template dup: give exactly one of image",
+			"fleet.yaml:7: template dup: no dimensions",
+			"fleet.yaml:13: manager of dup in us-central1-a: minimum_size 5 is above maximum_size 2",
+			"fleet.yaml:14: a manager of dup in us-central1-a is declared already at line 13",
+			"fleet.yaml:14: manager of dup in us-central1-a: maximum_size 2000 is above 1000",
+			`fleet.yaml:15: manager: template_base_name "ghost" names no template (templates: dup)`,
+			`fleet.yaml:15: manager of ghost: zone "moon-1" is not a zone`,
+		}},
+	} {
+		_, err := backend.ParseConfig("fleet.yaml", []byte(tc.yaml))
+		if err == nil {
+			t.Errorf("%s: accepted", tc.name)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error lacks %q:\n%v", tc.name, w, err)
+			}
+		}
+	}
+}
