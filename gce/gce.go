@@ -6,6 +6,8 @@ package gce
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -155,6 +157,8 @@ func Retry(ctx context.Context, f func() error) error {
 // client that counts the calls.
 type Client struct {
 	Instances    *computeapi.InstancesClient
+	Templates    *computeapi.InstanceTemplatesClient
+	Groups       *computeapi.InstanceGroupManagersClient
 	Firewalls    *computeapi.FirewallsClient
 	MachineTypes *computeapi.MachineTypesClient
 	ZoneOps      *computeapi.ZoneOperationsClient
@@ -182,6 +186,12 @@ func NewClient(ctx context.Context, endpoint string, opts ...option.ClientOption
 	if c.Instances, err = computeapi.NewInstancesRESTClient(ctx, opts...); err != nil {
 		return nil, err
 	}
+	if c.Templates, err = computeapi.NewInstanceTemplatesRESTClient(ctx, opts...); err != nil {
+		return nil, err
+	}
+	if c.Groups, err = computeapi.NewInstanceGroupManagersRESTClient(ctx, opts...); err != nil {
+		return nil, err
+	}
 	if c.Firewalls, err = computeapi.NewFirewallsRESTClient(ctx, opts...); err != nil {
 		return nil, err
 	}
@@ -202,7 +212,7 @@ func (c *Client) Calls() int64 { return c.calls.Load() }
 
 // Close releases the clients.
 func (c *Client) Close() error {
-	return errors.Join(c.Instances.Close(), c.Firewalls.Close(), c.MachineTypes.Close(), c.ZoneOps.Close(), c.GlobalOps.Close())
+	return errors.Join(c.Instances.Close(), c.Templates.Close(), c.Groups.Close(), c.Firewalls.Close(), c.MachineTypes.Close(), c.ZoneOps.Close(), c.GlobalOps.Close())
 }
 
 type counting struct {
@@ -258,3 +268,15 @@ func OperationError(p *computepb.Operation) error {
 // LastSegment returns what follows the last slash of a resource URL: the
 // zone of a zone URL, the name of a resource.
 func LastSegment(s string) string { return s[strings.LastIndexByte(s, '/')+1:] }
+
+// RequestID returns a new random UUID for a mutation's requestId: GCE
+// answers a retry under the same id with the first call's operation, so a
+// retried mutation happens once.
+func RequestID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

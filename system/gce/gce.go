@@ -283,7 +283,7 @@ func (s *System) insert(ctx context.Context, c *gceapi.Client, zone string, n in
 		ServiceAccounts:   []*computepb.ServiceAccount{{Email: new(s.cfg.ServiceAccount), Scopes: []string{"https://www.googleapis.com/auth/cloud-platform"}}},
 	}
 	req := &computepb.BulkInsertInstanceRequest{
-		Project: s.cfg.Project, Zone: zone, RequestId: new(instance.RequestID()),
+		Project: s.cfg.Project, Zone: zone, RequestId: new(gceapi.RequestID()),
 		BulkInsertInstanceResourceResource: &computepb.BulkInsertInstanceResource{
 			Count: new(int64(n)), MinCount: new(int64(1)), InstanceProperties: props, PerInstanceProperties: names,
 		},
@@ -365,7 +365,7 @@ func (s *System) configure(ctx context.Context, c *gceapi.Client, in *computepb.
 	md := in.GetMetadata()
 	items := append(md.GetItems(), &computepb.Items{Key: new(ConfigKey), Value: new(wc.Encode())})
 	r := &computepb.SetMetadataInstanceRequest{
-		Project: s.cfg.Project, Zone: gceapi.LastSegment(in.GetZone()), Instance: in.GetName(), RequestId: new(instance.RequestID()),
+		Project: s.cfg.Project, Zone: gceapi.LastSegment(in.GetZone()), Instance: in.GetName(), RequestId: new(gceapi.RequestID()),
 		MetadataResource: &computepb.Metadata{Items: items, Fingerprint: md.Fingerprint},
 	}
 	// The operation is not waited on: the machine answering with its
@@ -397,7 +397,7 @@ func (s *System) ensureFirewall(ctx context.Context, c *gceapi.Client) error {
 	if network == "" {
 		network = "global/networks/default"
 	}
-	req := &computepb.InsertFirewallRequest{Project: s.cfg.Project, RequestId: new(instance.RequestID()), FirewallResource: &computepb.Firewall{
+	req := &computepb.InsertFirewallRequest{Project: s.cfg.Project, RequestId: new(gceapi.RequestID()), FirewallResource: &computepb.Firewall{
 		Name:         new(s.networkTag()),
 		Description:  new("gcefleet bigmachine run " + s.run + ": the driver reaches its machines"),
 		Network:      new(network),
@@ -601,7 +601,7 @@ func DeleteInstances(ctx context.Context, c *gceapi.Client, project, zone string
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			r := &computepb.DeleteInstanceRequest{Project: project, Zone: zone, Instance: in.GetName(), RequestId: new(instance.RequestID())}
+			r := &computepb.DeleteInstanceRequest{Project: project, Zone: zone, Instance: in.GetName(), RequestId: new(gceapi.RequestID())}
 			err := gceapi.Retry(ctx, func() error {
 				_, err := c.Instances.Delete(ctx, r)
 				return err

@@ -120,7 +120,7 @@ func DeleteSelf(ctx context.Context) error {
 	if endpoint == "" {
 		endpoint = "https://compute.googleapis.com"
 	}
-	u := fmt.Sprintf("%s/compute/v1/projects/%s/zones/%s/instances/%s?requestId=%s", strings.TrimSuffix(endpoint, "/"), project, zone, name, RequestID())
+	u := fmt.Sprintf("%s/compute/v1/projects/%s/zones/%s/instances/%s?requestId=%s", strings.TrimSuffix(endpoint, "/"), project, zone, name, requestID())
 	backoff := 200 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
@@ -166,9 +166,10 @@ func accessToken(ctx context.Context) (string, error) {
 	return tok.AccessToken, nil
 }
 
-// RequestID returns a new random UUID for a Compute API requestId, which
-// makes a retried mutation happen once.
-func RequestID() string {
+// requestID returns a new random UUID for a Compute API requestId, which
+// makes a retried mutation happen once. (The gce package has the same;
+// this package stays clear of the Compute client, for gceboot's size.)
+func requestID() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	b[6] = b[6]&0x0f | 0x40

@@ -1,0 +1,142 @@
+package backend_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"cloud.google.com/go/compute/apiv1/computepb"
+	"google.golang.org/api/iterator"
+
+	"github.com/gcefleet/gcefleet/backend"
+	"github.com/gcefleet/gcefleet/emulator"
+	gceapi "github.com/gcefleet/gcefleet/gce"
+)
+
+func jobs(t *testing.T, yaml string) (*backend.Jobs, *emulator.Emulator) {
+	t.Helper()
+	emu := emulator.New(emulator.Options{})
+	srv := httptest.NewServer(emu)
+	t.Cleanup(func() { emu.Close(); srv.Close() })
+	c, err := gceapi.NewClient(context.Background(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cfg, err := backend.ParseConfig("fleet.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &backend.Jobs{Compute: c, Config: cfg, Log: slog.New(slog.DiscardHandler)}, emu
+}
+
+func templateNames(t *testing.T, j *backend.Jobs) map[string]*computepb.InstanceTemplate {
+	t.Helper()
+	out := map[string]*computepb.InstanceTemplate{}
+	it := j.Compute.Templates.List(context.Background(), &computepb.ListInstanceTemplatesRequest{Project: "my-project"})
+	for {
+		tm, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[tm.GetName()] = tm
+	}
+}
+
+func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
+	j, _ := jobs(t, good)
+	ctx := context.Background()
+	// Managers wait for their templates: run out of order first.
+	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second pass changes nothing
+		if err := j.CreateInstanceTemplates(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.CreateInstanceGroupManagers(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tms := templateNames(t, j)
+	linux := j.Config.Templates[0]
+	tm, ok := tms[linux.Revision()]
+	if len(tms) != 2 || !ok {
+		t.Fatalf("templates %v; want the two revisions", tms)
+	}
+	p := tm.GetProperties()
+	if p.GetMachineType() != "e2-standard-8" || p.GetLabels()[backend.TemplateLabel] != "linux-8" || p.GetLabels()["team"] != "infra" ||
+		p.GetDisks()[0].GetInitializeParams().GetDiskSizeGb() != 50 {
+		t.Errorf("template properties %v", p)
+	}
+	workers := tms[j.Config.Templates[1].Revision()].GetProperties()
+	if workers.GetScheduling().GetProvisioningModel() != "SPOT" || workers.GetMetadata().GetItems()[0].GetKey() != "gce-container-declaration" {
+		t.Errorf("container template %v", workers)
+	}
+	for _, m := range j.Config.Managers {
+		rev := ""
+		for _, tt := range j.Config.Templates {
+			if tt.BaseName == m.TemplateBaseName {
+				rev = tt.Revision()
+			}
+		}
+		g, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: m.Zone, InstanceGroupManager: rev})
+		if err != nil {
+			t.Errorf("manager of %s in %s: %v", m.TemplateBaseName, m.Zone, err)
+			continue
+		}
+		if g.GetTargetSize() != int32(m.MinimumSize) {
+			t.Errorf("group %s in %s: target %d, want the minimum %d", rev, m.Zone, g.GetTargetSize(), m.MinimumSize)
+		}
+	}
+}
+
+// TestChangedTemplateIsANewRevision: the old revision stays (to be drained)
+// and the new one is made beside it; a change in a metadata file counts.
+func TestChangedTemplateIsANewRevision(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "startup.sh")
+	os.WriteFile(file, []byte("echo one"), 0o600)
+	yaml := `templates:
+  - base_name: web
+    project: my-project
+    dimensions: {os: linux}
+    machine_type: e2-small
+    image: projects/debian-cloud/global/images/family/debian-12
+    metadata_from_files: {startup-script: ` + file + `}
+`
+	j, _ := jobs(t, yaml)
+	ctx := context.Background()
+	first := j.Config.Templates[0].Revision()
+	if err := j.CreateInstanceTemplates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(file, []byte("echo two"), 0o600)
+	second := j.Config.Templates[0].Revision()
+	if first == second {
+		t.Fatal("a changed metadata file did not change the revision")
+	}
+	if err := j.CreateInstanceTemplates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tms := templateNames(t, j)
+	if len(tms) != 2 || tms[first] == nil || tms[second] == nil {
+		t.Errorf("templates %v; want both revisions", tms)
+	}
+	var script string
+	for _, it := range tms[second].GetProperties().GetMetadata().GetItems() {
+		if it.GetKey() == "startup-script" {
+			script = it.GetValue()
+		}
+	}
+	if script != "echo two" {
+		t.Errorf("startup-script %q", script)
+	}
+}
