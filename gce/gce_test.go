@@ -1,0 +1,75 @@
+package gce_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"testing"
+	"time"
+
+	"google.golang.org/api/googleapi"
+
+	"github.com/gcefleet/gcefleet/gce"
+)
+
+func TestClassify(t *testing.T) {
+	rate := &googleapi.Error{Code: 403, Message: "Rate Limit Exceeded", Errors: []googleapi.ErrorItem{{Reason: "rateLimitExceeded"}}}
+	for _, tc := range []struct {
+		err  error
+		want gce.Class
+	}{
+		{rate, gce.RateLimited},
+		{fmt.Errorf("wrapped: %w", rate), gce.RateLimited},
+		{&googleapi.Error{Code: 429}, gce.RateLimited},
+		{&googleapi.Error{Code: 503}, gce.Transient},
+		{&googleapi.Error{Code: 404}, gce.NotFound},
+		{&googleapi.Error{Code: 409}, gce.Exists},
+		{&googleapi.Error{Code: 403, Message: "Required 'compute.instances.create' permission"}, gce.Denied},
+		{&googleapi.Error{Code: 403, Message: "QUOTA_EXCEEDED: Quota 'CPUS' exceeded"}, gce.Quota},
+		{&googleapi.Error{Code: 400, Message: "Invalid value for field"}, gce.Invalid},
+		{&gce.OpError{Codes: []string{"ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS"}, Errors: []string{"no capacity"}}, gce.Stockout},
+		{&gce.OpError{Codes: []string{"QUOTA_EXCEEDED"}, Errors: []string{"CPUS"}}, gce.Quota},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, gce.Transient},
+		{context.Canceled, gce.Other},
+	} {
+		if got := gce.Classify(tc.err); got != tc.want {
+			t.Errorf("Classify(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestRetryRetriesOnlyWhatRetryingFixes(t *testing.T) {
+	ctx := context.Background()
+	calls := 0
+	err := gce.Retry(ctx, func() error {
+		calls++
+		if calls < 3 {
+			return &googleapi.Error{Code: 503}
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Errorf("transient errors: %d calls, %v", calls, err)
+	}
+	calls = 0
+	err = gce.Retry(ctx, func() error { calls++; return &googleapi.Error{Code: 404} })
+	if calls != 1 || gce.Classify(err) != gce.NotFound {
+		t.Errorf("not found: %d calls, %v", calls, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	err = gce.Retry(ctx, func() error { return &googleapi.Error{Code: 429} })
+	if !errors.Is(err, context.DeadlineExceeded) && gce.Classify(err) != gce.RateLimited {
+		t.Errorf("rate limited past the deadline: %v", err)
+	}
+}
+
+func TestRequestIDIsAUUID(t *testing.T) {
+	re := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	a, b := gce.RequestID(), gce.RequestID()
+	if !re.MatchString(a) || a == b {
+		t.Errorf("request ids %q, %q", a, b)
+	}
+}
