@@ -1,0 +1,104 @@
+package backend_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/compute/apiv1/computepb"
+
+	"github.com/gcefleet/gcefleet/internal/testutil"
+	"github.com/gcefleet/gcefleet/provider"
+	"github.com/gcefleet/gcefleet/provider/client"
+	"github.com/gcefleet/gcefleet/store"
+)
+
+// TestReclaimedMachineIsReplaced runs the loop the backend exists for: a
+// group's instances are cataloged, a client leases one and releases it,
+// and the backend deletes the reclaimed instance and has the group make a
+// fresh one, which is cataloged in turn.
+func TestReclaimedMachineIsReplaced(t *testing.T) {
+	j, _ := jobs(t, `templates:
+  - base_name: pool
+    project: my-project
+    dimensions: {os: linux}
+    machine_type: e2-standard-2
+    image: projects/debian-cloud/global/images/family/debian-12
+managers:
+  - {template_base_name: pool, zone: us-central1-a, minimum_size: 2, maximum_size: 5}
+`)
+	ctx := context.Background()
+	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, ":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := httptest.NewServer(provider.New(st, cfg, slog.New(slog.DiscardHandler)).Handler())
+	defer srv.Close()
+	backendAPI := &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"}
+	alice := &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"}
+	add := func(ctx context.Context, m store.Machine) error { _, err := backendAPI.AddMachine(ctx, m); return err }
+
+	if err := j.CreateInstanceTemplates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rev := j.Config.Templates[0].Revision()
+	cataloged := func(n int) func() bool {
+		return func() bool {
+			if err := j.CatalogInstances(ctx, add); err != nil {
+				t.Fatal(err)
+			}
+			ms, err := backendAPI.Machines(ctx)
+			return err == nil && len(ms) == n
+		}
+	}
+	testutil.WaitFor(t, "the group's two instances to be cataloged", cataloged(2))
+	ms, _ := backendAPI.Machines(ctx)
+	if d := ms[0].Dimensions; d["os"][0] != "linux" || d["zone"][0] != "us-central1-a" || d["template"][0] != "pool" || ms[0].Connection.Address == "" {
+		t.Errorf("cataloged machine %+v", ms[0])
+	}
+
+	l, err := alice.RequestLease(ctx, store.LeaseRequest{RequestID: "job", Dimensions: store.Dimensions{"os": {"linux"}}, Term: store.Term{Duration: time.Hour}})
+	if err != nil || l.State != store.Fulfilled {
+		t.Fatalf("lease: %+v, %v", l, err)
+	}
+	if _, err := alice.Release(ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := backendAPI.Events(ctx, 0, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.DeleteReclaimed(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.ResizeGroups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-a", InstanceGroupManager: rev})
+	if err != nil || g.GetTargetSize() != 2 {
+		t.Fatalf("group after resize: %v, %v", g.GetTargetSize(), err)
+	}
+	testutil.WaitFor(t, "a fresh instance to be cataloged", cataloged(2))
+	ms, _ = backendAPI.Machines(ctx)
+	for _, m := range ms {
+		if m.Hostname == l.Hostname {
+			t.Errorf("the reclaimed machine %s is back in the catalog", l.Hostname)
+		}
+		if m.State != store.Available {
+			t.Errorf("%s is %s", m.Hostname, m.State)
+		}
+	}
+	if _, err := j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: "my-project", Zone: "us-central1-a", Instance: l.Hostname}); err == nil {
+		t.Errorf("the reclaimed instance %s still exists", l.Hostname)
+	}
+}
