@@ -562,18 +562,14 @@ func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request, p Principa
 	if p.Role == Admin {
 		client = ""
 	}
-	before, err := s.owned(r.Context(), p, r.PathValue("id"))
+	l, ended, err := s.st.ReleaseLease(r.Context(), client, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	l, err := s.st.ReleaseLease(r.Context(), client, before.ID)
-	if err != nil {
-		return err
-	}
-	if before.State != l.State {
+	if ended {
 		s.m.outcomes.WithLabelValues("released").Inc()
+		s.notify()
 	}
-	s.notify()
 	return writeJSON(w, http.StatusOK, l)
 }
 

@@ -318,6 +318,7 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	body := machineBody(m)
 	now := s.Now()
 	assigned := false
+	var out []Machine
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var old string
 		err := s.rowTx(ctx, tx, "SELECT body FROM machines WHERE hostname = ?", m.Hostname).Scan(&old)
@@ -336,12 +337,17 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		if err := s.insertDims(ctx, tx, "machine_dims", "hostname", m.Hostname, m.Dimensions.normalize()); err != nil {
 			return err
 		}
-		assigned, err = s.offerMachine(ctx, tx, m.Hostname, m.Backend, body, now)
+		if assigned, err = s.offerMachine(ctx, tx, m.Hostname, m.Backend, body, now); err != nil {
+			return err
+		}
+		// Answer from the transaction itself: no second round for it.
+		out, err = s.machinesTx(ctx, tx, "WHERE hostname = ?", m.Hostname)
 		return err
 	})
 	if errors.Is(err, errSame) {
-		err = nil
+		err, out = nil, nil
 	} else if err == nil && !assigned && s.postgres {
+		out = nil
 		// A request made concurrently may have missed this machine, as
 		// this transaction missed it; now both are committed, look again.
 		err = s.tx(ctx, func(tx *sql.Tx) error {
@@ -359,6 +365,9 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	}
 	if err != nil {
 		return Machine{}, fmt.Errorf("store: adding machine %s: %w", m.Hostname, err)
+	}
+	if len(out) == 1 {
+		return out[0], nil
 	}
 	return s.Machine(ctx, m.Hostname)
 }
@@ -454,31 +463,37 @@ func (s *Store) Machines(ctx context.Context, backend string) ([]Machine, error)
 func (s *Store) machines(ctx context.Context, where string, args ...any) ([]Machine, error) {
 	var out []Machine
 	err := s.read(ctx, func(tx *sql.Tx) error {
-		out = nil
-		rows, err := s.rowsTx(ctx, tx, "SELECT hostname, body, state, COALESCE(lease_id, ''), added_at FROM machines "+where, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var m Machine
-			var body string
-			var added int64
-			if err := rows.Scan(&m.Hostname, &body, &m.State, &m.LeaseID, &added); err != nil {
-				return err
-			}
-			if err := json.Unmarshal([]byte(body), &m); err != nil {
-				return err
-			}
-			m.Added = fromNanos(added)
-			out = append(out, m)
-		}
-		return rows.Err()
+		var err error
+		out, err = s.machinesTx(ctx, tx, where, args...)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: listing machines: %w", err)
 	}
 	return out, nil
+}
+
+func (s *Store) machinesTx(ctx context.Context, tx *sql.Tx, where string, args ...any) ([]Machine, error) {
+	rows, err := s.rowsTx(ctx, tx, "SELECT hostname, body, state, COALESCE(lease_id, ''), added_at FROM machines "+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Machine
+	for rows.Next() {
+		var m Machine
+		var body string
+		var added int64
+		if err := rows.Scan(&m.Hostname, &body, &m.State, &m.LeaseID, &added); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(body), &m); err != nil {
+			return nil, err
+		}
+		m.Added = fromNanos(added)
+		out = append(out, m)
+	}
+	return out, rows.Err()
 }
 
 // DeleteMachine removes backend's machine from the catalog; a leased one
@@ -521,6 +536,7 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 	body := string(b)
 	t := term{durNs: int64(r.Term.Duration), expNs: nanos(r.Term.ExpiresAt), indefinite: r.Term.Indefinite}
 	var id string
+	var l Lease
 	fulfilled, repeat := false, false
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var old string
@@ -528,7 +544,8 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 		switch {
 		case err == nil && old == body:
 			repeat = true
-			return nil
+			l, err = s.leaseTx(ctx, tx, id)
+			return err
 		case err == nil:
 			return fmt.Errorf("%w: request id %q was used for %s", ErrRequestIDReuse, r.RequestID, old)
 		case !errors.Is(err, sql.ErrNoRows):
@@ -543,7 +560,11 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 		if err := s.insertDims(ctx, tx, "lease_dims", "lease_id", id, r.Dimensions); err != nil {
 			return err
 		}
-		fulfilled, err = s.findMachine(ctx, tx, id, t, r.Dimensions, now)
+		if fulfilled, err = s.findMachine(ctx, tx, id, t, r.Dimensions, now); err != nil {
+			return err
+		}
+		// Answer from the transaction itself: no second round for it.
+		l, err = s.leaseTx(ctx, tx, id)
 		return err
 	})
 	if err == nil && !fulfilled && !repeat && s.postgres {
@@ -561,11 +582,14 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 			_, err = s.findMachine(ctx, tx, id, t, r.Dimensions, now)
 			return err
 		})
+		if err == nil {
+			l, err = s.Lease(ctx, id)
+		}
 	}
 	if err != nil {
 		return Lease{}, fmt.Errorf("store: lease request %q: %w", r.RequestID, err)
 	}
-	return s.Lease(ctx, id)
+	return l, nil
 }
 
 // findMachine gives pending lease id the first available machine (in the
@@ -616,6 +640,11 @@ func scanLease(sc interface{ Scan(...any) error }) (Lease, error) {
 		l.ExpiresAt = fromNanos(expires)
 	}
 	return l, nil
+}
+
+// leaseTx reads lease id in tx.
+func (s *Store) leaseTx(ctx context.Context, tx *sql.Tx, id string) (Lease, error) {
+	return scanLease(s.rowTx(ctx, tx, "SELECT "+leaseColumns+" FROM leases WHERE id = ?", id))
 }
 
 // Lease returns lease id.
@@ -701,9 +730,12 @@ func (s *Store) ExtendLease(ctx context.Context, client, id string, t Term) (Lea
 
 // ReleaseLease ends client's lease: a pending request is withdrawn, a
 // fulfilled lease's machine is reclaimed (taken out of the catalog, its
-// backend told through the event feed).
-func (s *Store) ReleaseLease(ctx context.Context, client, id string) (Lease, error) {
+// backend told through the event feed). It returns the lease and whether
+// this call ended it (releasing again changes nothing).
+func (s *Store) ReleaseLease(ctx context.Context, client, id string) (Lease, bool, error) {
 	now := s.Now()
+	var l Lease
+	ended := false
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var owner, state string
 		var host sql.NullString
@@ -713,15 +745,19 @@ func (s *Store) ReleaseLease(ctx context.Context, client, id string) (Lease, err
 			return fmt.Errorf("lease %s: %w", id, ErrNotFound)
 		case err != nil:
 			return err
-		case state != Pending && state != Fulfilled:
-			return nil // ended already: releasing again changes nothing
+		case state == Pending || state == Fulfilled:
+			if err := s.end(ctx, tx, id, host.String, Released, now); err != nil {
+				return err
+			}
+			ended = true
 		}
-		return s.end(ctx, tx, id, host.String, Released, now)
+		l, err = s.leaseTx(ctx, tx, id)
+		return err
 	})
 	if err != nil {
-		return Lease{}, fmt.Errorf("store: releasing: %w", err)
+		return Lease{}, false, fmt.Errorf("store: releasing: %w", err)
 	}
-	return s.Lease(ctx, id)
+	return l, ended, nil
 }
 
 // end moves lease id to state and reclaims its machine, if any.

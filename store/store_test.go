@@ -124,7 +124,7 @@ func TestLeaseLifecycle(t *testing.T) {
 		}
 
 		// Only the lessee sees and ends its lease.
-		if _, err := s.ReleaseLease(ctx, "bob", l.ID); !errors.Is(err, store.ErrNotFound) {
+		if _, _, err := s.ReleaseLease(ctx, "bob", l.ID); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("bob releasing alice's lease: %v", err)
 		}
 		if ls, _ := s.Leases(ctx, "alice", true); len(ls) != 1 || ls[0].ID != l.ID {
@@ -136,9 +136,12 @@ func TestLeaseLifecycle(t *testing.T) {
 		if err != nil || !l.ExpiresAt.Equal(clock.Add(2*time.Hour)) {
 			t.Errorf("extend: %v, %v", l.ExpiresAt, err)
 		}
-		l, err = s.ReleaseLease(ctx, "alice", l.ID)
-		if err != nil || l.State != store.Released || !l.Ended.Equal(clock) {
-			t.Fatalf("release: %+v, %v", l, err)
+		l, ended, err := s.ReleaseLease(ctx, "alice", l.ID)
+		if err != nil || !ended || l.State != store.Released || !l.Ended.Equal(clock) {
+			t.Fatalf("release: %+v, %v, %v", l, ended, err)
+		}
+		if again, ended, err := s.ReleaseLease(ctx, "alice", l.ID); err != nil || ended || again.State != store.Released {
+			t.Errorf("releasing again: %s, %v, %v", again.State, ended, err)
 		}
 		// The machine is reclaimed: out of the catalog, its backend told.
 		if _, err := s.Machine(ctx, "big"); !errors.Is(err, store.ErrNotFound) {
