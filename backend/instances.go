@@ -88,7 +88,9 @@ func (j *Jobs) CatalogInstances(ctx context.Context, add func(context.Context, s
 			}
 			m := store.Machine{Hostname: name, Dimensions: dims, Policies: store.Policies{OnReclaim: "DELETE"},
 				Connection: store.Connection{Address: in.GetNetworkInterfaces()[0].GetNetworkIP()}}
-			if err := add(ctx, m); err != nil {
+			// A reclaimed instance still running until its deletion is
+			// refused by the provider: it is on its way out.
+			if err := add(ctx, m); err != nil && !errors.Is(err, store.ErrReclaimed) {
 				errs = append(errs, fmt.Errorf("cataloging %s: %w", name, err))
 			}
 		}

@@ -29,6 +29,27 @@ type Config struct {
 	Database string `yaml:"database"`
 	// Tokens are who may call the API.
 	Tokens []Token `yaml:"tokens"`
+	// Backend, if set, runs the GCE Backend in the same process.
+	Backend *BackendRef `yaml:"backend"`
+}
+
+// BackendRef points the provider at the GCE Backend it runs.
+type BackendRef struct {
+	// Config is the backend's configuration file, relative to this one.
+	Config string `yaml:"config"`
+	// Token names the backend token the backend calls the provider with.
+	Token string `yaml:"token"`
+	line  int
+}
+
+// Secret returns the secret of the token named name.
+func (c Config) Secret(name string) string {
+	for _, t := range c.Tokens {
+		if t.Name == name {
+			return t.Token
+		}
+	}
+	return ""
 }
 
 // Token grants a name a role. Its secret is given inline (token), in a
@@ -68,6 +89,9 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	if len(root.Content) > 0 {
 		doc := root.Content[0]
 		for i := 0; i+1 < len(doc.Content); i += 2 {
+			if doc.Content[i].Value == "backend" && cfg.Backend != nil {
+				cfg.Backend.line = doc.Content[i].Line
+			}
 			if doc.Content[i].Value == "tokens" {
 				for j, item := range doc.Content[i+1].Content {
 					if j < len(cfg.Tokens) {
@@ -138,6 +162,20 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	}
 	if len(cfg.Tokens) == 0 {
 		bad(1, "no tokens: the API serves no one without them; add at least an admin token")
+	}
+	if b := cfg.Backend; b != nil {
+		if b.Config == "" {
+			bad(b.line, "backend: config names no file: give the GCE Backend's configuration, e.g. config: fleet.yaml")
+		}
+		role := ""
+		for _, t := range cfg.Tokens {
+			if t.Name == b.Token {
+				role = t.Role
+			}
+		}
+		if role != Backend {
+			bad(b.line, "backend: token %q is not the name of a token with role backend", b.Token)
+		}
 	}
 	return cfg, errors.Join(errs...)
 }

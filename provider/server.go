@@ -262,6 +262,8 @@ func (s *Server) classify(err error) *apiError {
 		return &apiError{Status: http.StatusConflict, Code: "conflict", Message: err.Error()}
 	case errors.Is(err, store.ErrRequestIDReuse):
 		return &apiError{Status: http.StatusConflict, Code: "request_id_reuse", Message: err.Error()}
+	case errors.Is(err, store.ErrReclaimed):
+		return &apiError{Status: http.StatusConflict, Code: "reclaimed", Message: err.Error()}
 	case errors.Is(err, context.Canceled):
 		return &apiError{Status: 499, Code: "canceled", Message: err.Error()}
 	}

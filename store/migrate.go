@@ -65,6 +65,8 @@ var migrations = []string{
 		at         BIGINT NOT NULL
 	);
 	CREATE INDEX events_backend ON events (backend, id);`,
+	// 2: find a hostname's reclaim, so that it is never cataloged again.
+	`CREATE INDEX events_hostname ON events (hostname, kind);`,
 }
 
 // migrate brings the schema up to date, in one transaction per version.

@@ -330,6 +330,13 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
+		var reclaimed int
+		if err := s.rowTx(ctx, tx, "SELECT COUNT(*) FROM events WHERE hostname = ? AND kind = 'reclaimed'", m.Hostname).Scan(&reclaimed); err != nil {
+			return err
+		}
+		if reclaimed > 0 {
+			return fmt.Errorf("%w: %s was leased and reclaimed; a machine is cataloged once, its backend makes a fresh one", ErrReclaimed, m.Hostname)
+		}
 		if _, err := s.execTx(ctx, tx, "INSERT INTO machines (hostname, backend, body, state, added_at) VALUES (?, ?, ?, ?, ?)",
 			m.Hostname, m.Backend, body, Available, nanos(now)); err != nil {
 			return err

@@ -151,6 +151,10 @@ func TestLeaseLifecycle(t *testing.T) {
 		if err != nil || len(evs) != 2 || evs[0].Kind != "leased" || evs[1].Kind != "reclaimed" || evs[1].Hostname != "big" || evs[1].OnReclaim != "DELETE" {
 			t.Errorf("events: %+v, %v", evs, err)
 		}
+		// A reclaimed machine is never cataloged again.
+		if _, err := s.AddMachine(ctx, machine("big", linux8)); !errors.Is(err, store.ErrReclaimed) {
+			t.Errorf("cataloging a reclaimed machine again: %v", err)
+		}
 		if more, _ := s.Events(ctx, "gce", evs[1].ID, 10); len(more) != 0 {
 			t.Errorf("events after the cursor: %v", more)
 		}

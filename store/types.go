@@ -14,6 +14,9 @@ var (
 	ErrRequestIDReuse = errors.New("request id reused with another request")
 	ErrLeased         = errors.New("machine is leased")
 	ErrNotActive      = errors.New("lease is not active")
+	// ErrReclaimed refuses to catalog again a machine whose lease was
+	// reclaimed: its backend deletes it and makes a fresh one.
+	ErrReclaimed = errors.New("machine was reclaimed")
 )
 
 // Dimensions describe a machine (key -> values) or what a lease asks for

@@ -9,11 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/gcefleet/gcefleet/backend"
+	gceapi "github.com/gcefleet/gcefleet/gce"
 	"github.com/gcefleet/gcefleet/provider"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
@@ -22,7 +25,7 @@ import (
 func serveCommand() *command {
 	return &command{
 		name:    "serve",
-		summary: "run the Machine Provider (and, with issue #7, the GCE Backend)",
+		summary: "run the Machine Provider and, if configured, the GCE Backend",
 		usage:   "--config FILE",
 		help: `Serves the Machine Provider's HTTP/JSON API (/v1/, described at
 /v1/openapi.yaml), its status page (/) and metrics (/metrics), keeping its
@@ -37,6 +40,14 @@ The config file (YAML):
     - {name: ops,   role: admin,   token_env: GCEFLEET_ADMIN_TOKEN}
     - {name: gce,   role: backend, token_file: /etc/gcefleet/gce.token}
     - {name: alice, role: client,  token: 3f9c0b6e8d1a4c27b5e0}
+  backend:                         # optional: run the GCE Backend here
+    config: fleet.yaml             # templates, managers, settings
+    token: gce                     # the backend token it calls the provider with
+
+With a backend, declared instance templates and managed instance groups
+are made on Compute Engine, their running instances cataloged, and an
+instance whose lease was reclaimed deleted and replaced. (Draining old
+template revisions and the demand-driven resize arrive with issue #7.)
 
 Example:
   gcefleet serve --config fleet.yaml`,
@@ -52,12 +63,43 @@ Example:
 					return err
 				}
 				log := slog.New(slog.NewTextHandler(env.stderr, nil))
+				start, err := backendStarter(ctx, cfg, *config, log)
+				if err != nil {
+					return err
+				}
 				return provider.Serve(ctx, cfg, log, *drain, func(addr string) {
 					fmt.Fprintf(env.stdout, "http://%s\n", addr)
+					start("http://" + addr)
 				})
 			}
 		},
 	}
+}
+
+// backendStarter loads the GCE Backend's configuration, if the provider's
+// names one, and returns what starts it once the provider listens.
+func backendStarter(ctx context.Context, cfg provider.Config, configPath string, log *slog.Logger) (func(url string), error) {
+	if cfg.Backend == nil {
+		return func(string) {}, nil
+	}
+	path := cfg.Backend.Config
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(configPath), path)
+	}
+	bcfg, err := backend.LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	compute, err := gceapi.NewClient(ctx, bcfg.Settings.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	secret := cfg.Secret(cfg.Backend.Token)
+	return func(url string) {
+		prov := &client.Client{BaseURL: url, Token: secret}
+		backend.Run(ctx, bcfg, compute, prov, log.With("part", "backend"))
+		log.Info("GCE backend running", "templates", len(bcfg.Templates), "managers", len(bcfg.Managers))
+	}, nil
 }
 
 // providerFlags are the flags every client command has.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gcefleet/gcefleet/emulator"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
@@ -46,11 +48,17 @@ func writeConfig(t *testing.T, db string) string {
 // serveInProcess runs `gcefleet serve` in this process and returns its URL.
 func serveInProcess(t *testing.T, config string) string {
 	t.Helper()
+	logs := &testutil.SyncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("serve's log:\n%s", logs)
+		}
+	})
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() {
-		e := &environ{stdout: pw, stderr: io.Discard, getenv: func(string) string { return "" }}
+		e := &environ{stdout: pw, stderr: logs, getenv: func(string) string { return "" }}
 		done <- run(ctx, e, []string{"serve", "--config", config, "--drain", "1s"})
 		pw.Close()
 	}()
@@ -299,4 +307,64 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	if code := <-done; code != 0 {
 		t.Errorf("serve exited %d", code)
 	}
+}
+
+// TestServeRunsTheBackend serves a provider with a GCE Backend on the
+// emulator: the group's instances appear in the catalog, and a machine
+// leased and released is deleted and replaced by a fresh one.
+func TestServeRunsTheBackend(t *testing.T) {
+	emu := emulator.New(emulator.Options{})
+	srv := httptest.NewServer(emu)
+	defer srv.Close()
+	defer emu.Close()
+	dir := t.TempDir()
+	fleet := `templates:
+  - base_name: pool
+    project: fleet-project
+    dimensions: {os: linux}
+    machine_type: e2-standard-2
+    image: projects/debian-cloud/global/images/family/debian-12
+managers:
+  - {template_base_name: pool, zone: us-east1-b, minimum_size: 2, maximum_size: 4}
+settings:
+  interval: 1s
+  endpoint: ` + srv.URL + "\n"
+	os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet), 0o600)
+	config := filepath.Join(dir, "provider.yaml")
+	os.WriteFile(config, []byte(fmt.Sprintf(providerCfg, filepath.Join(dir, "p.db"))+"backend: {config: fleet.yaml, token: gce}\n"), 0o600)
+	url := serveInProcess(t, config)
+	ctx := context.Background()
+	admin := &client.Client{BaseURL: url, Token: adminToken}
+	alice := &client.Client{BaseURL: url, Token: aliceToken}
+	available := func() []store.Machine {
+		ms, err := admin.Machines(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []store.Machine
+		for _, m := range ms {
+			if m.State == store.Available {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	testutil.WaitFor(t, "the group's instances to be cataloged", func() bool { return len(available()) == 2 })
+
+	l, err := alice.RequestLease(ctx, store.LeaseRequest{RequestID: "r", Dimensions: store.Dimensions{"os": {"linux"}, "zone": {"us-east1-b"}}, Term: store.Term{Duration: time.Hour}})
+	if err != nil || l.State != store.Fulfilled {
+		t.Fatalf("lease: %+v, %v", l, err)
+	}
+	if _, err := alice.Release(ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the reclaimed machine to be replaced", func() bool {
+		ms := available()
+		for _, m := range ms {
+			if m.Hostname == l.Hostname {
+				return false
+			}
+		}
+		return len(ms) == 2
+	})
 }

@@ -44,6 +44,8 @@ func (e *Error) Is(target error) bool {
 		return target == store.ErrConflict
 	case "request_id_reuse":
 		return target == store.ErrRequestIDReuse
+	case "reclaimed":
+		return target == store.ErrReclaimed
 	}
 	return false
 }
