@@ -140,3 +140,38 @@ func TestChangedTemplateIsANewRevision(t *testing.T) {
 		t.Errorf("startup-script %q", script)
 	}
 }
+
+func TestPlanSaysWhatWouldChange(t *testing.T) {
+	j, _ := jobs(t, good)
+	ctx := context.Background()
+	plan, err := j.Plan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, c := range plan {
+		count[c.Action]++
+	}
+	if count["create-template"] != 2 || count["create-group"] != 3 || len(plan) != 5 {
+		t.Errorf("plan on an empty project: %v", plan)
+	}
+	if err := j.CreateInstanceTemplates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if plan, _ = j.Plan(ctx); len(plan) != 0 {
+		t.Errorf("plan once GCE matches: %v", plan)
+	}
+	// A changed template leaves its old revision to drain.
+	j.Config.Templates[0].MachineType = "e2-standard-16"
+	plan, _ = j.Plan(ctx)
+	count = map[string]int{}
+	for _, c := range plan {
+		count[c.Action]++
+	}
+	if count["create-template"] != 1 || count["create-group"] != 2 || count["drain-revision"] != 1 {
+		t.Errorf("plan after a template change: %v", plan)
+	}
+}

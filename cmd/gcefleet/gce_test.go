@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -113,5 +115,30 @@ func TestDoctor(t *testing.T) {
 	}
 	if code != 1 || !strings.Contains(stderr, "doctor: 2 problems") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestPlan(t *testing.T) {
+	_, url, _ := startEmulator(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fleet.yaml")
+	os.WriteFile(path, []byte(`templates:
+  - base_name: web
+    project: plan-project
+    dimensions: {os: linux}
+    machine_type: e2-small
+    image: projects/debian-cloud/global/images/family/debian-12
+managers:
+  - {template_base_name: web, zone: us-west1-a, minimum_size: 1, maximum_size: 3}
+settings: {endpoint: "`+url+`"}
+`), 0o600)
+	code, out, stderr := runCLI(t, nil, "plan", "--config", path)
+	if code != 0 || !strings.Contains(out, "create-template web-") || !strings.Contains(out, " in us-west1-a (size 1, at most 3)") {
+		t.Errorf("plan: exit %d\n%s%s", code, out, stderr)
+	}
+	os.WriteFile(path, []byte("templates:\n  - base_name: Web\n"), 0o600)
+	code, _, stderr = runCLI(t, nil, "plan", "--config", path)
+	if code != 1 || !strings.Contains(stderr, path+":2: base_name \"Web\"") {
+		t.Errorf("plan of a bad config: exit %d, %s", code, stderr)
 	}
 }

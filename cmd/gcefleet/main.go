@@ -58,11 +58,7 @@ func commands() []*command {
 		releaseCommand(),
 		machinesCommand(),
 		leasesCommand(),
-		{
-			name: "plan", summary: "show what the GCE Backend would change for a config", issue: 7,
-			usage: "--config FILE",
-			help:  "Prints what would be created, resized, drained and deleted, without doing it.\n\nExample:\n  gcefleet plan --config fleet.yaml",
-		},
+		planCommand(),
 		gcCommand(),
 		doctorCommand(),
 	}

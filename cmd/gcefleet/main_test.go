@@ -40,7 +40,7 @@ func TestCommandErrors(t *testing.T) {
 		{nil, 2, "no command given"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{[]string{"serve"}, 2, "serve: --config is required"},
-		{[]string{"plan"}, 1, "not built yet; it arrives with issue #7"},
+		{[]string{"plan"}, 2, "plan: --config is required"},
 		{[]string{"lease", "--dim", "os=linux", "--duration", "1h"}, 2, "lease: no token: set --token or GCEFLEET_TOKEN"},
 		{[]string{"lease", "--token", "t", "--duration", "1h"}, 2, "give at least one --dim"},
 		{[]string{"lease", "--token", "t", "--dim", "os"}, 2, "want KEY=VALUE"},

@@ -102,6 +102,51 @@ func backendStarter(ctx context.Context, cfg provider.Config, configPath string,
 	}, nil
 }
 
+func planCommand() *command {
+	return &command{
+		name:    "plan",
+		summary: "show what the GCE Backend would change for a config",
+		usage:   "--config FLEET.yaml",
+		help: `Checks a GCE Backend configuration (every problem, each with its line) and
+prints what the backend would create, resize and drain on Compute Engine to
+match it, without changing anything. The Compute endpoint is the config's
+settings.endpoint (empty: real GCE with Application Default Credentials).
+
+Example:
+  gcefleet plan --config fleet.yaml`,
+		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
+			config := fs.String("config", "", "the backend's configuration `file` (YAML)")
+			return func(ctx context.Context, env *environ, args []string) error {
+				if *config == "" {
+					return usagef("plan: --config is required")
+				}
+				cfg, err := backend.LoadConfig(*config)
+				if err != nil {
+					return err
+				}
+				compute, err := gceapi.NewClient(ctx, cfg.Settings.Endpoint)
+				if err != nil {
+					return err
+				}
+				defer compute.Close()
+				j := &backend.Jobs{Compute: compute, Config: cfg, Log: slog.New(slog.DiscardHandler)}
+				changes, err := j.Plan(ctx)
+				if err != nil {
+					return err
+				}
+				if len(changes) == 0 {
+					fmt.Fprintln(env.stdout, "no changes: Compute Engine matches the configuration")
+					return nil
+				}
+				for _, c := range changes {
+					fmt.Fprintln(env.stdout, c)
+				}
+				return nil
+			}
+		},
+	}
+}
+
 // providerFlags are the flags every client command has.
 type providerFlags struct {
 	url, token string
