@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -323,17 +322,7 @@ func killableDriver() {
 // TestKilledDriver kills a driver with SIGKILL: its workers must be gone
 // once their keepalive lapses.
 func TestKilledDriver(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "BIGMACHINE_TEST_DRIVER=1")
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	cmd, stdout := testutil.StartProcess(t, []string{"BIGMACHINE_TEST_DRIVER=1"}, os.Args[0], "-test.run=^$")
 	var pids []int
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() && sc.Text() != "ready" {
@@ -351,13 +340,8 @@ func TestKilledDriver(t *testing.T) {
 	cmd.Wait()
 	killed := time.Now()
 	for _, pid := range pids {
-		for testutil.Alive(pid) {
-			if time.Since(killed) > 5*time.Second { // the worker timeout is 1s
-				syscall.Kill(pid, syscall.SIGKILL)
-				t.Fatalf("worker %d still runs %v after its driver was killed", pid, time.Since(killed))
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		// The worker timeout is 1s.
+		testutil.WaitGone(t, pid, 5*time.Second-time.Since(killed), "a worker of the killed driver")
 	}
 	t.Logf("workers gone %v after the driver was killed", time.Since(killed))
 }

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,18 +37,8 @@ func TestKilledEmulatorLeavesNoProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	const image = "gcr.io/test/sleeper"
-	cmd := exec.Command(self, "emulator", "--listen", "127.0.0.1:0", "--image", image+"="+self)
-	cmd.Env = append(os.Environ(), "GCEFLEET_TEST_ROLE=cli")
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	cmd, stdout := testutil.StartProcess(t, []string{"GCEFLEET_TEST_ROLE=cli"}, self, "emulator", "--listen", "127.0.0.1:0", "--image", image+"="+self)
+	line, err := stdout.ReadString('\n')
 	if err != nil {
 		t.Fatalf("reading the endpoint: %v", err)
 	}
@@ -95,12 +83,5 @@ func TestKilledEmulatorLeavesNoProcess(t *testing.T) {
 
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
-	deadline = time.Now().Add(10 * time.Second)
-	for testutil.Alive(pid) {
-		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("container %d outlived the killed emulator", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitGone(t, pid, 10*time.Second, "the container of the killed emulator")
 }

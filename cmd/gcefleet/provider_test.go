@@ -134,24 +134,14 @@ func TestProviderSurvivesKill9(t *testing.T) {
 	}
 	config := writeConfig(t, filepath.Join(t.TempDir(), "crash.db"))
 	start := func() (*exec.Cmd, string) {
-		cmd := exec.Command(self, "serve", "--config", config)
-		cmd.Env = append(os.Environ(), "GCEFLEET_TEST_ROLE=cli")
-		out, err := cmd.StdoutPipe()
+		cmd, out := testutil.StartProcess(t, []string{"GCEFLEET_TEST_ROLE=cli"}, self, "serve", "--config", config)
+		line, err := out.ReadString('\n')
 		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			cmd.Process.Kill()
 			t.Fatalf("serve: %v", err)
 		}
 		return cmd, strings.TrimSpace(line)
 	}
 	cmd, url := start()
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	ctx := context.Background()
 	gce := &client.Client{BaseURL: url, Token: gceToken}
 	alice := &client.Client{BaseURL: url, Token: aliceToken}
@@ -215,7 +205,7 @@ func TestProviderSurvivesKill9(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	cmd, url = start()
+	_, url = start()
 	admin := &client.Client{BaseURL: url, Token: adminToken}
 	leases, err := admin.Leases(ctx, false)
 	if err != nil {

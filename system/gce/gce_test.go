@@ -1,7 +1,6 @@
 package gce_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/gob"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -365,18 +363,8 @@ func killableDriver(url, _ string) {
 // must delete itself once its keepalive lapses.
 func TestKilledDriver(t *testing.T) {
 	w := newWorld(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "GCE_TEST_DRIVER="+w.url)
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	cmd, stdout := testutil.StartProcess(t, []string{"GCE_TEST_DRIVER=" + w.url}, os.Args[0], "-test.run=^$")
+	line, _ := stdout.ReadString('\n')
 	if strings.TrimSpace(line) != "running 2" {
 		t.Fatalf("driver: %q", line)
 	}
