@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,14 +14,13 @@ import (
 	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/emulator"
 	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/internal/testutil"
 )
 
 func jobs(t *testing.T, yaml string) (*backend.Jobs, *emulator.Emulator) {
 	t.Helper()
-	emu := emulator.New(emulator.Options{})
-	srv := httptest.NewServer(emu)
-	t.Cleanup(func() { emu.Close(); srv.Close() })
-	c, err := gceapi.NewClient(context.Background(), srv.URL)
+	emu, url := testutil.Emulator(t, emulator.Options{})
+	c, err := gceapi.NewClient(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,17 +16,12 @@ import (
 
 func startEmulator(t *testing.T) (*emulator.Emulator, string, *compute.Service) {
 	t.Helper()
-	emu := emulator.New(emulator.Options{})
-	srv := httptest.NewServer(emu)
-	t.Cleanup(func() {
-		emu.Close()
-		srv.Close()
-	})
-	svc, err := compute.NewService(context.Background(), option.WithEndpoint(srv.URL+"/compute/v1/"), option.WithoutAuthentication())
+	emu, url := testutil.Emulator(t, emulator.Options{})
+	svc, err := compute.NewService(context.Background(), option.WithEndpoint(url+"/compute/v1/"), option.WithoutAuthentication())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return emu, srv.URL, svc
+	return emu, url, svc
 }
 
 func insert(t *testing.T, svc *compute.Service, zone, name string, labels map[string]string) {

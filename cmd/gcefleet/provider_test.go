@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -303,10 +302,7 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 // emulator: the group's instances appear in the catalog, and a machine
 // leased and released is deleted and replaced by a fresh one.
 func TestServeRunsTheBackend(t *testing.T) {
-	emu := emulator.New(emulator.Options{})
-	srv := httptest.NewServer(emu)
-	defer srv.Close()
-	defer emu.Close()
+	_, emuURL := testutil.Emulator(t, emulator.Options{})
 	dir := t.TempDir()
 	fleet := `templates:
   - base_name: pool
@@ -318,7 +314,7 @@ managers:
   - {template_base_name: pool, zone: us-east1-b, minimum_size: 2, maximum_size: 4}
 settings:
   interval: 1s
-  endpoint: ` + srv.URL + "\n"
+  endpoint: ` + emuURL + "\n"
 	os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet), 0o600)
 	config := filepath.Join(dir, "provider.yaml")
 	os.WriteFile(config, []byte(fmt.Sprintf(providerCfg, filepath.Join(dir, "p.db"))+"backend: {config: fleet.yaml, token: gce}\n"), 0o600)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"math"
-	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -70,13 +69,10 @@ func TestBigpiBadFlags(t *testing.T) {
 func TestBigpiOnGCE(t *testing.T) {
 	bin := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/examples/bigpi")
 	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
-	emu := emulator.New(emulator.Options{Images: map[string]string{"gcr.io/pi-project/gceboot": boot}})
-	srv := httptest.NewServer(emu)
-	defer srv.Close()
-	defer emu.Close()
+	_, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{"gcr.io/pi-project/gceboot": boot}})
 
 	cmd := exec.Command(bin, "-system=gce", "-nmach=2", "-samples=2e7",
-		"-gce.endpoint="+srv.URL, "-gce.project=pi-project", "-gce.zones=us-west1-b",
+		"-gce.endpoint="+url, "-gce.project=pi-project", "-gce.zones=us-west1-b",
 		"-gce.image=gcr.io/pi-project/gceboot:v1", "-gce.machine-type=e2-standard-4")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -97,7 +93,7 @@ func TestBigpiOnGCE(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	svc, err := compute.NewService(ctx, option.WithEndpoint(srv.URL+"/compute/v1/"), option.WithoutAuthentication())
+	svc, err := compute.NewService(ctx, option.WithEndpoint(url+"/compute/v1/"), option.WithoutAuthentication())
 	if err != nil {
 		t.Fatal(err)
 	}

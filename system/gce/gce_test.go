@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -88,16 +87,13 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	out := &testutil.SyncBuffer{}
-	emu := emulator.New(emulator.Options{Images: map[string]string{image: gceboot}, ProcessOutput: out, StopGrace: 2 * time.Second})
-	srv := httptest.NewServer(emu)
 	t.Cleanup(func() {
-		emu.Close()
-		srv.Close()
 		if t.Failed() {
 			t.Logf("instance output:\n%s", out)
 		}
 	})
-	return &world{emu: emu, url: srv.URL, out: out}
+	emu, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{image: gceboot}, ProcessOutput: out, StopGrace: 2 * time.Second})
+	return &world{emu: emu, url: url, out: out}
 }
 
 func (w *world) config(zones ...string) gce.Config {
