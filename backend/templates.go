@@ -165,14 +165,9 @@ func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 // once that revision's template exists; the group starts at the
 // manager's minimum size, and resize-instance-groups takes it from there.
 func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
-	templates := map[string]Template{}
-	for _, t := range j.Config.Templates {
-		templates[t.BaseName] = t
-	}
 	var errs []error
-	for _, m := range j.Config.Managers {
-		t := templates[m.TemplateBaseName]
-		rev := t.Revision()
+	for _, g := range j.groups() {
+		m, t, rev := g.m, g.t, g.rev
 		tmpl, err := j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: t.Project, InstanceTemplate: rev})
 		if err != nil {
 			if gceapi.Classify(err) != gceapi.NotFound {

@@ -126,6 +126,8 @@ type params struct {
 	services Services
 	env      []string
 	binary   string
+	size     int64  // of binary
+	digest   string // of binary
 	args     []string
 	argsSet  bool
 }
@@ -198,7 +200,12 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 		services = append(services, registerRequest{Name: name, Service: svc})
 	}
 	sort.Slice(services, func(i, j int) bool { return services[i].Name < services[j].Name })
-	digest, err := b.ownDigest(p.binary)
+	// What the machines must run, read once for them all.
+	st, err := os.Stat(p.binary)
+	if err == nil {
+		p.size = st.Size()
+		p.digest, err = b.ownDigest(p.binary)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bigmachine: reading the binary to ship: %w", err)
 	}
@@ -221,7 +228,7 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	specs, startErr := b.system.Start(ctx, StartRequest{
 		N:      n,
 		Config: b.workerConfig,
-		Binary: p.binary, Digest: digest, Args: p.args, Env: p.env,
+		Binary: p.binary, Digest: p.digest, Args: p.args, Env: p.env,
 	})
 	machines := make([]*Machine, len(specs))
 	for i, spec := range specs {
@@ -247,7 +254,7 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	var wg sync.WaitGroup
 	for i, m := range machines {
 		wg.Go(func() {
-			if err := b.boot(ctx, m, digest, p, services); err != nil {
+			if err := b.boot(ctx, m, p, services); err != nil {
 				errs[i] = err
 				m.fail(fmt.Errorf("machine %s failed to start: %w", m.name, err))
 				return
@@ -347,28 +354,24 @@ func (b *B) ownDigest(binary string) (string, error) {
 
 // boot takes a machine from its first answer to Running: ship the binary
 // if the machine runs another, then register the services.
-func (b *B) boot(ctx context.Context, m *Machine, digest string, p params, services []registerRequest) error {
-	st, err := os.Stat(p.binary)
-	if err != nil {
-		return err
-	}
-	info, err := m.waitInfo(ctx, st.Size(), func(Info) bool { return true })
+func (b *B) boot(ctx context.Context, m *Machine, p params, services []registerRequest) error {
+	info, err := m.waitInfo(ctx, p.size, func(Info) bool { return true })
 	if err != nil {
 		return err
 	}
 	// From its first answer on, the machine lives by the driver's
 	// keepalives, through shipping and exec too.
 	go m.keepalive()
-	if info.Digest != digest {
-		if err := b.ship(ctx, m, info, digest, p); err != nil {
+	if info.Digest != p.digest {
+		if err := b.ship(ctx, m, info, p); err != nil {
 			return err
 		}
 		// Until the bootstrap has gone, it may still answer.
-		if info, err = m.waitInfo(ctx, st.Size(), func(i Info) bool { return i.Payload }); err != nil {
+		if info, err = m.waitInfo(ctx, p.size, func(i Info) bool { return i.Payload }); err != nil {
 			return fmt.Errorf("after exec: %w", err)
 		}
-		if info.Digest != digest || !info.Payload {
-			return fmt.Errorf("after exec the machine runs binary %.12s, not the driver's %.12s", info.Digest, digest)
+		if info.Digest != p.digest || !info.Payload {
+			return fmt.Errorf("after exec the machine runs binary %.12s, not the driver's %.12s", info.Digest, p.digest)
 		}
 	}
 	if !info.Payload {
@@ -387,16 +390,12 @@ func (b *B) boot(ctx context.Context, m *Machine, digest string, p params, servi
 // a third of the bytes; on loopback, where bytes are free and the CPU is
 // shared, as it is. A bootstrap too old to take compression gets it as it
 // is too.
-func (b *B) ship(ctx context.Context, m *Machine, info Info, digest string, p params) error {
+func (b *B) ship(ctx context.Context, m *Machine, info Info, p params) error {
 	if info.GOOS != goos || info.GOARCH != goarch {
 		return fmt.Errorf("the machine is %s/%s and this binary %s/%s; build the driver for %s/%s", info.GOOS, info.GOARCH, goos, goarch, info.GOOS, info.GOARCH)
 	}
-	st, err := os.Stat(p.binary)
-	if err != nil {
-		return err
-	}
 	var got int64
-	err = errors.New("not compressed")
+	err := errors.New("not compressed")
 	if b.compress(m) {
 		if z, zerr := b.compressed(p.binary); zerr == nil {
 			err = m.call(ctx, "Supervisor.UploadZstd", io.Reader(bytes.NewReader(z)), &got)
@@ -416,10 +415,10 @@ func (b *B) ship(ctx context.Context, m *Machine, info Info, digest string, p pa
 	if err != nil {
 		return fmt.Errorf("uploading the binary: %w", err)
 	}
-	if got != st.Size() {
-		return fmt.Errorf("%d bytes of the %d-byte binary arrived", got, st.Size())
+	if got != p.size {
+		return fmt.Errorf("%d bytes of the %d-byte binary arrived", got, p.size)
 	}
-	if err := m.call(ctx, "Supervisor.Exec", ExecRequest{Args: p.args, Env: p.env, Digest: digest}, &struct{}{}); err != nil {
+	if err := m.call(ctx, "Supervisor.Exec", ExecRequest{Args: p.args, Env: p.env, Digest: p.digest}, &struct{}{}); err != nil {
 		return fmt.Errorf("exec: %w", err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,7 +222,7 @@ func invalid(fields map[string]string) error {
 	for k, v := range fields {
 		parts = append(parts, k+": "+v)
 	}
-	sortStrings(parts)
+	slices.Sort(parts)
 	return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "invalid request: " + strings.Join(parts, "; "), Fields: fields}
 }
 
@@ -446,11 +447,11 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 	if len(fields) > 0 {
 		return invalid(fields)
 	}
-	l, err := s.st.RequestLease(r.Context(), p.Name, req)
+	l, created, err := s.st.RequestLease(r.Context(), p.Name, req)
 	if err != nil {
 		return err
 	}
-	if l.Created.After(now.Add(-time.Minute)) { // a new request, not a repeat
+	if created {
 		if l.State == store.Fulfilled {
 			s.m.outcomes.WithLabelValues("fulfilled_at_once").Inc()
 			s.due(l.ExpiresAt)

@@ -3,7 +3,6 @@ package provider
 import (
 	"html/template"
 	"net/http"
-	"slices"
 	"time"
 )
 
@@ -61,5 +60,3 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p Principal) err
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	return statusPage.Execute(w, data)
 }
-
-func sortStrings(s []string) { slices.Sort(s) }

@@ -187,30 +187,17 @@ func (s *Store) rowsTx(ctx context.Context, tx *sql.Tx, query string, args ...an
 	return tx.QueryContext(ctx, s.q(query), args...)
 }
 
-// row is a *sql.Row, or the error of preparing it.
-type row struct {
-	r   *sql.Row
-	err error
-}
-
-func (r row) Scan(dest ...any) error {
-	if r.err != nil {
-		return r.err
-	}
-	return r.r.Scan(dest...)
-}
-
-func (s *Store) rowTx(ctx context.Context, tx *sql.Tx, query string, args ...any) row {
+func (s *Store) rowTx(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
 	switch {
 	case s.conn != nil:
 		if st := s.prepared(ctx, query); st != nil {
-			return row{r: st.QueryRowContext(ctx, args...)}
+			return st.QueryRowContext(ctx, args...)
 		}
-		return row{r: s.conn.QueryRowContext(ctx, query, args...)}
+		return s.conn.QueryRowContext(ctx, query, args...)
 	case tx == nil:
-		return row{r: s.db.QueryRowContext(ctx, s.q(query), args...)}
+		return s.db.QueryRowContext(ctx, s.q(query), args...)
 	}
-	return row{r: tx.QueryRowContext(ctx, s.q(query), args...)}
+	return tx.QueryRowContext(ctx, s.q(query), args...)
 }
 
 // read runs f: in a transaction on SQLite, whose one connection serves
@@ -529,8 +516,9 @@ func (s *Store) DeleteMachine(ctx context.Context, backend, hostname string) err
 
 // RequestLease records client's request and fulfils it at once if a
 // machine is available. The same request id with the same request returns
-// the stored lease; with another request, ErrRequestIDReuse.
-func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest) (Lease, error) {
+// the stored lease; with another request, ErrRequestIDReuse. It reports
+// whether the request is new (not a repeat).
+func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest) (Lease, bool, error) {
 	now := s.Now()
 	if r.Deadline.IsZero() {
 		r.Deadline = now.Add(24 * time.Hour)
@@ -594,9 +582,9 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 		}
 	}
 	if err != nil {
-		return Lease{}, fmt.Errorf("store: lease request %q: %w", r.RequestID, err)
+		return Lease{}, false, fmt.Errorf("store: lease request %q: %w", r.RequestID, err)
 	}
-	return l, nil
+	return l, !repeat, nil
 }
 
 // findMachine gives pending lease id the first available machine (in the

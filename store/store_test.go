@@ -88,7 +88,7 @@ func TestLeaseLifecycle(t *testing.T) {
 		s.Now = func() time.Time { return clock }
 
 		// Nothing matches yet: the request waits.
-		l, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"os": {"linux"}, "cpus": {"8"}}))
+		l, _, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"os": {"linux"}, "cpus": {"8"}}))
 		if err != nil || l.State != store.Pending {
 			t.Fatalf("request: %+v, %v", l, err)
 		}
@@ -112,14 +112,14 @@ func TestLeaseLifecycle(t *testing.T) {
 
 		// Idempotency: the same request returns the same lease; another
 		// body under the same id is refused.
-		same, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"cpus": {"8"}, "os": {"linux"}}))
+		same, _, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"cpus": {"8"}, "os": {"linux"}}))
 		if err != nil || same.ID != l.ID {
 			t.Errorf("repeated request: %v, %v", same.ID, err)
 		}
-		if _, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"os": {"mac"}})); !errors.Is(err, store.ErrRequestIDReuse) {
+		if _, _, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"os": {"mac"}})); !errors.Is(err, store.ErrRequestIDReuse) {
 			t.Errorf("reused id: %v", err)
 		}
-		if other, err := s.RequestLease(ctx, "bob", request("r1", store.Dimensions{"os": {"mac"}})); err != nil || other.ID == l.ID {
+		if other, _, err := s.RequestLease(ctx, "bob", request("r1", store.Dimensions{"os": {"mac"}})); err != nil || other.ID == l.ID {
 			t.Errorf("another client's r1: %v, %v", other, err)
 		}
 
@@ -170,8 +170,8 @@ func TestExpiry(t *testing.T) {
 		clock := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 		s.Now = func() time.Time { return clock }
 		s.AddMachine(ctx, machine("m1", linux8))
-		short, _ := s.RequestLease(ctx, "c", store.LeaseRequest{RequestID: "short", Dimensions: linux8, Term: store.Term{Duration: 10 * time.Minute}})
-		forever, _ := s.RequestLease(ctx, "c", store.LeaseRequest{RequestID: "forever", Dimensions: linux8, Term: store.Term{Indefinite: true},
+		short, _, _ := s.RequestLease(ctx, "c", store.LeaseRequest{RequestID: "short", Dimensions: linux8, Term: store.Term{Duration: 10 * time.Minute}})
+		forever, _, _ := s.RequestLease(ctx, "c", store.LeaseRequest{RequestID: "forever", Dimensions: linux8, Term: store.Term{Indefinite: true},
 			Deadline: clock.Add(5 * time.Minute)})
 		if short.State != store.Fulfilled || forever.State != store.Pending {
 			t.Fatalf("short %s, forever %s", short.State, forever.State)
@@ -208,7 +208,7 @@ func TestFirstComeFirstServed(t *testing.T) {
 		s.Now = func() time.Time { clock = clock.Add(time.Millisecond); return clock }
 		var ids []string
 		for i := range 3 {
-			l, err := s.RequestLease(ctx, fmt.Sprint("client", i), request("r", linux8))
+			l, _, err := s.RequestLease(ctx, fmt.Sprint("client", i), request("r", linux8))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -244,7 +244,7 @@ func TestNeverLeasedTwice(t *testing.T) {
 		for i := range clients {
 			wg.Go(func() {
 				var err error
-				leases[i], err = s.RequestLease(ctx, fmt.Sprint("c", i), request("r", linux8))
+				leases[i], _, err = s.RequestLease(ctx, fmt.Sprint("c", i), request("r", linux8))
 				if err != nil {
 					t.Error(err)
 				}
@@ -286,7 +286,7 @@ func TestSQLiteFileKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.AddMachine(ctx, machine("m1", linux8))
-	l, _ := s.RequestLease(ctx, "c", request("r", linux8))
+	l, _, _ := s.RequestLease(ctx, "c", request("r", linux8))
 	s.Close()
 	s, err = store.Open(ctx, path)
 	if err != nil {

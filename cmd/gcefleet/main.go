@@ -25,9 +25,6 @@ type command struct {
 	summary string // one line for the command list
 	usage   string // argument synopsis, after "gcefleet NAME"
 	help    string // what it does and an example, for NAME --help
-	// issue, when set, says that the command is not built yet and which issue
-	// of the tracker delivers it.
-	issue int
 	// flags declares the command's flags on fs and returns the function that
 	// runs it once they are parsed.
 	flags func(fs *flag.FlagSet) func(ctx context.Context, env *environ, args []string) error
@@ -120,11 +117,7 @@ Usage:
 Commands:
 `)
 	for _, c := range cmds {
-		s := c.summary
-		if c.issue != 0 {
-			s += fmt.Sprintf(" (not built yet: issue #%d)", c.issue)
-		}
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, s)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 Run 'gcefleet <command> --help' for a command's flags and an example.
@@ -135,10 +128,7 @@ Every flag can be set in the environment too: --project is GCEFLEET_PROJECT.
 func (c *command) run(ctx context.Context, env *environ, args []string) error {
 	fs := flag.NewFlagSet("gcefleet "+c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var body func(context.Context, *environ, []string) error
-	if c.flags != nil {
-		body = c.flags(fs)
-	}
+	body := c.flags(fs)
 	fs.Usage = func() { c.printHelp(env.stdout, fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -150,17 +140,11 @@ func (c *command) run(ctx context.Context, env *environ, args []string) error {
 	if err := setFromEnv(fs, env.getenv); err != nil {
 		return usagef("%s: %v", c.name, err)
 	}
-	if c.issue != 0 || body == nil {
-		return fmt.Errorf("%s: not built yet; it arrives with issue #%d", c.name, c.issue)
-	}
 	return body(ctx, env, fs.Args())
 }
 
 func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "Usage: gcefleet %s %s\n\n%s\n", c.name, c.usage, c.help)
-	if c.issue != 0 {
-		fmt.Fprintf(w, "\nThis command is not built yet; it arrives with issue #%d.\n", c.issue)
-	}
 	n := 0
 	fs.VisitAll(func(*flag.Flag) { n++ })
 	if n == 0 {
