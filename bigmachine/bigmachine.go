@@ -113,6 +113,15 @@ func Start(system System, opts ...Option) *B {
 	return b
 }
 
+// Worker reports whether this process was started as a machine of a
+// driver, where Start serves rather than returns. A driver checks its own
+// configuration before Start; a worker's may be incomplete (it may lack the
+// driver's environment) and is not its to check.
+func Worker() bool {
+	_, ok := os.LookupEnv(EnvConfig)
+	return ok
+}
+
 // System returns the B's system.
 func (b *B) System() System { return b.system }
 

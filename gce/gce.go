@@ -132,6 +132,7 @@ func (e *OpError) Class() Class {
 // requestId) on each call, so that a retried mutation happens once.
 func Retry(ctx context.Context, f func() error) error {
 	backoff := 100 * time.Millisecond
+	start := time.Now()
 	for {
 		err := f()
 		switch Classify(err) {
@@ -139,8 +140,8 @@ func Retry(ctx context.Context, f func() error) error {
 		default:
 			return err
 		}
-		if err == nil {
-			return nil
+		if time.Since(start) > RetryFor {
+			return fmt.Errorf("%w (gave up after retrying for %v)", err, RetryFor)
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -152,6 +153,10 @@ func Retry(ctx context.Context, f func() error) error {
 		backoff = min(2*backoff, 10*time.Second)
 	}
 }
+
+// RetryFor is how long Retry keeps trying before it reports the error: a
+// rate limit or an outage longer than this is news for the caller.
+const RetryFor = time.Minute
 
 // Client holds the Compute Engine clients gcefleet uses, over one HTTP
 // client that counts the calls.

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -90,15 +91,12 @@ func Open(ctx context.Context, url string) (*Store, error) {
 }
 
 // redact hides a password in a URL for messages.
-func redact(url string) string {
-	if at := strings.LastIndexByte(url, '@'); at > 0 {
-		if scheme := strings.Index(url, "://"); scheme > 0 && scheme < at {
-			if colon := strings.IndexByte(url[scheme+3:at], ':'); colon >= 0 {
-				return url[:scheme+3+colon] + ":***" + url[at:]
-			}
-		}
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
 	}
-	return url
+	return u.Redacted()
 }
 
 // Close closes the database.

@@ -110,6 +110,11 @@ Flags:
 	case "local":
 		sys = local.New()
 	case "gce":
+		// Say what is wrong with the flags before any machine is made.
+		if err := gcecfg.Validate(); err != nil && !bigmachine.Worker() {
+			fmt.Fprintf(os.Stderr, "bigpi: %v\n", err)
+			return 2
+		}
 		sys = gce.New(gcecfg)
 	default:
 		fmt.Fprintf(os.Stderr, "bigpi: unknown -system %q; use local or gce\n", *system)

@@ -52,7 +52,7 @@ func TestBigpiBadFlags(t *testing.T) {
 		{[]string{"-samples=lots"}, 2, `-samples "lots" is not a whole number`},
 		{[]string{"-nmach=0"}, 2, "need at least one machine"},
 		{[]string{"-system=cloud"}, 2, `unknown -system "cloud"`},
-		{[]string{"-system=gce", "-gce.project="}, 1, "no project: set -gce.project"},
+		{[]string{"-system=gce", "-gce.project="}, 2, "no project: set -gce.project"},
 	} {
 		cmd := exec.Command(bin, tc.args...)
 		out, _ := cmd.CombinedOutput()

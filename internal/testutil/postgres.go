@@ -42,6 +42,9 @@ func PostgresURL(t testing.TB) string {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
+		// go test ./... shows nothing of a passing package but its "ok"
+		// line, so say it where the person running the tests sees it.
+		loud(fmt.Sprintf("%s: SKIPPED, NEEDS POSTGRESQL (PostgreSQL is not reachable at %s; see README.md)\n", t.Name(), redact(admin)))
 		t.Skip("SKIPPED, NEEDS POSTGRESQL: " + msg)
 	}
 	defer conn.Close(context.Background())
@@ -80,4 +83,15 @@ func redact(s string) string {
 		return "(unparseable URL)"
 	}
 	return u.Redacted()
+}
+
+// loud writes msg to the terminal running the tests, or to standard error
+// when there is none.
+func loud(msg string) {
+	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+		defer tty.Close()
+		tty.WriteString(msg)
+		return
+	}
+	os.Stderr.WriteString(msg)
 }
