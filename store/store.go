@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,7 @@ import (
 type Store struct {
 	db       *sql.DB
 	postgres bool
+	ckpt     *sql.DB // SQLite in a file: the checkpointer's connection
 
 	// SQLite: one connection, used by one operation at a time, with its
 	// statements prepared once (parsing costs SQLite more than running
@@ -33,6 +35,11 @@ type Store struct {
 	mu    sync.Mutex
 	conn  *sql.Conn
 	stmts map[string]*sql.Stmt
+
+	// SQLite's committer (see commit) takes work from queue until closed.
+	queue   chan *work
+	closed  chan struct{}
+	running sync.WaitGroup
 
 	// Now is the clock; tests may replace it before use.
 	Now func() time.Time
@@ -56,17 +63,20 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		if path == "" {
 			return nil, errors.New("store: empty database path")
 		}
-		dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+		dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate&_pragma=temp_store(memory)"
 		if path != ":memory:" {
 			// WAL: readers do not block the writer; synchronous NORMAL is
 			// durable against a crash of the process (not of the OS).
-			dsn += "&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+			dsn += "&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=cache_size(-32768)&_pragma=wal_autocheckpoint(0)"
 		}
 		s.db, err = sql.Open("sqlite", dsn)
 		if err == nil {
 			// One connection: SQLite lets one write at a time anyway, and
 			// an in-memory database exists per connection.
 			s.db.SetMaxOpenConns(1)
+		}
+		if err == nil && path != ":memory:" {
+			s.ckpt, err = sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
 		}
 	}
 	if err != nil {
@@ -86,6 +96,12 @@ func Open(ctx context.Context, url string) (*Store, error) {
 			return nil, err
 		}
 		s.stmts = map[string]*sql.Stmt{}
+		s.queue = make(chan *work, maxBatch)
+		s.closed = make(chan struct{})
+		s.running.Go(s.commit)
+		if s.ckpt != nil {
+			s.running.Go(s.checkpoint)
+		}
 	}
 	return s, nil
 }
@@ -102,6 +118,11 @@ func redact(s string) string {
 // Close closes the database.
 func (s *Store) Close() error {
 	if s.conn != nil {
+		close(s.closed)
+		s.running.Wait()
+		if s.ckpt != nil {
+			s.ckpt.Close()
+		}
 		s.mu.Lock()
 		for _, st := range s.stmts {
 			st.Close()
@@ -159,9 +180,15 @@ func (s *Store) prepared(ctx context.Context, query string) *sql.Stmt {
 // prepared once (tx is nil there: the connection is in a transaction of
 // its own making); on PostgreSQL in tx, or outside any transaction when
 // tx is nil (reads).
+//
+// On SQLite a statement is not cancelled with its caller's context: the
+// transaction it runs in holds other callers' work too (see runBatch),
+// and SQLite answers an interrupted write by rolling back the whole
+// transaction. Every statement here takes microseconds.
 func (s *Store) execTx(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
 	switch {
 	case s.conn != nil:
+		ctx = context.Background()
 		if st := s.prepared(ctx, query); st != nil {
 			return st.ExecContext(ctx, args...)
 		}
@@ -175,6 +202,7 @@ func (s *Store) execTx(ctx context.Context, tx *sql.Tx, query string, args ...an
 func (s *Store) rowsTx(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
 	switch {
 	case s.conn != nil:
+		ctx = context.Background()
 		if st := s.prepared(ctx, query); st != nil {
 			return st.QueryContext(ctx, args...)
 		}
@@ -188,6 +216,7 @@ func (s *Store) rowsTx(ctx context.Context, tx *sql.Tx, query string, args ...an
 func (s *Store) rowTx(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
 	switch {
 	case s.conn != nil:
+		ctx = context.Background()
 		if st := s.prepared(ctx, query); st != nil {
 			return st.QueryRowContext(ctx, args...)
 		}
@@ -198,8 +227,10 @@ func (s *Store) rowTx(ctx context.Context, tx *sql.Tx, query string, args ...any
 	return tx.QueryRowContext(ctx, s.q(query), args...)
 }
 
-// read runs f: in a transaction on SQLite, whose one connection serves
-// one operation at a time, and with tx nil on PostgreSQL.
+// read runs f: on SQLite through the committer, whose one connection
+// serves one operation at a time (read connections of their own were
+// measured slower: they make the writer share its WAL index), and with
+// tx nil on PostgreSQL.
 func (s *Store) read(ctx context.Context, f func(*sql.Tx) error) error {
 	if s.postgres {
 		return f(nil)
@@ -241,31 +272,141 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	}
 }
 
-// sqliteTx runs f in a transaction on SQLite's one connection, begun and
-// ended by hand so that statements prepared on the connection serve it
-// (database/sql would prepare them again for each *sql.Tx).
+// sqliteTx runs f in a transaction on SQLite's one connection, through
+// the committer: f may share its transaction with other callers' (each
+// in a savepoint of its own), because committing (writing the WAL) costs
+// more than all of the statements of a lease request, and a batch writes
+// each page it touches once.
 func (s *Store) sqliteTx(ctx context.Context, f func(*sql.Tx) error) error {
+	w := &work{f: f, done: make(chan error, 1)}
+	select {
+	case s.queue <- w:
+	case <-s.closed:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-w.done:
+		return err
+	case <-ctx.Done():
+		// The work may still commit: callers retry with the same request
+		// id, which the store answers idempotently.
+		return ctx.Err()
+	}
+}
+
+// work is one caller's transaction, waiting for the committer.
+type work struct {
+	f    func(*sql.Tx) error
+	done chan error
+}
+
+var errClosed = errors.New("store: closed")
+
+// maxBatch bounds how many callers share a transaction, so that one
+// batch does not hold the database for long.
+const maxBatch = 64
+
+// commit runs on SQLite until Close: it takes whatever work is waiting
+// and runs it in one transaction.
+func (s *Store) commit() {
+	var batch []*work
+	for {
+		batch = batch[:0]
+		select {
+		case w := <-s.queue:
+			batch = append(batch, w)
+		case <-s.closed:
+			return
+		}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case w := <-s.queue:
+				batch = append(batch, w)
+			default:
+				break more
+			}
+		}
+		s.runBatch(batch)
+	}
+}
+
+// checkpoint copies the WAL into the database file every so often, on a
+// connection of its own: the writer does not wait for it (as it would
+// for SQLite's automatic checkpoints, a stall of tens of milliseconds
+// for every caller in the batch).
+func (s *Store) checkpoint() {
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-t.C:
+			s.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		}
+	}
+}
+
+const checkpointEvery = 200 * time.Millisecond
+
+// runBatch runs each work in a savepoint of one transaction: a work that
+// fails is rolled back alone; if the commit fails, every work fails.
+func (s *Store) runBatch(batch []*work) {
+	ctx := context.Background()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, err := s.execTx(ctx, nil, "BEGIN IMMEDIATE"); err != nil {
-		return fmt.Errorf("store: begin: %w", err)
+		for _, w := range batch {
+			w.done <- fmt.Errorf("store: begin: %w", err)
+		}
+		return
 	}
-	if err := f(nil); err != nil {
-		// A cancelled context must not keep the rollback from running.
-		s.execTx(context.WithoutCancel(ctx), nil, "ROLLBACK")
-		return err
+	errs := make([]error, len(batch))
+	for i, w := range batch {
+		if _, err := s.execTx(ctx, nil, "SAVEPOINT work"); err != nil {
+			s.abort(batch, err)
+			return
+		}
+		errs[i] = w.f(nil)
+		if errs[i] != nil {
+			if _, err := s.execTx(ctx, nil, "ROLLBACK TO work"); err != nil {
+				s.abort(batch, err)
+				return
+			}
+		}
+		if _, err := s.execTx(ctx, nil, "RELEASE work"); err != nil {
+			s.abort(batch, err)
+			return
+		}
 	}
-	if _, err := s.execTx(context.WithoutCancel(ctx), nil, "COMMIT"); err != nil {
-		s.execTx(context.WithoutCancel(ctx), nil, "ROLLBACK")
-		return err
+	if _, err := s.execTx(ctx, nil, "COMMIT"); err != nil {
+		s.abort(batch, err)
+		return
 	}
-	return nil
+	for i, w := range batch {
+		w.done <- errs[i]
+	}
 }
 
+// abort rolls back a batch that cannot commit and fails all of its work.
+func (s *Store) abort(batch []*work, err error) {
+	s.execTx(context.Background(), nil, "ROLLBACK")
+	for _, w := range batch {
+		w.done <- fmt.Errorf("store: transaction: %w", err)
+	}
+}
+
+// newID returns a lease id: the time, then random bits. Ids made one
+// after another sort together, so a batch of new leases writes one leaf
+// page of each index instead of one page per lease.
 func newID() string {
-	b := make([]byte, 10)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+	var b [12]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
+	rand.Read(b[8:])
+	return hex.EncodeToString(b[:])
 }
 
 func nanos(t time.Time) int64 {
@@ -329,12 +470,18 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 		if err := s.insertDims(ctx, tx, "machine_dims", "hostname", m.Hostname, m.Dimensions.normalize()); err != nil {
 			return err
 		}
-		if assigned, err = s.offerMachine(ctx, tx, m.Hostname, m.Backend, body, now); err != nil {
+		var lease string
+		if lease, err = s.offerMachine(ctx, tx, m.Hostname, m.Backend, body, now); err != nil {
 			return err
 		}
-		// Answer from the transaction itself: no second round for it.
-		out, err = s.machinesTx(ctx, tx, "WHERE hostname = ?", m.Hostname)
-		return err
+		// Answer with what was written: no statement to read it back.
+		a := m
+		a.Dimensions, a.State, a.Added = m.Dimensions.normalize(), Available, fromNanos(nanos(now))
+		if assigned = lease != ""; assigned {
+			a.State, a.LeaseID = Leased, lease
+		}
+		out = []Machine{a}
+		return nil
 	})
 	if errors.Is(err, errSame) {
 		err, out = nil, nil
@@ -365,8 +512,8 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 }
 
 // offerMachine gives an available machine to the oldest pending request
-// whose every dimension it has, if any.
-func (s *Store) offerMachine(ctx context.Context, tx *sql.Tx, host, backend, body string, now time.Time) (bool, error) {
+// whose every dimension it has, if any, and returns that lease's id.
+func (s *Store) offerMachine(ctx context.Context, tx *sql.Tx, host, backend, body string, now time.Time) (string, error) {
 	var id string
 	var t term
 	err := s.rowTx(ctx, tx, (`SELECT l.id, l.duration_ns, l.expires_at, l.indefinite FROM leases l WHERE l.state = ? AND l.deadline > ? AND NOT EXISTS (
@@ -374,12 +521,13 @@ func (s *Store) offerMachine(ctx context.Context, tx *sql.Tx, host, backend, bod
 			SELECT 1 FROM machine_dims md WHERE md.hostname = ? AND md.k = d.k AND md.v = d.v))
 		ORDER BY l.created_at, l.id LIMIT 1`+s.forUpdate()), Pending, nanos(now), host).Scan(&id, &t.durNs, &t.expNs, &t.indefinite)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
+		return "", nil
 	}
 	if err != nil {
-		return false, err
+		return "", err
 	}
-	return true, s.assign(ctx, tx, id, t, host, backend, body, now)
+	_, err = s.assign(ctx, tx, id, t, host, backend, body, now)
+	return id, err
 }
 
 // insertDims writes dimensions in one statement.
@@ -407,8 +555,9 @@ type term struct {
 
 var errSame = errors.New("same")
 
-// assign gives machine host to pending lease id. tx holds both rows.
-func (s *Store) assign(ctx context.Context, tx *sql.Tx, id string, t term, host, backend, body string, now time.Time) error {
+// assign gives machine host to pending lease id and returns the lease.
+// tx holds both rows.
+func (s *Store) assign(ctx context.Context, tx *sql.Tx, id string, t term, host, backend, body string, now time.Time) (Lease, error) {
 	expires := int64(0)
 	switch {
 	case t.durNs > 0:
@@ -417,13 +566,14 @@ func (s *Store) assign(ctx context.Context, tx *sql.Tx, id string, t term, host,
 		expires = t.expNs
 	}
 	if _, err := s.execTx(ctx, tx, "UPDATE machines SET state = ?, lease_id = ? WHERE hostname = ?", Leased, id, host); err != nil {
-		return err
+		return Lease{}, err
 	}
-	if _, err := s.execTx(ctx, tx, "UPDATE leases SET state = ?, hostname = ?, machine = ?, fulfilled_at = ?, expires_at = ? WHERE id = ?",
-		Fulfilled, host, body, nanos(now), expires, id); err != nil {
-		return err
+	l, err := scanLease(s.rowTx(ctx, tx, "UPDATE leases SET state = ?, hostname = ?, machine = ?, fulfilled_at = ?, expires_at = ? WHERE id = ? RETURNING "+leaseColumns,
+		Fulfilled, host, body, nanos(now), expires, id))
+	if err != nil {
+		return Lease{}, err
 	}
-	return s.event(ctx, tx, backend, "leased", host, id, "", now)
+	return l, s.event(ctx, tx, backend, "leased", host, id, "", now)
 }
 
 func (s *Store) event(ctx context.Context, tx *sql.Tx, backend, kind, host, lease, onReclaim string, now time.Time) error {
@@ -553,7 +703,7 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 		if err := s.insertDims(ctx, tx, "lease_dims", "lease_id", id, r.Dimensions); err != nil {
 			return err
 		}
-		if fulfilled, err = s.findMachine(ctx, tx, id, t, r.Dimensions, now); err != nil {
+		if l, fulfilled, err = s.findMachine(ctx, tx, id, t, r.Dimensions, now); err != nil || fulfilled {
 			return err
 		}
 		// Answer from the transaction itself: no second round for it.
@@ -572,7 +722,7 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 			if err != nil || state != Pending {
 				return err
 			}
-			_, err = s.findMachine(ctx, tx, id, t, r.Dimensions, now)
+			_, _, err = s.findMachine(ctx, tx, id, t, r.Dimensions, now)
 			return err
 		})
 		if err == nil {
@@ -589,7 +739,7 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 // order they were added) that has every dimension it asks for. No older
 // request wants an available machine (each was offered every machine as
 // it arrived), so the first match is this request's.
-func (s *Store) findMachine(ctx context.Context, tx *sql.Tx, id string, t term, want Dimensions, now time.Time) (bool, error) {
+func (s *Store) findMachine(ctx context.Context, tx *sql.Tx, id string, t term, want Dimensions, now time.Time) (Lease, bool, error) {
 	q := "SELECT m.hostname, m.backend, m.body FROM machines m WHERE m.state = ?"
 	args := []any{Available}
 	for k, vs := range want {
@@ -601,12 +751,13 @@ func (s *Store) findMachine(ctx context.Context, tx *sql.Tx, id string, t term, 
 	var host, backend, body string
 	err := s.rowTx(ctx, tx, (q+" ORDER BY m.added_at, m.hostname LIMIT 1"+s.forUpdate()), args...).Scan(&host, &backend, &body)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
+		return Lease{}, false, nil
 	}
 	if err != nil {
-		return false, err
+		return Lease{}, false, err
 	}
-	return true, s.assign(ctx, tx, id, t, host, backend, body, now)
+	l, err := s.assign(ctx, tx, id, t, host, backend, body, now)
+	return l, true, err
 }
 
 const leaseColumns = "id, client, request_id, body, state, COALESCE(hostname, ''), COALESCE(machine, ''), created_at, deadline, fulfilled_at, expires_at, ended_at"
@@ -730,21 +881,17 @@ func (s *Store) ReleaseLease(ctx context.Context, client, id string) (Lease, boo
 	var l Lease
 	ended := false
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var owner, state string
-		var host sql.NullString
-		err := s.rowTx(ctx, tx, ("SELECT client, state, hostname FROM leases WHERE id = ?"+s.forUpdate()), id).Scan(&owner, &state, &host)
+		var err error
+		l, err = scanLease(s.rowTx(ctx, tx, "SELECT "+leaseColumns+" FROM leases WHERE id = ?"+s.forUpdate(), id))
 		switch {
-		case errors.Is(err, sql.ErrNoRows) || err == nil && client != "" && owner != client:
+		case errors.Is(err, sql.ErrNoRows) || err == nil && client != "" && l.Client != client:
 			return fmt.Errorf("lease %s: %w", id, ErrNotFound)
 		case err != nil:
 			return err
-		case state == Pending || state == Fulfilled:
-			if err := s.end(ctx, tx, id, host.String, Released, now); err != nil {
-				return err
-			}
-			ended = true
+		case l.State == Pending || l.State == Fulfilled:
+			l, err = s.end(ctx, tx, id, l.Hostname, Released, now)
+			ended = err == nil
 		}
-		l, err = s.leaseTx(ctx, tx, id)
 		return err
 	})
 	if err != nil {
@@ -753,31 +900,27 @@ func (s *Store) ReleaseLease(ctx context.Context, client, id string) (Lease, boo
 	return l, ended, nil
 }
 
-// end moves lease id to state and reclaims its machine, if any.
-func (s *Store) end(ctx context.Context, tx *sql.Tx, id, host, state string, now time.Time) error {
-	if _, err := s.execTx(ctx, tx, "UPDATE leases SET state = ?, ended_at = ? WHERE id = ?", state, nanos(now), id); err != nil {
-		return err
-	}
-	if host == "" {
-		return nil
+// end moves lease id to state, reclaims its machine, if any, and returns
+// the lease as it ended.
+func (s *Store) end(ctx context.Context, tx *sql.Tx, id, host, state string, now time.Time) (Lease, error) {
+	l, err := scanLease(s.rowTx(ctx, tx, "UPDATE leases SET state = ?, ended_at = ? WHERE id = ? RETURNING "+leaseColumns, state, nanos(now), id))
+	if err != nil || host == "" {
+		return l, err
 	}
 	var backend, body string
-	err := s.rowTx(ctx, tx, "SELECT backend, body FROM machines WHERE hostname = ? AND lease_id = ?", host, id).Scan(&backend, &body)
+	err = s.rowTx(ctx, tx, "DELETE FROM machines WHERE hostname = ? AND lease_id = ? RETURNING backend, body", host, id).Scan(&backend, &body)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil
+		return l, nil
 	}
 	if err != nil {
-		return err
+		return l, err
 	}
 	var m Machine
 	json.Unmarshal([]byte(body), &m)
 	if _, err := s.execTx(ctx, tx, "DELETE FROM machine_dims WHERE hostname = ?", host); err != nil {
-		return err
+		return l, err
 	}
-	if _, err := s.execTx(ctx, tx, "DELETE FROM machines WHERE hostname = ?", host); err != nil {
-		return err
-	}
-	return s.event(ctx, tx, backend, "reclaimed", host, id, m.Policies.OnReclaim, now)
+	return l, s.event(ctx, tx, backend, "reclaimed", host, id, m.Policies.OnReclaim, now)
 }
 
 // Expire ends the leases whose time is up and denies the requests whose
@@ -810,7 +953,7 @@ func (s *Store) Expire(ctx context.Context) (int, time.Time, error) {
 			if d.state == Pending {
 				to = Denied
 			}
-			if err := s.end(ctx, tx, d.id, d.host, to, now); err != nil {
+			if _, err := s.end(ctx, tx, d.id, d.host, to, now); err != nil {
 				return err
 			}
 			ended++

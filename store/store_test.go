@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,17 +14,23 @@ import (
 	"github.com/gcefleet/gcefleet/store"
 )
 
-// stores runs test against each store: SQLite in memory and a fresh
-// PostgreSQL database. It is the conformance suite: both must pass alike.
+// stores runs test against each store: SQLite in memory and in a file (WAL,
+// with its checkpointer) and a fresh PostgreSQL database. It is the
+// conformance suite: all must pass alike.
 func stores(t *testing.T, test func(t *testing.T, s *store.Store)) {
-	t.Run("sqlite", func(t *testing.T) {
-		s, err := store.Open(context.Background(), ":memory:")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		test(t, s)
-	})
+	for _, c := range []struct{ name, url string }{
+		{"sqlite", ":memory:"},
+		{"sqlite-file", "sqlite:" + filepath.Join(t.TempDir(), "provider.db")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := store.Open(context.Background(), c.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			test(t, s)
+		})
+	}
 	t.Run("postgres", func(t *testing.T) {
 		s, err := store.Open(context.Background(), testutil.PostgresURL(t))
 		if err != nil {
@@ -274,6 +281,45 @@ func TestNeverLeasedTwice(t *testing.T) {
 		// request waits.
 		if fulfilled != machines {
 			t.Errorf("%d leases fulfilled with %d machines and %d requests", fulfilled, machines, clients)
+		}
+	})
+}
+
+// TestFailureStaysAlone: concurrent callers may share a transaction (SQLite
+// commits them together); one caller's failure must not undo another's
+// work, nor the other way round.
+func TestFailureStaysAlone(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		if _, err := s.AddMachine(ctx, machine("taken", linux8)); err != nil {
+			t.Fatal(err)
+		}
+		const n = 50
+		errs := make([]error, 2*n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				_, errs[2*i] = s.AddMachine(ctx, machine(fmt.Sprintf("new%02d", i), linux8))
+			})
+			wg.Go(func() {
+				_, errs[2*i+1] = s.AddMachine(ctx, machine("taken", store.Dimensions{"os": {fmt.Sprint("os", i)}}))
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			if errs[2*i] != nil {
+				t.Errorf("adding new%02d beside failing callers: %v", i, errs[2*i])
+			}
+			if !errors.Is(errs[2*i+1], store.ErrConflict) {
+				t.Errorf("adding taken with another body: %v, want ErrConflict", errs[2*i+1])
+			}
+		}
+		ms, err := s.Machines(ctx, "")
+		if err != nil || len(ms) != n+1 {
+			t.Fatalf("catalog has %d machines (%v), want %d", len(ms), err, n+1)
+		}
+		if m, _ := s.Machine(ctx, "taken"); !slices.Equal(m.Dimensions["os"], []string{"linux"}) {
+			t.Errorf("taken changed by a refused add: %+v", m)
 		}
 	})
 }

@@ -105,7 +105,7 @@ func measure(kind string, clients, machines int, dur time.Duration) error {
 	bctx, stopBackend := context.WithCancel(ctx)
 	var bwg sync.WaitGroup
 	adds := make(chan string, 1024)
-	for range 8 {
+	for range clients / 2 {
 		bwg.Go(func() {
 			for h := range adds {
 				backend.AddMachine(bctx, machineNamed(h))
