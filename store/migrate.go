@@ -8,12 +8,20 @@ import (
 	"strings"
 )
 
-// migrations are the schema's versions, applied in order at Open. Each is
-// written once for both databases; {{serial}} and {{bool}} stand for the
-// types that differ.
-var migrations = []string{
+// migration is one version of the schema.
+type migration struct {
+	// sql is for both databases: statements split at ";", with
+	// {{serial}} and {{bool}} for the types that differ.
+	sql string
+	// postgres is for PostgreSQL only, each statement run whole (function
+	// bodies hold ";").
+	postgres []string
+}
+
+// migrations are the schema's versions, applied in order at Open.
+var migrations = []migration{
 	// 1: catalog, leases, events.
-	`CREATE TABLE machines (
+	{sql: `CREATE TABLE machines (
 		hostname TEXT PRIMARY KEY,
 		backend  TEXT NOT NULL,
 		body     TEXT NOT NULL,
@@ -64,15 +72,19 @@ var migrations = []string{
 		on_reclaim TEXT,
 		at         BIGINT NOT NULL
 	);
-	CREATE INDEX events_backend ON events (backend, id);`,
+	CREATE INDEX events_backend ON events (backend, id);`},
 	// 2: find a hostname's reclaim, so that it is never cataloged again.
-	`CREATE INDEX events_hostname ON events (hostname, kind);`,
+	{sql: `CREATE INDEX events_hostname ON events (hostname, kind);`},
+	// 3: PostgreSQL does the hot paths (add a machine, request and release
+	// a lease) in one call each: a round trip per statement cost more
+	// than the statements.
+	{postgres: pgFunctions},
 }
 
 // migrate brings the schema up to date, in one transaction per version.
 // On PostgreSQL an advisory lock keeps replicas starting together from
 // migrating twice.
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context, migrations []migration) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return err
@@ -105,7 +117,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		for _, stmt := range strings.Split(s.dialect(migrations[v]), ";") {
+		stmts := strings.Split(s.dialect(migrations[v].sql), ";")
+		if s.postgres {
+			stmts = append(stmts, migrations[v].postgres...)
+		}
+		for _, stmt := range stmts {
 			if strings.TrimSpace(stmt) == "" {
 				continue
 			}

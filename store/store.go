@@ -56,7 +56,9 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		s.postgres = true
 		s.db, err = sql.Open("pgx", url)
 		if err == nil {
-			s.db.SetMaxOpenConns(16)
+			// More connections than this measured no faster on two cores:
+			// the database's own processes need the CPU.
+			s.db.SetMaxOpenConns(8)
 		}
 	default:
 		path := strings.TrimPrefix(url, "sqlite:")
@@ -86,7 +88,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		s.db.Close()
 		return nil, fmt.Errorf("store: connecting to %s: %w", redact(url), err)
 	}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, migrations); err != nil {
 		s.db.Close()
 		return nil, err
 	}
@@ -253,19 +255,27 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	if s.conn != nil {
 		return s.sqliteTx(ctx, f)
 	}
-	for attempt := 0; ; attempt++ {
+	return s.retry(ctx, func() error {
 		tx, err := s.db.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("store: begin: %w", err)
 		}
-		err = f(tx)
-		if err == nil {
-			err = tx.Commit()
-		} else {
+		if err := f(tx); err != nil {
 			tx.Rollback()
+			return err
 		}
+		return tx.Commit()
+	})
+}
+
+// retry runs a PostgreSQL transaction f again when it failed on a
+// serialization failure or deadlock, or on a unique key that a concurrent
+// transaction took first (run again, f sees that key as taken).
+func (s *Store) retry(ctx context.Context, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
 		var pe *pgconn.PgError
-		if err != nil && errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01") && attempt < 10 {
+		if err != nil && errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "23505") && attempt < 10 && ctx.Err() == nil {
 			continue
 		}
 		return err
@@ -441,13 +451,28 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	if m.Policies.OnReclaim == "" {
 		m.Policies.OnReclaim = "DELETE"
 	}
+	m.Dimensions = m.Dimensions.normalize()
 	body := machineBody(m)
 	now := s.Now()
-	assigned := false
-	var out []Machine
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	var out Machine
+	var err error
+	if s.postgres {
+		out, err = s.pgAddMachine(ctx, m, body, now)
+	} else {
+		out, err = s.sqliteAddMachine(ctx, m, body, now)
+	}
+	if err != nil {
+		return Machine{}, fmt.Errorf("store: adding machine %s: %w", m.Hostname, err)
+	}
+	return out, nil
+}
+
+// sqliteAddMachine is AddMachine on SQLite (gcefleet_add_machine on
+// PostgreSQL).
+func (s *Store) sqliteAddMachine(ctx context.Context, m Machine, body string, now time.Time) (Machine, error) {
+	err := s.tx(ctx, func(*sql.Tx) error {
 		var old string
-		err := s.rowTx(ctx, tx, "SELECT body FROM machines WHERE hostname = ?", m.Hostname).Scan(&old)
+		err := s.rowTx(ctx, nil, "SELECT body FROM machines WHERE hostname = ?", m.Hostname).Scan(&old)
 		switch {
 		case err == nil && old == body:
 			return errSame
@@ -457,76 +482,49 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 			return err
 		}
 		var reclaimed int
-		if err := s.rowTx(ctx, tx, "SELECT COUNT(*) FROM events WHERE hostname = ? AND kind = 'reclaimed'", m.Hostname).Scan(&reclaimed); err != nil {
+		if err := s.rowTx(ctx, nil, "SELECT COUNT(*) FROM events WHERE hostname = ? AND kind = 'reclaimed'", m.Hostname).Scan(&reclaimed); err != nil {
 			return err
 		}
 		if reclaimed > 0 {
 			return fmt.Errorf("%w: %s was leased and reclaimed; a machine is cataloged once, its backend makes a fresh one", ErrReclaimed, m.Hostname)
 		}
-		if _, err := s.execTx(ctx, tx, "INSERT INTO machines (hostname, backend, body, state, added_at) VALUES (?, ?, ?, ?, ?)",
+		if _, err := s.execTx(ctx, nil, "INSERT INTO machines (hostname, backend, body, state, added_at) VALUES (?, ?, ?, ?, ?)",
 			m.Hostname, m.Backend, body, Available, nanos(now)); err != nil {
 			return err
 		}
-		if err := s.insertDims(ctx, tx, "machine_dims", "hostname", m.Hostname, m.Dimensions.normalize()); err != nil {
-			return err
-		}
-		var lease string
-		if lease, err = s.offerMachine(ctx, tx, m.Hostname, m.Backend, body, now); err != nil {
+		if err := s.insertDims(ctx, nil, "machine_dims", "hostname", m.Hostname, m.Dimensions); err != nil {
 			return err
 		}
 		// Answer with what was written: no statement to read it back.
-		a := m
-		a.Dimensions, a.State, a.Added = m.Dimensions.normalize(), Available, fromNanos(nanos(now))
-		if assigned = lease != ""; assigned {
-			a.State, a.LeaseID = Leased, lease
+		m.State, m.Added = Available, fromNanos(nanos(now))
+		if m.LeaseID, err = s.offerMachine(ctx, m.Hostname, m.Backend, body, now); m.LeaseID != "" {
+			m.State = Leased
 		}
-		out = []Machine{a}
-		return nil
+		return err
 	})
 	if errors.Is(err, errSame) {
-		err, out = nil, nil
-	} else if err == nil && !assigned && s.postgres {
-		out = nil
-		// A request made concurrently may have missed this machine, as
-		// this transaction missed it; now both are committed, look again.
-		err = s.tx(ctx, func(tx *sql.Tx) error {
-			var state string
-			err := s.rowTx(ctx, tx, ("SELECT state FROM machines WHERE hostname = ?" + s.forUpdate()), m.Hostname).Scan(&state)
-			if errors.Is(err, sql.ErrNoRows) || err == nil && state != Available {
-				return nil // gone, leased, or held by a transaction leasing it
-			}
-			if err != nil {
-				return err
-			}
-			_, err = s.offerMachine(ctx, tx, m.Hostname, m.Backend, body, now)
-			return err
-		})
+		return s.Machine(ctx, m.Hostname)
 	}
-	if err != nil {
-		return Machine{}, fmt.Errorf("store: adding machine %s: %w", m.Hostname, err)
-	}
-	if len(out) == 1 {
-		return out[0], nil
-	}
-	return s.Machine(ctx, m.Hostname)
+	return m, err
 }
 
 // offerMachine gives an available machine to the oldest pending request
 // whose every dimension it has, if any, and returns that lease's id.
-func (s *Store) offerMachine(ctx context.Context, tx *sql.Tx, host, backend, body string, now time.Time) (string, error) {
+// SQLite only.
+func (s *Store) offerMachine(ctx context.Context, host, backend, body string, now time.Time) (string, error) {
 	var id string
 	var t term
-	err := s.rowTx(ctx, tx, (`SELECT l.id, l.duration_ns, l.expires_at, l.indefinite FROM leases l WHERE l.state = ? AND l.deadline > ? AND NOT EXISTS (
+	err := s.rowTx(ctx, nil, `SELECT l.id, l.duration_ns, l.expires_at, l.indefinite FROM leases l WHERE l.state = ? AND l.deadline > ? AND NOT EXISTS (
 		SELECT 1 FROM lease_dims d WHERE d.lease_id = l.id AND NOT EXISTS (
 			SELECT 1 FROM machine_dims md WHERE md.hostname = ? AND md.k = d.k AND md.v = d.v))
-		ORDER BY l.created_at, l.id LIMIT 1`+s.forUpdate()), Pending, nanos(now), host).Scan(&id, &t.durNs, &t.expNs, &t.indefinite)
+		ORDER BY l.created_at, l.id LIMIT 1`, Pending, nanos(now), host).Scan(&id, &t.durNs, &t.expNs, &t.indefinite)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	_, err = s.assign(ctx, tx, id, t, host, backend, body, now)
+	_, err = s.assign(ctx, id, t, host, backend, body, now)
 	return id, err
 }
 
@@ -556,8 +554,8 @@ type term struct {
 var errSame = errors.New("same")
 
 // assign gives machine host to pending lease id and returns the lease.
-// tx holds both rows.
-func (s *Store) assign(ctx context.Context, tx *sql.Tx, id string, t term, host, backend, body string, now time.Time) (Lease, error) {
+// SQLite only (gcefleet_assign on PostgreSQL).
+func (s *Store) assign(ctx context.Context, id string, t term, host, backend, body string, now time.Time) (Lease, error) {
 	expires := int64(0)
 	switch {
 	case t.durNs > 0:
@@ -565,15 +563,15 @@ func (s *Store) assign(ctx context.Context, tx *sql.Tx, id string, t term, host,
 	case !t.indefinite:
 		expires = t.expNs
 	}
-	if _, err := s.execTx(ctx, tx, "UPDATE machines SET state = ?, lease_id = ? WHERE hostname = ?", Leased, id, host); err != nil {
+	if _, err := s.execTx(ctx, nil, "UPDATE machines SET state = ?, lease_id = ? WHERE hostname = ?", Leased, id, host); err != nil {
 		return Lease{}, err
 	}
-	l, err := scanLease(s.rowTx(ctx, tx, "UPDATE leases SET state = ?, hostname = ?, machine = ?, fulfilled_at = ?, expires_at = ? WHERE id = ? RETURNING "+leaseColumns,
+	l, err := scanLease(s.rowTx(ctx, nil, "UPDATE leases SET state = ?, hostname = ?, machine = ?, fulfilled_at = ?, expires_at = ? WHERE id = ? RETURNING "+leaseColumns,
 		Fulfilled, host, body, nanos(now), expires, id))
 	if err != nil {
 		return Lease{}, err
 	}
-	return l, s.event(ctx, tx, backend, "leased", host, id, "", now)
+	return l, s.event(ctx, nil, backend, "leased", host, id, "", now)
 }
 
 func (s *Store) event(ctx context.Context, tx *sql.Tx, backend, kind, host, lease, onReclaim string, now time.Time) error {
@@ -678,16 +676,32 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 	}{r.Dimensions, r.Term})
 	body := string(b)
 	t := term{durNs: int64(r.Term.Duration), expNs: nanos(r.Term.ExpiresAt), indefinite: r.Term.Indefinite}
-	var id string
 	var l Lease
-	fulfilled, repeat := false, false
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var old string
-		err := s.rowTx(ctx, tx, "SELECT id, body FROM leases WHERE client = ? AND request_id = ?", client, r.RequestID).Scan(&id, &old)
+	var created bool
+	var err error
+	if s.postgres {
+		l, created, err = s.pgRequestLease(ctx, client, newID(), body, r, t, now)
+	} else {
+		l, created, err = s.sqliteRequestLease(ctx, client, body, r, t, now)
+	}
+	if err != nil {
+		return Lease{}, false, fmt.Errorf("store: lease request %q: %w", r.RequestID, err)
+	}
+	return l, created, nil
+}
+
+// sqliteRequestLease is RequestLease on SQLite (gcefleet_request_lease on
+// PostgreSQL).
+func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r LeaseRequest, t term, now time.Time) (Lease, bool, error) {
+	var l Lease
+	repeat := false
+	err := s.tx(ctx, func(*sql.Tx) error {
+		var id, old string
+		err := s.rowTx(ctx, nil, "SELECT id, body FROM leases WHERE client = ? AND request_id = ?", client, r.RequestID).Scan(&id, &old)
 		switch {
 		case err == nil && old == body:
 			repeat = true
-			l, err = s.leaseTx(ctx, tx, id)
+			l, err = s.leaseTx(ctx, nil, id)
 			return err
 		case err == nil:
 			return fmt.Errorf("%w: request id %q was used for %s", ErrRequestIDReuse, r.RequestID, old)
@@ -695,51 +709,30 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 			return err
 		}
 		id = newID()
-		if _, err := s.execTx(ctx, tx, (`INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		if _, err := s.execTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			id, client, r.RequestID, body, Pending, nanos(now), nanos(r.Deadline), t.durNs, t.expNs, t.indefinite); err != nil {
 			return err
 		}
-		if err := s.insertDims(ctx, tx, "lease_dims", "lease_id", id, r.Dimensions); err != nil {
+		if err := s.insertDims(ctx, nil, "lease_dims", "lease_id", id, r.Dimensions); err != nil {
 			return err
 		}
-		if l, fulfilled, err = s.findMachine(ctx, tx, id, t, r.Dimensions, now); err != nil || fulfilled {
+		var fulfilled bool
+		if l, fulfilled, err = s.findMachine(ctx, id, t, r.Dimensions, now); err != nil || fulfilled {
 			return err
 		}
 		// Answer from the transaction itself: no second round for it.
-		l, err = s.leaseTx(ctx, tx, id)
+		l, err = s.leaseTx(ctx, nil, id)
 		return err
 	})
-	if err == nil && !fulfilled && !repeat && s.postgres {
-		// A machine added concurrently may have missed this request, as
-		// this transaction missed it; now both are committed, look again.
-		err = s.tx(ctx, func(tx *sql.Tx) error {
-			var state string
-			err := s.rowTx(ctx, tx, ("SELECT state FROM leases WHERE id = ?" + s.forUpdate()), id).Scan(&state)
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil // another transaction holds it: it is being fulfilled
-			}
-			if err != nil || state != Pending {
-				return err
-			}
-			_, _, err = s.findMachine(ctx, tx, id, t, r.Dimensions, now)
-			return err
-		})
-		if err == nil {
-			l, err = s.Lease(ctx, id)
-		}
-	}
-	if err != nil {
-		return Lease{}, false, fmt.Errorf("store: lease request %q: %w", r.RequestID, err)
-	}
-	return l, !repeat, nil
+	return l, !repeat, err
 }
 
 // findMachine gives pending lease id the first available machine (in the
 // order they were added) that has every dimension it asks for. No older
 // request wants an available machine (each was offered every machine as
-// it arrived), so the first match is this request's.
-func (s *Store) findMachine(ctx context.Context, tx *sql.Tx, id string, t term, want Dimensions, now time.Time) (Lease, bool, error) {
+// it arrived), so the first match is this request's. SQLite only.
+func (s *Store) findMachine(ctx context.Context, id string, t term, want Dimensions, now time.Time) (Lease, bool, error) {
 	q := "SELECT m.hostname, m.backend, m.body FROM machines m WHERE m.state = ?"
 	args := []any{Available}
 	for k, vs := range want {
@@ -749,14 +742,14 @@ func (s *Store) findMachine(ctx context.Context, tx *sql.Tx, id string, t term, 
 		}
 	}
 	var host, backend, body string
-	err := s.rowTx(ctx, tx, (q+" ORDER BY m.added_at, m.hostname LIMIT 1"+s.forUpdate()), args...).Scan(&host, &backend, &body)
+	err := s.rowTx(ctx, nil, q+" ORDER BY m.added_at, m.hostname LIMIT 1", args...).Scan(&host, &backend, &body)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Lease{}, false, nil
 	}
 	if err != nil {
 		return Lease{}, false, err
 	}
-	l, err := s.assign(ctx, tx, id, t, host, backend, body, now)
+	l, err := s.assign(ctx, id, t, host, backend, body, now)
 	return l, true, err
 }
 
@@ -880,20 +873,25 @@ func (s *Store) ReleaseLease(ctx context.Context, client, id string) (Lease, boo
 	now := s.Now()
 	var l Lease
 	ended := false
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var err error
-		l, err = scanLease(s.rowTx(ctx, tx, "SELECT "+leaseColumns+" FROM leases WHERE id = ?"+s.forUpdate(), id))
-		switch {
-		case errors.Is(err, sql.ErrNoRows) || err == nil && client != "" && l.Client != client:
-			return fmt.Errorf("lease %s: %w", id, ErrNotFound)
-		case err != nil:
+	var err error
+	if s.postgres {
+		l, ended, err = s.pgReleaseLease(ctx, client, id, now)
+	} else {
+		err = s.tx(ctx, func(*sql.Tx) error {
+			var err error
+			l, err = scanLease(s.rowTx(ctx, nil, "SELECT "+leaseColumns+" FROM leases WHERE id = ?", id))
+			switch {
+			case errors.Is(err, sql.ErrNoRows) || err == nil && client != "" && l.Client != client:
+				return fmt.Errorf("lease %s: %w", id, ErrNotFound)
+			case err != nil:
+				return err
+			case l.State == Pending || l.State == Fulfilled:
+				l, err = s.end(ctx, nil, id, l.Hostname, Released, now)
+				ended = err == nil
+			}
 			return err
-		case l.State == Pending || l.State == Fulfilled:
-			l, err = s.end(ctx, tx, id, l.Hostname, Released, now)
-			ended = err == nil
-		}
-		return err
-	})
+		})
+	}
 	if err != nil {
 		return Lease{}, false, fmt.Errorf("store: releasing: %w", err)
 	}

@@ -1,0 +1,240 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// matchLock is the advisory lock that makes a request that finds no
+// machine and a machine being added meet: adds hold it shared until they
+// commit; a request about to wait takes it exclusively and looks again,
+// so it sees every machine added before, and every machine added after
+// sees it pending. Requests that find a machine, and adds, never wait
+// for each other.
+const matchLock = "7210"
+
+// pgFunctions are the PostgreSQL functions behind AddMachine, RequestLease
+// and ReleaseLease. They do what the SQLite paths in store.go do, step for
+// step; the conformance suite holds both to the same behaviour.
+var pgFunctions = []string{
+	// Dimensions as arrays of "key=value" (keys hold no "="), so that a
+	// match is one containment test on the row (machine_dims and
+	// lease_dims, which SQLite matches on, are not written here).
+	`ALTER TABLE machines ADD COLUMN kv TEXT[] NOT NULL DEFAULT '{}'`,
+	`UPDATE machines SET kv = ARRAY(SELECT d.k || '=' || d.v FROM machine_dims d WHERE d.hostname = machines.hostname)`,
+	`ALTER TABLE leases ADD COLUMN kv TEXT[] NOT NULL DEFAULT '{}'`,
+	`UPDATE leases SET kv = ARRAY(SELECT d.k || '=' || d.v FROM lease_dims d WHERE d.lease_id = leases.id)`,
+
+	// gcefleet_assign gives available machine host to pending lease id.
+	`CREATE FUNCTION gcefleet_assign(p_id TEXT, p_dur BIGINT, p_exp BIGINT, p_indef BOOLEAN,
+		p_host TEXT, p_backend TEXT, p_body TEXT, p_now BIGINT) RETURNS VOID AS $$
+	BEGIN
+		UPDATE machines SET state = 'LEASED', lease_id = p_id WHERE hostname = p_host;
+		UPDATE leases SET state = 'FULFILLED', hostname = p_host, machine = p_body, fulfilled_at = p_now,
+			expires_at = CASE WHEN p_dur > 0 THEN p_now + p_dur WHEN NOT p_indef THEN p_exp ELSE 0 END
+			WHERE id = p_id;
+		INSERT INTO events (backend, kind, hostname, lease_id, on_reclaim, at)
+			VALUES (p_backend, 'leased', p_host, p_id, '', p_now);
+	END $$ LANGUAGE plpgsql`,
+
+	// gcefleet_find gives pending lease id the first available machine
+	// that has every dimension of p_kv.
+	`CREATE FUNCTION gcefleet_find(p_id TEXT, p_dur BIGINT, p_exp BIGINT, p_indef BOOLEAN,
+		p_kv TEXT[], p_now BIGINT) RETURNS BOOLEAN AS $$
+	DECLARE
+		v_host TEXT; v_backend TEXT; v_body TEXT;
+	BEGIN
+		SELECT hostname, backend, body INTO v_host, v_backend, v_body FROM machines
+			WHERE state = 'AVAILABLE' AND kv @> p_kv
+			ORDER BY added_at, hostname LIMIT 1 FOR UPDATE SKIP LOCKED;
+		IF NOT FOUND THEN
+			RETURN FALSE;
+		END IF;
+		PERFORM gcefleet_assign(p_id, p_dur, p_exp, p_indef, v_host, v_backend, v_body, p_now);
+		RETURN TRUE;
+	END $$ LANGUAGE plpgsql`,
+
+	// gcefleet_add_machine catalogs a machine and offers it to the oldest
+	// pending request it satisfies. o_status is added (o_lease: the lease
+	// it went to, if any), same, conflict (o_lease: the body on record) or
+	// reclaimed.
+	`CREATE FUNCTION gcefleet_add_machine(p_host TEXT, p_backend TEXT, p_body TEXT, p_now BIGINT,
+		p_kv TEXT[]) RETURNS TABLE (o_status TEXT, o_lease TEXT) AS $$
+	DECLARE
+		v_old TEXT; l leases%ROWTYPE;
+	BEGIN
+		PERFORM pg_advisory_xact_lock_shared(` + matchLock + `);
+		SELECT body INTO v_old FROM machines WHERE hostname = p_host;
+		IF FOUND THEN
+			o_status := CASE WHEN v_old = p_body THEN 'same' ELSE 'conflict' END;
+			o_lease := v_old;
+			RETURN NEXT;
+			RETURN;
+		END IF;
+		IF EXISTS (SELECT 1 FROM events WHERE hostname = p_host AND kind = 'reclaimed') THEN
+			o_status := 'reclaimed';
+			RETURN NEXT;
+			RETURN;
+		END IF;
+		INSERT INTO machines (hostname, backend, body, state, added_at, kv) VALUES (p_host, p_backend, p_body, 'AVAILABLE', p_now, p_kv);
+		o_status := 'added';
+		SELECT * INTO l FROM leases WHERE state = 'PENDING' AND deadline > p_now AND kv <@ p_kv
+			ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED;
+		IF FOUND THEN
+			PERFORM gcefleet_assign(l.id, l.duration_ns, l.expires_at, l.indefinite, p_host, p_backend, p_body, p_now);
+			o_lease := l.id;
+		END IF;
+		RETURN NEXT;
+	END $$ LANGUAGE plpgsql`,
+
+	// gcefleet_request_lease records a lease request and fulfils it if a
+	// machine matches. It answers with the lease's row, after o_status:
+	// new, repeat (the same request again) or reuse (the request id was
+	// used for another request, whose body is o_old).
+	`CREATE FUNCTION gcefleet_request_lease(p_id TEXT, p_client TEXT, p_request_id TEXT, p_body TEXT,
+		p_now BIGINT, p_deadline BIGINT, p_dur BIGINT, p_exp BIGINT, p_indef BOOLEAN, p_kv TEXT[])
+		RETURNS TABLE (o_status TEXT, o_old TEXT, ` + pgLeaseTable + `) AS $$
+	DECLARE
+		v_id TEXT; v_old TEXT; v_status TEXT := 'new'; v_host TEXT; v_backend TEXT; v_body TEXT;
+	BEGIN
+		SELECT id, body INTO v_id, v_old FROM leases WHERE client = p_client AND request_id = p_request_id;
+		IF FOUND THEN
+			v_status := CASE WHEN v_old = p_body THEN 'repeat' ELSE 'reuse' END;
+		ELSE
+			v_id := p_id;
+			-- A request fulfilled at once is written once, FULFILLED: a
+			-- PENDING version first would leave a dead entry in each index
+			-- for every lease, which the next searches wade through.
+			SELECT hostname, backend, body INTO v_host, v_backend, v_body FROM machines
+				WHERE state = 'AVAILABLE' AND kv @> p_kv
+				ORDER BY added_at, hostname LIMIT 1 FOR UPDATE SKIP LOCKED;
+			IF FOUND THEN
+				INSERT INTO leases (id, client, request_id, body, state, hostname, machine, created_at, deadline,
+					duration_ns, expires_at, indefinite, fulfilled_at, kv)
+					VALUES (p_id, p_client, p_request_id, p_body, 'FULFILLED', v_host, v_body, p_now, p_deadline,
+					p_dur, CASE WHEN p_dur > 0 THEN p_now + p_dur WHEN NOT p_indef THEN p_exp ELSE 0 END, p_indef, p_now, p_kv);
+				UPDATE machines SET state = 'LEASED', lease_id = p_id WHERE hostname = v_host;
+				INSERT INTO events (backend, kind, hostname, lease_id, on_reclaim, at)
+					VALUES (v_backend, 'leased', v_host, p_id, '', p_now);
+			ELSE
+				INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite, kv)
+					VALUES (p_id, p_client, p_request_id, p_body, 'PENDING', p_now, p_deadline, p_dur, p_exp, p_indef, p_kv);
+				PERFORM pg_advisory_xact_lock(` + matchLock + `);
+				PERFORM gcefleet_find(p_id, p_dur, p_exp, p_indef, p_kv, p_now);
+			END IF;
+		END IF;
+		RETURN QUERY SELECT v_status, v_old, ` + leaseColumns + ` FROM leases WHERE id = v_id;
+	END $$ LANGUAGE plpgsql`,
+
+	// gcefleet_release_lease ends client's lease (anyone's for client '')
+	// and reclaims its machine. It answers with whether this call ended
+	// it and the lease's row; with no row if there is no such lease.
+	`CREATE FUNCTION gcefleet_release_lease(p_client TEXT, p_id TEXT, p_now BIGINT)
+		RETURNS TABLE (o_ended BOOLEAN, ` + pgLeaseTable + `) AS $$
+	DECLARE
+		v_owner TEXT; v_state TEXT; v_host TEXT; v_backend TEXT; v_body TEXT; v_ended BOOLEAN := FALSE;
+	BEGIN
+		SELECT client, state, hostname INTO v_owner, v_state, v_host FROM leases WHERE id = p_id FOR UPDATE;
+		IF NOT FOUND OR (p_client <> '' AND v_owner <> p_client) THEN
+			RETURN;
+		END IF;
+		IF v_state IN ('PENDING', 'FULFILLED') THEN
+			v_ended := TRUE;
+			UPDATE leases SET state = 'RELEASED', ended_at = p_now WHERE id = p_id;
+			IF v_host IS NOT NULL THEN
+				DELETE FROM machines WHERE hostname = v_host AND lease_id = p_id RETURNING backend, body INTO v_backend, v_body;
+				IF FOUND THEN
+					INSERT INTO events (backend, kind, hostname, lease_id, on_reclaim, at)
+						VALUES (v_backend, 'reclaimed', v_host, p_id, COALESCE(v_body::jsonb -> 'policies' ->> 'on_reclaim', ''), p_now);
+				END IF;
+			END IF;
+		END IF;
+		RETURN QUERY SELECT v_ended, ` + leaseColumns + ` FROM leases WHERE id = p_id;
+	END $$ LANGUAGE plpgsql`,
+}
+
+// pgLeaseTable declares the columns of leaseColumns as a function's result.
+const pgLeaseTable = `o_id TEXT, o_client TEXT, o_request_id TEXT, o_body TEXT, o_state TEXT, o_hostname TEXT, o_machine TEXT,
+	o_created_at BIGINT, o_deadline BIGINT, o_fulfilled_at BIGINT, o_expires_at BIGINT, o_ended_at BIGINT`
+
+// kv flattens dimensions into "key=value" strings.
+func kv(d Dimensions) []string {
+	out := []string{} // not nil: that would be NULL, not an empty array
+	for k, vs := range d {
+		for _, v := range vs {
+			out = append(out, k+"="+v)
+		}
+	}
+	return out
+}
+
+// withPrefix scans columns before a lease's.
+type withPrefix struct {
+	row    *sql.Row
+	prefix []any
+}
+
+func (w withPrefix) Scan(dest ...any) error { return w.row.Scan(append(w.prefix, dest...)...) }
+
+// pgAddMachine is AddMachine on PostgreSQL.
+func (s *Store) pgAddMachine(ctx context.Context, m Machine, body string, now time.Time) (Machine, error) {
+	var status string
+	var detail sql.NullString
+	err := s.retry(ctx, func() error {
+		return s.db.QueryRowContext(ctx, "SELECT o_status, o_lease FROM gcefleet_add_machine($1, $2, $3, $4, $5)",
+			m.Hostname, m.Backend, body, nanos(now), kv(m.Dimensions)).Scan(&status, &detail)
+	})
+	switch {
+	case err != nil:
+		return Machine{}, err
+	case status == "same":
+		return s.Machine(ctx, m.Hostname)
+	case status == "conflict":
+		return Machine{}, fmt.Errorf("%w: %s is cataloged already with another body: %s", ErrConflict, m.Hostname, detail.String)
+	case status == "reclaimed":
+		return Machine{}, fmt.Errorf("%w: %s was leased and reclaimed; a machine is cataloged once, its backend makes a fresh one", ErrReclaimed, m.Hostname)
+	}
+	m.Dimensions, m.State, m.Added = m.Dimensions.normalize(), Available, fromNanos(nanos(now))
+	if detail.Valid {
+		m.State, m.LeaseID = Leased, detail.String
+	}
+	return m, nil
+}
+
+// pgRequestLease is RequestLease on PostgreSQL; id is the new lease's id.
+func (s *Store) pgRequestLease(ctx context.Context, client, id, body string, r LeaseRequest, t term, now time.Time) (Lease, bool, error) {
+	var status string
+	var old sql.NullString
+	var l Lease
+	err := s.retry(ctx, func() error {
+		var err error
+		l, err = scanLease(withPrefix{s.db.QueryRowContext(ctx, "SELECT * FROM gcefleet_request_lease($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+			id, client, r.RequestID, body, nanos(now), nanos(r.Deadline), t.durNs, t.expNs, t.indefinite, kv(r.Dimensions)), []any{&status, &old}})
+		return err
+	})
+	switch {
+	case err != nil:
+		return Lease{}, false, err
+	case status == "reuse":
+		return Lease{}, false, fmt.Errorf("%w: request id %q was used for %s", ErrRequestIDReuse, r.RequestID, old.String)
+	}
+	return l, status == "new", nil
+}
+
+// pgReleaseLease is ReleaseLease on PostgreSQL.
+func (s *Store) pgReleaseLease(ctx context.Context, client, id string, now time.Time) (Lease, bool, error) {
+	var ended bool
+	var l Lease
+	err := s.retry(ctx, func() error {
+		var err error
+		l, err = scanLease(withPrefix{s.db.QueryRowContext(ctx, "SELECT * FROM gcefleet_release_lease($1, $2, $3)", client, id, nanos(now)), []any{&ended}})
+		return err
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return Lease{}, false, fmt.Errorf("lease %s: %w", id, ErrNotFound)
+	}
+	return l, ended, err
+}
