@@ -79,6 +79,17 @@ var migrations = []migration{
 	// a lease) in one call each: a round trip per statement cost more
 	// than the statements.
 	{postgres: pgFunctions},
+	// 4: state of the services beside the provider (the GCE Backend's),
+	// and who among replicas leads each.
+	{sql: `CREATE TABLE kv (
+		k TEXT PRIMARY KEY,
+		v TEXT NOT NULL
+	);
+	CREATE TABLE leaders (
+		name       TEXT PRIMARY KEY,
+		holder     TEXT NOT NULL,
+		expires_at BIGINT NOT NULL
+	);`},
 }
 
 // migrate brings the schema up to date, in one transaction per version.

@@ -363,3 +363,87 @@ func TestTermValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyValue(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		if _, err := s.Get(ctx, "cursor"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("get of a missing key: %v, want ErrNotFound", err)
+		}
+		for _, v := range []string{"1", "2"} {
+			if err := s.Put(ctx, "cursor", v, store.Fence{}); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.Get(ctx, "cursor"); err != nil || got != v {
+				t.Fatalf("get: %q, %v; want %q", got, err, v)
+			}
+		}
+	})
+}
+
+// TestLeadership: one replica leads at a time; the others take over when
+// it stops renewing, and a deposed leader's fenced writes are refused.
+func TestLeadership(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		now := time.Unix(1_800_000_000, 0)
+		s.Now = func() time.Time { return now }
+		const ttl = 10 * time.Second
+		lead := func(who string) bool {
+			t.Helper()
+			ok, err := s.Lead(ctx, "backend", who, ttl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ok
+		}
+		if !lead("a") || lead("b") {
+			t.Fatal("a should lead alone")
+		}
+		now = now.Add(ttl / 2)
+		if !lead("a") || lead("b") {
+			t.Fatal("a renews; b still may not lead")
+		}
+		if err := s.Put(ctx, "state", "from a", store.Fence{Name: "backend", Holder: "a"}); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(ttl) // a stopped renewing: it died
+		if !lead("b") || lead("a") {
+			t.Fatal("b should take over from a lapsed a")
+		}
+		if err := s.Put(ctx, "state", "from a", store.Fence{Name: "backend", Holder: "a"}); !errors.Is(err, store.ErrNotLeader) {
+			t.Fatalf("deposed a wrote: %v, want ErrNotLeader", err)
+		}
+		if v, _ := s.Get(ctx, "state"); v != "from a" {
+			t.Fatalf("state = %q", v)
+		}
+		if err := s.Resign(ctx, "backend", "b"); err != nil {
+			t.Fatal(err)
+		}
+		if !lead("c") {
+			t.Fatal("c should lead at once after b resigned")
+		}
+		// Concurrent candidates: exactly one wins.
+		now = now.Add(2 * ttl)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won := 0
+		for i := range 8 {
+			wg.Go(func() {
+				ok, err := s.Lead(ctx, "backend", fmt.Sprint("r", i), ttl)
+				if err != nil {
+					t.Error(err)
+				}
+				if ok {
+					mu.Lock()
+					won++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if won != 1 {
+			t.Fatalf("%d replicas lead at once", won)
+		}
+	})
+}
