@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
@@ -13,33 +15,14 @@ import (
 	"github.com/gcefleet/gcefleet/store"
 )
 
-// group is a manager's current revision.
-type group struct {
-	m   Manager
-	t   Template
-	rev string
-}
-
-func (j *Jobs) groups() []group {
-	templates := map[string]Template{}
-	for _, t := range j.Config.Templates {
-		templates[t.BaseName] = t
-	}
-	var out []group
-	for _, m := range j.Config.Managers {
-		t := templates[m.TemplateBaseName]
-		out = append(out, group{m: m, t: t, rev: t.Revision()})
-	}
-	return out
-}
-
-// managed lists a group's instances with their status and action.
-func (j *Jobs) managed(ctx context.Context, g group) ([]*computepb.ManagedInstance, error) {
+// managed lists a group's instances with their status and action
+// (fetch-instances).
+func (j *Jobs) managed(ctx context.Context, project, zone, name string) ([]*computepb.ManagedInstance, error) {
 	var out []*computepb.ManagedInstance
-	err := gceapi.Retry(ctx, func() error {
+	err := j.retry(ctx, project, func() error {
 		out = out[:0]
 		it := j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{
-			Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev})
+			Project: project, Zone: zone, InstanceGroupManager: name})
 		for {
 			mi, err := it.Next()
 			if errors.Is(err, iterator.Done) {
@@ -54,144 +37,286 @@ func (j *Jobs) managed(ctx context.Context, g group) ([]*computepb.ManagedInstan
 	return out, err
 }
 
-// CatalogInstances adds every running instance of the managed groups to
-// the provider's catalog, with its template's dimensions and where it
+// CatalogInstances adds every running instance of the configured groups
+// to the provider's catalog, with its template's dimensions and where it
 // stands. Cataloging is idempotent, so the job just runs again.
-func (j *Jobs) CatalogInstances(ctx context.Context, add func(context.Context, store.Machine) error) error {
-	var errs []error
-	for _, g := range j.groups() {
-		mis, err := j.managed(ctx, g)
-		if err != nil {
-			if gceapi.Classify(err) != gceapi.NotFound {
-				errs = append(errs, fmt.Errorf("instances of %s in %s: %w", g.rev, g.m.Zone, err))
-			}
+//
+// A cataloged machine that is idle and no longer RUNNING in its group
+// (preempted, or deleted behind the backend's back) leaves the catalog,
+// so that nobody leases a machine that is gone.
+func (j *Jobs) CatalogInstances(ctx context.Context) error {
+	gs := j.groups()
+	st := j.state()
+	all, err := j.Provider.Machines(ctx)
+	if err != nil {
+		return fmt.Errorf("the provider's catalog: %w", err)
+	}
+	cataloged := map[string]map[string]store.Machine{} // by group key, hostname
+	for _, m := range all {
+		d := m.Dimensions
+		if len(d["project"]) == 0 || len(d["zone"]) == 0 || len(d["revision"]) == 0 {
 			continue
 		}
+		k := d["project"][0] + "/" + d["zone"][0] + "/" + d["revision"][0]
+		if cataloged[k] == nil {
+			cataloged[k] = map[string]store.Machine{}
+		}
+		cataloged[k][m.Hostname] = m
+	}
+	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
+		g := gs[i]
+		if _, made := st.Groups[g.record().key()]; !made {
+			return nil
+		}
+		mis, err := j.managed(ctx, g.t.Project, g.m.Zone, g.rev)
+		if err != nil {
+			if gceapi.Classify(err) == gceapi.NotFound {
+				return nil
+			}
+			return fmt.Errorf("instances of %s in %s: %w", g.rev, g.m.Zone, err)
+		}
+		var errs []error
+		running := map[string]string{} // name -> instance id
 		for _, mi := range mis {
-			if mi.GetInstanceStatus() != "RUNNING" || mi.GetCurrentAction() != "NONE" {
+			if mi.GetInstanceStatus() == "RUNNING" && mi.GetCurrentAction() == "NONE" {
+				running[gceapi.LastSegment(mi.GetInstance())] = strconv.FormatUint(mi.GetId(), 10)
+			}
+		}
+		mine := cataloged[g.record().key()]
+		for host, m := range mine {
+			// A group recreates a lost instance under its name: the id
+			// tells the new one from the entry of the old.
+			if id, ok := running[host]; (!ok || !slices.Contains(m.Dimensions["instance_id"], id)) && m.State == store.Available {
+				delete(mine, host)
+				if err := j.Provider.DeleteMachine(ctx, host); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrLeased) {
+					errs = append(errs, fmt.Errorf("removing gone %s from the catalog: %w", host, err))
+				} else if err == nil {
+					j.Log.Info("removed a machine that is no longer running from the catalog", "instance", host)
+				}
+			}
+		}
+		for _, mi := range mis {
+			name := gceapi.LastSegment(mi.GetInstance())
+			if running[name] == "" || !st.Pending[name].IsZero() {
 				continue
 			}
-			name := gceapi.LastSegment(mi.GetInstance())
-			in, err := j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: g.t.Project, Zone: g.m.Zone, Instance: name})
+			if _, ok := mine[name]; ok {
+				continue // cataloged already: no call
+			}
+			var in *computepb.Instance
+			err := j.retry(ctx, g.t.Project, func() error {
+				var err error
+				in, err = j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: g.t.Project, Zone: g.m.Zone, Instance: name})
+				return err
+			})
 			if err != nil {
 				if gceapi.Classify(err) != gceapi.NotFound {
 					errs = append(errs, err)
 				}
 				continue
 			}
-			dims := store.Dimensions{
-				"project": {g.t.Project}, "zone": {g.m.Zone}, "template": {g.t.BaseName},
-				"revision": {g.rev}, "machine_type": {g.t.MachineType},
-			}
-			for k, v := range g.t.Dimensions {
-				dims[k] = append(dims[k], v)
-			}
-			m := store.Machine{Hostname: name, Dimensions: dims, Policies: store.Policies{OnReclaim: "DELETE"},
-				Connection: store.Connection{Address: in.GetNetworkInterfaces()[0].GetNetworkIP()}}
 			// A reclaimed instance still running until its deletion is
 			// refused by the provider: it is on its way out.
-			if err := add(ctx, m); err != nil && !errors.Is(err, store.ErrReclaimed) {
+			if _, err := j.Provider.AddMachine(ctx, g.machine(in)); err != nil && !errors.Is(err, store.ErrReclaimed) {
 				errs = append(errs, fmt.Errorf("cataloging %s: %w", name, err))
 			}
 		}
-	}
-	return errors.Join(errs...)
-}
-
-// DeleteReclaimed deletes, through their groups, the instances whose lease
-// the provider reclaimed; the group lowers its target size with each, and
-// ResizeGroups raises it again, so a reclaimed machine is replaced by a
-// fresh one. An instance of no configured group is left alone.
-func (j *Jobs) DeleteReclaimed(ctx context.Context, events []store.Event) error {
-	var errs []error
-	for _, e := range events {
-		if e.Kind != "reclaimed" || e.OnReclaim == "RECYCLE" {
-			continue
-		}
-		deleted := false
-		for _, g := range j.groups() {
-			// Instances are named after their group's revision; the same
-			// revision has a group in each of its zones.
-			if !strings.HasPrefix(e.Hostname, g.rev+"-") {
-				continue
-			}
-			member, err := j.deleteFromGroup(ctx, g, e.Hostname)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("deleting reclaimed %s: %w", e.Hostname, err))
-			}
-			if member {
-				deleted = err == nil
-				j.Log.Info("deleted reclaimed instance", "instance", e.Hostname, "group", g.rev, "zone", g.m.Zone)
-				break
-			}
-		}
-		if !deleted {
-			j.Log.Warn("reclaimed machine is in no configured group; left alone", "instance", e.Hostname)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// deleteFromGroup deletes instance name if it is a member of g, and says
-// whether it was.
-func (j *Jobs) deleteFromGroup(ctx context.Context, g group, name string) (bool, error) {
-	mis, err := j.managed(ctx, g)
-	if err != nil {
-		if gceapi.Classify(err) == gceapi.NotFound {
-			return false, nil
-		}
-		return false, err
-	}
-	url := ""
-	for _, mi := range mis {
-		if gceapi.LastSegment(mi.GetInstance()) == name {
-			url = mi.GetInstance()
-		}
-	}
-	if url == "" {
-		return false, nil
-	}
-	req := &computepb.DeleteInstancesInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev,
-		RequestId: new(gceapi.RequestID()),
-		InstanceGroupManagersDeleteInstancesRequestResource: &computepb.InstanceGroupManagersDeleteInstancesRequest{Instances: []string{url}}}
-	return true, gceapi.Retry(ctx, func() error {
-		op, err := j.Compute.Groups.DeleteInstances(ctx, req)
-		if err != nil {
-			return err
-		}
-		return j.Compute.Wait(ctx, g.t.Project, op)
+		return errors.Join(errs...)
 	})
 }
 
-// ResizeGroups brings each group whose target size fell below its
-// manager's minimum back up to it.
-func (j *Jobs) ResizeGroups(ctx context.Context) error {
-	var errs []error
-	for _, g := range j.groups() {
-		mig, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev})
-		if err != nil {
-			if gceapi.Classify(err) != gceapi.NotFound {
-				errs = append(errs, err)
+// machine is the catalog entry of instance in of g.
+func (g group) machine(in *computepb.Instance) store.Machine {
+	dims := store.Dimensions{
+		"project": {g.t.Project}, "zone": {g.m.Zone}, "template": {g.t.BaseName},
+		"revision": {g.rev}, "machine_type": {g.t.MachineType},
+		"instance_id": {strconv.FormatUint(in.GetId(), 10)},
+	}
+	for k, v := range g.t.Dimensions {
+		dims[k] = append(dims[k], v)
+	}
+	m := store.Machine{Hostname: in.GetName(), Dimensions: dims, Policies: store.Policies{OnReclaim: "DELETE"}}
+	if nics := in.GetNetworkInterfaces(); len(nics) > 0 {
+		m.Connection.Address = nics[0].GetNetworkIP()
+	}
+	return m
+}
+
+// Reclaimed records for deletion the instances whose lease the provider
+// reclaimed, from its events, and moves the cursor past them
+// (update-cataloged-instances). It reports whether any was recorded.
+func (j *Jobs) Reclaimed(ctx context.Context, events []store.Event) (bool, error) {
+	if len(events) == 0 {
+		return false, nil
+	}
+	now := j.now()
+	any := false
+	err := j.update(ctx, func(s *State) {
+		for _, e := range events {
+			if e.Kind == "reclaimed" && e.OnReclaim != "RECYCLE" && s.Pending[e.Hostname].IsZero() {
+				s.Pending[e.Hostname] = now
+				any = true
 			}
-			continue
 		}
-		want := int32(g.m.MinimumSize)
-		if mig.GetTargetSize() >= want {
-			continue
+		s.Cursor = events[len(events)-1].ID
+	})
+	return any, err
+}
+
+// DeletePending deletes the instances pending deletion through their
+// groups' deleteInstances (so that the group does not replace them until
+// it is resized), again on each run until they are gone, and forgets them
+// then. An instance of no group of the backend's is left alone.
+func (j *Jobs) DeletePending(ctx context.Context) error {
+	st := j.state()
+	if len(st.Pending) == 0 {
+		return nil
+	}
+	groups := make([]GroupRecord, 0, len(st.Groups))
+	for _, g := range st.Groups {
+		groups = append(groups, g)
+	}
+	return j.each(ctx, len(groups), func(ctx context.Context, i int) error {
+		g := groups[i]
+		mine := 0
+		for host := range st.Pending {
+			if strings.HasPrefix(host, g.Name+"-") {
+				mine++
+			}
 		}
-		req := &computepb.ResizeInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev, Size: want, RequestId: new(gceapi.RequestID())}
-		err = gceapi.Retry(ctx, func() error {
-			op, err := j.Compute.Groups.Resize(ctx, req)
+		if mine == 0 {
+			return nil
+		}
+		mis, err := j.managed(ctx, g.Project, g.Zone, g.Name)
+		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+			return fmt.Errorf("instances of %s in %s: %w", g.Name, g.Zone, err)
+		}
+		present := map[string]bool{}
+		var urls []string
+		for _, mi := range mis {
+			name := gceapi.LastSegment(mi.GetInstance())
+			if st.Pending[name].IsZero() {
+				continue
+			}
+			present[name] = true
+			if mi.GetCurrentAction() != "DELETING" && mi.GetCurrentAction() != "ABANDONING" {
+				urls = append(urls, mi.GetInstance())
+			}
+		}
+		// Pending instances named for this group that it no longer holds
+		// are gone (an instance name is unique to its group's revision,
+		// and a revision has one group per zone; so check each zone's).
+		if err := j.forgetGone(ctx, g, st, present); err != nil {
+			return err
+		}
+		if len(urls) == 0 {
+			return nil
+		}
+		req := &computepb.DeleteInstancesInstanceGroupManagerRequest{Project: g.Project, Zone: g.Zone, InstanceGroupManager: g.Name,
+			RequestId: new(gceapi.RequestID()),
+			InstanceGroupManagersDeleteInstancesRequestResource: &computepb.InstanceGroupManagersDeleteInstancesRequest{Instances: urls}}
+		err = j.retry(ctx, g.Project, func() error {
+			op, err := j.Compute.Groups.DeleteInstances(ctx, req)
 			if err != nil {
 				return err
 			}
-			return j.Compute.Wait(ctx, g.t.Project, op)
+			return j.Compute.Wait(ctx, g.Project, op)
 		})
 		if err != nil {
-			errs = append(errs, fmt.Errorf("resizing %s in %s: %w", g.rev, g.m.Zone, err))
+			return fmt.Errorf("deleting %d instances of %s in %s: %w", len(urls), g.Name, g.Zone, err)
+		}
+		j.Log.Info("deleted instances", "group", g.Name, "zone", g.Zone, "count", len(urls))
+		return nil
+	})
+}
+
+// forgetGone forgets the pending instances of g's revision that no group
+// of that revision holds any more.
+func (j *Jobs) forgetGone(ctx context.Context, g GroupRecord, st State, present map[string]bool) error {
+	var gone []string
+	for host := range st.Pending {
+		if !strings.HasPrefix(host, g.Name+"-") || present[host] {
 			continue
 		}
-		j.Log.Info("resized group", "group", g.rev, "zone", g.m.Zone, "from", mig.GetTargetSize(), "to", want)
+		elsewhere := false
+		for _, o := range st.Groups {
+			if o.Name == g.Name && o.key() != g.key() {
+				// The same revision in another zone: is it there?
+				_, err := j.instance(ctx, o.Project, o.Zone, host)
+				if err == nil {
+					elsewhere = true
+				} else if gceapi.Classify(err) != gceapi.NotFound {
+					return err
+				}
+			}
+		}
+		if !elsewhere {
+			gone = append(gone, host)
+		}
 	}
-	return errors.Join(errs...)
+	if len(gone) == 0 {
+		return nil
+	}
+	return j.update(ctx, func(s *State) {
+		for _, h := range gone {
+			delete(s.Pending, h)
+		}
+	})
+}
+
+func (j *Jobs) instance(ctx context.Context, project, zone, name string) (*computepb.Instance, error) {
+	var in *computepb.Instance
+	err := j.retry(ctx, project, func() error {
+		var err error
+		in, err = j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: project, Zone: zone, Instance: name})
+		return err
+	})
+	return in, err
+}
+
+// RemoveDrained takes the idle instances of drained groups out of the
+// catalog and records them for deletion (remove-cataloged-instances). A
+// leased instance stays until its lease ends; the provider then reclaims
+// it and it is deleted like any other.
+func (j *Jobs) RemoveDrained(ctx context.Context) error {
+	ds := j.drained()
+	st := j.state()
+	return j.each(ctx, len(ds), func(ctx context.Context, i int) error {
+		d := ds[i]
+		mis, err := j.managed(ctx, d.Project, d.Zone, d.Name)
+		if err != nil {
+			if gceapi.Classify(err) == gceapi.NotFound {
+				return nil
+			}
+			return fmt.Errorf("instances of drained %s in %s: %w", d.Name, d.Zone, err)
+		}
+		var idle []string
+		var errs []error
+		for _, mi := range mis {
+			name := gceapi.LastSegment(mi.GetInstance())
+			if !st.Pending[name].IsZero() {
+				continue
+			}
+			err := j.Provider.DeleteMachine(ctx, name)
+			switch {
+			case err == nil, errors.Is(err, store.ErrNotFound):
+				idle = append(idle, name)
+			case errors.Is(err, store.ErrLeased):
+			default:
+				errs = append(errs, fmt.Errorf("removing %s from the catalog: %w", name, err))
+			}
+		}
+		if len(idle) > 0 {
+			now := j.now()
+			if err := j.update(ctx, func(s *State) {
+				for _, h := range idle {
+					s.Pending[h] = now
+				}
+			}); err != nil {
+				return err
+			}
+			j.Log.Info("draining group", "group", d.Name, "zone", d.Zone, "idle", len(idle), "instances", len(mis))
+		}
+		return errors.Join(errs...)
+	})
 }

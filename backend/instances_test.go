@@ -43,7 +43,7 @@ managers:
 	defer srv.Close()
 	backendAPI := &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"}
 	alice := &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"}
-	add := func(ctx context.Context, m store.Machine) error { _, err := backendAPI.AddMachine(ctx, m); return err }
+	j.Provider = backendAPI
 
 	if err := j.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
@@ -51,10 +51,10 @@ managers:
 	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rev := j.Config.Templates[0].Revision()
+	rev := j.Config().Templates[0].Revision()
 	cataloged := func(n int) func() bool {
 		return func() bool {
-			if err := j.CatalogInstances(ctx, add); err != nil {
+			if err := j.CatalogInstances(ctx); err != nil {
 				t.Fatal(err)
 			}
 			ms, err := backendAPI.Machines(ctx)
@@ -78,7 +78,10 @@ managers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := j.DeleteReclaimed(ctx, evs); err != nil {
+	if _, err := j.Reclaimed(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.DeletePending(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := j.ResizeGroups(ctx); err != nil {

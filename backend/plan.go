@@ -32,7 +32,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 	var out []Change
 	current := map[string]bool{}
 	projects := map[string]bool{}
-	for _, t := range j.Config.Templates {
+	for _, t := range j.Config().Templates {
 		rev := t.Revision()
 		current[rev] = true
 		projects[t.Project] = true
@@ -67,7 +67,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 				return nil, fmt.Errorf("instance templates of %s: %w", project, err)
 			}
 			if t.GetProperties().GetLabels()[TemplateLabel] != "" && !current[t.GetName()] {
-				out = append(out, Change{"drain-revision", t.GetName(), "no longer configured; draining arrives with issue #7"})
+				out = append(out, Change{"drain-revision", t.GetName(), "no longer configured: its groups are drained, then it is deleted"})
 			}
 		}
 	}

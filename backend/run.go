@@ -1,25 +1,102 @@
 package backend
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
+	"html/template"
 	"log/slog"
+	"os"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	gceapi "github.com/gcefleet/gcefleet/gce"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
 )
 
-// Run runs the backend's jobs for cfg against Compute Engine and the
-// provider until ctx ends, and returns its scheduler for status. A
-// reclaimed lease kicks the deletion of its instance, the resize that
-// replaces it and the cataloging of the replacement, so a machine comes
-// back within seconds.
-func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.Client, log *slog.Logger) *Scheduler {
-	j := &Jobs{Compute: compute, Config: cfg, Log: log}
-	s := NewScheduler(log)
-	every := cfg.Settings.Interval
-	// Each step kicks the one that waits for it.
+// Options say how Run finds its configuration and state.
+type Options struct {
+	// ConfigPath is the configuration file, read again when it changes
+	// and on Reload; a file that does not parse leaves the last good
+	// configuration in force.
+	ConfigPath string
+	// Reload asks for the file to be read now (SIGHUP).
+	Reload <-chan struct{}
+	// Store keeps the backend's state and elects its leader among
+	// replicas; nil keeps the state in memory, for one replica.
+	Store *store.Store
+	// Replica names this replica in the election.
+	Replica string
+	// LeaderTTL is how long a leader that stops renewing keeps its
+	// leadership (default 15s); others take over after it.
+	LeaderTTL time.Duration
+	// Registry, if set, gets the backend's metrics.
+	Registry prometheus.Registerer
+}
+
+// Backend is a running GCE Backend.
+type Backend struct {
+	jobs  *Jobs
+	sched *Scheduler
+	log   *slog.Logger
+	opts  Options
+
+	mu        sync.Mutex
+	leader    bool
+	configErr error
+	loaded    time.Time
+	hash      [32]byte
+
+	m struct {
+		configOK prometheus.Gauge
+		leader   prometheus.Gauge
+	}
+}
+
+// leaderName is the backend's name in the store's leader table.
+const leaderName = "gce-backend"
+
+// Run runs the backend for cfg until ctx ends: while this replica leads,
+// the reconcile jobs run on their interval and at once when their input
+// changes (a lease reclaimed, the configuration changed), so that a
+// reclaimed machine is deleted and replaced within seconds.
+func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.Client, opts Options, log *slog.Logger) *Backend {
+	if opts.LeaderTTL == 0 {
+		opts.LeaderTTL = 15 * time.Second
+	}
+	if opts.Replica == "" {
+		host, _ := os.Hostname()
+		opts.Replica = fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano())
+	}
+	b := &Backend{jobs: NewJobs(compute, prov, cfg, log), log: log, opts: opts, loaded: time.Now()}
+	if opts.ConfigPath != "" {
+		if data, err := os.ReadFile(opts.ConfigPath); err == nil {
+			b.hash = sha256.Sum256(data)
+		}
+	}
+	b.sched = b.schedule()
+	b.m.configOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_config_ok",
+		Help: "1 if the configuration file parsed at its last reading, 0 if the last good one is in force instead."})
+	b.m.leader = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_leader",
+		Help: "1 while this replica runs the backend's jobs."})
+	b.m.configOK.Set(1)
+	if opts.Registry != nil {
+		opts.Registry.MustRegister(b.m.configOK, b.m.leader, b.sched.durations)
+		compute.Register(opts.Registry)
+	}
+	go b.watchConfig(ctx)
+	go b.lead(ctx)
+	return b
+}
+
+// schedule registers the jobs; each kicks the ones that wait for it.
+func (b *Backend) schedule() *Scheduler {
+	j, s := b.jobs, NewScheduler(b.log)
+	every := j.Config().Settings.Interval
 	s.Add("create-instance-templates", every, func(ctx context.Context) error {
 		err := j.CreateInstanceTemplates(ctx)
 		s.Kick("create-instance-group-managers")
@@ -31,43 +108,273 @@ func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.C
 		return err
 	})
 	s.Add("resize-instance-groups", every, j.ResizeGroups)
-	s.Add("catalog-instances", every, func(ctx context.Context) error {
-		return j.CatalogInstances(ctx, func(ctx context.Context, m store.Machine) error {
-			_, err := prov.AddMachine(ctx, m)
-			return err
-		})
+	s.Add("catalog-instances", every, j.CatalogInstances)
+	s.Add("delete-instances-pending-deletion", every, func(ctx context.Context) error {
+		err := j.DeletePending(ctx)
+		s.Kick("resize-instance-groups")
+		return err
 	})
-	go s.Run(ctx)
-	go follow(ctx, j, s, prov, log)
+	s.Add("remove-cataloged-instances", every, func(ctx context.Context) error {
+		err := j.RemoveDrained(ctx)
+		s.Kick("delete-instances-pending-deletion")
+		return err
+	})
+	s.Add("delete-instance-group-managers", every, func(ctx context.Context) error {
+		err := j.DeleteDrainedGroups(ctx)
+		s.Kick("delete-instance-templates")
+		return err
+	})
+	s.Add("delete-instance-templates", every, j.DeleteDrainedTemplates)
 	return s
 }
 
-// follow reads the provider's event feed and acts on reclaimed leases.
-// The cursor starts at the feed's beginning: deletions are idempotent, so
-// replaying after a restart costs calls, not machines.
-func follow(ctx context.Context, j *Jobs, s *Scheduler, prov *client.Client, log *slog.Logger) {
-	var after int64
-	for ctx.Err() == nil {
-		evs, err := prov.Events(ctx, after, 30*time.Second)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("reading the provider's events", "err", err)
-				select {
-				case <-time.After(2 * time.Second):
-				case <-ctx.Done():
-				}
-			}
-			continue
-		}
-		if len(evs) == 0 {
-			continue
-		}
-		if err := j.DeleteReclaimed(ctx, evs); err != nil {
-			log.Error("deleting reclaimed instances", "err", err)
-			continue // read the same events again
-		}
-		after = evs[len(evs)-1].ID
-		s.Kick("resize-instance-groups")
-		s.Kick("catalog-instances")
+// lead takes part in the election, and runs the jobs while it leads.
+func (b *Backend) lead(ctx context.Context) {
+	st := b.opts.Store
+	if st == nil {
+		b.runLeader(ctx)
+		return
 	}
+	ttl := b.opts.LeaderTTL
+	tick := time.NewTicker(ttl / 3)
+	defer tick.Stop()
+	for {
+		if b.elected(ctx) {
+			b.log.Info("backend replica leads; running the jobs", "replica", b.opts.Replica)
+			lctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); b.runLeader(lctx) }()
+			b.keepLeading(ctx, tick.C)
+			stop()
+			<-done
+			if ctx.Err() != nil {
+				st.Resign(context.WithoutCancel(ctx), leaderName, b.opts.Replica)
+				return
+			}
+			b.log.Warn("backend replica lost the leadership; jobs stopped", "replica", b.opts.Replica)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// elected asks the store for the leadership, or to renew it.
+func (b *Backend) elected(ctx context.Context) bool {
+	ok, err := b.opts.Store.Lead(ctx, leaderName, b.opts.Replica, b.opts.LeaderTTL)
+	if err != nil && ctx.Err() == nil {
+		b.log.Warn("backend leader election", "err", err)
+	}
+	return ok
+}
+
+// keepLeading renews the leadership on every tick until it is lost (or
+// cannot be renewed in time: the jobs stop before another replica may
+// take over) or ctx ends.
+func (b *Backend) keepLeading(ctx context.Context, tick <-chan time.Time) {
+	renewed := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+		}
+		ok, err := b.opts.Store.Lead(ctx, leaderName, b.opts.Replica, b.opts.LeaderTTL)
+		switch {
+		case ok:
+			renewed = time.Now()
+		case err == nil:
+			return // another replica leads
+		default:
+			if ctx.Err() == nil {
+				b.log.Warn("backend leader election", "err", err)
+			}
+			if time.Since(renewed) > b.opts.LeaderTTL*2/3 {
+				return
+			}
+		}
+	}
+}
+
+// runLeader loads the state and runs the jobs and the event follower
+// until ctx ends.
+func (b *Backend) runLeader(ctx context.Context) {
+	b.setLeader(true)
+	defer b.setLeader(false)
+	if st := b.opts.Store; st != nil {
+		for {
+			err := b.jobs.LoadState(ctx, st, store.Fence{Name: leaderName, Holder: b.opts.Replica})
+			if err == nil {
+				break
+			}
+			b.log.Error("loading the backend's state", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { b.sched.Run(ctx) })
+	wg.Go(func() { b.follow(ctx) })
+	wg.Wait()
+}
+
+func (b *Backend) setLeader(on bool) {
+	b.mu.Lock()
+	b.leader = on
+	b.mu.Unlock()
+	if on {
+		b.m.leader.Set(1)
+	} else {
+		b.m.leader.Set(0)
+	}
+}
+
+// follow reads the provider's event feed from the state's cursor and
+// records reclaimed instances for deletion.
+func (b *Backend) follow(ctx context.Context) {
+	j := b.jobs
+	for ctx.Err() == nil {
+		evs, err := j.Provider.Events(ctx, j.state().Cursor, 30*time.Second)
+		if err == nil {
+			var any bool
+			if any, err = j.Reclaimed(ctx, evs); any {
+				b.sched.Kick("delete-instances-pending-deletion")
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			b.log.Warn("following the provider's events", "err", err)
+			select {
+			case <-time.After(2 * time.Second):
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
+// watchConfig reads the configuration file again when it changes or on
+// Reload. A file that does not parse leaves the last good configuration
+// in force; the error shows on the status page and in metrics.
+func (b *Backend) watchConfig(ctx context.Context) {
+	if b.opts.ConfigPath == "" {
+		return
+	}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		forced := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-b.opts.Reload:
+			forced = true
+		}
+		b.Reload(forced)
+	}
+}
+
+// Reload reads the configuration file; unless forced, only if it changed.
+func (b *Backend) Reload(forced bool) {
+	data, err := os.ReadFile(b.opts.ConfigPath)
+	if err == nil {
+		h := sha256.Sum256(data)
+		b.mu.Lock()
+		same := h == b.hash && b.configErr == nil
+		b.hash = h
+		b.mu.Unlock()
+		if same && !forced {
+			return
+		}
+	}
+	var cfg Config
+	if err == nil {
+		cfg, err = ParseConfig(b.opts.ConfigPath, data)
+	}
+	b.mu.Lock()
+	b.configErr = err
+	if err == nil {
+		b.loaded = time.Now()
+	}
+	b.mu.Unlock()
+	if err != nil {
+		b.m.configOK.Set(0)
+		b.log.Error("backend configuration not loaded; the last good one stays in force", "err", err)
+		return
+	}
+	b.m.configOK.Set(1)
+	b.jobs.SetConfig(cfg)
+	b.log.Info("backend configuration loaded", "templates", len(cfg.Templates), "managers", len(cfg.Managers))
+	for _, st := range b.sched.Status() {
+		b.sched.Kick(st.Name)
+	}
+}
+
+// Leader reports whether this replica runs the jobs now.
+func (b *Backend) Leader() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.leader
+}
+
+// Jobs returns the backend's jobs.
+func (b *Backend) Jobs() *Jobs { return b.jobs }
+
+// Scheduler returns the backend's scheduler.
+func (b *Backend) Scheduler() *Scheduler { return b.sched }
+
+// ConfigError returns why the configuration file was last refused, or nil.
+func (b *Backend) ConfigError() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.configErr
+}
+
+var statusSection = template.Must(template.New("backend").Parse(`
+<h2>GCE Backend</h2>
+<p>{{if .Leader}}This replica leads and runs the jobs.{{else}}This replica stands by; another leads.{{end}}
+Configuration loaded {{.Loaded.UTC.Format "2006-01-02 15:04:05Z"}}.</p>
+{{with .ConfigErr}}<p style="color:#b00"><b>The configuration file was refused; the last good one stays in force:</b><br><pre>{{.}}</pre></p>{{end}}
+<h3>Groups</h3>
+<table><tr><th>group (revision)</th><th>template</th><th>project</th><th>zone</th><th>state</th></tr>
+{{range .Groups}}<tr><td>{{.Name}}</td><td>{{.BaseName}}</td><td>{{.Project}}</td><td>{{.Zone}}</td><td>{{.State}}</td></tr>
+{{end}}</table>
+<p>Instances pending deletion: {{.Pending}}. Events read up to {{.Cursor}}.</p>
+<h3>Jobs</h3>
+<table><tr><th>job</th><th>runs</th><th>last run</th><th>last error</th></tr>
+{{range .Jobs}}<tr><td>{{.Name}}</td><td>{{.Runs}}</td><td>{{if .LastRun.IsZero}}—{{else}}{{.LastRun.UTC.Format "15:04:05Z"}}{{end}}</td><td>{{.LastErr}}</td></tr>
+{{end}}</table>`))
+
+// StatusHTML renders the backend's part of the provider's status page.
+func (b *Backend) StatusHTML() template.HTML {
+	st := b.jobs.state()
+	current := map[string]bool{}
+	for _, g := range b.jobs.groups() {
+		current[g.record().key()] = true
+	}
+	type row struct {
+		GroupRecord
+		State string
+	}
+	var groups []row
+	for k, g := range st.Groups {
+		state := "current"
+		if !current[k] {
+			state = "draining"
+		}
+		groups = append(groups, row{g, state})
+	}
+	b.mu.Lock()
+	data := map[string]any{"Leader": b.leader, "Loaded": b.loaded, "ConfigErr": b.configErr, "Groups": groups,
+		"Pending": len(st.Pending), "Cursor": st.Cursor, "Jobs": b.sched.Status()}
+	b.mu.Unlock()
+	var buf bytes.Buffer
+	if err := statusSection.Execute(&buf, data); err != nil {
+		return template.HTML(template.HTMLEscapeString(err.Error()))
+	}
+	return template.HTML(buf.String())
 }

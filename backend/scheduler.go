@@ -6,6 +6,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Scheduler runs each job on its interval, and at once when kicked (a
@@ -13,9 +15,10 @@ import (
 // events in seconds rather than at the next pass. A job never runs twice
 // at the same time; a failing job backs off, up to its interval.
 type Scheduler struct {
-	log  *slog.Logger
-	mu   sync.Mutex
-	jobs map[string]*job
+	log       *slog.Logger
+	durations *prometheus.HistogramVec
+	mu        sync.Mutex
+	jobs      map[string]*job
 }
 
 type job struct {
@@ -41,7 +44,11 @@ type JobStatus struct {
 
 // NewScheduler returns a scheduler with no jobs.
 func NewScheduler(log *slog.Logger) *Scheduler {
-	return &Scheduler{log: log, jobs: map[string]*job{}}
+	return &Scheduler{log: log, jobs: map[string]*job{}, durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "gcefleet_backend_job_seconds",
+		Help:    "How long each run of a backend job took, by job and result (ok or error).",
+		Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
+	}, []string{"job", "result"})}
 }
 
 // Add registers a job to run every interval once Run starts.
@@ -112,7 +119,13 @@ func (s *Scheduler) Run(ctx context.Context) {
 func (s *Scheduler) loop(ctx context.Context, j *job) {
 	backoff := time.Second
 	for ctx.Err() == nil {
+		start := time.Now()
 		err := j.run(ctx)
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		s.durations.WithLabelValues(j.name, result).Observe(time.Since(start).Seconds())
 		j.mu.Lock()
 		j.runs++
 		j.lastRun, j.lastErr = time.Now(), err

@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"sort"
 
@@ -123,26 +121,24 @@ func (t Template) resource() (*computepb.InstanceTemplate, error) {
 	}, nil
 }
 
-// Jobs are the backend's reconcile steps, each idempotent: run again, it
-// makes no change once GCE matches the configuration.
-type Jobs struct {
-	Compute *gceapi.Client
-	Config  Config
-	Log     *slog.Logger
-}
-
 // CreateInstanceTemplates makes the GCE template of each configured
-// template's current revision, where it does not exist yet.
+// template's current revision, where it does not exist yet, and records
+// it. A template of that name that does not carry our label is not ours:
+// it is reported, never adopted.
 func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
-	var errs []error
-	for _, t := range j.Config.Templates {
+	cfg := j.Config()
+	return j.each(ctx, len(cfg.Templates), func(ctx context.Context, i int) error {
+		t := cfg.Templates[i]
 		res, err := t.resource()
 		if err != nil {
-			errs = append(errs, err)
-			continue
+			return err
+		}
+		rec := TemplateRecord{Project: t.Project, Name: res.GetName(), BaseName: t.BaseName}
+		if j.state().Templates[rec.key()].Name != "" {
+			return nil // made already
 		}
 		req := &computepb.InsertInstanceTemplateRequest{Project: t.Project, InstanceTemplateResource: res, RequestId: new(gceapi.RequestID())}
-		err = gceapi.Retry(ctx, func() error {
+		err = j.retry(ctx, t.Project, func() error {
 			op, err := j.Compute.Templates.Insert(ctx, req)
 			if err != nil {
 				return err
@@ -151,52 +147,70 @@ func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 		})
 		switch {
 		case err == nil:
-			j.Log.Info("created instance template", "template", res.GetName(), "project", t.Project)
+			j.Log.Info("created instance template", "template", rec.Name, "project", t.Project)
 		case gceapi.Classify(err) == gceapi.Exists:
+			if err := j.ours(ctx, t.Project, rec.Name); err != nil {
+				return err
+			}
 		default:
-			errs = append(errs, fmt.Errorf("instance template %s: %w", res.GetName(), err))
+			return fmt.Errorf("instance template %s: %w", rec.Name, err)
 		}
-	}
-	return errors.Join(errs...)
+		return j.update(ctx, func(s *State) { s.Templates[rec.key()] = rec })
+	})
 }
 
-// CreateInstanceGroupManagers makes, for each configured manager, the
-// managed instance group of its template's current revision in its zone,
-// once that revision's template exists; the group starts at the
-// manager's minimum size, and resize-instance-groups takes it from there.
-func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
-	var errs []error
-	for _, g := range j.groups() {
-		m, t, rev := g.m, g.t, g.rev
-		tmpl, err := j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: t.Project, InstanceTemplate: rev})
-		if err != nil {
-			if gceapi.Classify(err) != gceapi.NotFound {
-				errs = append(errs, fmt.Errorf("instance template %s: %w", rev, err))
-			}
-			continue // create-instance-templates has not made it yet
+// ours checks that template name in project carries the backend's label.
+func (j *Jobs) ours(ctx context.Context, project, name string) error {
+	var tm *computepb.InstanceTemplate
+	err := j.retry(ctx, project, func() error {
+		var err error
+		tm, err = j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: project, InstanceTemplate: name})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("instance template %s: %w", name, err)
+	}
+	if tm.GetProperties().GetLabels()[TemplateLabel] == "" {
+		return fmt.Errorf("instance template %s in %s exists without the label %s: it is not the backend's; rename the template's base_name or remove that template", name, project, TemplateLabel)
+	}
+	return nil
+}
+
+// DeleteDrainedTemplates deletes the templates of revisions the
+// configuration no longer uses, once no group of the backend's uses them.
+func (j *Jobs) DeleteDrainedTemplates(ctx context.Context) error {
+	st, current := j.state(), j.currentTemplates()
+	inUse := map[string]bool{}
+	for _, g := range st.Groups {
+		inUse[g.Project+"/"+g.Template] = true
+	}
+	var drained []TemplateRecord
+	for k, t := range st.Templates {
+		if !current[k] && !inUse[k] {
+			drained = append(drained, t)
 		}
-		req := &computepb.InsertInstanceGroupManagerRequest{Project: t.Project, Zone: m.Zone, RequestId: new(gceapi.RequestID()),
-			InstanceGroupManagerResource: &computepb.InstanceGroupManager{
-				Name:             new(rev),
-				BaseInstanceName: new(rev),
-				InstanceTemplate: tmpl.SelfLink,
-				TargetSize:       new(int32(m.MinimumSize)),
-				Description:      new("gcefleet backend manager of " + t.BaseName),
-			}}
-		err = gceapi.Retry(ctx, func() error {
-			op, err := j.Compute.Groups.Insert(ctx, req)
+	}
+	return j.each(ctx, len(drained), func(ctx context.Context, i int) error {
+		t := drained[i]
+		err := j.ours(ctx, t.Project, t.Name)
+		if gceapi.Classify(err) == gceapi.NotFound {
+			return j.update(ctx, func(s *State) { delete(s.Templates, t.key()) })
+		}
+		if err != nil {
+			return err
+		}
+		req := &computepb.DeleteInstanceTemplateRequest{Project: t.Project, InstanceTemplate: t.Name, RequestId: new(gceapi.RequestID())}
+		err = j.retry(ctx, t.Project, func() error {
+			op, err := j.Compute.Templates.Delete(ctx, req)
 			if err != nil {
 				return err
 			}
 			return j.Compute.Wait(ctx, t.Project, op)
 		})
-		switch {
-		case err == nil:
-			j.Log.Info("created instance group manager", "group", rev, "zone", m.Zone, "size", m.MinimumSize)
-		case gceapi.Classify(err) == gceapi.Exists:
-		default:
-			errs = append(errs, fmt.Errorf("instance group manager %s in %s: %w", rev, m.Zone, err))
+		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+			return fmt.Errorf("deleting drained template %s: %w", t.Name, err)
 		}
-	}
-	return errors.Join(errs...)
+		j.Log.Info("deleted drained instance template", "template", t.Name, "project", t.Project)
+		return j.update(ctx, func(s *State) { delete(s.Templates, t.key()) })
+	})
 }

@@ -29,7 +29,7 @@ func jobs(t *testing.T, yaml string) (*backend.Jobs, *emulator.Emulator) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &backend.Jobs{Compute: c, Config: cfg, Log: slog.New(slog.DiscardHandler)}, emu
+	return backend.NewJobs(c, nil, cfg, slog.New(slog.DiscardHandler)), emu
 }
 
 func templateNames(t *testing.T, j *backend.Jobs) map[string]*computepb.InstanceTemplate {
@@ -64,7 +64,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 		}
 	}
 	tms := templateNames(t, j)
-	linux := j.Config.Templates[0]
+	linux := j.Config().Templates[0]
 	tm, ok := tms[linux.Revision()]
 	if len(tms) != 2 || !ok {
 		t.Fatalf("templates %v; want the two revisions", tms)
@@ -74,13 +74,13 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 		p.GetDisks()[0].GetInitializeParams().GetDiskSizeGb() != 50 {
 		t.Errorf("template properties %v", p)
 	}
-	workers := tms[j.Config.Templates[1].Revision()].GetProperties()
+	workers := tms[j.Config().Templates[1].Revision()].GetProperties()
 	if workers.GetScheduling().GetProvisioningModel() != "SPOT" || workers.GetMetadata().GetItems()[0].GetKey() != "gce-container-declaration" {
 		t.Errorf("container template %v", workers)
 	}
-	for _, m := range j.Config.Managers {
+	for _, m := range j.Config().Managers {
 		rev := ""
-		for _, tt := range j.Config.Templates {
+		for _, tt := range j.Config().Templates {
 			if tt.BaseName == m.TemplateBaseName {
 				rev = tt.Revision()
 			}
@@ -112,12 +112,12 @@ func TestChangedTemplateIsANewRevision(t *testing.T) {
 `
 	j, _ := jobs(t, yaml)
 	ctx := context.Background()
-	first := j.Config.Templates[0].Revision()
+	first := j.Config().Templates[0].Revision()
 	if err := j.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(file, []byte("echo two"), 0o600)
-	second := j.Config.Templates[0].Revision()
+	second := j.Config().Templates[0].Revision()
 	if first == second {
 		t.Fatal("a changed metadata file did not change the revision")
 	}
@@ -163,7 +163,9 @@ func TestPlanSaysWhatWouldChange(t *testing.T) {
 		t.Errorf("plan once GCE matches: %v", plan)
 	}
 	// A changed template leaves its old revision to drain.
-	j.Config.Templates[0].MachineType = "e2-standard-16"
+	cfg := j.Config()
+	cfg.Templates[0].MachineType = "e2-standard-16"
+	j.SetConfig(cfg)
 	plan, _ = j.Plan(ctx)
 	count = map[string]int{}
 	for _, c := range plan {

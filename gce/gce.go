@@ -11,12 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
 	htransport "google.golang.org/api/transport/http"
@@ -169,7 +172,8 @@ type Client struct {
 	ZoneOps      *computeapi.ZoneOperationsClient
 	GlobalOps    *computeapi.GlobalOperationsClient
 
-	calls atomic.Int64
+	calls   atomic.Int64
+	metrics *prometheus.CounterVec
 }
 
 // NewClient returns clients for endpoint: empty means real Compute Engine
@@ -185,8 +189,11 @@ func NewClient(ctx context.Context, endpoint string, opts ...option.ClientOption
 	if err != nil {
 		return nil, fmt.Errorf("compute credentials: %w; run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS", err)
 	}
-	c := &Client{}
-	hc.Transport = &counting{rt: hc.Transport, n: &c.calls}
+	c := &Client{metrics: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gcefleet_compute_calls_total",
+		Help: "Compute Engine API calls by method (collection.verb) and HTTP status (or error).",
+	}, []string{"method", "code"})}
+	hc.Transport = &counting{rt: hc.Transport, n: &c.calls, m: c.metrics}
 	opts = append(opts, option.WithHTTPClient(hc))
 	if c.Instances, err = computeapi.NewInstancesRESTClient(ctx, opts...); err != nil {
 		return nil, err
@@ -215,6 +222,9 @@ func NewClient(ctx context.Context, endpoint string, opts ...option.ClientOption
 // Calls returns how many Compute API calls the client has made.
 func (c *Client) Calls() int64 { return c.calls.Load() }
 
+// Register adds the client's call counts by method and result to reg.
+func (c *Client) Register(reg prometheus.Registerer) error { return reg.Register(c.metrics) }
+
 // Close releases the clients.
 func (c *Client) Close() error {
 	return errors.Join(c.Instances.Close(), c.Templates.Close(), c.Groups.Close(), c.Firewalls.Close(), c.MachineTypes.Close(), c.ZoneOps.Close(), c.GlobalOps.Close())
@@ -223,11 +233,54 @@ func (c *Client) Close() error {
 type counting struct {
 	rt http.RoundTripper
 	n  *atomic.Int64
+	m  *prometheus.CounterVec
 }
 
 func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.n.Add(1)
-	return c.rt.RoundTrip(r)
+	resp, err := c.rt.RoundTrip(r)
+	code := "error"
+	if err == nil {
+		code = strconv.Itoa(resp.StatusCode)
+	}
+	c.m.WithLabelValues(methodOf(r.Method, r.URL.Path), code).Inc()
+	return resp, err
+}
+
+// methodOf names the API method of a REST call as collection.verb, such
+// as instanceGroupManagers.deleteInstances or instances.get.
+func methodOf(httpMethod, path string) string {
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	i := slices.Index(segs, "projects")
+	if i < 0 || i+2 > len(segs) {
+		return "other"
+	}
+	rest := segs[i+2:]
+	switch {
+	case len(rest) > 0 && (rest[0] == "global" || rest[0] == "aggregated"):
+		if rest[0] == "aggregated" && len(rest) > 1 {
+			return "aggregated." + rest[1]
+		}
+		rest = rest[1:]
+	case len(rest) > 2 && (rest[0] == "zones" || rest[0] == "regions"):
+		rest = rest[2:]
+	}
+	if len(rest) == 0 {
+		return "projects.get"
+	}
+	verb := ""
+	switch len(rest) {
+	case 1:
+		verb = map[string]string{"GET": "list", "POST": "insert"}[httpMethod]
+	case 2:
+		verb = map[string]string{"GET": "get", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}[httpMethod]
+	default:
+		verb = rest[len(rest)-1]
+	}
+	if verb == "" {
+		verb = strings.ToLower(httpMethod)
+	}
+	return rest[0] + "." + verb
 }
 
 // Wait waits for op to be DONE, with zoneOperations.wait or

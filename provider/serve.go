@@ -15,8 +15,8 @@ import (
 // Serve opens the store of cfg, serves the API on cfg.Listen and ends
 // leases as they expire, until ctx ends; then it stops taking requests and
 // drains those in flight (for up to drain) before it returns. ready, if
-// not nil, is called with the address once the server listens.
-func Serve(ctx context.Context, cfg Config, log *slog.Logger, drain time.Duration, ready func(addr string)) error {
+// not nil, is called with the address and the server once it listens.
+func Serve(ctx context.Context, cfg Config, log *slog.Logger, drain time.Duration, ready func(addr string, s *Server)) error {
 	st, err := store.Open(ctx, cfg.Database)
 	if err != nil {
 		return err
@@ -35,7 +35,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, drain time.Duratio
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("machine provider serving", "addr", ln.Addr().String(), "database", st.Dialect())
 	if ready != nil {
-		ready(ln.Addr().String())
+		ready(ln.Addr().String(), s)
 	}
 	select {
 	case err := <-errc:

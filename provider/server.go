@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -46,6 +47,8 @@ type Server struct {
 	changed chan struct{} // closed and replaced when anything changes
 	wakeAt  time.Time     // when Run looks next
 	wake    chan struct{} // wakes Run sooner
+
+	sections []func() template.HTML
 }
 
 type metrics struct {
@@ -259,8 +262,12 @@ func (s *Server) classify(err error) *apiError {
 		return ae
 	case errors.Is(err, store.ErrNotFound):
 		return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: err.Error()}
-	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrLeased), errors.Is(err, store.ErrNotActive):
+	case errors.Is(err, store.ErrConflict):
 		return &apiError{Status: http.StatusConflict, Code: "conflict", Message: err.Error()}
+	case errors.Is(err, store.ErrLeased):
+		return &apiError{Status: http.StatusConflict, Code: "leased", Message: err.Error()}
+	case errors.Is(err, store.ErrNotActive):
+		return &apiError{Status: http.StatusConflict, Code: "not_active", Message: err.Error()}
 	case errors.Is(err, store.ErrRequestIDReuse):
 		return &apiError{Status: http.StatusConflict, Code: "request_id_reuse", Message: err.Error()}
 	case errors.Is(err, store.ErrReclaimed):

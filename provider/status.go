@@ -3,7 +3,12 @@ package provider
 import (
 	"html/template"
 	"net/http"
+	"slices"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gcefleet/gcefleet/store"
 )
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
@@ -25,8 +30,23 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 <h2>Active leases ({{len .Leases}})</h2>
 <table><tr><th>id</th><th>client</th><th>state</th><th>machine</th><th>created</th><th>expires</th></tr>
 {{range .Leases}}<tr><td>{{.ID}}</td><td>{{.Client}}</td><td>{{.State}}</td><td>{{.Hostname}}</td><td>{{when .Created}}</td><td>{{if .ExpiresAt.IsZero}}{{if eq .State "FULFILLED"}}never{{else}}—{{end}}{{else}}{{when .ExpiresAt}}{{end}}</td></tr>
-{{end}}</table></body></html>
+{{end}}</table>
+{{range .Sections}}{{.}}{{end}}</body></html>
 `))
+
+// AddStatus adds a section to the status page, shown to admins: the
+// services running beside the provider (the GCE Backend) report there.
+func (s *Server) AddStatus(section func() template.HTML) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sections = append(s.sections, section)
+}
+
+// Store returns the server's store.
+func (s *Server) Store() *store.Store { return s.st }
+
+// Registry returns the registry that /metrics serves.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 // status serves a page of the machines and active leases the caller may see.
 func (s *Server) status(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -57,6 +77,16 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p Principal) err
 		}
 		data["Leases"] = ls
 	}
+	var sections []template.HTML
+	if p.Role == Admin {
+		s.mu.Lock()
+		fs := slices.Clone(s.sections)
+		s.mu.Unlock()
+		for _, f := range fs {
+			sections = append(sections, f())
+		}
+	}
+	data["Sections"] = sections
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	return statusPage.Execute(w, data)
 }

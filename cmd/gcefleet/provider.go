@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -46,8 +49,15 @@ The config file (YAML):
 
 With a backend, declared instance templates and managed instance groups
 are made on Compute Engine, their running instances cataloged, and an
-instance whose lease was reclaimed deleted and replaced. (Draining old
-template revisions and the demand-driven resize arrive with issue #7.)
+instance whose lease was reclaimed deleted and replaced. Groups grow with
+demand (a tenth above their leased machines, within minimum and maximum);
+a changed template is a new revision whose groups grow as the old
+revision's drain (idle machines removed, leased ones when their lease
+ends) and are deleted. The backend's file is read again when it changes
+and on SIGHUP; a file that does not parse leaves the last good one in
+force, and says why on the status page (/) and in metrics. Several
+replicas may serve one PostgreSQL database: one of them runs the backend
+at a time, and another takes over within seconds when it dies.
 
 Example:
   gcefleet serve --config fleet.yaml`,
@@ -67,9 +77,9 @@ Example:
 				if err != nil {
 					return err
 				}
-				return provider.Serve(ctx, cfg, log, *drain, func(addr string) {
+				return provider.Serve(ctx, cfg, log, *drain, func(addr string, s *provider.Server) {
 					fmt.Fprintf(env.stdout, "http://%s\n", addr)
-					start("http://" + addr)
+					start("http://"+addr, s)
 				})
 			}
 		},
@@ -78,9 +88,9 @@ Example:
 
 // backendStarter loads the GCE Backend's configuration, if the provider's
 // names one, and returns what starts it once the provider listens.
-func backendStarter(ctx context.Context, cfg provider.Config, configPath string, log *slog.Logger) (func(url string), error) {
+func backendStarter(ctx context.Context, cfg provider.Config, configPath string, log *slog.Logger) (func(url string, s *provider.Server), error) {
 	if cfg.Backend == nil {
-		return func(string) {}, nil
+		return func(string, *provider.Server) {}, nil
 	}
 	path := cfg.Backend.Config
 	if !filepath.IsAbs(path) {
@@ -95,9 +105,29 @@ func backendStarter(ctx context.Context, cfg provider.Config, configPath string,
 		return nil, err
 	}
 	secret := cfg.Secret(cfg.Backend.Token)
-	return func(url string) {
+	reload := make(chan struct{}, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return func(url string, s *provider.Server) {
 		prov := &client.Client{BaseURL: url, Token: secret}
-		backend.Run(ctx, bcfg, compute, prov, log.With("part", "backend"))
+		b := backend.Run(ctx, bcfg, compute, prov, backend.Options{
+			ConfigPath: path, Reload: reload, Store: s.Store(), Registry: s.Registry(),
+		}, log.With("part", "backend"))
+		s.AddStatus(b.StatusHTML)
 		log.Info("GCE backend running", "templates", len(bcfg.Templates), "managers", len(bcfg.Managers))
 	}, nil
 }
@@ -129,7 +159,7 @@ Example:
 					return err
 				}
 				defer compute.Close()
-				j := &backend.Jobs{Compute: compute, Config: cfg, Log: slog.New(slog.DiscardHandler)}
+				j := backend.NewJobs(compute, nil, cfg, slog.New(slog.DiscardHandler))
 				changes, err := j.Plan(ctx)
 				if err != nil {
 					return err

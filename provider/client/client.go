@@ -42,6 +42,10 @@ func (e *Error) Is(target error) bool {
 		return target == store.ErrNotFound
 	case "conflict":
 		return target == store.ErrConflict
+	case "leased":
+		return target == store.ErrLeased
+	case "not_active":
+		return target == store.ErrNotActive
 	case "request_id_reuse":
 		return target == store.ErrRequestIDReuse
 	case "reclaimed":

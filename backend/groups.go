@@ -1,0 +1,224 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"cloud.google.com/go/compute/apiv1/computepb"
+
+	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/store"
+)
+
+// CreateInstanceGroupManagers makes, for each configured manager, the
+// managed instance group of its template's current revision in its zone,
+// once that revision's template exists, and records it. A new revision's
+// group starts within what the manager's maximum leaves beside the
+// revisions it replaces; resize-instance-groups takes it from there.
+func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
+	gs := j.groups()
+	st := j.state()
+	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
+		g := gs[i]
+		rec := g.record()
+		if _, made := st.Groups[rec.key()]; made {
+			return nil
+		}
+		if _, made := st.Templates[g.t.Project+"/"+g.rev]; !made {
+			return nil // create-instance-templates has not made it yet
+		}
+		var tmpl *computepb.InstanceTemplate
+		err := j.retry(ctx, g.t.Project, func() error {
+			var err error
+			tmpl, err = j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: g.t.Project, InstanceTemplate: g.rev})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("instance template %s: %w", g.rev, err)
+		}
+		others, err := j.othersSize(ctx, g)
+		if err != nil {
+			return err
+		}
+		size := max(0, min(g.m.MinimumSize, g.m.MaximumSize-others))
+		req := &computepb.InsertInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, RequestId: new(gceapi.RequestID()),
+			InstanceGroupManagerResource: &computepb.InstanceGroupManager{
+				Name:             new(g.rev),
+				BaseInstanceName: new(g.rev),
+				InstanceTemplate: tmpl.SelfLink,
+				TargetSize:       new(int32(size)),
+				Description:      new("gcefleet backend manager of " + g.t.BaseName),
+			}}
+		err = j.retry(ctx, g.t.Project, func() error {
+			op, err := j.Compute.Groups.Insert(ctx, req)
+			if err != nil {
+				return err
+			}
+			return j.Compute.Wait(ctx, g.t.Project, op)
+		})
+		switch {
+		case err == nil:
+			j.Log.Info("created instance group manager", "group", g.rev, "zone", g.m.Zone, "size", size)
+		case gceapi.Classify(err) == gceapi.Exists:
+			// Ours if it uses our template (a MIG has no labels).
+			mig, err := j.getGroup(ctx, g.t.Project, g.m.Zone, g.rev)
+			if err != nil {
+				return err
+			}
+			if gceapi.LastSegment(mig.GetInstanceTemplate()) != g.rev {
+				return fmt.Errorf("instance group manager %s in %s exists with template %s: it is not the backend's", g.rev, g.m.Zone, mig.GetInstanceTemplate())
+			}
+		default:
+			return fmt.Errorf("instance group manager %s in %s: %w", g.rev, g.m.Zone, err)
+		}
+		return j.update(ctx, func(s *State) { s.Groups[rec.key()] = rec })
+	})
+}
+
+func (j *Jobs) getGroup(ctx context.Context, project, zone, name string) (*computepb.InstanceGroupManager, error) {
+	var mig *computepb.InstanceGroupManager
+	err := j.retry(ctx, project, func() error {
+		var err error
+		mig, err = j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: project, Zone: zone, InstanceGroupManager: name})
+		return err
+	})
+	return mig, err
+}
+
+// othersSize is the target size of the backend's other groups of g's
+// template in g's zone: the drained revisions g replaces.
+func (j *Jobs) othersSize(ctx context.Context, g group) (int, error) {
+	n := 0
+	for _, d := range j.drained() {
+		if d.Project != g.t.Project || d.Zone != g.m.Zone || d.BaseName != g.t.BaseName {
+			continue
+		}
+		mig, err := j.getGroup(ctx, d.Project, d.Zone, d.Name)
+		if gceapi.Classify(err) == gceapi.NotFound {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("group %s in %s: %w", d.Name, d.Zone, err)
+		}
+		n += int(mig.GetTargetSize())
+	}
+	return n, nil
+}
+
+// Target is the size a group should have (the LUCI GCE Backend's rule):
+// room for a tenth more than its leased machines, at least the minimum,
+// at most the maximum less what older revisions in the zone still hold
+// (so a rollout grows the new revision as the old drains), growing by at
+// most 100 at a time. It never shrinks a group: shrinking deletes
+// instances GCE picks, leased ones among them; a group loses instances
+// only by deleteInstances of ones known idle.
+func Target(m Manager, size, leased, others int) int {
+	want := max(m.MinimumSize, int(math.Ceil(float64(leased)*1.1)))
+	want = min(want, m.MaximumSize-others, size+100)
+	return max(want, size)
+}
+
+// ResizeGroups grows each configured group to its Target.
+func (j *Jobs) ResizeGroups(ctx context.Context) error {
+	leased, err := j.leasedByGroup(ctx)
+	if err != nil {
+		return err
+	}
+	gs := j.groups()
+	st := j.state()
+	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
+		g := gs[i]
+		if _, made := st.Groups[g.record().key()]; !made {
+			return nil
+		}
+		mig, err := j.getGroup(ctx, g.t.Project, g.m.Zone, g.rev)
+		if err != nil {
+			if gceapi.Classify(err) == gceapi.NotFound {
+				return nil
+			}
+			return fmt.Errorf("group %s in %s: %w", g.rev, g.m.Zone, err)
+		}
+		others, err := j.othersSize(ctx, g)
+		if err != nil {
+			return err
+		}
+		size := int(mig.GetTargetSize())
+		want := Target(g.m, size, leased[g.record().key()], others)
+		if want == size {
+			return nil
+		}
+		req := &computepb.ResizeInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev,
+			Size: int32(want), RequestId: new(gceapi.RequestID())}
+		err = j.retry(ctx, g.t.Project, func() error {
+			op, err := j.Compute.Groups.Resize(ctx, req)
+			if err != nil {
+				return err
+			}
+			return j.Compute.Wait(ctx, g.t.Project, op)
+		})
+		if err != nil {
+			return fmt.Errorf("resizing %s in %s: %w", g.rev, g.m.Zone, err)
+		}
+		j.Log.Info("resized group", "group", g.rev, "zone", g.m.Zone, "from", size, "to", want, "leased", leased[g.record().key()])
+		return nil
+	})
+}
+
+// leasedByGroup counts the backend's leased machines by group.
+func (j *Jobs) leasedByGroup(ctx context.Context) (map[string]int, error) {
+	out := map[string]int{}
+	if j.Provider == nil {
+		return out, nil
+	}
+	ms, err := j.Provider.Machines(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("the provider's catalog: %w", err)
+	}
+	for _, m := range ms {
+		if m.State != store.Leased || len(m.Dimensions["project"]) == 0 || len(m.Dimensions["zone"]) == 0 || len(m.Dimensions["revision"]) == 0 {
+			continue
+		}
+		out[m.Dimensions["project"][0]+"/"+m.Dimensions["zone"][0]+"/"+m.Dimensions["revision"][0]]++
+	}
+	return out, nil
+}
+
+// DeleteDrainedGroups deletes the drained groups that hold no instance
+// any more, and forgets those already gone.
+func (j *Jobs) DeleteDrainedGroups(ctx context.Context) error {
+	ds := j.drained()
+	return j.each(ctx, len(ds), func(ctx context.Context, i int) error {
+		d := ds[i]
+		mig, err := j.getGroup(ctx, d.Project, d.Zone, d.Name)
+		if gceapi.Classify(err) == gceapi.NotFound {
+			return j.update(ctx, func(s *State) { delete(s.Groups, d.key()) })
+		}
+		if err != nil {
+			return fmt.Errorf("drained group %s in %s: %w", d.Name, d.Zone, err)
+		}
+		if gceapi.LastSegment(mig.GetInstanceTemplate()) != d.Template {
+			return fmt.Errorf("drained group %s in %s uses template %s, not the backend's %s: left alone", d.Name, d.Zone, mig.GetInstanceTemplate(), d.Template)
+		}
+		mis, err := j.managed(ctx, d.Project, d.Zone, d.Name)
+		if err != nil {
+			return err
+		}
+		if mig.GetTargetSize() > 0 || len(mis) > 0 {
+			return nil // remove-cataloged-instances is emptying it
+		}
+		req := &computepb.DeleteInstanceGroupManagerRequest{Project: d.Project, Zone: d.Zone, InstanceGroupManager: d.Name, RequestId: new(gceapi.RequestID())}
+		err = j.retry(ctx, d.Project, func() error {
+			op, err := j.Compute.Groups.Delete(ctx, req)
+			if err != nil {
+				return err
+			}
+			return j.Compute.Wait(ctx, d.Project, op)
+		})
+		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+			return fmt.Errorf("deleting drained group %s in %s: %w", d.Name, d.Zone, err)
+		}
+		j.Log.Info("deleted drained instance group manager", "group", d.Name, "zone", d.Zone)
+		return j.update(ctx, func(s *State) { delete(s.Groups, d.key()) })
+	})
+}

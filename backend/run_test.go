@@ -1,0 +1,378 @@
+package backend_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/compute/apiv1/computepb"
+
+	"github.com/gcefleet/gcefleet/backend"
+	"github.com/gcefleet/gcefleet/emulator"
+	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/internal/testutil"
+	"github.com/gcefleet/gcefleet/provider"
+	"github.com/gcefleet/gcefleet/provider/client"
+	"github.com/gcefleet/gcefleet/store"
+)
+
+// fleet is the world of an end-to-end backend test: the emulator, a real
+// provider on a real store, and the config file the backend reads.
+type fleet struct {
+	t       *testing.T
+	emu     *emulator.Emulator
+	compute *gceapi.Client
+	st      *store.Store
+	api     *client.Client // the backend's token
+	alice   *client.Client
+	path    string
+	logs    *testutil.SyncBuffer
+}
+
+const fleetYAML = `templates:
+  - base_name: linux
+    project: my-project
+    dimensions: {os: linux}
+    machine_type: %s
+    image: projects/debian-cloud/global/images/family/debian-12
+  - base_name: win
+    project: my-project
+    dimensions: {os: windows}
+    machine_type: e2-standard-2
+    image: projects/debian-cloud/global/images/family/debian-12
+managers:
+  - {template_base_name: linux, zone: us-central1-a, minimum_size: 2, maximum_size: 4}
+  - {template_base_name: linux, zone: us-central1-b, minimum_size: 2, maximum_size: 4}
+  - {template_base_name: linux, zone: us-central1-c, minimum_size: 2, maximum_size: 4}
+  - {template_base_name: win, zone: us-central1-a, minimum_size: 1, maximum_size: 2}
+  - {template_base_name: win, zone: us-central1-b, minimum_size: 1, maximum_size: 2}
+settings:
+  interval: 1s
+`
+
+func newFleet(t *testing.T, dbURL string) *fleet {
+	t.Helper()
+	ctx := context.Background()
+	emu, url := testutil.Emulator(t, emulator.Options{})
+	compute, err := gceapi.NewClient(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { compute.Close() })
+	st, err := store.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := provider.New(st, cfg, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(p.Handler())
+	t.Cleanup(srv.Close)
+	pctx, stop := context.WithCancel(ctx)
+	t.Cleanup(stop)
+	go p.Run(pctx) // lease expiry
+	f := &fleet{t: t, emu: emu, compute: compute, st: st,
+		api:   &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"},
+		alice: &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"},
+		path:  filepath.Join(t.TempDir(), "fleet.yaml"), logs: &testutil.SyncBuffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("backend logs:\n%s", f.logs.String())
+		}
+	})
+	f.write("e2-standard-2")
+	return f
+}
+
+func (f *fleet) write(linuxType string) {
+	if err := os.WriteFile(f.path, []byte(fmt.Sprintf(fleetYAML, linuxType)), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// start runs a backend replica until the returned func is called.
+func (f *fleet) start(replica string, reload chan struct{}) (*backend.Backend, func()) {
+	f.t.Helper()
+	cfg, err := backend.LoadConfig(f.path)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.t.Cleanup(cancel)
+	b := backend.Run(ctx, cfg, f.compute, f.api, backend.Options{ConfigPath: f.path, Reload: reload, Store: f.st, Replica: replica, LeaderTTL: 3 * time.Second},
+		slog.New(slog.NewTextHandler(f.logs, nil)).With("replica", replica))
+	return b, cancel
+}
+
+// available returns the cataloged machines, by revision, that are idle.
+func (f *fleet) catalog() (byRevision map[string]int, leased int) {
+	ms, err := f.api.Machines(context.Background())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	byRevision = map[string]int{}
+	for _, m := range ms {
+		if m.State == store.Leased {
+			leased++
+			continue
+		}
+		byRevision[m.Dimensions["revision"][0]]++
+	}
+	return byRevision, leased
+}
+
+func (f *fleet) converged(want map[string]int, leased int) func() bool {
+	return func() bool {
+		got, l := f.catalog()
+		if l != leased || len(got) != len(want) {
+			return false
+		}
+		for rev, n := range want {
+			if got[rev] != n {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func (f *fleet) exists(get func() error) bool {
+	err := get()
+	if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+		f.t.Fatal(err)
+	}
+	return err == nil
+}
+
+func (f *fleet) instanceExists(zone, name string) bool {
+	return f.exists(func() error {
+		_, err := f.compute.Instances.Get(context.Background(), &computepb.GetInstanceRequest{Project: "my-project", Zone: zone, Instance: name})
+		return err
+	})
+}
+
+func (f *fleet) groupExists(zone, name string) bool {
+	return f.exists(func() error {
+		_, err := f.compute.Groups.Get(context.Background(), &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: zone, InstanceGroupManager: name})
+		return err
+	})
+}
+
+func (f *fleet) templateExists(name string) bool {
+	return f.exists(func() error {
+		_, err := f.compute.Templates.Get(context.Background(), &computepb.GetInstanceTemplateRequest{Project: "my-project", InstanceTemplate: name})
+		return err
+	})
+}
+
+func revisions(t *testing.T, path string) (linux, win string) {
+	cfg, err := backend.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Templates[0].Revision(), cfg.Templates[1].Revision()
+}
+
+// TestFleetConverges is the backend end to end, against the emulator and
+// the real provider: a fleet of two templates in three zones converges
+// through faults; a lease's expiry deletes its instance and the group
+// replaces it; a changed template rolls out to a new revision while the
+// old one drains (its leased machine kept until released) and is deleted;
+// a restart in the middle loses nothing.
+func TestFleetConverges(t *testing.T) {
+	f := newFleet(t, "sqlite:"+filepath.Join(t.TempDir(), "provider.db"))
+	ctx := context.Background()
+	linux, win := revisions(t, f.path)
+
+	// Faults while it converges: Compute rate limits and server errors,
+	// no capacity in one zone, a quota that holds the windows groups back.
+	for _, fault := range []emulator.Fault{
+		{Method: "compute.instanceGroupManagers.*", RateLimit: 20},
+		{Method: "compute.instanceTemplates.insert", ErrorCode: 503, Count: 2},
+		{Method: "compute.instanceGroupManagers.insert", ErrorCode: 500, Count: 2},
+	} {
+		if err := f.emu.AddFault(fault); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.emu.AddStockout(emulator.Stockout{Zone: "us-central1-c"}); err != nil {
+		t.Fatal(err)
+	}
+	reload := make(chan struct{}, 1)
+	first, stop := f.start("one", reload)
+	testutil.WaitWithin(t, 30*time.Second, "the zones with capacity to converge", f.converged(map[string]int{linux: 4, win: 2}, 0))
+	if got, _ := f.catalog(); got[linux] != 4 {
+		t.Fatalf("catalog with us-central1-c stocked out: %v", got)
+	}
+	f.emu.ClearFaults()
+	testutil.WaitWithin(t, 30*time.Second, "us-central1-c to converge once it has capacity", f.converged(map[string]int{linux: 6, win: 2}, 0))
+
+	// A preempted idle instance leaves the catalog, and the group's
+	// replacement enters it.
+	ms, _ := f.api.Machines(ctx)
+	var victim store.Machine
+	for _, m := range ms {
+		if m.Dimensions["zone"][0] == "us-central1-b" && m.Dimensions["os"][0] == "linux" {
+			victim = m
+		}
+	}
+	if err := f.emu.Preempt("my-project", "us-central1-b", victim.Hostname); err != nil {
+		// Not a spot instance: delete it behind the backend's back instead.
+		if _, err := f.compute.Instances.Delete(ctx, &computepb.DeleteInstanceRequest{Project: "my-project", Zone: "us-central1-b", Instance: victim.Hostname}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The group recreates it under its name, as GCE does; the catalog
+	// gets the new instance's entry.
+	testutil.WaitWithin(t, 30*time.Second, "the lost instance's entry to be replaced by its successor's", func() bool {
+		ms, _ := f.api.Machines(ctx)
+		for _, m := range ms {
+			if m.Hostname == victim.Hostname && m.Dimensions["instance_id"][0] == victim.Dimensions["instance_id"][0] {
+				return false
+			}
+		}
+		return f.converged(map[string]int{linux: 6, win: 2}, 0)()
+	})
+
+	// A lease that expires: its instance is deleted and replaced.
+	l, err := f.alice.RequestLease(ctx, store.LeaseRequest{RequestID: "short", Dimensions: store.Dimensions{"os": {"windows"}}, Term: store.Term{Duration: time.Second}})
+	if err != nil || l.State != store.Fulfilled {
+		t.Fatalf("lease: %+v, %v", l, err)
+	}
+	zone := l.Machine.Dimensions["zone"][0]
+	testutil.WaitWithin(t, 30*time.Second, "the expired lease's instance to be deleted and replaced", func() bool {
+		return !f.instanceExists(zone, l.Hostname) && f.converged(map[string]int{linux: 6, win: 2}, 0)()
+	})
+
+	// Demand: leasing every linux machine of us-central1-a, and asking
+	// for one more, grows its group (a tenth above what is leased) until
+	// the queued request is fulfilled, and no further than the maximum.
+	var held store.Lease
+	var demand []store.Lease
+	for i := range 3 {
+		l, err := f.alice.RequestLease(ctx, store.LeaseRequest{RequestID: fmt.Sprint("demand", i), Dimensions: store.Dimensions{"os": {"linux"}, "zone": {"us-central1-a"}}, Term: store.Term{Duration: time.Hour}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		demand = append(demand, l)
+	}
+	if demand[2].State != store.Pending {
+		t.Fatalf("third lease in a group of two: %s", demand[2].State)
+	}
+	testutil.WaitWithin(t, 30*time.Second, "the queued request to be fulfilled by a grown group", func() bool {
+		l, err := f.alice.Lease(ctx, demand[2].ID, 0)
+		return err == nil && l.State == store.Fulfilled
+	})
+	testutil.WaitWithin(t, 30*time.Second, "us-central1-a's linux group to grow to its maximum", func() bool {
+		g, err := f.compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-a", InstanceGroupManager: linux})
+		return err == nil && g.GetTargetSize() == 4
+	})
+	held = demand[0]
+	if held.Hostname == "" {
+		t.Fatalf("lease %+v", held)
+	}
+
+	// A template change, with one machine of the old revision leased, and
+	// a restart of the backend in the middle of the rollout.
+	f.write("e2-standard-4")
+	newLinux, _ := revisions(t, f.path)
+	reload <- struct{}{}
+	testutil.WaitWithin(t, 30*time.Second, "the new revision's groups", func() bool {
+		got, _ := f.catalog()
+		return got[newLinux] > 0
+	})
+	if !first.Leader() {
+		t.Fatal("the only replica does not lead")
+	}
+	stop()
+	b, stop := f.start("two", reload)
+	defer stop()
+	testutil.WaitWithin(t, 30*time.Second, "the restarted backend to lead", b.Leader)
+	if st := b.Jobs().State(); len(st.Groups) == 0 || st.Cursor == 0 {
+		t.Fatalf("the restarted backend lost its state: %+v", st)
+	}
+	ls, _ := f.alice.Leases(ctx, true)
+	for _, l := range ls {
+		if l.ID != held.ID {
+			f.alice.Release(ctx, l.ID)
+		}
+	}
+	testutil.WaitWithin(t, 30*time.Second, "the old revision to drain but for its leased machine", func() bool {
+		got, leased := f.catalog()
+		return leased == 1 && got[linux] == 0 && got[newLinux] == 6 && !f.groupExists("us-central1-b", linux) && !f.groupExists("us-central1-c", linux)
+	})
+	if !f.groupExists("us-central1-a", linux) || !f.templateExists(linux) || !f.instanceExists("us-central1-a", held.Hostname) {
+		t.Fatal("the group, template or instance of a leased machine were deleted while it is leased")
+	}
+	if _, err := f.alice.Release(ctx, held.ID); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitWithin(t, 30*time.Second, "the old revision to be deleted once its last lease ended", func() bool {
+		return !f.groupExists("us-central1-a", linux) && !f.templateExists(linux) && !f.instanceExists("us-central1-a", held.Hostname) &&
+			f.converged(map[string]int{newLinux: 6, win: 2}, 0)()
+	})
+	if st := b.Jobs().State(); len(st.Groups) != 5 || len(st.Templates) != 2 || len(st.Pending) != 0 {
+		t.Errorf("state after the rollout: %d groups, %d templates, %d pending; want 5, 2, 0", len(st.Groups), len(st.Templates), len(st.Pending))
+	}
+
+	// A bad file leaves the fleet alone and says why.
+	os.WriteFile(f.path, []byte("templates:\n  - base_name: Bad_Name\n"), 0o600)
+	b.Reload(true)
+	if err := b.ConfigError(); err == nil || !strings.Contains(err.Error(), "fleet.yaml:2") {
+		t.Fatalf("config error %v; want one at fleet.yaml:2", err)
+	}
+	if len(b.Jobs().Config().Templates) != 2 || !strings.Contains(string(b.StatusHTML()), "last good one stays in force") {
+		t.Fatal("a bad file replaced the configuration in force, or the status page does not say so")
+	}
+}
+
+// TestReplicasElectOneLeader: two replicas on one PostgreSQL database; one
+// runs the jobs, and when it stops the other takes over with its state.
+func TestReplicasElectOneLeader(t *testing.T) {
+	f := newFleet(t, testutil.PostgresURL(t))
+	linux, win := revisions(t, f.path)
+	a, stopA := f.start("a", nil)
+	b, stopB := f.start("b", nil)
+	defer stopB()
+	testutil.WaitWithin(t, 30*time.Second, "the fleet to converge under one leader", f.converged(map[string]int{linux: 6, win: 2}, 0))
+	if a.Leader() == b.Leader() {
+		t.Fatalf("leaders: a %v, b %v; want exactly one", a.Leader(), b.Leader())
+	}
+	standby, stop := b, stopA
+	if b.Leader() {
+		standby, stop = a, stopB
+	}
+	if st := standby.Jobs().State(); len(st.Groups) != 0 {
+		t.Errorf("the standby replica made groups: %+v", st.Groups)
+	}
+	calls := f.compute.Calls()
+	stop()
+	testutil.WaitWithin(t, 30*time.Second, "the standby to take over", standby.Leader)
+	if st := standby.Jobs().State(); len(st.Groups) != 5 || len(st.Templates) != 2 {
+		t.Errorf("the new leader's state: %d groups, %d templates; want the old leader's 5 and 2", len(st.Groups), len(st.Templates))
+	}
+	// It carries on: a reclaimed machine is replaced.
+	l, err := f.alice.RequestLease(context.Background(), store.LeaseRequest{RequestID: "x", Dimensions: store.Dimensions{"os": {"windows"}}, Term: store.Term{Duration: time.Hour}})
+	if err != nil || l.State != store.Fulfilled {
+		t.Fatalf("lease: %+v, %v", l, err)
+	}
+	if _, err := f.alice.Release(context.Background(), l.ID); err != nil {
+		t.Fatal(err)
+	}
+	zone := l.Machine.Dimensions["zone"][0]
+	testutil.WaitWithin(t, 30*time.Second, "the new leader to replace the released machine", func() bool {
+		return !f.instanceExists(zone, l.Hostname) && f.converged(map[string]int{linux: 6, win: 2}, 0)()
+	})
+	if f.compute.Calls() == calls {
+		t.Error("the new leader made no Compute call")
+	}
+}
