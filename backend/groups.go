@@ -145,7 +145,14 @@ func (j *Jobs) ResizeGroups(ctx context.Context) error {
 		}
 		size := int(mig.GetTargetSize())
 		want := Target(g.m, size, leased[g.record().key()], others)
+		key := g.record().key()
+		j.setStats(key, func(s *GroupStats) { s.Target = size })
 		if want == size {
+			return nil
+		}
+		if failing := j.Stats()[key].Failing; failing != "" && want > g.m.MinimumSize {
+			// The zone has no room (stockout, quota): asking for more
+			// would only queue more failures. Back off until it has.
 			return nil
 		}
 		req := &computepb.ResizeInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev,
@@ -160,7 +167,8 @@ func (j *Jobs) ResizeGroups(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("resizing %s in %s: %w", g.rev, g.m.Zone, err)
 		}
-		j.Log.Info("resized group", "group", g.rev, "zone", g.m.Zone, "from", size, "to", want, "leased", leased[g.record().key()])
+		j.setStats(key, func(s *GroupStats) { s.Target = want })
+		j.Log.Info("resized group", "group", g.rev, "zone", g.m.Zone, "from", size, "to", want, "leased", leased[key])
 		return nil
 	})
 }

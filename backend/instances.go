@@ -77,12 +77,22 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		}
 		var errs []error
 		running := map[string]string{} // name -> instance id
+		failing := ""
 		for _, mi := range mis {
 			if mi.GetInstanceStatus() == "RUNNING" && mi.GetCurrentAction() == "NONE" {
 				running[gceapi.LastSegment(mi.GetInstance())] = strconv.FormatUint(mi.GetId(), 10)
 			}
+			for _, e := range mi.GetLastAttempt().GetErrors().GetErrors() {
+				if mi.GetCurrentAction() == "CREATING" {
+					failing = e.GetCode() + ": " + e.GetMessage()
+				}
+			}
 		}
 		mine := cataloged[g.record().key()]
+		if failing != "" {
+			j.Log.Warn("group cannot create instances; not growing it until it can", "group", g.rev, "zone", g.m.Zone, "err", failing)
+		}
+
 		for host, m := range mine {
 			// A group recreates a lost instance under its name: the id
 			// tells the new one from the entry of the old.
@@ -93,6 +103,14 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 				} else if err == nil {
 					j.Log.Info("removed a machine that is no longer running from the catalog", "instance", host)
 				}
+			}
+		}
+		leased, idle := 0, 0
+		for _, m := range mine {
+			if m.State == store.Leased {
+				leased++
+			} else {
+				idle++
 			}
 		}
 		for _, mi := range mis {
@@ -117,10 +135,19 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 			}
 			// A reclaimed instance still running until its deletion is
 			// refused by the provider: it is on its way out.
-			if _, err := j.Provider.AddMachine(ctx, g.machine(in)); err != nil && !errors.Is(err, store.ErrReclaimed) {
+			m, err := j.Provider.AddMachine(ctx, g.machine(in))
+			switch {
+			case err == nil && m.State == store.Leased:
+				leased++ // at once, to a waiting request
+			case err == nil:
+				idle++
+			case !errors.Is(err, store.ErrReclaimed):
 				errs = append(errs, fmt.Errorf("cataloging %s: %w", name, err))
 			}
 		}
+		j.setStats(g.record().key(), func(s *GroupStats) {
+			s.Current, s.Leased, s.Idle, s.Failing = len(mis), leased, idle, failing
+		})
 		return errors.Join(errs...)
 	})
 }

@@ -35,6 +35,38 @@ type Jobs struct {
 	st       State
 	save     func(context.Context, State) error
 	limiters map[string]*rate.Limiter
+	stats    map[string]GroupStats // by group key, from the last passes
+}
+
+// GroupStats is what the last passes saw of a group.
+type GroupStats struct {
+	Target  int // the group's target size
+	Current int // instances in the group
+	Leased  int // of them, leased in the catalog
+	Idle    int // cataloged and available
+	// Failing is why the group cannot create instances (a stockout or
+	// quota, from its instances' last attempts), if it cannot; while it
+	// is set the group is not grown.
+	Failing string
+}
+
+// Stats returns the last seen state of each group the backend made, by
+// project/zone/name.
+func (j *Jobs) Stats() map[string]GroupStats {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return maps.Clone(j.stats)
+}
+
+func (j *Jobs) setStats(key string, change func(*GroupStats)) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.stats == nil {
+		j.stats = map[string]GroupStats{}
+	}
+	gs := j.stats[key]
+	change(&gs)
+	j.stats[key] = gs
 }
 
 // NewJobs returns jobs for cfg with an empty state kept in memory.

@@ -8,6 +8,8 @@ import (
 	"html/template"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,7 +87,7 @@ func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.C
 		Help: "1 while this replica runs the backend's jobs."})
 	b.m.configOK.Set(1)
 	if opts.Registry != nil {
-		opts.Registry.MustRegister(b.m.configOK, b.m.leader, b.sched.durations)
+		opts.Registry.MustRegister(b.m.configOK, b.m.leader, b.sched.durations, collector{b})
 		compute.Register(opts.Registry)
 	}
 	go b.watchConfig(ctx)
@@ -314,6 +316,49 @@ func (b *Backend) Reload(forced bool) {
 	}
 }
 
+// collector reports the groups as the last passes saw them.
+type collector struct{ b *Backend }
+
+var (
+	instancesDesc = prometheus.NewDesc("gcefleet_backend_instances",
+		"Instances of each group of the backend's by state: target (the group's target size), current (in the group), leased and idle (cataloged).",
+		[]string{"group", "zone", "state"}, nil)
+	failingDesc = prometheus.NewDesc("gcefleet_backend_group_failing",
+		"1 for a group that cannot create instances (stockout or quota); it is not grown until it can.",
+		[]string{"group", "zone"}, nil)
+	pendingDesc = prometheus.NewDesc("gcefleet_backend_pending_deletions",
+		"Instances the backend is deleting (reclaimed, or idle in a drained group).", nil, nil)
+	drainingDesc = prometheus.NewDesc("gcefleet_backend_draining_groups",
+		"Groups of old revisions or removed managers not yet deleted.", nil, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- instancesDesc
+	ch <- failingDesc
+	ch <- pendingDesc
+	ch <- drainingDesc
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.b.jobs.state()
+	for k, s := range c.b.jobs.Stats() {
+		g, ok := st.Groups[k]
+		if !ok {
+			continue
+		}
+		for state, n := range map[string]int{"target": s.Target, "current": s.Current, "leased": s.Leased, "idle": s.Idle} {
+			ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(n), g.Name, g.Zone, state)
+		}
+		failing := 0.0
+		if s.Failing != "" {
+			failing = 1
+		}
+		ch <- prometheus.MustNewConstMetric(failingDesc, prometheus.GaugeValue, failing, g.Name, g.Zone)
+	}
+	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(len(st.Pending)))
+	ch <- prometheus.MustNewConstMetric(drainingDesc, prometheus.GaugeValue, float64(len(c.b.jobs.drained())))
+}
+
 // Leader reports whether this replica runs the jobs now.
 func (b *Backend) Leader() bool {
 	b.mu.Lock()
@@ -340,8 +385,8 @@ var statusSection = template.Must(template.New("backend").Parse(`
 Configuration loaded {{.Loaded.UTC.Format "2006-01-02 15:04:05Z"}}.</p>
 {{with .ConfigErr}}<p style="color:#b00"><b>The configuration file was refused; the last good one stays in force:</b><br><pre>{{.}}</pre></p>{{end}}
 <h3>Groups</h3>
-<table><tr><th>group (revision)</th><th>template</th><th>project</th><th>zone</th><th>state</th></tr>
-{{range .Groups}}<tr><td>{{.Name}}</td><td>{{.BaseName}}</td><td>{{.Project}}</td><td>{{.Zone}}</td><td>{{.State}}</td></tr>
+<table><tr><th>group (revision)</th><th>template</th><th>project</th><th>zone</th><th>state</th><th>target</th><th>current</th><th>leased</th><th>idle</th><th>problem</th></tr>
+{{range .Groups}}<tr><td>{{.Name}}</td><td>{{.BaseName}}</td><td>{{.Project}}</td><td>{{.Zone}}</td><td>{{.State}}</td><td>{{.Target}}</td><td>{{.Current}}</td><td>{{.Leased}}</td><td>{{.Idle}}</td><td>{{.Failing}}</td></tr>
 {{end}}</table>
 <p>Instances pending deletion: {{.Pending}}. Events read up to {{.Cursor}}.</p>
 <h3>Jobs</h3>
@@ -358,16 +403,19 @@ func (b *Backend) StatusHTML() template.HTML {
 	}
 	type row struct {
 		GroupRecord
+		GroupStats
 		State string
 	}
+	stats := b.jobs.Stats()
 	var groups []row
 	for k, g := range st.Groups {
 		state := "current"
 		if !current[k] {
 			state = "draining"
 		}
-		groups = append(groups, row{g, state})
+		groups = append(groups, row{g, stats[k], state})
 	}
+	slices.SortFunc(groups, func(a, b row) int { return strings.Compare(a.key(), b.key()) })
 	b.mu.Lock()
 	data := map[string]any{"Leader": b.leader, "Loaded": b.loaded, "ConfigErr": b.configErr, "Groups": groups,
 		"Pending": len(st.Pending), "Cursor": st.Cursor, "Jobs": b.sched.Status()}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/emulator"
@@ -101,6 +103,11 @@ func (f *fleet) write(linuxType string) {
 
 // start runs a backend replica until the returned func is called.
 func (f *fleet) start(replica string, reload chan struct{}) (*backend.Backend, func()) {
+	b, _, stop := f.startWithMetrics(replica, reload)
+	return b, stop
+}
+
+func (f *fleet) startWithMetrics(replica string, reload chan struct{}) (*backend.Backend, *prometheus.Registry, func()) {
 	f.t.Helper()
 	cfg, err := backend.LoadConfig(f.path)
 	if err != nil {
@@ -108,9 +115,10 @@ func (f *fleet) start(replica string, reload chan struct{}) (*backend.Backend, f
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.t.Cleanup(cancel)
-	b := backend.Run(ctx, cfg, f.compute, f.api, backend.Options{ConfigPath: f.path, Reload: reload, Store: f.st, Replica: replica, LeaderTTL: 3 * time.Second},
+	reg := prometheus.NewRegistry()
+	b := backend.Run(ctx, cfg, f.compute, f.api, backend.Options{ConfigPath: f.path, Reload: reload, Store: f.st, Replica: replica, LeaderTTL: 3 * time.Second, Registry: reg},
 		slog.New(slog.NewTextHandler(f.logs, nil)).With("replica", replica))
-	return b, cancel
+	return b, reg, cancel
 }
 
 // available returns the cataloged machines, by revision, that are idle.
@@ -208,10 +216,30 @@ func TestFleetConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	reload := make(chan struct{}, 1)
-	first, stop := f.start("one", reload)
+	first, reg, stop := f.startWithMetrics("one", reload)
 	testutil.WaitWithin(t, 30*time.Second, "the zones with capacity to converge", f.converged(map[string]int{linux: 4, win: 2}, 0))
 	if got, _ := f.catalog(); got[linux] != 4 {
 		t.Fatalf("catalog with us-central1-c stocked out: %v", got)
+	}
+	stocked := "my-project/us-central1-c/" + linux
+	testutil.WaitWithin(t, 30*time.Second, "the stocked-out group to be reported", func() bool {
+		return strings.Contains(first.Jobs().Stats()[stocked].Failing, "ZONE_RESOURCE_POOL_EXHAUSTED")
+	})
+	if page := string(first.StatusHTML()); !strings.Contains(page, "ZONE_RESOURCE_POOL_EXHAUSTED") || !strings.Contains(page, "create-instance-templates") {
+		t.Errorf("the status page does not show the stockout or the jobs:\n%s", page)
+	}
+	metrics := gather(t, reg)
+	for _, want := range []string{
+		`gcefleet_backend_group_failing{group="` + linux + `",zone="us-central1-c"} 1`,
+		`gcefleet_backend_instances{group="` + linux + `",state="idle",zone="us-central1-a"} 2`,
+		`gcefleet_compute_calls_total{code="200",method="instanceGroupManagers.listManagedInstances"}`,
+		`gcefleet_compute_calls_total{code="503",method="instanceTemplates.insert"} 2`,
+		`gcefleet_backend_job_seconds_count{job="catalog-instances",result="ok"}`,
+		`gcefleet_backend_leader 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 	f.emu.ClearFaults()
 	testutil.WaitWithin(t, 30*time.Second, "us-central1-c to converge once it has capacity", f.converged(map[string]int{linux: 6, win: 2}, 0))
@@ -375,4 +403,20 @@ func TestReplicasElectOneLeader(t *testing.T) {
 	if f.compute.Calls() == calls {
 		t.Error("the new leader made no Compute call")
 	}
+}
+
+// gather renders reg's metrics as the text format does.
+func gather(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
 }
