@@ -85,6 +85,9 @@ type Settings struct {
 	ComputeRate float64 `yaml:"compute_rate"`
 	// Endpoint is the Compute API base URL; empty means real GCE.
 	Endpoint string `yaml:"endpoint"`
+	// AuditGrace is how long an instance labelled as the backend's that
+	// no group of its explains may live before the audit deletes it.
+	AuditGrace time.Duration `yaml:"audit_grace"`
 }
 
 var (
@@ -139,6 +142,9 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	}
 	if cfg.Settings.ComputeRate == 0 {
 		cfg.Settings.ComputeRate = 20
+	}
+	if cfg.Settings.AuditGrace == 0 {
+		cfg.Settings.AuditGrace = 15 * time.Minute
 	}
 	return cfg, cfg.check(name)
 }

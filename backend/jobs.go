@@ -104,10 +104,14 @@ type State struct {
 	// Pending are instances to delete (their lease was reclaimed, or
 	// their group is drained), by name, with when they were found.
 	Pending map[string]time.Time `json:"pending"`
+	// Leftovers are instances labelled as the backend's that no group of
+	// its explains, by project/zone/name, with when the audit first saw
+	// them.
+	Leftovers map[string]time.Time `json:"leftovers,omitempty"`
 }
 
 func newState() State {
-	return State{Templates: map[string]TemplateRecord{}, Groups: map[string]GroupRecord{}, Pending: map[string]time.Time{}}
+	return State{Templates: map[string]TemplateRecord{}, Groups: map[string]GroupRecord{}, Pending: map[string]time.Time{}, Leftovers: map[string]time.Time{}}
 }
 
 // TemplateRecord is an instance template the backend made.
@@ -146,9 +150,7 @@ func (j *Jobs) LoadState(ctx context.Context, st *store.Store, f store.Fence) er
 		if err := json.Unmarshal([]byte(v), &s); err != nil {
 			return fmt.Errorf("backend state in the store: %w", err)
 		}
-		if s.Templates == nil || s.Groups == nil || s.Pending == nil {
-			s = State{Cursor: s.Cursor, Templates: nonNil(s.Templates), Groups: nonNil(s.Groups), Pending: nonNil(s.Pending)}
-		}
+		s.Templates, s.Groups, s.Pending, s.Leftovers = nonNil(s.Templates), nonNil(s.Groups), nonNil(s.Pending), nonNil(s.Leftovers)
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -177,7 +179,11 @@ func (j *Jobs) State() State { return j.state() }
 func (j *Jobs) state() State {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return State{Cursor: j.st.Cursor, Templates: maps.Clone(j.st.Templates), Groups: maps.Clone(j.st.Groups), Pending: maps.Clone(j.st.Pending)}
+	return j.st.clone()
+}
+
+func (s State) clone() State {
+	return State{Cursor: s.Cursor, Templates: maps.Clone(s.Templates), Groups: maps.Clone(s.Groups), Pending: maps.Clone(s.Pending), Leftovers: maps.Clone(s.Leftovers)}
 }
 
 // update changes the state and keeps it. A change that cannot be kept is
@@ -185,7 +191,7 @@ func (j *Jobs) state() State {
 func (j *Jobs) update(ctx context.Context, change func(*State)) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	old := State{Cursor: j.st.Cursor, Templates: maps.Clone(j.st.Templates), Groups: maps.Clone(j.st.Groups), Pending: maps.Clone(j.st.Pending)}
+	old := j.st.clone()
 	change(&j.st)
 	if j.save == nil {
 		return nil

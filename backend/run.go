@@ -127,6 +127,9 @@ func (b *Backend) schedule() *Scheduler {
 		return err
 	})
 	s.Add("delete-instance-templates", every, j.DeleteDrainedTemplates)
+	// The audit lists every instance of its zones: rarely, so that a
+	// fleet at rest costs a list per group per interval and little more.
+	s.Add("audit-instances", 10*every, j.Audit)
 	return s
 }
 

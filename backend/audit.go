@@ -1,0 +1,133 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"cloud.google.com/go/compute/apiv1/computepb"
+	"google.golang.org/api/iterator"
+
+	gceapi "github.com/gcefleet/gcefleet/gce"
+)
+
+// Audit finds instances labelled as the backend's (they carry its
+// template label) that none of its groups explains, in every zone where
+// it has or had a group: leaked by a crash between steps, or left by a
+// group deleted behind its back. Each is deleted once it has been seen
+// for the configured grace; an instance without the label is never
+// touched, whatever its name.
+func (j *Jobs) Audit(ctx context.Context) error {
+	st := j.state()
+	type place struct{ project, zone string }
+	places := map[place]bool{}
+	for _, g := range st.Groups {
+		places[place{g.Project, g.Zone}] = true
+	}
+	for _, g := range j.groups() {
+		places[place{g.t.Project, g.m.Zone}] = true
+	}
+	list := make([]place, 0, len(places))
+	for p := range places {
+		list = append(list, p)
+	}
+	now, grace := j.now(), j.Config().Settings.AuditGrace
+	seen := map[string]bool{}
+	var mu sync.Mutex
+	err := j.each(ctx, len(list), func(ctx context.Context, i int) error {
+		p := list[i]
+		var found []*computepb.Instance
+		err := j.retry(ctx, p.project, func() error {
+			found = found[:0]
+			it := j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: p.project, Zone: p.zone,
+				Filter: new("labels." + TemplateLabel + ":*")})
+			for {
+				in, err := it.Next()
+				if errors.Is(err, iterator.Done) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				found = append(found, in)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("auditing %s: %w", p.zone, err)
+		}
+		var errs []error
+		for _, in := range found {
+			if in.GetLabels()[TemplateLabel] == "" || explained(st, p.project, p.zone, in.GetName()) {
+				continue
+			}
+			key := p.project + "/" + p.zone + "/" + in.GetName()
+			mu.Lock()
+			seen[key] = true
+			mu.Unlock()
+			first, ok := st.Leftovers[key]
+			if !ok {
+				j.Log.Warn("audit: instance labelled as ours that no group explains; deleting it after the grace", "instance", in.GetName(), "zone", p.zone, "grace", grace)
+				if err := j.update(ctx, func(s *State) { s.Leftovers[key] = now }); err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
+			if now.Sub(first) < grace {
+				continue
+			}
+			req := &computepb.DeleteInstanceRequest{Project: p.project, Zone: p.zone, Instance: in.GetName(), RequestId: new(gceapi.RequestID())}
+			err := j.retry(ctx, p.project, func() error {
+				op, err := j.Compute.Instances.Delete(ctx, req)
+				if err != nil {
+					return err
+				}
+				return j.Compute.Wait(ctx, p.project, op)
+			})
+			if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+				errs = append(errs, fmt.Errorf("deleting leftover %s in %s: %w", in.GetName(), p.zone, err))
+				continue
+			}
+			j.Log.Warn("audit: deleted a leftover instance", "instance", in.GetName(), "zone", p.zone, "seen", first)
+		}
+		return errors.Join(errs...)
+	})
+	// cleanup-entities: forget leftovers that are gone or explained now,
+	// and pending deletions of groups that are gone.
+	if err == nil {
+		err = j.update(ctx, func(s *State) {
+			for k := range s.Leftovers {
+				if !seen[k] {
+					delete(s.Leftovers, k)
+				}
+			}
+			for host := range s.Pending {
+				if !ofAnyGroup(s, host) {
+					delete(s.Pending, host)
+				}
+			}
+		})
+	}
+	return err
+}
+
+// explained says whether an instance belongs to one of the backend's
+// groups in its zone: a group names its instances after itself.
+func explained(st State, project, zone, name string) bool {
+	for _, g := range st.Groups {
+		if g.Project == project && g.Zone == zone && strings.HasPrefix(name, g.Name+"-") {
+			return true
+		}
+	}
+	return false
+}
+
+func ofAnyGroup(st *State, host string) bool {
+	for _, g := range st.Groups {
+		if strings.HasPrefix(host, g.Name+"-") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,85 @@
+package backend_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/compute/apiv1/computepb"
+
+	"github.com/gcefleet/gcefleet/backend"
+	gceapi "github.com/gcefleet/gcefleet/gce"
+)
+
+// TestAuditDeletesOnlyLabelledLeftovers: an instance labelled as the
+// backend's that no group explains is deleted after the grace; one
+// without the label is never touched, nor a group's own.
+func TestAuditDeletesOnlyLabelledLeftovers(t *testing.T) {
+	j, _ := jobs(t, `templates:
+  - base_name: pool
+    project: my-project
+    dimensions: {os: linux}
+    machine_type: e2-standard-2
+    image: projects/debian-cloud/global/images/family/debian-12
+managers:
+  - {template_base_name: pool, zone: us-central1-a, minimum_size: 1, maximum_size: 2}
+settings:
+  audit_grace: 10m
+`)
+	ctx := context.Background()
+	now := time.Now()
+	j.Now = func() time.Time { return now }
+	if err := j.CreateInstanceTemplates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	create := func(name string, labels map[string]string) {
+		t.Helper()
+		op, err := j.Compute.Instances.Insert(ctx, &computepb.InsertInstanceRequest{Project: "my-project", Zone: "us-central1-a",
+			InstanceResource: &computepb.Instance{Name: new(name), MachineType: new("zones/us-central1-a/machineTypes/e2-small"), Labels: labels,
+				Disks: []*computepb.AttachedDisk{{Boot: new(true), AutoDelete: new(true), InitializeParams: &computepb.AttachedDiskInitializeParams{
+					SourceImage: new("projects/debian-cloud/global/images/family/debian-12")}}},
+				NetworkInterfaces: []*computepb.NetworkInterface{{}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := op.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("leaked", map[string]string{backend.TemplateLabel: "pool"})
+	create("someone-elses", map[string]string{"team": "web"})
+	exists := func(name string) bool {
+		_, err := j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: "my-project", Zone: "us-central1-a", Instance: name})
+		return err == nil
+	}
+	if err := j.Audit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !exists("leaked") || len(j.State().Leftovers) != 1 {
+		t.Fatalf("first sight: leaked exists %v, leftovers %v; want it kept for the grace and recorded", exists("leaked"), j.State().Leftovers)
+	}
+	now = now.Add(11 * time.Minute)
+	if err := j.Audit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if exists("leaked") {
+		t.Error("a labelled leftover outlived its grace")
+	}
+	if !exists("someone-elses") {
+		t.Error("the audit deleted an instance without the backend's label")
+	}
+	mis, err := j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{Project: "my-project", Zone: "us-central1-a",
+		InstanceGroupManager: j.Config().Templates[0].Revision()}).Next()
+	if err != nil || !exists(gceapi.LastSegment(mis.GetInstance())) {
+		t.Errorf("the group's own instance: %v, %v", mis, err)
+	}
+	if err := j.Audit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(j.State().Leftovers); n != 0 {
+		t.Errorf("%d leftovers remembered after deletion", n)
+	}
+}
