@@ -59,6 +59,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		})
 		switch {
 		case err == nil:
+			j.changes.Add(1)
 			j.Log.Info("created instance group manager", "group", g.rev, "zone", g.m.Zone, "size", size)
 		case gceapi.Classify(err) == gceapi.Exists:
 			// Ours if it uses our template (a MIG has no labels).
@@ -129,7 +130,15 @@ func (j *Jobs) ResizeGroups(ctx context.Context) error {
 	st := j.state()
 	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
 		g := gs[i]
-		if _, made := st.Groups[g.record().key()]; !made {
+		key := g.record().key()
+		if _, made := st.Groups[key]; !made {
+			return nil
+		}
+		// The catalog pass counted the group's instances (a group lists
+		// one per unit of its target size, CREATING ones included): a
+		// group at rest costs no call here.
+		if seen, ok := j.Stats()[key]; ok && seen.Current > 0 && len(j.drained()) == 0 &&
+			Target(g.m, seen.Current, leased[key], 0) == seen.Current {
 			return nil
 		}
 		mig, err := j.getGroup(ctx, g.t.Project, g.m.Zone, g.rev)
@@ -144,8 +153,7 @@ func (j *Jobs) ResizeGroups(ctx context.Context) error {
 			return err
 		}
 		size := int(mig.GetTargetSize())
-		want := Target(g.m, size, leased[g.record().key()], others)
-		key := g.record().key()
+		want := Target(g.m, size, leased[key], others)
 		j.setStats(key, func(s *GroupStats) { s.Target = size })
 		if want == size {
 			return nil
@@ -167,6 +175,7 @@ func (j *Jobs) ResizeGroups(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("resizing %s in %s: %w", g.rev, g.m.Zone, err)
 		}
+		j.changes.Add(1)
 		j.setStats(key, func(s *GroupStats) { s.Target = want })
 		j.Log.Info("resized group", "group", g.rev, "zone", g.m.Zone, "from", size, "to", want, "leased", leased[key])
 		return nil
@@ -226,7 +235,16 @@ func (j *Jobs) DeleteDrainedGroups(ctx context.Context) error {
 		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
 			return fmt.Errorf("deleting drained group %s in %s: %w", d.Name, d.Zone, err)
 		}
+		j.changes.Add(1)
 		j.Log.Info("deleted drained instance group manager", "group", d.Name, "zone", d.Zone)
-		return j.update(ctx, func(s *State) { delete(s.Groups, d.key()) })
+		return j.update(ctx, func(s *State) {
+			delete(s.Groups, d.key())
+			// It held no instance: those pending deletion are gone.
+			for host := range s.Pending {
+				if !ofAnyGroup(s, host) {
+					delete(s.Pending, host)
+				}
+			}
+		})
 	})
 }

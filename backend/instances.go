@@ -252,6 +252,9 @@ func (j *Jobs) DeletePending(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("deleting %d instances of %s in %s: %w", len(urls), g.Name, g.Zone, err)
 		}
+		j.changes.Add(1)
+		// The group is smaller now; resize-instance-groups reads this.
+		j.setStats(g.key(), func(s *GroupStats) { s.Current = max(0, len(mis)-len(urls)) })
 		j.Log.Info("deleted instances", "group", g.Name, "zone", g.Zone, "count", len(urls))
 		return nil
 	})

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -36,6 +37,7 @@ type Jobs struct {
 	save     func(context.Context, State) error
 	limiters map[string]*rate.Limiter
 	stats    map[string]GroupStats // by group key, from the last passes
+	changes  atomic.Int64          // Compute changes made, so that jobs kick others only then
 }
 
 // GroupStats is what the last passes saw of a group.

@@ -99,33 +99,34 @@ func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.C
 func (b *Backend) schedule() *Scheduler {
 	j, s := b.jobs, NewScheduler(b.log)
 	every := j.Config().Settings.Interval
-	s.Add("create-instance-templates", every, func(ctx context.Context) error {
-		err := j.CreateInstanceTemplates(ctx)
-		s.Kick("create-instance-group-managers")
-		return err
-	})
-	s.Add("create-instance-group-managers", every, func(ctx context.Context) error {
-		err := j.CreateInstanceGroupManagers(ctx)
-		s.Kick("catalog-instances")
-		return err
-	})
-	s.Add("resize-instance-groups", every, j.ResizeGroups)
+	// then runs job and, if it changed anything on Compute Engine (or
+	// failed), kicks next: a fleet at rest kicks nothing.
+	then := func(job func(context.Context) error, next ...string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			before := j.changes.Load()
+			err := job(ctx)
+			if err != nil || j.changes.Load() != before {
+				for _, n := range next {
+					s.Kick(n)
+				}
+			}
+			return err
+		}
+	}
+	s.Add("create-instance-templates", every, then(j.CreateInstanceTemplates, "create-instance-group-managers"))
+	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "catalog-instances"))
+	s.Add("resize-instance-groups", every, then(j.ResizeGroups, "catalog-instances"))
 	s.Add("catalog-instances", every, j.CatalogInstances)
-	s.Add("delete-instances-pending-deletion", every, func(ctx context.Context) error {
-		err := j.DeletePending(ctx)
-		s.Kick("resize-instance-groups")
-		return err
-	})
+	s.Add("delete-instances-pending-deletion", every, then(j.DeletePending, "catalog-instances", "resize-instance-groups"))
 	s.Add("remove-cataloged-instances", every, func(ctx context.Context) error {
+		pending := len(j.state().Pending)
 		err := j.RemoveDrained(ctx)
-		s.Kick("delete-instances-pending-deletion")
+		if len(j.state().Pending) != pending {
+			s.Kick("delete-instances-pending-deletion")
+		}
 		return err
 	})
-	s.Add("delete-instance-group-managers", every, func(ctx context.Context) error {
-		err := j.DeleteDrainedGroups(ctx)
-		s.Kick("delete-instance-templates")
-		return err
-	})
+	s.Add("delete-instance-group-managers", every, then(j.DeleteDrainedGroups, "delete-instance-templates"))
 	s.Add("delete-instance-templates", every, j.DeleteDrainedTemplates)
 	// The audit lists every instance of its zones: rarely, so that a
 	// fleet at rest costs a list per group per interval and little more.

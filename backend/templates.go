@@ -147,6 +147,7 @@ func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 		})
 		switch {
 		case err == nil:
+			j.changes.Add(1)
 			j.Log.Info("created instance template", "template", rec.Name, "project", t.Project)
 		case gceapi.Classify(err) == gceapi.Exists:
 			if err := j.ours(ctx, t.Project, rec.Name); err != nil {
