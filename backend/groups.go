@@ -2,6 +2,8 @@ package backend
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"math"
 
@@ -45,7 +47,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		req := &computepb.InsertInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, RequestId: new(gceapi.RequestID()),
 			InstanceGroupManagerResource: &computepb.InstanceGroupManager{
 				Name:             new(g.rev),
-				BaseInstanceName: new(g.rev),
+				BaseInstanceName: new(baseInstanceName(g.rev, g.m.Zone)),
 				InstanceTemplate: tmpl.SelfLink,
 				TargetSize:       new(int32(size)),
 				Description:      new("gcefleet backend manager of " + g.t.BaseName),
@@ -75,6 +77,15 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		}
 		return j.update(ctx, func(s *State) { s.Groups[rec.key()] = rec })
 	})
+}
+
+// baseInstanceName names a group's instances: its revision and a code of
+// its zone. Instance names are unique only within a zone in GCE, but they
+// are the catalog's hostnames, which are unique across the fleet; groups
+// of one revision in several zones would otherwise draw the same names.
+func baseInstanceName(rev, zone string) string {
+	sum := sha256.Sum256([]byte(zone))
+	return rev + "-" + hex.EncodeToString(sum[:2])
 }
 
 func (j *Jobs) getGroup(ctx context.Context, project, zone, name string) (*computepb.InstanceGroupManager, error) {
