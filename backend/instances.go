@@ -135,7 +135,12 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 			}
 			// A reclaimed instance still running until its deletion is
 			// refused by the provider: it is on its way out.
-			m, err := j.Provider.AddMachine(ctx, g.machine(in))
+			m := g.machine(in)
+			if err := j.sizeDims(ctx, g, m.Dimensions); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			m, err = j.Provider.AddMachine(ctx, m)
 			switch {
 			case err == nil && m.State == store.Leased:
 				leased++ // at once, to a waiting request
@@ -150,6 +155,43 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		})
 		return errors.Join(errs...)
 	})
+}
+
+// sizeDims adds the machine type's cpus and memory_gb, and the disk's
+// disk_gb, to dims. Machine types are read once per zone.
+func (j *Jobs) sizeDims(ctx context.Context, g group, dims store.Dimensions) error {
+	key := g.m.Zone + "/" + g.t.MachineType
+	j.mu.Lock()
+	mt, ok := j.machineTypes[key]
+	j.mu.Unlock()
+	if !ok {
+		err := j.retry(ctx, g.t.Project, func() error {
+			var err error
+			mt, err = j.Compute.MachineTypes.Get(ctx, &computepb.GetMachineTypeRequest{Project: g.t.Project, Zone: g.m.Zone, MachineType: g.t.MachineType})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("machine type %s in %s: %w", g.t.MachineType, g.m.Zone, err)
+		}
+		j.mu.Lock()
+		if j.machineTypes == nil {
+			j.machineTypes = map[string]*computepb.MachineType{}
+		}
+		j.machineTypes[key] = mt
+		j.mu.Unlock()
+	}
+	// What the template declares itself wins.
+	set := func(k, v string) {
+		if _, ok := dims[k]; !ok {
+			dims[k] = []string{v}
+		}
+	}
+	set("cpus", strconv.Itoa(int(mt.GetGuestCpus())))
+	set("memory_gb", strconv.FormatFloat(float64(mt.GetMemoryMb())/1024, 'f', -1, 64))
+	if g.t.Disk.SizeGB > 0 {
+		set("disk_gb", strconv.FormatInt(g.t.Disk.SizeGB, 10))
+	}
+	return nil
 }
 
 // machine is the catalog entry of instance in of g.

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"cloud.google.com/go/compute/apiv1/computepb"
 	"golang.org/x/time/rate"
 
 	gceapi "github.com/gcefleet/gcefleet/gce"
@@ -38,6 +39,8 @@ type Jobs struct {
 	limiters map[string]*rate.Limiter
 	stats    map[string]GroupStats // by group key, from the last passes
 	changes  atomic.Int64          // Compute changes made, so that jobs kick others only then
+
+	machineTypes map[string]*computepb.MachineType // by zone/name
 }
 
 // GroupStats is what the last passes saw of a group.

@@ -88,6 +88,12 @@ func newFleet(t *testing.T, dbURL string) *fleet {
 		path:  filepath.Join(t.TempDir(), "fleet.yaml"), logs: &testutil.SyncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
+			ms, _ := f.api.Machines(context.Background())
+			var b strings.Builder
+			for _, m := range ms {
+				fmt.Fprintf(&b, "  %s %s %v\n", m.Hostname, m.State, m.Dimensions["revision"])
+			}
+			t.Logf("catalog at the end:\n%s", b.String())
 			t.Logf("backend logs:\n%s", f.logs.String())
 		}
 	})
@@ -217,12 +223,12 @@ func TestFleetConverges(t *testing.T) {
 	}
 	reload := make(chan struct{}, 1)
 	first, reg, stop := f.startWithMetrics("one", reload)
-	testutil.WaitWithin(t, 30*time.Second, "the zones with capacity to converge", f.converged(map[string]int{linux: 4, win: 2}, 0))
+	testutil.WaitWithin(t, time.Minute, "the zones with capacity to converge", f.converged(map[string]int{linux: 4, win: 2}, 0))
 	if got, _ := f.catalog(); got[linux] != 4 {
 		t.Fatalf("catalog with us-central1-c stocked out: %v", got)
 	}
 	stocked := "my-project/us-central1-c/" + linux
-	testutil.WaitWithin(t, 30*time.Second, "the stocked-out group to be reported", func() bool {
+	testutil.WaitWithin(t, time.Minute, "the stocked-out group to be reported", func() bool {
 		return strings.Contains(first.Jobs().Stats()[stocked].Failing, "ZONE_RESOURCE_POOL_EXHAUSTED")
 	})
 	if page := string(first.StatusHTML()); !strings.Contains(page, "ZONE_RESOURCE_POOL_EXHAUSTED") || !strings.Contains(page, "create-instance-templates") {
@@ -242,7 +248,7 @@ func TestFleetConverges(t *testing.T) {
 		}
 	}
 	f.emu.ClearFaults()
-	testutil.WaitWithin(t, 30*time.Second, "us-central1-c to converge once it has capacity", f.converged(map[string]int{linux: 6, win: 2}, 0))
+	testutil.WaitWithin(t, time.Minute, "us-central1-c to converge once it has capacity", f.converged(map[string]int{linux: 6, win: 2}, 0))
 
 	// A preempted idle instance leaves the catalog, and the group's
 	// replacement enters it.
@@ -261,7 +267,7 @@ func TestFleetConverges(t *testing.T) {
 	}
 	// The group recreates it under its name, as GCE does; the catalog
 	// gets the new instance's entry.
-	testutil.WaitWithin(t, 30*time.Second, "the lost instance's entry to be replaced by its successor's", func() bool {
+	testutil.WaitWithin(t, time.Minute, "the lost instance's entry to be replaced by its successor's", func() bool {
 		ms, _ := f.api.Machines(ctx)
 		for _, m := range ms {
 			if m.Hostname == victim.Hostname && m.Dimensions["instance_id"][0] == victim.Dimensions["instance_id"][0] {
@@ -271,13 +277,37 @@ func TestFleetConverges(t *testing.T) {
 		return f.converged(map[string]int{linux: 6, win: 2}, 0)()
 	})
 
+	if d := victim.Dimensions; d["cpus"][0] != "2" || d["memory_gb"][0] != "8" || d["template"][0] != "linux" || d["machine_type"][0] != "e2-standard-2" {
+		t.Errorf("dimensions of a cataloged machine: %v", d)
+	}
+
+	// A quota that leaves no room for a replacement: the group says so,
+	// and catches up once the quota is raised.
+	if err := f.emu.SetQuota("my-project", "us-central1", "INSTANCES", 7); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := f.alice.RequestLease(ctx, store.LeaseRequest{RequestID: "quota", Dimensions: store.Dimensions{"os": {"windows"}, "zone": {"us-central1-a"}}, Term: store.Term{Duration: time.Hour}})
+	if err != nil || gone.State != store.Fulfilled {
+		t.Fatalf("lease: %+v, %v", gone, err)
+	}
+	if _, err := f.alice.Release(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitWithin(t, time.Minute, "the group out of quota to be reported", func() bool {
+		return strings.Contains(first.Jobs().Stats()["my-project/us-central1-a/"+win].Failing, "QUOTA_EXCEEDED")
+	})
+	if err := f.emu.SetQuota("my-project", "us-central1", "INSTANCES", 1000); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitWithin(t, time.Minute, "the group to catch up once the quota is raised", f.converged(map[string]int{linux: 6, win: 2}, 0))
+
 	// A lease that expires: its instance is deleted and replaced.
 	l, err := f.alice.RequestLease(ctx, store.LeaseRequest{RequestID: "short", Dimensions: store.Dimensions{"os": {"windows"}}, Term: store.Term{Duration: time.Second}})
 	if err != nil || l.State != store.Fulfilled {
 		t.Fatalf("lease: %+v, %v", l, err)
 	}
 	zone := l.Machine.Dimensions["zone"][0]
-	testutil.WaitWithin(t, 30*time.Second, "the expired lease's instance to be deleted and replaced", func() bool {
+	testutil.WaitWithin(t, time.Minute, "the expired lease's instance to be deleted and replaced", func() bool {
 		return !f.instanceExists(zone, l.Hostname) && f.converged(map[string]int{linux: 6, win: 2}, 0)()
 	})
 
@@ -296,11 +326,11 @@ func TestFleetConverges(t *testing.T) {
 	if demand[2].State != store.Pending {
 		t.Fatalf("third lease in a group of two: %s", demand[2].State)
 	}
-	testutil.WaitWithin(t, 30*time.Second, "the queued request to be fulfilled by a grown group", func() bool {
+	testutil.WaitWithin(t, time.Minute, "the queued request to be fulfilled by a grown group", func() bool {
 		l, err := f.alice.Lease(ctx, demand[2].ID, 0)
 		return err == nil && l.State == store.Fulfilled
 	})
-	testutil.WaitWithin(t, 30*time.Second, "us-central1-a's linux group to grow to its maximum", func() bool {
+	testutil.WaitWithin(t, time.Minute, "us-central1-a's linux group to grow to its maximum", func() bool {
 		g, err := f.compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-a", InstanceGroupManager: linux})
 		return err == nil && g.GetTargetSize() == 4
 	})
@@ -314,7 +344,7 @@ func TestFleetConverges(t *testing.T) {
 	f.write("e2-standard-4")
 	newLinux, _ := revisions(t, f.path)
 	reload <- struct{}{}
-	testutil.WaitWithin(t, 30*time.Second, "the new revision's groups", func() bool {
+	testutil.WaitWithin(t, time.Minute, "the new revision's groups", func() bool {
 		got, _ := f.catalog()
 		return got[newLinux] > 0
 	})
@@ -324,7 +354,7 @@ func TestFleetConverges(t *testing.T) {
 	stop()
 	b, stop := f.start("two", reload)
 	defer stop()
-	testutil.WaitWithin(t, 30*time.Second, "the restarted backend to lead", b.Leader)
+	testutil.WaitWithin(t, time.Minute, "the restarted backend to lead", b.Leader)
 	if st := b.Jobs().State(); len(st.Groups) == 0 || st.Cursor == 0 {
 		t.Fatalf("the restarted backend lost its state: %+v", st)
 	}
@@ -334,7 +364,7 @@ func TestFleetConverges(t *testing.T) {
 			f.alice.Release(ctx, l.ID)
 		}
 	}
-	testutil.WaitWithin(t, 30*time.Second, "the old revision to drain but for its leased machine", func() bool {
+	testutil.WaitWithin(t, time.Minute, "the old revision to drain but for its leased machine", func() bool {
 		got, leased := f.catalog()
 		return leased == 1 && got[linux] == 0 && got[newLinux] == 6 && !f.groupExists("us-central1-b", linux) && !f.groupExists("us-central1-c", linux)
 	})
@@ -344,7 +374,7 @@ func TestFleetConverges(t *testing.T) {
 	if _, err := f.alice.Release(ctx, held.ID); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitWithin(t, 30*time.Second, "the old revision to be deleted once its last lease ended", func() bool {
+	testutil.WaitWithin(t, time.Minute, "the old revision to be deleted once its last lease ended", func() bool {
 		return !f.groupExists("us-central1-a", linux) && !f.templateExists(linux) && !f.instanceExists("us-central1-a", held.Hostname) &&
 			f.converged(map[string]int{newLinux: 6, win: 2}, 0)()
 	})
@@ -371,7 +401,7 @@ func TestReplicasElectOneLeader(t *testing.T) {
 	a, stopA := f.start("a", nil)
 	b, stopB := f.start("b", nil)
 	defer stopB()
-	testutil.WaitWithin(t, 30*time.Second, "the fleet to converge under one leader", f.converged(map[string]int{linux: 6, win: 2}, 0))
+	testutil.WaitWithin(t, time.Minute, "the fleet to converge under one leader", f.converged(map[string]int{linux: 6, win: 2}, 0))
 	if a.Leader() == b.Leader() {
 		t.Fatalf("leaders: a %v, b %v; want exactly one", a.Leader(), b.Leader())
 	}
@@ -384,7 +414,7 @@ func TestReplicasElectOneLeader(t *testing.T) {
 	}
 	calls := f.compute.Calls()
 	stop()
-	testutil.WaitWithin(t, 30*time.Second, "the standby to take over", standby.Leader)
+	testutil.WaitWithin(t, time.Minute, "the standby to take over", standby.Leader)
 	if st := standby.Jobs().State(); len(st.Groups) != 5 || len(st.Templates) != 2 {
 		t.Errorf("the new leader's state: %d groups, %d templates; want the old leader's 5 and 2", len(st.Groups), len(st.Templates))
 	}
@@ -397,7 +427,7 @@ func TestReplicasElectOneLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	zone := l.Machine.Dimensions["zone"][0]
-	testutil.WaitWithin(t, 30*time.Second, "the new leader to replace the released machine", func() bool {
+	testutil.WaitWithin(t, time.Minute, "the new leader to replace the released machine", func() bool {
 		return !f.instanceExists(zone, l.Hostname) && f.converged(map[string]int{linux: 6, win: 2}, 0)()
 	})
 	if f.compute.Calls() == calls {

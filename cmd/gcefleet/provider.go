@@ -123,6 +123,9 @@ func backendStarter(ctx context.Context, cfg provider.Config, configPath string,
 		}
 	}()
 	return func(url string, s *provider.Server) {
+		if bcfg.Settings.Provider != "" {
+			url = bcfg.Settings.Provider // a provider elsewhere
+		}
 		prov := &client.Client{BaseURL: url, Token: secret}
 		b := backend.Run(ctx, bcfg, compute, prov, backend.Options{
 			ConfigPath: path, Reload: reload, Store: s.Store(), Registry: s.Registry(),
