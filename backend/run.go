@@ -53,9 +53,13 @@ type Backend struct {
 	loaded    time.Time
 	hash      [32]byte
 
+	convergedAt time.Time // first convergence since the configuration was loaded
+
 	m struct {
-		configOK prometheus.Gauge
-		leader   prometheus.Gauge
+		configOK  prometheus.Gauge
+		leader    prometheus.Gauge
+		converge  prometheus.Gauge
+		converged prometheus.Gauge
 	}
 }
 
@@ -85,9 +89,13 @@ func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.C
 		Help: "1 if the configuration file parsed at its last reading, 0 if the last good one is in force instead."})
 	b.m.leader = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_leader",
 		Help: "1 while this replica runs the backend's jobs."})
+	b.m.converge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_converge_seconds",
+		Help: "How long the fleet took to match the configuration after it was last loaded (or the backend started)."})
+	b.m.converged = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_converged",
+		Help: "1 when every configured group is made, at its size, fully cataloged, and nothing drains or waits for deletion."})
 	b.m.configOK.Set(1)
 	if opts.Registry != nil {
-		opts.Registry.MustRegister(b.m.configOK, b.m.leader, b.sched.durations, collector{b})
+		opts.Registry.MustRegister(b.m.configOK, b.m.leader, b.m.converge, b.m.converged, b.sched.durations, collector{b})
 		compute.Register(opts.Registry)
 	}
 	go b.watchConfig(ctx)
@@ -116,7 +124,11 @@ func (b *Backend) schedule() *Scheduler {
 	s.Add("create-instance-templates", every, then(j.CreateInstanceTemplates, "create-instance-group-managers"))
 	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "catalog-instances"))
 	s.Add("resize-instance-groups", every, then(j.ResizeGroups, "catalog-instances"))
-	s.Add("catalog-instances", every, j.CatalogInstances)
+	s.Add("catalog-instances", every, func(ctx context.Context) error {
+		err := j.CatalogInstances(ctx)
+		b.checkConverged()
+		return err
+	})
 	s.Add("delete-instances-pending-deletion", every, then(j.DeletePending, "catalog-instances", "resize-instance-groups"))
 	s.Add("remove-cataloged-instances", every, func(ctx context.Context) error {
 		pending := len(j.state().Pending)
@@ -207,7 +219,6 @@ func (b *Backend) keepLeading(ctx context.Context, tick <-chan time.Time) {
 // runLeader loads the state and runs the jobs and the event follower
 // until ctx ends.
 func (b *Backend) runLeader(ctx context.Context) {
-	b.setLeader(true)
 	defer b.setLeader(false)
 	if st := b.opts.Store; st != nil {
 		for {
@@ -223,6 +234,7 @@ func (b *Backend) runLeader(ctx context.Context) {
 			}
 		}
 	}
+	b.setLeader(true) // with the state loaded
 	var wg sync.WaitGroup
 	wg.Go(func() { b.sched.Run(ctx) })
 	wg.Go(func() { b.follow(ctx) })
@@ -304,7 +316,7 @@ func (b *Backend) Reload(forced bool) {
 	b.mu.Lock()
 	b.configErr = err
 	if err == nil {
-		b.loaded = time.Now()
+		b.loaded, b.convergedAt = time.Now(), time.Time{}
 	}
 	b.mu.Unlock()
 	if err != nil {
@@ -368,6 +380,32 @@ func (b *Backend) Leader() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.leader
+}
+
+// checkConverged notes when the fleet first matches the configuration.
+func (b *Backend) checkConverged() {
+	j := b.jobs
+	st, stats := j.state(), j.Stats()
+	ok := len(st.Pending) == 0 && len(j.drained()) == 0
+	for _, g := range j.groups() {
+		s, seen := stats[g.record().key()]
+		_, made := st.Groups[g.record().key()]
+		if !made || !seen || s.Failing != "" || s.Current < g.m.MinimumSize || s.Idle+s.Leased != s.Current {
+			ok = false
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !ok {
+		b.m.converged.Set(0)
+		return
+	}
+	b.m.converged.Set(1)
+	if b.convergedAt.IsZero() {
+		b.convergedAt = time.Now()
+		b.m.converge.Set(b.convergedAt.Sub(b.loaded).Seconds())
+		b.log.Info("the fleet matches the configuration", "after", b.convergedAt.Sub(b.loaded).Round(time.Millisecond))
+	}
 }
 
 // Jobs returns the backend's jobs.

@@ -242,6 +242,7 @@ func TestFleetConverges(t *testing.T) {
 		`gcefleet_compute_calls_total{code="503",method="instanceTemplates.insert"} 2`,
 		`gcefleet_backend_job_seconds_count{job="catalog-instances",result="ok"}`,
 		`gcefleet_backend_leader 1`,
+		`gcefleet_backend_converged 0`, // us-central1-c is stocked out
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
@@ -249,6 +250,10 @@ func TestFleetConverges(t *testing.T) {
 	}
 	f.emu.ClearFaults()
 	testutil.WaitWithin(t, time.Minute, "us-central1-c to converge once it has capacity", f.converged(map[string]int{linux: 6, win: 2}, 0))
+	testutil.WaitWithin(t, time.Minute, "the converged metric", func() bool {
+		m := gather(t, reg)
+		return strings.Contains(m, "gcefleet_backend_converged 1") && !strings.Contains(m, "gcefleet_backend_converge_seconds 0\n")
+	})
 
 	// A preempted idle instance leaves the catalog, and the group's
 	// replacement enters it.
