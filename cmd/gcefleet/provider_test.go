@@ -353,4 +353,37 @@ settings:
 		}
 		return len(ms) == 2
 	})
+
+	// The status page and /metrics show the backend.
+	get := func(path string) string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url+path, nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if page := get("/"); !strings.Contains(page, "GCE Backend") || !strings.Contains(page, "us-east1-b") || !strings.Contains(page, "This replica leads") {
+		t.Errorf("status page without the backend:\n%s", page)
+	}
+	if m := get("/metrics"); !strings.Contains(m, "gcefleet_backend_leader 1") || !strings.Contains(m, `gcefleet_compute_calls_total{code="200",method="instanceGroupManagers.listManagedInstances"}`) {
+		t.Errorf("metrics without the backend's:\n%s", m)
+	}
+
+	// A bad file, read on SIGHUP, changes nothing but the status page.
+	os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet+"managers:\n  - {template_base_name: nope}\n"), 0o600)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	testutil.WaitFor(t, "the refused file on the status page", func() bool {
+		return strings.Contains(get("/"), "The configuration file was refused")
+	})
+	if m := get("/metrics"); !strings.Contains(m, "gcefleet_backend_config_ok 0") {
+		t.Error("gcefleet_backend_config_ok is not 0 after a refused file")
+	}
+	if n := len(available()); n != 2 {
+		t.Errorf("%d machines after a refused file, want 2", n)
+	}
 }
