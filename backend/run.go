@@ -38,6 +38,20 @@ type Options struct {
 	LeaderTTL time.Duration
 	// Registry, if set, gets the backend's metrics.
 	Registry prometheus.Registerer
+	// StartErr is why the file was refused at start, when the backend
+	// runs on the last good configuration from the store instead.
+	StartErr error
+}
+
+// configKey is where the last good configuration file is kept in the
+// store, so that a replica started on a bad file runs on it.
+const configKey = "gce-backend/config"
+
+// LastGoodConfig returns the last configuration file a backend ran on,
+// from st, or store.ErrNotFound.
+func LastGoodConfig(ctx context.Context, st *store.Store) ([]byte, error) {
+	v, err := st.Get(ctx, configKey)
+	return []byte(v), err
 }
 
 // Backend is a running GCE Backend.
@@ -52,6 +66,8 @@ type Backend struct {
 	configErr error
 	loaded    time.Time
 	hash      [32]byte
+	good      []byte // the last good file, kept in the store by the leader
+	running   sync.WaitGroup
 
 	convergedAt time.Time // first convergence since the configuration was loaded
 
@@ -78,10 +94,13 @@ func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.C
 		host, _ := os.Hostname()
 		opts.Replica = fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano())
 	}
-	b := &Backend{jobs: NewJobs(compute, prov, cfg, log), log: log, opts: opts, loaded: time.Now()}
+	b := &Backend{jobs: NewJobs(compute, prov, cfg, log), log: log, opts: opts, loaded: time.Now(), configErr: opts.StartErr}
 	if opts.ConfigPath != "" {
 		if data, err := os.ReadFile(opts.ConfigPath); err == nil {
 			b.hash = sha256.Sum256(data)
+			if opts.StartErr == nil {
+				b.good = data
+			}
 		}
 	}
 	b.sched = b.schedule()
@@ -94,14 +113,22 @@ func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.C
 	b.m.converged = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_converged",
 		Help: "1 when every configured group is made, at its size, fully cataloged, and nothing drains or waits for deletion."})
 	b.m.configOK.Set(1)
+	if opts.StartErr != nil {
+		b.m.configOK.Set(0)
+	}
 	if opts.Registry != nil {
 		opts.Registry.MustRegister(b.m.configOK, b.m.leader, b.m.converge, b.m.converged, b.sched.durations, collector{b})
 		compute.Register(opts.Registry)
 	}
-	go b.watchConfig(ctx)
-	go b.lead(ctx)
+	b.running.Go(func() { b.watchConfig(ctx) })
+	b.running.Go(func() { b.lead(ctx) })
 	return b
 }
+
+// Wait waits, once ctx has ended, until the backend has stopped: its jobs
+// ended and its leadership given up, so that another replica takes over
+// at once. Call it before closing the store.
+func (b *Backend) Wait() { b.running.Wait() }
 
 // schedule registers the jobs; each kicks the ones that wait for it.
 func (b *Backend) schedule() *Scheduler {
@@ -234,6 +261,7 @@ func (b *Backend) runLeader(ctx context.Context) {
 			}
 		}
 	}
+	b.saveGood(ctx)
 	b.setLeader(true) // with the state loaded
 	var wg sync.WaitGroup
 	wg.Go(func() { b.sched.Run(ctx) })
@@ -315,8 +343,9 @@ func (b *Backend) Reload(forced bool) {
 	}
 	b.mu.Lock()
 	b.configErr = err
+	leader := b.leader
 	if err == nil {
-		b.loaded, b.convergedAt = time.Now(), time.Time{}
+		b.loaded, b.convergedAt, b.good = time.Now(), time.Time{}, data
 	}
 	b.mu.Unlock()
 	if err != nil {
@@ -326,6 +355,11 @@ func (b *Backend) Reload(forced bool) {
 	}
 	b.m.configOK.Set(1)
 	b.jobs.SetConfig(cfg)
+	if leader {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		b.saveGood(ctx)
+		cancel()
+	}
 	b.log.Info("backend configuration loaded", "templates", len(cfg.Templates), "managers", len(cfg.Managers))
 	for _, st := range b.sched.Status() {
 		b.sched.Kick(st.Name)
@@ -380,6 +414,19 @@ func (b *Backend) Leader() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.leader
+}
+
+// saveGood keeps the last good file in the store.
+func (b *Backend) saveGood(ctx context.Context) {
+	b.mu.Lock()
+	good := b.good
+	b.mu.Unlock()
+	if b.opts.Store == nil || good == nil {
+		return
+	}
+	if err := b.opts.Store.Put(ctx, configKey, string(good), store.Fence{Name: leaderName, Holder: b.opts.Replica}); err != nil {
+		b.log.Warn("keeping the configuration in the store", "err", err)
+	}
 }
 
 // checkConverged notes when the fleet first matches the configuration.

@@ -37,6 +37,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, drain time.Duratio
 	if ready != nil {
 		ready(ln.Addr().String(), s)
 	}
+	defer s.runDeferred()
 	select {
 	case err := <-errc:
 		return err
@@ -49,4 +50,21 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, drain time.Duratio
 		return err
 	}
 	return nil
+}
+
+// Defer registers f to run when Serve returns, before it closes the store:
+// a service running beside the provider waits there for its own end.
+func (s *Server) Defer(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deferred = append(s.deferred, f)
+}
+
+func (s *Server) runDeferred() {
+	s.mu.Lock()
+	fs := s.deferred
+	s.mu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
 }

@@ -49,6 +49,7 @@ type Server struct {
 	wake    chan struct{} // wakes Run sooner
 
 	sections []func() template.HTML
+	deferred []func()
 }
 
 type metrics struct {

@@ -96,9 +96,15 @@ func backendStarter(ctx context.Context, cfg provider.Config, configPath string,
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(filepath.Dir(configPath), path)
 	}
-	bcfg, err := backend.LoadConfig(path)
-	if err != nil {
-		return nil, err
+	bcfg, startErr := backend.LoadConfig(path)
+	if startErr != nil {
+		// A bad file must not stop a fleet that ran: run on the last
+		// good configuration, if the database has one, and say why.
+		var err error
+		if bcfg, err = lastGoodConfig(ctx, cfg.Database, path); err != nil {
+			return nil, startErr
+		}
+		log.Error("the backend's configuration file was refused; running on the last good one from the database", "err", startErr)
 	}
 	compute, err := gceapi.NewClient(ctx, bcfg.Settings.Endpoint)
 	if err != nil {
@@ -127,12 +133,29 @@ func backendStarter(ctx context.Context, cfg provider.Config, configPath string,
 			url = bcfg.Settings.Provider // a provider elsewhere
 		}
 		prov := &client.Client{BaseURL: url, Token: secret}
-		b := backend.Run(ctx, bcfg, compute, prov, backend.Options{
-			ConfigPath: path, Reload: reload, Store: s.Store(), Registry: s.Registry(),
+		bctx, stop := context.WithCancel(ctx) // ends, at the latest, when Serve returns
+		b := backend.Run(bctx, bcfg, compute, prov, backend.Options{
+			ConfigPath: path, Reload: reload, Store: s.Store(), Registry: s.Registry(), StartErr: startErr,
 		}, log.With("part", "backend"))
 		s.AddStatus(b.StatusHTML)
+		s.Defer(func() { stop(); b.Wait() })
 		log.Info("GCE backend running", "templates", len(bcfg.Templates), "managers", len(bcfg.Managers))
 	}, nil
+}
+
+// lastGoodConfig reads the configuration a backend last ran on from the
+// provider's database.
+func lastGoodConfig(ctx context.Context, database, path string) (backend.Config, error) {
+	st, err := store.Open(ctx, database)
+	if err != nil {
+		return backend.Config{}, err
+	}
+	defer st.Close()
+	data, err := backend.LastGoodConfig(ctx, st)
+	if err != nil {
+		return backend.Config{}, err
+	}
+	return backend.ParseConfig(path+" (the last good one, from the database)", data)
 }
 
 func planCommand() *command {

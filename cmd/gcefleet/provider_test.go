@@ -47,6 +47,13 @@ func writeConfig(t *testing.T, db string) string {
 // serveInProcess runs `gcefleet serve` in this process and returns its URL.
 func serveInProcess(t *testing.T, config string) string {
 	t.Helper()
+	url, _ := serveUntil(t, config)
+	return url
+}
+
+// serveUntil is serveInProcess, with a func that stops the server.
+func serveUntil(t *testing.T, config string) (string, func()) {
+	t.Helper()
 	logs := &testutil.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -61,18 +68,22 @@ func serveInProcess(t *testing.T, config string) string {
 		done <- run(ctx, e, []string{"serve", "--config", config, "--drain", "1s"})
 		pw.Close()
 	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("serve exited %d", code)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if code := <-done; code != 0 {
+				t.Errorf("serve exited %d", code)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if err != nil {
 		t.Fatal(err)
 	}
 	go io.Copy(io.Discard, pr)
-	return strings.TrimSpace(line)
+	return strings.TrimSpace(line), stop
 }
 
 func TestProviderCommands(t *testing.T) {
@@ -318,7 +329,7 @@ settings:
 	os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet), 0o600)
 	config := filepath.Join(dir, "provider.yaml")
 	os.WriteFile(config, []byte(fmt.Sprintf(providerCfg, filepath.Join(dir, "p.db"))+"backend: {config: fleet.yaml, token: gce}\n"), 0o600)
-	url := serveInProcess(t, config)
+	url, stop := serveUntil(t, config)
 	ctx := context.Background()
 	admin := &client.Client{BaseURL: url, Token: adminToken}
 	alice := &client.Client{BaseURL: url, Token: aliceToken}
@@ -385,5 +396,18 @@ settings:
 	}
 	if n := len(available()); n != 2 {
 		t.Errorf("%d machines after a refused file, want 2", n)
+	}
+
+	// Started again on the bad file, it runs on the last good one from
+	// its database and says why.
+	stop()
+	url, _ = serveUntil(t, config)
+	admin.BaseURL = url
+	testutil.WaitFor(t, "the backend to run on the last good configuration", func() bool {
+		page := get("/")
+		return strings.Contains(page, "This replica leads") && strings.Contains(page, "The configuration file was refused") && strings.Contains(page, "us-east1-b")
+	})
+	if n := len(available()); n != 2 {
+		t.Errorf("%d machines after a restart on a refused file, want 2", n)
 	}
 }
