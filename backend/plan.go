@@ -13,7 +13,7 @@ import (
 
 // Change is one thing the backend would do.
 type Change struct {
-	Action string // create-template, create-group, resize-group, drain-revision
+	Action string // create-template, create-group, resize-group, drain-revision, drain-group
 	What   string
 	Detail string
 }
@@ -55,7 +55,12 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 			out = append(out, Change{"resize-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("%d to %d", mig.GetTargetSize(), g.m.MinimumSize)})
 		}
 	}
-	// Revisions of ours that the configuration no longer names.
+	// Revisions of ours that the configuration no longer names: their
+	// groups in the configured zones drain, then they are deleted.
+	zones := map[string]bool{}
+	for _, g := range j.groups() {
+		zones[g.m.Zone] = true
+	}
 	for project := range projects {
 		it := j.Compute.Templates.List(ctx, &computepb.ListInstanceTemplatesRequest{Project: project})
 		for {
@@ -66,8 +71,20 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 			if err != nil {
 				return nil, fmt.Errorf("instance templates of %s: %w", project, err)
 			}
-			if t.GetProperties().GetLabels()[TemplateLabel] != "" && !current[t.GetName()] {
-				out = append(out, Change{"drain-revision", t.GetName(), "no longer configured: its groups are drained, then it is deleted"})
+			if t.GetProperties().GetLabels()[TemplateLabel] == "" || current[t.GetName()] {
+				continue
+			}
+			out = append(out, Change{"drain-revision", t.GetName(), "no longer configured: its groups are drained, then it is deleted"})
+			for zone := range zones {
+				mig, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: project, Zone: zone, InstanceGroupManager: t.GetName()})
+				switch {
+				case gceapi.Classify(err) == gceapi.NotFound:
+				case err != nil:
+					return nil, fmt.Errorf("group %s in %s: %w", t.GetName(), zone, err)
+				default:
+					out = append(out, Change{"drain-group", t.GetName() + " in " + zone,
+						fmt.Sprintf("%d instances: idle ones deleted now, leased ones when their lease ends; then the group is deleted", mig.GetTargetSize())})
+				}
 			}
 		}
 	}

@@ -48,6 +48,7 @@ const fleetYAML = `templates:
     dimensions: {os: windows}
     machine_type: e2-standard-2
     image: projects/debian-cloud/global/images/family/debian-12
+    spot: true
 managers:
   - {template_base_name: linux, zone: us-central1-a, minimum_size: 2, maximum_size: 4}
   - {template_base_name: linux, zone: us-central1-b, minimum_size: 2, maximum_size: 4}
@@ -255,24 +256,21 @@ func TestFleetConverges(t *testing.T) {
 		return strings.Contains(m, "gcefleet_backend_converged 1") && !strings.Contains(m, "gcefleet_backend_converge_seconds 0\n")
 	})
 
-	// A preempted idle instance leaves the catalog, and the group's
-	// replacement enters it.
+	// A preempted idle instance (Spot, deleted on preemption) leaves the
+	// catalog, and the group's replacement enters it.
 	ms, _ := f.api.Machines(ctx)
 	var victim store.Machine
 	for _, m := range ms {
-		if m.Dimensions["zone"][0] == "us-central1-b" && m.Dimensions["os"][0] == "linux" {
+		if m.Dimensions["zone"][0] == "us-central1-b" && m.Dimensions["os"][0] == "windows" {
 			victim = m
 		}
 	}
 	if err := f.emu.Preempt("my-project", "us-central1-b", victim.Hostname); err != nil {
-		// Not a spot instance: delete it behind the backend's back instead.
-		if _, err := f.compute.Instances.Delete(ctx, &computepb.DeleteInstanceRequest{Project: "my-project", Zone: "us-central1-b", Instance: victim.Hostname}); err != nil {
-			t.Fatal(err)
-		}
+		t.Fatal(err)
 	}
 	// The group recreates it under its name, as GCE does; the catalog
 	// gets the new instance's entry.
-	testutil.WaitWithin(t, time.Minute, "the lost instance's entry to be replaced by its successor's", func() bool {
+	testutil.WaitWithin(t, time.Minute, "the preempted instance's entry to be replaced by its successor's", func() bool {
 		ms, _ := f.api.Machines(ctx)
 		for _, m := range ms {
 			if m.Hostname == victim.Hostname && m.Dimensions["instance_id"][0] == victim.Dimensions["instance_id"][0] {
@@ -281,7 +279,12 @@ func TestFleetConverges(t *testing.T) {
 		}
 		return f.converged(map[string]int{linux: 6, win: 2}, 0)()
 	})
-
+	ms, _ = f.api.Machines(ctx)
+	for _, m := range ms {
+		if m.Dimensions["os"][0] == "linux" {
+			victim = m
+		}
+	}
 	if d := victim.Dimensions; d["cpus"][0] != "2" || d["memory_gb"][0] != "8" || d["template"][0] != "linux" || d["machine_type"][0] != "e2-standard-2" {
 		t.Errorf("dimensions of a cataloged machine: %v", d)
 	}

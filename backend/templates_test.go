@@ -171,7 +171,7 @@ func TestPlanSaysWhatWouldChange(t *testing.T) {
 	for _, c := range plan {
 		count[c.Action]++
 	}
-	if count["create-template"] != 1 || count["create-group"] != 2 || count["drain-revision"] != 1 {
+	if count["create-template"] != 1 || count["create-group"] != 2 || count["drain-revision"] != 1 || count["drain-group"] != 2 {
 		t.Errorf("plan after a template change: %v", plan)
 	}
 }
