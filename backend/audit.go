@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 	"google.golang.org/api/iterator"
 
@@ -78,13 +79,7 @@ func (j *Jobs) Audit(ctx context.Context) error {
 				continue
 			}
 			req := &computepb.DeleteInstanceRequest{Project: p.project, Zone: p.zone, Instance: in.GetName(), RequestId: new(gceapi.RequestID())}
-			err := j.retry(ctx, p.project, func() error {
-				op, err := j.Compute.Instances.Delete(ctx, req)
-				if err != nil {
-					return err
-				}
-				return j.Compute.Wait(ctx, p.project, op)
-			})
+			err := j.mutate(ctx, p.project, func() (*computeapi.Operation, error) { return j.Compute.Instances.Delete(ctx, req) })
 			if err != nil && gceapi.Classify(err) != gceapi.NotFound {
 				errs = append(errs, fmt.Errorf("deleting leftover %s in %s: %w", in.GetName(), p.zone, err))
 				continue

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 
+	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
 	gceapi "github.com/gcefleet/gcefleet/gce"
@@ -52,13 +53,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 				TargetSize:       new(int32(size)),
 				Description:      new("gcefleet backend manager of " + g.t.BaseName),
 			}}
-		err = j.retry(ctx, g.t.Project, func() error {
-			op, err := j.Compute.Groups.Insert(ctx, req)
-			if err != nil {
-				return err
-			}
-			return j.Compute.Wait(ctx, g.t.Project, op)
-		})
+		err = j.mutate(ctx, g.t.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.Insert(ctx, req) })
 		switch {
 		case err == nil:
 			j.changes.Add(1)
@@ -176,13 +171,7 @@ func (j *Jobs) ResizeGroups(ctx context.Context) error {
 		}
 		req := &computepb.ResizeInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev,
 			Size: int32(want), RequestId: new(gceapi.RequestID())}
-		err = j.retry(ctx, g.t.Project, func() error {
-			op, err := j.Compute.Groups.Resize(ctx, req)
-			if err != nil {
-				return err
-			}
-			return j.Compute.Wait(ctx, g.t.Project, op)
-		})
+		err = j.mutate(ctx, g.t.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.Resize(ctx, req) })
 		if err != nil {
 			return fmt.Errorf("resizing %s in %s: %w", g.rev, g.m.Zone, err)
 		}
@@ -236,13 +225,7 @@ func (j *Jobs) DeleteDrainedGroups(ctx context.Context) error {
 			return nil // remove-cataloged-instances is emptying it
 		}
 		req := &computepb.DeleteInstanceGroupManagerRequest{Project: d.Project, Zone: d.Zone, InstanceGroupManager: d.Name, RequestId: new(gceapi.RequestID())}
-		err = j.retry(ctx, d.Project, func() error {
-			op, err := j.Compute.Groups.Delete(ctx, req)
-			if err != nil {
-				return err
-			}
-			return j.Compute.Wait(ctx, d.Project, op)
-		})
+		err = j.mutate(ctx, d.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.Delete(ctx, req) })
 		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
 			return fmt.Errorf("deleting drained group %s in %s: %w", d.Name, d.Zone, err)
 		}

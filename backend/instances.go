@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 	"google.golang.org/api/iterator"
 
@@ -284,13 +285,7 @@ func (j *Jobs) DeletePending(ctx context.Context) error {
 		req := &computepb.DeleteInstancesInstanceGroupManagerRequest{Project: g.Project, Zone: g.Zone, InstanceGroupManager: g.Name,
 			RequestId: new(gceapi.RequestID()),
 			InstanceGroupManagersDeleteInstancesRequestResource: &computepb.InstanceGroupManagersDeleteInstancesRequest{Instances: urls}}
-		err = j.retry(ctx, g.Project, func() error {
-			op, err := j.Compute.Groups.DeleteInstances(ctx, req)
-			if err != nil {
-				return err
-			}
-			return j.Compute.Wait(ctx, g.Project, op)
-		})
+		err = j.mutate(ctx, g.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.DeleteInstances(ctx, req) })
 		if err != nil {
 			return fmt.Errorf("deleting %d instances of %s in %s: %w", len(urls), g.Name, g.Zone, err)
 		}

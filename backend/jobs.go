@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 	"golang.org/x/time/rate"
 
@@ -233,6 +234,19 @@ func (j *Jobs) limiter(project string) *rate.Limiter {
 		j.limiters[project] = l
 	}
 	return l
+}
+
+// mutate makes a Compute change under the project's rate limit and waits
+// for its operation, retrying transient errors under the same request id
+// (the request carries it).
+func (j *Jobs) mutate(ctx context.Context, project string, call func() (*computeapi.Operation, error)) error {
+	return j.retry(ctx, project, func() error {
+		op, err := call()
+		if err != nil {
+			return err
+		}
+		return j.Compute.Wait(ctx, project, op)
+	})
 }
 
 // each runs f for 0..n-1, at most Concurrency at once, and joins their

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 
+	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
 	gceapi "github.com/gcefleet/gcefleet/gce"
@@ -138,13 +139,7 @@ func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 			return nil // made already
 		}
 		req := &computepb.InsertInstanceTemplateRequest{Project: t.Project, InstanceTemplateResource: res, RequestId: new(gceapi.RequestID())}
-		err = j.retry(ctx, t.Project, func() error {
-			op, err := j.Compute.Templates.Insert(ctx, req)
-			if err != nil {
-				return err
-			}
-			return j.Compute.Wait(ctx, t.Project, op)
-		})
+		err = j.mutate(ctx, t.Project, func() (*computeapi.Operation, error) { return j.Compute.Templates.Insert(ctx, req) })
 		switch {
 		case err == nil:
 			j.changes.Add(1)
@@ -201,13 +196,7 @@ func (j *Jobs) DeleteDrainedTemplates(ctx context.Context) error {
 			return err
 		}
 		req := &computepb.DeleteInstanceTemplateRequest{Project: t.Project, InstanceTemplate: t.Name, RequestId: new(gceapi.RequestID())}
-		err = j.retry(ctx, t.Project, func() error {
-			op, err := j.Compute.Templates.Delete(ctx, req)
-			if err != nil {
-				return err
-			}
-			return j.Compute.Wait(ctx, t.Project, op)
-		})
+		err = j.mutate(ctx, t.Project, func() (*computeapi.Operation, error) { return j.Compute.Templates.Delete(ctx, req) })
 		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
 			return fmt.Errorf("deleting drained template %s: %w", t.Name, err)
 		}
