@@ -111,7 +111,7 @@ func (j *Jobs) Audit(ctx context.Context) error {
 // groups in its zone: a group names its instances after itself.
 func explained(st State, project, zone, name string) bool {
 	for _, g := range st.Groups {
-		if g.Project == project && g.Zone == zone && strings.HasPrefix(name, g.Name+"-") {
+		if g.Project == project && g.Zone == zone && strings.HasPrefix(name, g.prefix()) {
 			return true
 		}
 	}
@@ -120,7 +120,7 @@ func explained(st State, project, zone, name string) bool {
 
 func ofAnyGroup(st *State, host string) bool {
 	for _, g := range st.Groups {
-		if strings.HasPrefix(host, g.Name+"-") {
+		if strings.HasPrefix(host, g.prefix()) {
 			return true
 		}
 	}

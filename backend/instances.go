@@ -250,7 +250,7 @@ func (j *Jobs) DeletePending(ctx context.Context) error {
 		g := groups[i]
 		mine := 0
 		for host := range st.Pending {
-			if strings.HasPrefix(host, g.Name+"-") {
+			if strings.HasPrefix(host, g.prefix()) {
 				mine++
 			}
 		}
@@ -273,9 +273,6 @@ func (j *Jobs) DeletePending(ctx context.Context) error {
 				urls = append(urls, mi.GetInstance())
 			}
 		}
-		// Pending instances named for this group that it no longer holds
-		// are gone (an instance name is unique to its group's revision,
-		// and a revision has one group per zone; so check each zone's).
 		if err := j.forgetGone(ctx, g, st, present); err != nil {
 			return err
 		}
@@ -297,27 +294,12 @@ func (j *Jobs) DeletePending(ctx context.Context) error {
 	})
 }
 
-// forgetGone forgets the pending instances of g's revision that no group
-// of that revision holds any more.
+// forgetGone forgets the pending instances of g that it no longer holds.
+// Instance names carry their group's zone, so no other group has them.
 func (j *Jobs) forgetGone(ctx context.Context, g GroupRecord, st State, present map[string]bool) error {
 	var gone []string
 	for host := range st.Pending {
-		if !strings.HasPrefix(host, g.Name+"-") || present[host] {
-			continue
-		}
-		elsewhere := false
-		for _, o := range st.Groups {
-			if o.Name == g.Name && o.key() != g.key() {
-				// The same revision in another zone: is it there?
-				_, err := j.instance(ctx, o.Project, o.Zone, host)
-				if err == nil {
-					elsewhere = true
-				} else if gceapi.Classify(err) != gceapi.NotFound {
-					return err
-				}
-			}
-		}
-		if !elsewhere {
+		if strings.HasPrefix(host, g.prefix()) && !present[host] {
 			gone = append(gone, host)
 		}
 	}
@@ -329,16 +311,6 @@ func (j *Jobs) forgetGone(ctx context.Context, g GroupRecord, st State, present 
 			delete(s.Pending, h)
 		}
 	})
-}
-
-func (j *Jobs) instance(ctx context.Context, project, zone, name string) (*computepb.Instance, error) {
-	var in *computepb.Instance
-	err := j.retry(ctx, project, func() error {
-		var err error
-		in, err = j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: project, Zone: zone, Instance: name})
-		return err
-	})
-	return in, err
 }
 
 // RemoveDrained takes the idle instances of drained groups out of the

@@ -9,6 +9,7 @@ import (
 
 	"cloud.google.com/go/compute/apiv1/computepb"
 
+	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/provider"
 	"github.com/gcefleet/gcefleet/provider/client"
@@ -30,20 +31,7 @@ managers:
   - {template_base_name: pool, zone: us-central1-a, minimum_size: 2, maximum_size: 5}
 `)
 	ctx := context.Background()
-	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, ":memory:")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv := httptest.NewServer(provider.New(st, cfg, slog.New(slog.DiscardHandler)).Handler())
-	defer srv.Close()
-	backendAPI := &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"}
-	alice := &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"}
-	j.Provider = backendAPI
+	backendAPI, alice := providerFor(t, j)
 
 	if err := j.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
@@ -103,5 +91,98 @@ managers:
 	}
 	if _, err := j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: "my-project", Zone: "us-central1-a", Instance: l.Hostname}); err == nil {
 		t.Errorf("the reclaimed instance %s still exists", l.Hostname)
+	}
+}
+
+// providerFor serves a provider on an in-memory store for j's backend, and
+// returns its clients: the backend's and alice's.
+func providerFor(t *testing.T, j *backend.Jobs) (backendAPI, alice *client.Client) {
+	t.Helper()
+	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), ":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := httptest.NewServer(provider.New(st, cfg, slog.New(slog.DiscardHandler)).Handler())
+	t.Cleanup(srv.Close)
+	backendAPI = &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"}
+	j.Provider = backendAPI
+	return backendAPI, &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"}
+}
+
+// TestRemovedManagerIsDrained: a manager that leaves the configuration has
+// its group drained (a leased machine kept until its lease ends) and then
+// deleted; its template, still used by another manager, stays.
+func TestRemovedManagerIsDrained(t *testing.T) {
+	j, _ := jobs(t, `templates:
+  - base_name: pool
+    project: my-project
+    dimensions: {os: linux}
+    machine_type: e2-standard-2
+    image: projects/debian-cloud/global/images/family/debian-12
+managers:
+  - {template_base_name: pool, zone: us-central1-a, minimum_size: 1, maximum_size: 2}
+  - {template_base_name: pool, zone: us-central1-b, minimum_size: 2, maximum_size: 2}
+`)
+	ctx := context.Background()
+	api, alice := providerFor(t, j)
+	pass := func(steps ...func(context.Context) error) {
+		t.Helper()
+		for _, step := range steps {
+			if err := step(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pass(j.CreateInstanceTemplates, j.CreateInstanceGroupManagers)
+	testutil.WaitFor(t, "three machines cataloged", func() bool {
+		pass(j.CatalogInstances)
+		ms, _ := api.Machines(ctx)
+		return len(ms) == 3
+	})
+	l, err := alice.RequestLease(ctx, store.LeaseRequest{RequestID: "r", Dimensions: store.Dimensions{"zone": {"us-central1-b"}}, Term: store.Term{Indefinite: true}})
+	if err != nil || l.State != store.Fulfilled {
+		t.Fatalf("lease: %+v, %v", l, err)
+	}
+	cfg := j.Config()
+	cfg.Managers = cfg.Managers[:1]
+	j.SetConfig(cfg)
+	rev := cfg.Templates[0].Revision()
+	group := func() (*computepb.InstanceGroupManager, error) {
+		return j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-b", InstanceGroupManager: rev})
+	}
+	drain := func() { pass(j.RemoveDrained, j.DeletePending, j.DeleteDrainedGroups, j.DeleteDrainedTemplates) }
+	testutil.WaitFor(t, "the idle machine of the removed manager to be deleted", func() bool {
+		drain()
+		g, err := group()
+		return err == nil && g.GetTargetSize() == 1
+	})
+	if m, err := api.Machines(ctx); err != nil || len(m) != 2 {
+		t.Fatalf("catalog while draining: %d machines, %v; want the other group's and the leased one", len(m), err)
+	}
+	if _, err := alice.Release(ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := api.Events(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Reclaimed(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "the removed manager's group to be deleted", func() bool {
+		drain()
+		_, err := group()
+		return err != nil
+	})
+	if _, err := j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: "my-project", InstanceTemplate: rev}); err != nil {
+		t.Errorf("the template, still used in us-central1-a, was deleted: %v", err)
+	}
+	if st := j.State(); len(st.Groups) != 1 || len(st.Pending) != 0 {
+		t.Errorf("state: %d groups, %d pending; want 1 and 0", len(st.Groups), len(st.Pending))
 	}
 }

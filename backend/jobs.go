@@ -140,6 +140,9 @@ type GroupRecord struct {
 
 func (g GroupRecord) key() string { return g.Project + "/" + g.Zone + "/" + g.Name }
 
+// prefix begins the name of each of the group's instances.
+func (g GroupRecord) prefix() string { return baseInstanceName(g.Name, g.Zone) + "-" }
+
 // stateKey is where State is kept in the store.
 const stateKey = "gce-backend/state"
 
