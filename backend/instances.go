@@ -114,25 +114,24 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 				idle++
 			}
 		}
+		var add []string
 		for _, mi := range mis {
 			name := gceapi.LastSegment(mi.GetInstance())
-			if running[name] == "" || !st.Pending[name].IsZero() {
-				continue
+			if _, ok := mine[name]; running[name] != "" && st.Pending[name].IsZero() && !ok {
+				add = append(add, name)
 			}
-			if _, ok := mine[name]; ok {
-				continue // cataloged already: no call
+		}
+		instances, err := j.instances(ctx, g, add)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, name := range add {
+			in, ok := instances[name]
+			if !ok {
+				continue // gone since it was listed
 			}
-			var in *computepb.Instance
-			err := j.retry(ctx, g.t.Project, func() error {
-				var err error
-				in, err = j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: g.t.Project, Zone: g.m.Zone, Instance: name})
-				return err
-			})
-			if err != nil {
-				if gceapi.Classify(err) != gceapi.NotFound {
-					errs = append(errs, err)
-				}
-				continue
+			if !j.configured(g) {
+				break // the configuration changed under this pass: the group drains
 			}
 			// A reclaimed instance still running until its deletion is
 			// refused by the provider: it is on its way out.
@@ -156,6 +155,46 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		})
 		return errors.Join(errs...)
 	})
+}
+
+// instances reads the named instances of g: one by one when they are
+// few, else in one filtered list of the zone (a fleet growing by a
+// hundred costs a call, not a hundred).
+func (j *Jobs) instances(ctx context.Context, g group, names []string) (map[string]*computepb.Instance, error) {
+	out := map[string]*computepb.Instance{}
+	if len(names) <= 2 {
+		for _, name := range names {
+			var in *computepb.Instance
+			err := j.retry(ctx, g.t.Project, func() error {
+				var err error
+				in, err = j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: g.t.Project, Zone: g.m.Zone, Instance: name})
+				return err
+			})
+			switch {
+			case err == nil:
+				out[name] = in
+			case gceapi.Classify(err) != gceapi.NotFound:
+				return out, err
+			}
+		}
+		return out, nil
+	}
+	err := j.retry(ctx, g.t.Project, func() error {
+		clear(out)
+		it := j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: g.t.Project, Zone: g.m.Zone,
+			Filter: new(fmt.Sprintf("labels.%s = %q", RevisionLabel, g.t.hash()))})
+		for {
+			in, err := it.Next()
+			if errors.Is(err, iterator.Done) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			out[in.GetName()] = in
+		}
+	})
+	return out, err
 }
 
 // sizeDims adds the machine type's cpus and memory_gb, and the disk's
@@ -317,20 +356,40 @@ func (j *Jobs) forgetGone(ctx context.Context, g GroupRecord, st State, present 
 // catalog and records them for deletion (remove-cataloged-instances). A
 // leased instance stays until its lease ends; the provider then reclaims
 // it and it is deleted like any other.
+//
+// Entries of a drained group's machines that are no longer in the group
+// (cataloged by a pass that began before the configuration changed, then
+// deleted) leave the catalog too.
 func (j *Jobs) RemoveDrained(ctx context.Context) error {
 	ds := j.drained()
+	if len(ds) == 0 {
+		return nil
+	}
 	st := j.state()
+	catalog, err := j.Provider.Machines(ctx)
+	if err != nil {
+		return fmt.Errorf("the provider's catalog: %w", err)
+	}
 	return j.each(ctx, len(ds), func(ctx context.Context, i int) error {
 		d := ds[i]
 		mis, err := j.managed(ctx, d.Project, d.Zone, d.Name)
-		if err != nil {
-			if gceapi.Classify(err) == gceapi.NotFound {
-				return nil
-			}
+		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
 			return fmt.Errorf("instances of drained %s in %s: %w", d.Name, d.Zone, err)
 		}
 		var idle []string
 		var errs []error
+		member := map[string]bool{}
+		for _, mi := range mis {
+			member[gceapi.LastSegment(mi.GetInstance())] = true
+		}
+		for _, m := range catalog {
+			if !strings.HasPrefix(m.Hostname, d.prefix()) || member[m.Hostname] || m.State != store.Available {
+				continue
+			}
+			if err := j.Provider.DeleteMachine(ctx, m.Hostname); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrLeased) {
+				errs = append(errs, fmt.Errorf("removing gone %s from the catalog: %w", m.Hostname, err))
+			}
+		}
 		for _, mi := range mis {
 			name := gceapi.LastSegment(mi.GetInstance())
 			if !st.Pending[name].IsZero() {

@@ -296,6 +296,16 @@ func (j *Jobs) groups() []group {
 	return out
 }
 
+// configured says whether g is still one of the configured groups.
+func (j *Jobs) configured(g group) bool {
+	for _, c := range j.groups() {
+		if c.record().key() == g.record().key() {
+			return true
+		}
+	}
+	return false
+}
+
 // currentTemplates returns the keys of the configured revisions.
 func (j *Jobs) currentTemplates() map[string]bool {
 	out := map[string]bool{}

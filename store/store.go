@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -300,17 +301,27 @@ func (s *Store) sqliteTx(ctx context.Context, f func(*sql.Tx) error) error {
 	case err := <-w.done:
 		return err
 	case <-ctx.Done():
-		// The work may still commit: callers retry with the same request
-		// id, which the store answers idempotently.
-		return ctx.Err()
+		if w.state.CompareAndSwap(queued, cancelled) {
+			return ctx.Err() // the committer will skip it
+		}
+		// It runs: f writes the caller's variables until it returns.
+		// Statements take microseconds; wait for it.
+		return <-w.done
 	}
 }
 
 // work is one caller's transaction, waiting for the committer.
 type work struct {
-	f    func(*sql.Tx) error
-	done chan error
+	f     func(*sql.Tx) error
+	done  chan error
+	state atomic.Int32 // queued, taken (by the committer) or cancelled
 }
+
+const (
+	queued = iota
+	taken
+	cancelled
+)
 
 var errClosed = errors.New("store: closed")
 
@@ -326,7 +337,9 @@ func (s *Store) commit() {
 		batch = batch[:0]
 		select {
 		case w := <-s.queue:
-			batch = append(batch, w)
+			if w.state.CompareAndSwap(queued, taken) {
+				batch = append(batch, w)
+			}
 		case <-s.closed:
 			return
 		}
@@ -334,10 +347,15 @@ func (s *Store) commit() {
 		for len(batch) < maxBatch {
 			select {
 			case w := <-s.queue:
-				batch = append(batch, w)
+				if w.state.CompareAndSwap(queued, taken) {
+					batch = append(batch, w)
+				}
 			default:
 				break more
 			}
+		}
+		if len(batch) == 0 {
+			continue
 		}
 		s.runBatch(batch)
 	}

@@ -447,3 +447,33 @@ func TestLeadership(t *testing.T) {
 		}
 	})
 }
+
+// TestCancelledCallers: a caller that gives up (its context ends) while
+// its transaction waits or runs neither races with it nor loses another's
+// work; what it was told succeeded is there.
+func TestCancelledCallers(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		var wg sync.WaitGroup
+		errs := make([]error, 100)
+		for i := range errs {
+			wg.Go(func() {
+				ctx, cancel := context.WithCancel(context.Background())
+				if i%2 == 0 {
+					go cancel()
+				} else {
+					defer cancel()
+				}
+				_, errs[i] = s.AddMachine(ctx, machine(fmt.Sprintf("m%03d", i), linux8))
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("m%03d: %v", i, err)
+			}
+			if _, gerr := s.Machine(context.Background(), fmt.Sprintf("m%03d", i)); err == nil && gerr != nil {
+				t.Errorf("m%03d was added, but: %v", i, gerr)
+			}
+		}
+	})
+}
