@@ -93,7 +93,7 @@ func run(managers, size int, interval time.Duration, rest int) error {
 	for m := range managers {
 		fmt.Fprintf(&cfg, "  - {template_base_name: t%03d, zone: %s, minimum_size: %d, maximum_size: %d}\n", m/len(zones), zones[m%len(zones)], size, size)
 	}
-	fmt.Fprintf(&cfg, "settings:\n  interval: %s\n  compute_rate: 1000\n", interval)
+	fmt.Fprintf(&cfg, "settings:\n  interval: %s\n", interval) // the default rate: 20 calls a second
 	path := filepath.Join(dir, "fleet.yaml")
 	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
 		return err
