@@ -411,3 +411,99 @@ settings:
 		t.Errorf("%d machines after a restart on a refused file, want 2", n)
 	}
 }
+
+// TestBackendLeaderKilled: two `gcefleet serve` replicas on one PostgreSQL
+// database run one backend between them; SIGKILL the one that leads, and
+// the other takes over (after the leader's lease lapses) and keeps the
+// fleet: a released machine is replaced.
+func TestBackendLeaderKilled(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, emuURL := testutil.Emulator(t, emulator.Options{})
+	dir := t.TempDir()
+	fleet := `templates:
+  - base_name: pool
+    project: fleet-project
+    dimensions: {os: linux}
+    machine_type: e2-standard-2
+    image: projects/debian-cloud/global/images/family/debian-12
+managers:
+  - {template_base_name: pool, zone: us-east1-b, minimum_size: 2, maximum_size: 4}
+settings:
+  interval: 1s
+  endpoint: ` + emuURL + "\n"
+	os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet), 0o600)
+	config := filepath.Join(dir, "provider.yaml")
+	os.WriteFile(config, []byte(fmt.Sprintf(providerCfg, testutil.PostgresURL(t))+"backend: {config: fleet.yaml, token: gce}\n"), 0o600)
+	type replica struct {
+		cmd *exec.Cmd
+		url string
+	}
+	start := func() replica {
+		cmd, out := testutil.StartProcess(t, []string{"GCEFLEET_TEST_ROLE=cli"}, self, "serve", "--config", config)
+		line, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+		go io.Copy(io.Discard, out)
+		return replica{cmd, strings.TrimSpace(line)}
+	}
+	leads := func(r replica) bool {
+		req, _ := http.NewRequest("GET", r.url+"/", nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "This replica leads")
+	}
+	a, b := start(), start()
+	ctx := context.Background()
+	admin := &client.Client{BaseURL: a.url, Token: adminToken}
+	available := func(c *client.Client) int {
+		ms, _ := c.Machines(ctx)
+		n := 0
+		for _, m := range ms {
+			if m.State == store.Available {
+				n++
+			}
+		}
+		return n
+	}
+	testutil.WaitWithin(t, time.Minute, "the fleet to be cataloged", func() bool { return available(admin) == 2 })
+	testutil.WaitWithin(t, time.Minute, "exactly one replica to lead", func() bool { return leads(a) != leads(b) })
+	leader, survivor := a, b
+	if leads(b) {
+		leader, survivor = b, a
+	}
+	if err := leader.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	leader.cmd.Wait()
+
+	alice := &client.Client{BaseURL: survivor.url, Token: aliceToken}
+	admin.BaseURL = survivor.url
+	l, err := alice.RequestLease(ctx, store.LeaseRequest{RequestID: "after-kill", Dimensions: store.Dimensions{"os": {"linux"}}, Term: store.Term{Duration: time.Hour}})
+	if err != nil || l.State != store.Fulfilled {
+		t.Fatalf("lease: %+v, %v", l, err)
+	}
+	if _, err := alice.Release(ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitWithin(t, time.Minute, "the survivor to take over and replace the released machine", func() bool {
+		if !leads(survivor) || available(admin) != 2 {
+			return false
+		}
+		ms, _ := admin.Machines(ctx)
+		for _, m := range ms {
+			if m.Hostname == l.Hostname {
+				return false
+			}
+		}
+		return true
+	})
+}
