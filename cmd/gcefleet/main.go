@@ -52,6 +52,7 @@ func commands() []*command {
 		emulatorCommand(),
 		serveCommand(),
 		leaseCommand(),
+		extendCommand(),
 		releaseCommand(),
 		machinesCommand(),
 		leasesCommand(),

@@ -252,9 +252,8 @@ Example:
 			pf.register(fs)
 			dims := dimFlag{}
 			fs.Var(dims, "dim", "a dimension the machine must have, `KEY=VALUE` (repeat for more)")
-			duration := fs.Duration("duration", 0, "lease length, at most 504h (21 days)")
-			until := fs.String("until", "", "lease end, RFC 3339 `time`")
-			indefinite := fs.Bool("indefinite", false, "lease until released")
+			var tf termFlags
+			tf.register(fs)
 			wait := fs.Bool("wait", false, "wait until the lease is fulfilled")
 			deadline := fs.Duration("deadline", 24*time.Hour, "how long the request may wait for a machine")
 			requestID := fs.String("request-id", "", "idempotency `id` (default: random); repeating it returns the same lease")
@@ -266,14 +265,9 @@ Example:
 				if len(dims) == 0 {
 					return usagef("lease: give at least one --dim, such as --dim os=linux")
 				}
-				term := store.Term{Duration: *duration, Indefinite: *indefinite}
-				if *until != "" {
-					if term.ExpiresAt, err = time.Parse(time.RFC3339, *until); err != nil {
-						return usagef("lease: --until %q is not an RFC 3339 time like 2026-12-01T18:00:00Z", *until)
-					}
-				}
-				if err := term.Validate(time.Now()); err != nil {
-					return usagef("lease: %v (--duration, --until, --indefinite)", err)
+				term, err := tf.term("lease")
+				if err != nil {
+					return err
 				}
 				id := *requestID
 				if id == "" {
@@ -298,6 +292,76 @@ Example:
 				if l.State == store.Denied {
 					return fmt.Errorf("lease %s: no machine came before the deadline", l.ID)
 				}
+				return nil
+			}
+		},
+	}
+}
+
+// termFlags are the flags that give a lease's term.
+type termFlags struct {
+	duration   time.Duration
+	until      string
+	indefinite bool
+}
+
+func (t *termFlags) register(fs *flag.FlagSet) {
+	fs.DurationVar(&t.duration, "duration", 0, "lease length, at most 504h (21 days)")
+	fs.StringVar(&t.until, "until", "", "lease end, RFC 3339 `time`")
+	fs.BoolVar(&t.indefinite, "indefinite", false, "lease until released")
+}
+
+// term returns the term the flags give, checked; cmd names the command in
+// errors.
+func (t *termFlags) term(cmd string) (store.Term, error) {
+	term := store.Term{Duration: t.duration, Indefinite: t.indefinite}
+	if t.until != "" {
+		var err error
+		if term.ExpiresAt, err = time.Parse(time.RFC3339, t.until); err != nil {
+			return term, usagef("%s: --until %q is not an RFC 3339 time like 2026-12-01T18:00:00Z", cmd, t.until)
+		}
+	}
+	if err := term.Validate(time.Now()); err != nil {
+		return term, usagef("%s: %v (--duration, --until, --indefinite)", cmd, err)
+	}
+	return term, nil
+}
+
+func extendCommand() *command {
+	return &command{
+		name:    "extend",
+		summary: "give fulfilled leases a new term from now",
+		usage:   "(--duration D | --until TIME | --indefinite) LEASE_ID...",
+		help:    "Extends leases: each gets the new term from now (at most 21 days, unless indefinite).\n\nExample:\n  gcefleet extend --duration 4h 7f3c9e02a1",
+		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
+			var pf providerFlags
+			pf.register(fs)
+			var tf termFlags
+			tf.register(fs)
+			return func(ctx context.Context, env *environ, args []string) error {
+				c, err := pf.client("extend")
+				if err != nil {
+					return err
+				}
+				if len(args) == 0 {
+					return usagef("extend: name the lease to extend, e.g. gcefleet extend --duration 4h 7f3c9e02a1")
+				}
+				term, err := tf.term("extend")
+				if err != nil {
+					return err
+				}
+				var out []store.Lease
+				for _, id := range args {
+					l, err := c.Extend(ctx, id, term)
+					if err != nil {
+						return err
+					}
+					out = append(out, l)
+				}
+				if pf.json {
+					return printJSON(env.stdout, out)
+				}
+				printLeases(env.stdout, out)
 				return nil
 			}
 		},

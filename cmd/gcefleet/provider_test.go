@@ -115,6 +115,14 @@ func TestProviderCommands(t *testing.T) {
 	if code, _, stderr := runCLI(t, env, "machines"); code != 1 || !strings.Contains(stderr, "alice (client) may not GET /v1/machines") {
 		t.Errorf("client listing machines: exit %d, %s", code, stderr)
 	}
+	code, out, _ = runCLI(t, env, "extend", "--duration", "6h", "--json", l.ID)
+	var ext []store.Lease
+	if code != 0 || json.Unmarshal([]byte(out), &ext) != nil || len(ext) != 1 || ext[0].ExpiresAt.Sub(l.ExpiresAt) < 3*time.Hour {
+		t.Errorf("extend by 6h: exit %d, %s; was to expire at %v", code, out, l.ExpiresAt)
+	}
+	if code, _, stderr := runCLI(t, env, "extend", "--duration", "600h", l.ID); code != 2 || !strings.Contains(stderr, "21 days") {
+		t.Errorf("extend past 21 days: exit %d, %s", code, stderr)
+	}
 	code, out, _ = runCLI(t, env, "release", l.ID)
 	if code != 0 || !strings.Contains(out, "RELEASED") {
 		t.Errorf("release: exit %d\n%s", code, out)
