@@ -350,22 +350,27 @@ func extendCommand() *command {
 				if err != nil {
 					return err
 				}
-				var out []store.Lease
-				for _, id := range args {
-					l, err := c.Extend(ctx, id, term)
-					if err != nil {
-						return err
-					}
-					out = append(out, l)
-				}
-				if pf.json {
-					return printJSON(env.stdout, out)
-				}
-				printLeases(env.stdout, out)
-				return nil
+				return eachLease(env, pf, args, func(id string) (store.Lease, error) { return c.Extend(ctx, id, term) })
 			}
 		},
 	}
+}
+
+// eachLease applies do to each lease id and prints the leases it returns.
+func eachLease(env *environ, pf providerFlags, ids []string, do func(id string) (store.Lease, error)) error {
+	var out []store.Lease
+	for _, id := range ids {
+		l, err := do(id)
+		if err != nil {
+			return err
+		}
+		out = append(out, l)
+	}
+	if pf.json {
+		return printJSON(env.stdout, out)
+	}
+	printLeases(env.stdout, out)
+	return nil
 }
 
 func releaseCommand() *command {
@@ -385,19 +390,7 @@ func releaseCommand() *command {
 				if len(args) == 0 {
 					return usagef("release: name the lease to release, e.g. gcefleet release 7f3c9e02a1")
 				}
-				var out []store.Lease
-				for _, id := range args {
-					l, err := c.Release(ctx, id)
-					if err != nil {
-						return err
-					}
-					out = append(out, l)
-				}
-				if pf.json {
-					return printJSON(env.stdout, out)
-				}
-				printLeases(env.stdout, out)
-				return nil
+				return eachLease(env, pf, args, func(id string) (store.Lease, error) { return c.Release(ctx, id) })
 			}
 		},
 	}

@@ -317,12 +317,11 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	}
 }
 
-// TestServeRunsTheBackend serves a provider with a GCE Backend on the
-// emulator: the group's instances appear in the catalog, and a machine
-// leased and released is deleted and replaced by a fresh one.
-func TestServeRunsTheBackend(t *testing.T) {
+// writeFleet starts an emulator and writes a backend config for it, of
+// one group of two in us-east1-b, as dir/fleet.yaml; it returns the text.
+func writeFleet(t *testing.T, dir string) string {
+	t.Helper()
 	_, emuURL := testutil.Emulator(t, emulator.Options{})
-	dir := t.TempDir()
 	fleet := `templates:
   - base_name: pool
     project: fleet-project
@@ -334,7 +333,18 @@ managers:
 settings:
   interval: 1s
   endpoint: ` + emuURL + "\n"
-	os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return fleet
+}
+
+// TestServeRunsTheBackend serves a provider with a GCE Backend on the
+// emulator: the group's instances appear in the catalog, and a machine
+// leased and released is deleted and replaced by a fresh one.
+func TestServeRunsTheBackend(t *testing.T) {
+	dir := t.TempDir()
+	fleet := writeFleet(t, dir)
 	config := filepath.Join(dir, "provider.yaml")
 	os.WriteFile(config, []byte(fmt.Sprintf(providerCfg, filepath.Join(dir, "p.db"))+"backend: {config: fleet.yaml, token: gce}\n"), 0o600)
 	url, stop := serveUntil(t, config)
@@ -429,20 +439,8 @@ func TestBackendLeaderKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, emuURL := testutil.Emulator(t, emulator.Options{})
 	dir := t.TempDir()
-	fleet := `templates:
-  - base_name: pool
-    project: fleet-project
-    dimensions: {os: linux}
-    machine_type: e2-standard-2
-    image: projects/debian-cloud/global/images/family/debian-12
-managers:
-  - {template_base_name: pool, zone: us-east1-b, minimum_size: 2, maximum_size: 4}
-settings:
-  interval: 1s
-  endpoint: ` + emuURL + "\n"
-	os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet), 0o600)
+	writeFleet(t, dir)
 	config := filepath.Join(dir, "provider.yaml")
 	os.WriteFile(config, []byte(fmt.Sprintf(providerCfg, testutil.PostgresURL(t))+"backend: {config: fleet.yaml, token: gce}\n"), 0o600)
 	type replica struct {
