@@ -67,6 +67,12 @@ type Options struct {
 	// expiry without waiting GCE's 30-second minimum.
 	RunDurationUnit time.Duration
 
+	// OperationRetention is how long a DONE operation stays readable (and
+	// its requestId deduplicated); older ones are forgotten, as GCE does, so
+	// that a long-running emulator does not grow with every call. The
+	// default is an hour, GCE's requestId window.
+	OperationRetention time.Duration
+
 	// AddressBlock is the second octet of the loopback block 127.B.0.0/16
 	// that instance addresses come from; 0 picks one at random so that
 	// emulators running side by side rarely share addresses.
@@ -102,6 +108,9 @@ type Emulator struct {
 
 // New returns an emulator ready to serve.
 func New(opts Options) *Emulator {
+	if opts.OperationRetention <= 0 {
+		opts.OperationRetention = time.Hour
+	}
 	if opts.OperationWaitTimeout <= 0 {
 		opts.OperationWaitTimeout = 2 * time.Minute
 	}
@@ -208,6 +217,7 @@ type project struct {
 	firewalls  map[string]*compute.Firewall
 	globalOps  *opList
 	requestIDs map[string]*operation // requestId -> the operation it started
+	newOps     int                   // operations since the last pruning
 	// denied lists IAM permissions that testIamPermissions withholds.
 	denied map[string]bool
 }

@@ -641,3 +641,36 @@ func TestCloudResourceManager(t *testing.T) {
 		t.Errorf("granted %v, want only compute.instances.create", resp.Permissions)
 	}
 }
+
+// TestOldOperationsAreForgotten: DONE operations older than the retention
+// leave the lists (and their requestIds), so that a long-running emulator
+// does not grow with every call; recent ones stay.
+func TestOldOperationsAreForgotten(t *testing.T) {
+	e := start(t, emulator.Options{OperationRetention: 50 * time.Millisecond})
+	insert := func(i int) {
+		t.Helper()
+		fw := &compute.Firewall{Name: fmt.Sprintf("fw-%d", i), Allowed: []*compute.FirewallAllowed{{IPProtocol: "tcp"}}, SourceRanges: []string{"10.0.0.1/32"}}
+		e.ok(t)(e.svc.Firewalls.Insert(proj, fw).Do())
+	}
+	for i := range 200 {
+		insert(i)
+	}
+	before, err := e.svc.GlobalOperations.List(proj).MaxResults(500).Do()
+	if err != nil || len(before.Items) != 200 {
+		t.Fatalf("operations before pruning: %d, %v", len(before.Items), err)
+	}
+	time.Sleep(100 * time.Millisecond) // the retention is wall-clock time
+	for i := 200; i < 300; i++ {
+		insert(i)
+	}
+	after, err := e.svc.GlobalOperations.List(proj).MaxResults(500).Do()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(after.Items); n >= 200 || n == 0 {
+		t.Errorf("%d operations after 300 calls with the first 200 past retention; want only recent ones", n)
+	}
+	if _, err := e.svc.GlobalOperations.Get(proj, before.Items[0].Name).Do(); apiErr(t, err).Code != 404 {
+		t.Errorf("an operation past retention: %v", err)
+	}
+}

@@ -20,8 +20,9 @@ const (
 // operation is one long-running operation. Its api value is replaced field by
 // field under e.mu; done is closed when it reaches DONE.
 type operation struct {
-	api  *compute.Operation
-	done chan struct{}
+	api   *compute.Operation
+	done  chan struct{}
+	ended time.Time // when it reached DONE
 }
 
 type opList struct {
@@ -73,6 +74,10 @@ func (e *Emulator) newOp(c *call, s scope, opType, target string, targetID uint6
 	}
 	op := &operation{api: api, done: make(chan struct{})}
 	list.byName[name] = op
+	if c.p.newOps++; c.p.newOps >= pruneEvery {
+		c.p.newOps = 0
+		e.pruneOps(c.p, now.Add(-e.opts.OperationRetention))
+	}
 	if id := c.r.URL.Query().Get("requestId"); id != "" {
 		c.p.requestIDs[id] = op
 	}
@@ -130,6 +135,7 @@ func (e *Emulator) finishOp(op *operation, err *opError) {
 	op.api.Status = "DONE"
 	op.api.Progress = 100
 	op.api.EndTime = now
+	op.ended = time.Now()
 	if err != nil {
 		op.api.Error = &compute.OperationError{Errors: []*compute.OperationErrorErrors{{
 			Code:         err.code,
@@ -152,8 +158,37 @@ func (e *Emulator) doneOp(c *call, s scope, opType, target string, targetID uint
 	op.api.Progress = 100
 	op.api.StartTime = now
 	op.api.EndTime = now
+	op.ended = time.Now()
 	close(op.done)
 	return op
+}
+
+// pruneEvery is how many new operations of a project trigger pruning.
+const pruneEvery = 256
+
+// pruneOps forgets p's operations that were DONE before cutoff, and their
+// requestIds. e.mu is held.
+func (e *Emulator) pruneOps(p *project, cutoff time.Time) {
+	old := func(op *operation) bool { return !op.ended.IsZero() && op.ended.Before(cutoff) }
+	lists := []*opList{p.globalOps}
+	for _, z := range p.zones {
+		lists = append(lists, z.ops)
+	}
+	for _, r := range p.regions {
+		lists = append(lists, r.ops)
+	}
+	for _, l := range lists {
+		for name, op := range l.byName {
+			if old(op) {
+				delete(l.byName, name)
+			}
+		}
+	}
+	for id, op := range p.requestIDs {
+		if old(op) {
+			delete(p.requestIDs, id)
+		}
+	}
 }
 
 func (e *Emulator) getOp(s scope) handlerFunc {
