@@ -216,7 +216,7 @@ func (j *Jobs) update(ctx context.Context, change func(*State)) error {
 // retrying transient errors (see gce.Retry).
 func (j *Jobs) retry(ctx context.Context, project string, call func() error) error {
 	l := j.limiter(project)
-	return gceapi.Retry(ctx, func() error {
+	return gceapi.Retry(gceapi.WithRetryLog(ctx, j.Log), func() error {
 		if err := l.Wait(ctx); err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -146,6 +147,10 @@ func Retry(ctx context.Context, f func() error) error {
 		if time.Since(start) > RetryFor {
 			return fmt.Errorf("%w (gave up after retrying for %v)", err, RetryFor)
 		}
+		// Say so once the retrying takes long enough to be noticed.
+		if log, ok := ctx.Value(retryLogKey{}).(*slog.Logger); ok && time.Since(start) >= time.Second {
+			log.Warn("Compute call failing; retrying", "err", err, "in", backoff, "for", time.Since(start).Round(time.Millisecond), "gives up after", RetryFor)
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -155,6 +160,14 @@ func Retry(ctx context.Context, f func() error) error {
 		}
 		backoff = min(2*backoff, 10*time.Second)
 	}
+}
+
+type retryLogKey struct{}
+
+// WithRetryLog returns ctx with log, where Retry reports retries that go
+// on for more than a second: what fails, and when it tries again.
+func WithRetryLog(ctx context.Context, log *slog.Logger) context.Context {
+	return context.WithValue(ctx, retryLogKey{}, log)
 }
 
 // RetryFor is how long Retry keeps trying before it reports the error: a

@@ -1,11 +1,14 @@
 package gce_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +66,26 @@ func TestRetryRetriesOnlyWhatRetryingFixes(t *testing.T) {
 	err = gce.Retry(ctx, func() error { return &googleapi.Error{Code: 429} })
 	if !errors.Is(err, context.DeadlineExceeded) && gce.Classify(err) != gce.RateLimited {
 		t.Errorf("rate limited past the deadline: %v", err)
+	}
+}
+
+// TestRetrySaysWhatItRetries: retries that go on past a second are logged,
+// so that a run held up by rate limits does not look hung.
+func TestRetrySaysWhatItRetries(t *testing.T) {
+	var buf bytes.Buffer
+	ctx := gce.WithRetryLog(context.Background(), slog.New(slog.NewTextHandler(&buf, nil)))
+	calls := 0
+	err := gce.Retry(ctx, func() error {
+		if calls++; calls < 6 {
+			return &googleapi.Error{Code: 429, Message: "Rate Limit Exceeded"}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if log := buf.String(); !strings.Contains(log, "retrying") || !strings.Contains(log, "429") || strings.Count(log, "\n") > 2 {
+		t.Errorf("retry log:\n%s", log)
 	}
 }
 

@@ -217,7 +217,7 @@ func (m madeInstance) spec(cfg Config) bigmachine.Spec {
 // guestCPUs returns the machine type's CPU count in zone.
 func (s *System) guestCPUs(ctx context.Context, c *gceapi.Client, zone string) (int, error) {
 	var mt *computepb.MachineType
-	err := gceapi.Retry(ctx, func() error {
+	err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
 		var err error
 		mt, err = c.MachineTypes.Get(ctx, &computepb.GetMachineTypeRequest{Project: s.cfg.Project, Zone: zone, MachineType: s.cfg.MachineType})
 		return err
@@ -289,7 +289,7 @@ func (s *System) insert(ctx context.Context, c *gceapi.Client, zone string, n in
 		},
 	}
 	var opErr error
-	err := gceapi.Retry(ctx, func() error {
+	err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
 		op, err := c.Instances.BulkInsert(ctx, req)
 		if err != nil {
 			return err
@@ -335,7 +335,7 @@ func (e *partialError) Error() string {
 // list returns the run's instances in zone.
 func (s *System) list(ctx context.Context, c *gceapi.Client, zone string) ([]*computepb.Instance, error) {
 	var out []*computepb.Instance
-	err := gceapi.Retry(ctx, func() error {
+	err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
 		out = out[:0]
 		it := c.Instances.List(ctx, &computepb.ListInstancesRequest{Project: s.cfg.Project, Zone: zone, Filter: new(s.runFilter()), MaxResults: new(uint32(500))})
 		for {
@@ -371,7 +371,7 @@ func (s *System) configure(ctx context.Context, c *gceapi.Client, in *computepb.
 	// The operation is not waited on: the machine answering with its
 	// configuration is the proof it arrived, and a failure shows as a
 	// machine that does not start, which KeepaliveFailed explains.
-	return gceapi.Retry(ctx, func() error {
+	return gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
 		_, err := c.Instances.SetMetadata(ctx, r)
 		return err
 	})
@@ -406,7 +406,7 @@ func (s *System) ensureFirewall(ctx context.Context, c *gceapi.Client) error {
 		TargetTags:   []string{s.networkTag()},
 		Allowed:      []*computepb.Allowed{{IPProtocol: new("tcp"), Ports: []string{itoa(s.cfg.Port)}}},
 	}}
-	err := gceapi.Retry(ctx, func() error {
+	err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
 		op, err := c.Firewalls.Insert(ctx, req)
 		if err != nil {
 			return err
@@ -544,7 +544,7 @@ func (s *System) Shutdown(ctx context.Context) error {
 		errs = append(errs, s.deleteRun(ctx, c, zone))
 	}
 	if firewall {
-		err := gceapi.Retry(ctx, func() error {
+		err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
 			op, err := c.Firewalls.Delete(ctx, &computepb.DeleteFirewallRequest{Project: s.cfg.Project, Firewall: s.networkTag()})
 			if err != nil {
 				return err
