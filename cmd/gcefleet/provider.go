@@ -339,14 +339,14 @@ func extendCommand() *command {
 			var tf termFlags
 			tf.register(fs)
 			return func(ctx context.Context, env *environ, args []string) error {
-				c, err := pf.client("extend")
-				if err != nil {
-					return err
-				}
 				if len(args) == 0 {
 					return usagef("extend: name the lease to extend, e.g. gcefleet extend --duration 4h 7f3c9e02a1")
 				}
 				term, err := tf.term("extend")
+				if err != nil {
+					return err
+				}
+				c, err := pf.client("extend")
 				if err != nil {
 					return err
 				}
