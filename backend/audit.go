@@ -9,7 +9,6 @@ import (
 
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
-	"google.golang.org/api/iterator"
 
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
@@ -41,19 +40,10 @@ func (j *Jobs) Audit(ctx context.Context) error {
 		p := list[i]
 		var found []*computepb.Instance
 		err := j.retry(ctx, p.project, func() error {
-			found = found[:0]
-			it := j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: p.project, Zone: p.zone,
-				Filter: new("labels." + TemplateLabel + ":*")})
-			for {
-				in, err := it.Next()
-				if errors.Is(err, iterator.Done) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				found = append(found, in)
-			}
+			var err error
+			found, err = gceapi.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: p.project, Zone: p.zone,
+				Filter: new("labels." + TemplateLabel + ":*")}))
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("auditing %s: %w", p.zone, err)

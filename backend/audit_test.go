@@ -15,13 +15,7 @@ import (
 // backend's that no group explains is deleted after the grace; one
 // without the label is never touched, nor a group's own.
 func TestAuditDeletesOnlyLabelledLeftovers(t *testing.T) {
-	j, _ := jobs(t, `templates:
-  - base_name: pool
-    project: my-project
-    dimensions: {os: linux}
-    machine_type: e2-standard-2
-    image: projects/debian-cloud/global/images/family/debian-12
-managers:
+	j, _ := jobs(t, poolTemplate+`managers:
   - {template_base_name: pool, zone: us-central1-a, minimum_size: 1, maximum_size: 2}
 settings:
   audit_grace: 10m

@@ -10,7 +10,6 @@ import (
 
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
-	"google.golang.org/api/iterator"
 
 	gceapi "github.com/gcefleet/gcefleet/gce"
 	"github.com/gcefleet/gcefleet/store"
@@ -21,19 +20,10 @@ import (
 func (j *Jobs) managed(ctx context.Context, project, zone, name string) ([]*computepb.ManagedInstance, error) {
 	var out []*computepb.ManagedInstance
 	err := j.retry(ctx, project, func() error {
-		out = out[:0]
-		it := j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{
-			Project: project, Zone: zone, InstanceGroupManager: name})
-		for {
-			mi, err := it.Next()
-			if errors.Is(err, iterator.Done) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			out = append(out, mi)
-		}
+		var err error
+		out, err = gceapi.All(j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{
+			Project: project, Zone: zone, InstanceGroupManager: name}))
+		return err
 	})
 	return out, err
 }
@@ -179,21 +169,16 @@ func (j *Jobs) instances(ctx context.Context, g group, names []string) (map[stri
 		}
 		return out, nil
 	}
+	var all []*computepb.Instance
 	err := j.retry(ctx, g.t.Project, func() error {
-		clear(out)
-		it := j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: g.t.Project, Zone: g.m.Zone,
-			Filter: new(fmt.Sprintf("labels.%s = %q", RevisionLabel, g.t.hash()))})
-		for {
-			in, err := it.Next()
-			if errors.Is(err, iterator.Done) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			out[in.GetName()] = in
-		}
+		var err error
+		all, err = gceapi.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: g.t.Project, Zone: g.m.Zone,
+			Filter: new(fmt.Sprintf("labels.%s = %q", RevisionLabel, g.t.hash()))}))
+		return err
 	})
+	for _, in := range all {
+		out[in.GetName()] = in
+	}
 	return out, err
 }
 

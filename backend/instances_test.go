@@ -16,18 +16,21 @@ import (
 	"github.com/gcefleet/gcefleet/store"
 )
 
-// TestReclaimedMachineIsReplaced runs the loop the backend exists for: a
-// group's instances are cataloged, a client leases one and releases it,
-// and the backend deletes the reclaimed instance and has the group make a
-// fresh one, which is cataloged in turn.
-func TestReclaimedMachineIsReplaced(t *testing.T) {
-	j, _ := jobs(t, `templates:
+// poolTemplate is a backend config's one template, pool, in my-project.
+const poolTemplate = `templates:
   - base_name: pool
     project: my-project
     dimensions: {os: linux}
     machine_type: e2-standard-2
     image: projects/debian-cloud/global/images/family/debian-12
-managers:
+`
+
+// TestReclaimedMachineIsReplaced runs the loop the backend exists for: a
+// group's instances are cataloged, a client leases one and releases it,
+// and the backend deletes the reclaimed instance and has the group make a
+// fresh one, which is cataloged in turn.
+func TestReclaimedMachineIsReplaced(t *testing.T) {
+	j, _ := jobs(t, poolTemplate+`managers:
   - {template_base_name: pool, zone: us-central1-a, minimum_size: 2, maximum_size: 5}
 `)
 	ctx := context.Background()
@@ -118,13 +121,7 @@ func providerFor(t *testing.T, j *backend.Jobs) (backendAPI, alice *client.Clien
 // its group drained (a leased machine kept until its lease ends) and then
 // deleted; its template, still used by another manager, stays.
 func TestRemovedManagerIsDrained(t *testing.T) {
-	j, _ := jobs(t, `templates:
-  - base_name: pool
-    project: my-project
-    dimensions: {os: linux}
-    machine_type: e2-standard-2
-    image: projects/debian-cloud/global/images/family/debian-12
-managers:
+	j, _ := jobs(t, poolTemplate+`managers:
   - {template_base_name: pool, zone: us-central1-a, minimum_size: 1, maximum_size: 2}
   - {template_base_name: pool, zone: us-central1-b, minimum_size: 2, maximum_size: 2}
 `)

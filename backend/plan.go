@@ -2,11 +2,9 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
-	"google.golang.org/api/iterator"
 
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
@@ -62,15 +60,11 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 		zones[g.m.Zone] = true
 	}
 	for project := range projects {
-		it := j.Compute.Templates.List(ctx, &computepb.ListInstanceTemplatesRequest{Project: project})
-		for {
-			t, err := it.Next()
-			if errors.Is(err, iterator.Done) {
-				break
-			}
-			if err != nil {
-				return nil, fmt.Errorf("instance templates of %s: %w", project, err)
-			}
+		tms, err := gceapi.All(j.Compute.Templates.List(ctx, &computepb.ListInstanceTemplatesRequest{Project: project}))
+		if err != nil {
+			return nil, fmt.Errorf("instance templates of %s: %w", project, err)
+		}
+		for _, t := range tms {
 			if t.GetProperties().GetLabels()[TemplateLabel] == "" || current[t.GetName()] {
 				continue
 			}

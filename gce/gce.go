@@ -22,6 +22,7 @@ import (
 	"cloud.google.com/go/compute/apiv1/computepb"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/api/googleapi"
+	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 	htransport "google.golang.org/api/transport/http"
 )
@@ -159,6 +160,22 @@ func Retry(ctx context.Context, f func() error) error {
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// All reads every item of a Cloud Client Library list iterator (it pages
+// as it goes).
+func All[T any](it interface{ Next() (T, error) }) ([]T, error) {
+	var out []T
+	for {
+		v, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, v)
 	}
 }
 

@@ -298,15 +298,7 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	// Stop the server once it is serving the long poll (the scrape that
 	// asks is the other request in flight).
 	testutil.WaitFor(t, "the long poll to be served", func() bool {
-		req, _ := http.NewRequest("GET", alice.BaseURL+"/metrics", nil)
-		req.Header.Set("Authorization", "Bearer "+adminToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), "gcefleet_provider_requests_in_flight 2")
+		return strings.Contains(adminGet(alice.BaseURL+"/metrics"), "gcefleet_provider_requests_in_flight 2")
 	})
 	cancel()
 	if err := <-answered; err != nil {
@@ -315,6 +307,20 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	if code := <-done; code != 0 {
 		t.Errorf("serve exited %d", code)
 	}
+}
+
+// adminGet returns the body at url, asked with the admin token; "" if the
+// server does not answer.
+func adminGet(url string) string {
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // writeFleet starts an emulator and writes a backend config for it, of
@@ -384,18 +390,7 @@ func TestServeRunsTheBackend(t *testing.T) {
 	})
 
 	// The status page and /metrics show the backend.
-	get := func(path string) string {
-		t.Helper()
-		req, _ := http.NewRequest("GET", url+path, nil)
-		req.Header.Set("Authorization", "Bearer "+adminToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	get := func(path string) string { return adminGet(url + path) }
 	if page := get("/"); !strings.Contains(page, "GCE Backend") || !strings.Contains(page, "us-east1-b") || !strings.Contains(page, "This replica leads") {
 		t.Errorf("status page without the backend:\n%s", page)
 	}
@@ -456,17 +451,7 @@ func TestBackendLeaderKilled(t *testing.T) {
 		go io.Copy(io.Discard, out)
 		return replica{cmd, strings.TrimSpace(line)}
 	}
-	leads := func(r replica) bool {
-		req, _ := http.NewRequest("GET", r.url+"/", nil)
-		req.Header.Set("Authorization", "Bearer "+adminToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), "This replica leads")
-	}
+	leads := func(r replica) bool { return strings.Contains(adminGet(r.url+"/"), "This replica leads") }
 	a, b := start(), start()
 	ctx := context.Background()
 	admin := &client.Client{BaseURL: a.url, Token: adminToken}

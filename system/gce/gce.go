@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
-	"google.golang.org/api/iterator"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
 	"github.com/gcefleet/gcefleet/bigmachine/rpc"
@@ -336,18 +335,9 @@ func (e *partialError) Error() string {
 func (s *System) list(ctx context.Context, c *gceapi.Client, zone string) ([]*computepb.Instance, error) {
 	var out []*computepb.Instance
 	err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
-		out = out[:0]
-		it := c.Instances.List(ctx, &computepb.ListInstancesRequest{Project: s.cfg.Project, Zone: zone, Filter: new(s.runFilter()), MaxResults: new(uint32(500))})
-		for {
-			in, err := it.Next()
-			if errors.Is(err, iterator.Done) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			out = append(out, in)
-		}
+		var err error
+		out, err = gceapi.All(c.Instances.List(ctx, &computepb.ListInstancesRequest{Project: s.cfg.Project, Zone: zone, Filter: new(s.runFilter()), MaxResults: new(uint32(500))}))
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing the run's instances in %s: %w", zone, err)
