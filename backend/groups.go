@@ -20,7 +20,7 @@ import (
 // group starts within what the manager's maximum leaves beside the
 // revisions it replaces; resize-instance-groups takes it from there.
 func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
-	gs := j.groups()
+	gs, drained := j.groups(), j.drained()
 	st := j.state()
 	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
 		g := gs[i]
@@ -40,7 +40,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("instance template %s: %w", g.rev, err)
 		}
-		others, err := j.othersSize(ctx, g)
+		others, err := j.othersSize(ctx, g, drained)
 		if err != nil {
 			return err
 		}
@@ -95,9 +95,9 @@ func (j *Jobs) getGroup(ctx context.Context, project, zone, name string) (*compu
 
 // othersSize is the target size of the backend's other groups of g's
 // template in g's zone: the drained revisions g replaces.
-func (j *Jobs) othersSize(ctx context.Context, g group) (int, error) {
+func (j *Jobs) othersSize(ctx context.Context, g group, drained []GroupRecord) (int, error) {
 	n := 0
-	for _, d := range j.drained() {
+	for _, d := range drained {
 		if d.Project != g.t.Project || d.Zone != g.m.Zone || d.BaseName != g.t.BaseName {
 			continue
 		}
@@ -132,7 +132,7 @@ func (j *Jobs) ResizeGroups(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gs := j.groups()
+	gs, drained := j.groups(), j.drained()
 	st := j.state()
 	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
 		g := gs[i]
@@ -143,7 +143,7 @@ func (j *Jobs) ResizeGroups(ctx context.Context) error {
 		// The catalog pass counted the group's instances (a group lists
 		// one per unit of its target size, CREATING ones included): a
 		// group at rest costs no call here.
-		if seen, ok := j.Stats()[key]; ok && seen.Current > 0 && len(j.drained()) == 0 &&
+		if seen, ok := j.Stats()[key]; ok && seen.Current > 0 && len(drained) == 0 &&
 			Target(g.m, seen.Current, leased[key], 0) == seen.Current {
 			return nil
 		}
@@ -154,7 +154,7 @@ func (j *Jobs) ResizeGroups(ctx context.Context) error {
 			}
 			return fmt.Errorf("group %s in %s: %w", g.rev, g.m.Zone, err)
 		}
-		others, err := j.othersSize(ctx, g)
+		others, err := j.othersSize(ctx, g, drained)
 		if err != nil {
 			return err
 		}
