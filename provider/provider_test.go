@@ -227,8 +227,10 @@ func TestValidationNamesFields(t *testing.T) {
 	if !errors.As(err, &e) || e.Status != 400 || e.Fields["request_id"] == "" || e.Fields["dimensions.OS"] == "" || !strings.Contains(e.Fields["term"], "21 days") {
 		t.Errorf("invalid request: %+v", err)
 	}
-	_, err = w.gce.AddMachine(ctx, store.Machine{Hostname: "Bad_Name", Backend: "other", Connection: store.Connection{Port: 70000}})
-	if !errors.As(err, &e) || e.Fields["hostname"] == "" || !strings.Contains(e.Fields["backend"], "only its own") || e.Fields["connection.port"] == "" {
+	_, err = w.gce.AddMachine(ctx, store.Machine{Hostname: "Bad_Name", Backend: "other", Connection: store.Connection{Port: 70000},
+		Dimensions: store.Dimensions{"os": {"linux\x00"}}})
+	if !errors.As(err, &e) || e.Fields["hostname"] == "" || !strings.Contains(e.Fields["backend"], "only its own") || e.Fields["connection.port"] == "" ||
+		!strings.Contains(e.Fields["dimensions.os"], "control characters") {
 		t.Errorf("invalid machine: %+v", err)
 	}
 	_, err = w.alice.RequestLease(ctx, lease("dup"))

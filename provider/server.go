@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -347,8 +348,11 @@ func checkDims(fields map[string]string, prefix string, d store.Dimensions, requ
 			fields[prefix+"."+k] = "give at least one value"
 		}
 		for _, v := range vs {
-			if v == "" || len(v) > 255 {
+			switch {
+			case v == "" || len(v) > 255:
 				fields[prefix+"."+k] = "values are 1 to 255 characters"
+			case strings.ContainsFunc(v, unicode.IsControl):
+				fields[prefix+"."+k] = "values hold no control characters"
 			}
 		}
 	}

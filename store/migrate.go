@@ -90,6 +90,25 @@ var migrations = []migration{
 		holder     TEXT NOT NULL,
 		expires_at BIGINT NOT NULL
 	);`},
+	// 5: the hot paths always walk their indexes. A function's plans are
+	// made at its first call in a session and kept; made while the tables
+	// were small, they scanned them whole for ever after (the catalog
+	// filled in time quadratic in its size), and with stale statistics a
+	// search sorted every available machine to take the first.
+	{postgres: pgIndexOnly("gcefleet_assign", "gcefleet_find", "gcefleet_add_machine",
+		"gcefleet_request_lease", "gcefleet_release_lease")},
+}
+
+// pgIndexOnly makes PostgreSQL functions plan their statements as index
+// scans, each of which finds a row or two by key or takes the first in
+// an index's order.
+func pgIndexOnly(functions ...string) []string {
+	var out []string
+	for _, f := range functions {
+		out = append(out, "ALTER FUNCTION "+f+" SET enable_seqscan = off",
+			"ALTER FUNCTION "+f+" SET enable_bitmapscan = off")
+	}
+	return out
 }
 
 // migrate brings the schema up to date, in one transaction per version.

@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // matchLock is the advisory lock that makes a request that finds no
@@ -173,7 +177,7 @@ func kv(d Dimensions) []string {
 
 // withPrefix scans columns before a lease's.
 type withPrefix struct {
-	row    *sql.Row
+	row    pgx.Row
 	prefix []any
 }
 
@@ -183,10 +187,9 @@ func (w withPrefix) Scan(dest ...any) error { return w.row.Scan(append(w.prefix,
 func (s *Store) pgAddMachine(ctx context.Context, m Machine, body string, now time.Time) (Machine, error) {
 	var status string
 	var detail sql.NullString
-	err := s.retry(ctx, func() error {
-		return s.db.QueryRowContext(ctx, "SELECT o_status, o_lease FROM gcefleet_add_machine($1, $2, $3, $4, $5)",
-			m.Hostname, m.Backend, body, nanos(now), kv(m.Dimensions)).Scan(&status, &detail)
-	})
+	err := s.call(ctx, func(row pgx.Row) error { return row.Scan(&status, &detail) },
+		"SELECT o_status, o_lease FROM gcefleet_add_machine($1, $2, $3, $4, $5)",
+		m.Hostname, m.Backend, body, nanos(now), kv(m.Dimensions))
 	switch {
 	case err != nil:
 		return Machine{}, err
@@ -209,12 +212,11 @@ func (s *Store) pgRequestLease(ctx context.Context, client, id, body string, r L
 	var status string
 	var old sql.NullString
 	var l Lease
-	err := s.retry(ctx, func() error {
-		var err error
-		l, err = scanLease(withPrefix{s.db.QueryRowContext(ctx, "SELECT * FROM gcefleet_request_lease($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-			id, client, r.RequestID, body, nanos(now), nanos(r.Deadline), t.durNs, t.expNs, t.indefinite, kv(r.Dimensions)), []any{&status, &old}})
+	err := s.call(ctx, func(row pgx.Row) (err error) {
+		l, err = scanLease(withPrefix{row, []any{&status, &old}})
 		return err
-	})
+	}, "SELECT * FROM gcefleet_request_lease($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+		id, client, r.RequestID, body, nanos(now), nanos(r.Deadline), t.durNs, t.expNs, t.indefinite, kv(r.Dimensions))
 	switch {
 	case err != nil:
 		return Lease{}, false, err
@@ -228,13 +230,99 @@ func (s *Store) pgRequestLease(ctx context.Context, client, id, body string, r L
 func (s *Store) pgReleaseLease(ctx context.Context, client, id string, now time.Time) (Lease, bool, error) {
 	var ended bool
 	var l Lease
-	err := s.retry(ctx, func() error {
-		var err error
-		l, err = scanLease(withPrefix{s.db.QueryRowContext(ctx, "SELECT * FROM gcefleet_release_lease($1, $2, $3)", client, id, nanos(now)), []any{&ended}})
+	err := s.call(ctx, func(row pgx.Row) (err error) {
+		l, err = scanLease(withPrefix{row, []any{&ended}})
 		return err
-	})
+	}, "SELECT * FROM gcefleet_release_lease($1, $2, $3)", client, id, nanos(now))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Lease{}, false, fmt.Errorf("lease %s: %w", id, ErrNotFound)
 	}
 	return l, ended, err
+}
+
+// call runs query, a call of one of the functions above, and scans its
+// row. Calls share transactions: the committer sends whatever calls are
+// waiting to the database at once, in one implicit transaction, because
+// each commit, round trip and wake-up of a database process cost more
+// than a call's own work.
+func (s *Store) call(ctx context.Context, scan func(pgx.Row) error, query string, args ...any) error {
+	return s.submit(ctx, &work{query: query, args: args, scan: scan, done: make(chan error, 1)})
+}
+
+// batchTimeout bounds a batch, so that a database that stops answering
+// fails its callers instead of holding them.
+const batchTimeout = time.Minute
+
+// runPgBatch runs the calls of batch together; if one fails on the
+// server, the transaction they shared is rolled back, and each runs again
+// alone so that the failure stays its own.
+func (s *Store) runPgBatch(batch []*work) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	errs, onServer := s.pipeline(ctx, batch)
+	if onServer && len(batch) > 1 {
+		for i := range batch {
+			errs[i] = s.retry(ctx, func() error {
+				err, _ := s.pipeline(ctx, batch[i:i+1])
+				return err[0]
+			})
+		}
+	}
+	for i, w := range batch {
+		w.done <- errs[i]
+	}
+}
+
+// pipeline sends the calls of batch in one round trip and one implicit
+// transaction. If the transaction did not commit, every call has an
+// error; onServer says the server refused one (it then rolled back all).
+func (s *Store) pipeline(ctx context.Context, batch []*work) (errs []error, onServer bool) {
+	errs = make([]error, len(batch))
+	if s.pgConn == nil {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			for i := range errs {
+				errs[i] = err
+			}
+			return errs, false
+		}
+		s.pgConn = c
+	}
+	var failed error
+	err := s.pgConn.Raw(func(dc any) error {
+		conn := dc.(*stdlib.Conn).Conn()
+		var b pgx.Batch
+		for _, w := range batch {
+			b.Queue(w.query, w.args...)
+		}
+		br := conn.SendBatch(ctx, &b)
+		for i, w := range batch {
+			errs[i] = w.scan(br.QueryRow())
+			var pe *pgconn.PgError
+			if failed == nil && errors.As(errs[i], &pe) {
+				failed, onServer = errs[i], true
+			}
+		}
+		return br.Close()
+	})
+	if err != nil && failed == nil {
+		failed = err
+		var pe *pgconn.PgError
+		onServer = errors.As(err, &pe)
+	}
+	if failed == nil {
+		return errs, false
+	}
+	if !onServer {
+		// The connection is broken, or in a state unknown: a new one
+		// next time.
+		s.pgConn.Close()
+		s.pgConn = nil
+	}
+	for i := range errs {
+		if errs[i] == nil || errors.Is(errs[i], pgx.ErrNoRows) {
+			errs[i] = failed
+		}
+	}
+	return errs, onServer
 }

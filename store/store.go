@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 	_ "modernc.org/sqlite"             // the "sqlite" database/sql driver
@@ -37,10 +38,13 @@ type Store struct {
 	conn  *sql.Conn
 	stmts map[string]*sql.Stmt
 
-	// SQLite's committer (see commit) takes work from queue until closed.
+	// The committer (see commit) takes work from queue until closed:
+	// SQLite's every transaction, PostgreSQL's hot-path calls, which it
+	// sends on pgConn.
 	queue   chan *work
 	closed  chan struct{}
 	running sync.WaitGroup
+	pgConn  *sql.Conn
 
 	// Now is the clock; tests may replace it before use.
 	Now func() time.Time
@@ -93,18 +97,20 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		s.db.Close()
 		return nil, err
 	}
-	if !s.postgres {
-		if s.conn, err = s.db.Conn(ctx); err != nil {
-			s.db.Close()
-			return nil, err
-		}
-		s.stmts = map[string]*sql.Stmt{}
-		s.queue = make(chan *work, maxBatch)
-		s.closed = make(chan struct{})
-		s.running.Go(s.commit)
-		if s.ckpt != nil {
-			s.running.Go(s.checkpoint)
-		}
+	s.queue = make(chan *work, maxBatch)
+	s.closed = make(chan struct{})
+	if s.postgres {
+		s.running.Go(func() { s.commit(s.runPgBatch) })
+		return s, nil
+	}
+	if s.conn, err = s.db.Conn(ctx); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	s.stmts = map[string]*sql.Stmt{}
+	s.running.Go(func() { s.commit(s.runBatch) })
+	if s.ckpt != nil {
+		s.running.Go(s.checkpoint)
 	}
 	return s, nil
 }
@@ -120,9 +126,12 @@ func redact(s string) string {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	close(s.closed)
+	s.running.Wait()
+	if s.pgConn != nil {
+		s.pgConn.Close()
+	}
 	if s.conn != nil {
-		close(s.closed)
-		s.running.Wait()
 		if s.ckpt != nil {
 			s.ckpt.Close()
 		}
@@ -289,7 +298,11 @@ func (s *Store) retry(ctx context.Context, f func() error) error {
 // more than all of the statements of a lease request, and a batch writes
 // each page it touches once.
 func (s *Store) sqliteTx(ctx context.Context, f func(*sql.Tx) error) error {
-	w := &work{f: f, done: make(chan error, 1)}
+	return s.submit(ctx, &work{f: f, done: make(chan error, 1)})
+}
+
+// submit queues w for the committer and waits for its result.
+func (s *Store) submit(ctx context.Context, w *work) error {
 	select {
 	case s.queue <- w:
 	case <-s.closed:
@@ -310,9 +323,13 @@ func (s *Store) sqliteTx(ctx context.Context, f func(*sql.Tx) error) error {
 	}
 }
 
-// work is one caller's transaction, waiting for the committer.
+// work is one caller's transaction, waiting for the committer: f on
+// SQLite, a call of query on PostgreSQL.
 type work struct {
 	f     func(*sql.Tx) error
+	query string
+	args  []any
+	scan  func(pgx.Row) error
 	done  chan error
 	state atomic.Int32 // queued, taken (by the committer) or cancelled
 }
@@ -329,9 +346,9 @@ var errClosed = errors.New("store: closed")
 // batch does not hold the database for long.
 const maxBatch = 64
 
-// commit runs on SQLite until Close: it takes whatever work is waiting
-// and runs it in one transaction.
-func (s *Store) commit() {
+// commit runs until Close: it takes whatever work is waiting and has run
+// run it in one transaction.
+func (s *Store) commit(run func([]*work)) {
 	var batch []*work
 	for {
 		batch = batch[:0]
@@ -357,7 +374,7 @@ func (s *Store) commit() {
 		if len(batch) == 0 {
 			continue
 		}
-		s.runBatch(batch)
+		run(batch)
 	}
 }
 

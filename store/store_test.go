@@ -324,6 +324,42 @@ func TestFailureStaysAlone(t *testing.T) {
 	})
 }
 
+// TestPostgresRefusalStaysAlone: calls share a transaction on PostgreSQL
+// too; one that the server refuses (a NUL byte in text) rolls it back, and
+// the others must still land.
+func TestPostgresRefusalStaysAlone(t *testing.T) {
+	s, err := store.Open(context.Background(), testutil.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	const n = 50
+	errs := make([]error, 2*n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, errs[2*i] = s.AddMachine(ctx, machine(fmt.Sprintf("good%02d", i), linux8))
+		})
+		wg.Go(func() {
+			_, errs[2*i+1] = s.AddMachine(ctx, machine(fmt.Sprintf("bad%02d\x00", i), linux8))
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[2*i] != nil {
+			t.Errorf("adding good%02d beside refused callers: %v", i, errs[2*i])
+		}
+		if errs[2*i+1] == nil {
+			t.Errorf("adding bad%02d with a NUL byte: no error", i)
+		}
+	}
+	ms, err := s.Machines(ctx, "")
+	if err != nil || len(ms) != n {
+		t.Fatalf("catalog has %d machines (%v), want %d", len(ms), err, n)
+	}
+}
+
 func TestSQLiteFileKeepsData(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "provider.db")
 	ctx := context.Background()
