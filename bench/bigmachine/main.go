@@ -20,7 +20,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"slices"
 	"strings"
 	"sync"
@@ -54,7 +56,12 @@ func main() {
 	startupChild := flag.Int("startup-child", 0, "internal: start this many machines and report")
 	samples := flag.Uint64("samples", 3e9, "bigpi samples")
 	profile := flag.String("profile", "", "write CPU profiles of the driver and the first machine to `PREFIX`-driver.pprof and PREFIX-machine.pprof")
+	procs := flag.Int("baseline-procs", 0, "run the driver and the RPC baselines' server with GOMAXPROCS `N` (0: all CPUs), to see what the Go scheduler's hand-offs between threads cost a round trip")
 	flag.Parse()
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+		os.Setenv("GOMAXPROCS", strconv.Itoa(*procs)) // for plainH2's child
+	}
 	if *profile != "" {
 		f, err := os.Create(*profile + "-driver.pprof")
 		if err != nil {
