@@ -3,6 +3,7 @@ package provider_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/provider"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
@@ -28,14 +30,21 @@ tokens:
 
 type world struct {
 	url                         string
+	server                      *provider.Server
 	ops, gce, other, alice, bob *client.Client
 }
 
-func start(t *testing.T) *world {
+func start(t *testing.T) *world { return startOn(t, "") }
+
+// startOn starts a server on database (the config's when empty).
+func startOn(t *testing.T, database string) *world {
 	t.Helper()
 	cfg, err := provider.ParseConfig("test.yaml", []byte(config))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if database != "" {
+		cfg.Database = database
 	}
 	st, err := store.Open(context.Background(), cfg.Database)
 	if err != nil {
@@ -53,7 +62,7 @@ func start(t *testing.T) *world {
 		st.Close()
 	})
 	c := func(tok string) *client.Client { return &client.Client{BaseURL: srv.URL, Token: tok} }
-	return &world{url: srv.URL, ops: c("admin-secret-0123456789"), gce: c("gce-secret-0123456789"), other: c("other-secret-0123456789"),
+	return &world{url: srv.URL, server: s, ops: c("admin-secret-0123456789"), gce: c("gce-secret-0123456789"), other: c("other-secret-0123456789"),
 		alice: c("alice-secret-0123456789"), bob: c("bob-secret-0123456789")}
 }
 
@@ -297,4 +306,56 @@ func TestConfigErrors(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestReplicasWakeEachOthersLongPolls: a client waits on one replica for
+// a lease that a machine added through another replica fulfils; its long
+// poll answers at once, not at the end of its wait.
+func TestReplicasWakeEachOthersLongPolls(t *testing.T) {
+	url := testutil.PostgresURL(t)
+	a, b := startOn(t, url), startOn(t, url)
+	ctx := context.Background()
+	// Hearing, a long poll looks again only when woken: a wake-up that
+	// does not come leaves the lease pending at the end of the wait.
+	testutil.WaitFor(t, "replica a to hear of changes", func() bool { return gauge(t, a.server, "gcefleet_provider_hearing_replicas") == 1 })
+	for i := range 3 {
+		l, err := a.alice.RequestLease(ctx, lease(fmt.Sprint("wait-", i)))
+		if err != nil || l.State != store.Pending {
+			t.Fatalf("lease request: %+v, %v; want it pending (no machines)", l, err)
+		}
+		got := make(chan store.Lease, 1)
+		go func() {
+			// Woken, the poll answers in milliseconds; not woken, it would
+			// answer at the end of its minute, after the test gave up.
+			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			l, err := a.alice.Lease(ctx, l.ID, time.Minute)
+			if err != nil {
+				t.Errorf("long poll on replica a: %v", err)
+			}
+			got <- l
+		}()
+		testutil.WaitFor(t, "the long poll to be in flight", func() bool { return gauge(t, a.server, "gcefleet_provider_requests_in_flight") > 0 })
+		if _, err := b.gce.AddMachine(ctx, machine(fmt.Sprint("vm-wait-", i))); err != nil {
+			t.Fatal(err)
+		}
+		if l := <-got; l.State != store.Fulfilled || l.Hostname != fmt.Sprint("vm-wait-", i) {
+			t.Fatalf("round %d: the long poll on the other replica answered %+v, want it fulfilled with vm-wait-%d", i, l, i)
+		}
+	}
+}
+
+// gauge reads a server's gauge without labels.
+func gauge(t *testing.T, s *provider.Server, name string) float64 {
+	mfs, err := s.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no %s metric", name)
+	return 0
 }

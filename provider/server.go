@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -43,6 +44,10 @@ type Server struct {
 	log    *slog.Logger
 	reg    *prometheus.Registry
 	m      metrics
+
+	// hearing says that the changes other replicas commit wake long polls
+	// (see follow); until they do, long polls look every second.
+	hearing atomic.Bool
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when anything changes
@@ -83,7 +88,16 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"route", "code"}),
 	}
-	s.reg.MustRegister(s.m.inFlight, s.m.outcomes, s.m.wait, s.m.latency, &gauges{s})
+	hearing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gcefleet_provider_hearing_replicas",
+		Help: "1 when the changes other replicas commit wake this one's long polls at once; 0 while long polls look every second instead.",
+	}, func() float64 {
+		if s.hearing.Load() {
+			return 1
+		}
+		return 0
+	})
+	s.reg.MustRegister(s.m.inFlight, s.m.outcomes, s.m.wait, s.m.latency, hearing, &gauges{s})
 	return s
 }
 
@@ -128,6 +142,11 @@ func (s *Server) changes() <-chan struct{} {
 // next pass of a cron: the loop sleeps until the next lease is due, and is
 // woken early when a lease due sooner appears.
 func (s *Server) Run(ctx context.Context) error {
+	if s.st.Dialect() == "postgres" {
+		go s.follow(ctx)
+	} else {
+		s.hearing.Store(true) // SQLite has one process: this one
+	}
 	var maintained time.Time
 	for {
 		if time.Since(maintained) > time.Minute {
@@ -163,6 +182,32 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-s.wake:
 			t.Stop()
 		}
+	}
+}
+
+// follow wakes long polls when other replicas on the same database commit
+// a change, until ctx ends.
+func (s *Server) follow(ctx context.Context) {
+	backoff := time.Second
+	for {
+		err := s.st.Listen(ctx, func() {
+			s.hearing.Store(true)
+			backoff = time.Second
+			s.notify()
+		})
+		s.hearing.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("not hearing of other replicas' changes; long polls look every second until this recovers", "err", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 
@@ -503,8 +548,8 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) e
 }
 
 // longPoll calls ready until it says the answer is ready, the request's
-// ?wait= passes, or the request ends. It looks again on every change this
-// server makes, and every second for those of other replicas.
+// ?wait= passes, or the request ends. It looks again on every change,
+// this server's or (see follow) another replica's.
 func (s *Server) longPoll(r *http.Request, ready func() (bool, error)) error {
 	var wait time.Duration
 	if v := r.URL.Query().Get("wait"); v != "" {
@@ -525,7 +570,11 @@ func (s *Server) longPoll(r *http.Request, ready func() (bool, error)) error {
 		if left <= 0 {
 			return nil
 		}
-		t := time.NewTimer(min(left, time.Second))
+		recheck := left
+		if !s.hearing.Load() {
+			recheck = min(left, time.Second)
+		}
+		t := time.NewTimer(recheck)
 		select {
 		case <-ch:
 		case <-t.C:

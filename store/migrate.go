@@ -97,6 +97,16 @@ var migrations = []migration{
 	// search sorted every available machine to take the first.
 	{postgres: pgIndexOnly("gcefleet_assign", "gcefleet_find", "gcefleet_add_machine",
 		"gcefleet_request_lease", "gcefleet_release_lease")},
+	// 6: replicas hear of each other's changes (see Listen) at commit.
+	{postgres: []string{
+		`CREATE FUNCTION gcefleet_changed() RETURNS trigger AS $$
+		BEGIN
+			PERFORM pg_notify('` + changesChannel + `', '');
+			RETURN NULL;
+		END $$ LANGUAGE plpgsql`,
+		`CREATE TRIGGER events_changed AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION gcefleet_changed()`,
+		`CREATE TRIGGER leases_changed AFTER UPDATE ON leases FOR EACH STATEMENT EXECUTE FUNCTION gcefleet_changed()`,
+	}},
 }
 
 // pgIndexOnly makes PostgreSQL functions plan their statements as index

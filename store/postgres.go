@@ -326,3 +326,37 @@ func (s *Store) pipeline(ctx context.Context, batch []*work) (errs []error, onSe
 	}
 	return errs, onServer
 }
+
+// changesChannel is the channel that PostgreSQL notifies, on commit, of
+// every new event and every change of a lease's state (migration 6).
+const changesChannel = "gcefleet_changes"
+
+// Listen calls changed each time a process using the same database
+// commits a new event or a change of a lease's state, and once when it
+// starts to listen (what came before is unknown to the caller), until ctx
+// ends or the connection fails. It is how replicas on one PostgreSQL
+// database wake each other's long polls. On SQLite, which one process
+// uses, there is nothing to hear: it returns nil at once.
+func (s *Store) Listen(ctx context.Context, changed func()) error {
+	if !s.postgres {
+		return nil
+	}
+	conn, err := pgx.Connect(ctx, s.url)
+	if err != nil {
+		return fmt.Errorf("store: connecting to listen: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+changesChannel); err != nil {
+		return fmt.Errorf("store: listen: %w", err)
+	}
+	changed()
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("store: waiting for changes: %w", err)
+		}
+		changed()
+	}
+}

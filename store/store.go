@@ -29,6 +29,7 @@ import (
 type Store struct {
 	db       *sql.DB
 	postgres bool
+	url      string  // PostgreSQL's, for Listen's connection of its own
 	ckpt     *sql.DB // SQLite in a file: the checkpointer's connection
 
 	// SQLite: one connection, used by one operation at a time, with its
@@ -58,7 +59,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	var err error
 	switch {
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		s.postgres = true
+		s.postgres, s.url = true, url
 		s.db, err = sql.Open("pgx", url)
 		if err == nil {
 			// More connections than this measured no faster on two cores:
