@@ -7,11 +7,18 @@
 //
 // The emulator runs in this process; its instances run gceboot, built
 // here, which receives this program's binary and execs it, as on GCE.
+//
+// Beside each N it measures a floor in the same run: N processes at once,
+// each copying this binary into a memory file of its own and running it
+// to the start of main (no network, no TLS, no emulator, no bootstrap).
+// All of a start's machines share this host's CPUs, so no start of N
+// machines can be faster.
 package main
 
 import (
 	"context"
 	"encoding/gob"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,7 +28,10 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
 	"github.com/gcefleet/gcefleet/emulator"
@@ -37,6 +47,9 @@ func init() { gob.Register(Nop{}) }
 func (Nop) Ping(ctx context.Context, _ struct{}, _ *struct{}) error { return nil }
 
 func main() {
+	if os.Getenv(floorEnv) != "" {
+		return // a floor process: started, initialised, done
+	}
 	bigmachine.Start(gce.New(gce.Config{})) // machines serve from here
 	ns := flag.String("n", "1,8,64", "comma-separated machine counts")
 	cpuprofile := flag.String("cpuprofile", "", "write the driver's CPU profile to `file`")
@@ -73,7 +86,7 @@ func run(ns string) error {
 	self, _ := os.Executable()
 	st, _ := os.Stat(self)
 	fmt.Printf("gce system on the emulator, no boot latency; each machine receives this %.1f MB binary\n\n", float64(st.Size())/1e6)
-	fmt.Printf("%8s  %12s  %14s  %20s\n", "machines", "to Running", "Compute calls", "calls per machine")
+	fmt.Printf("%8s  %12s  %14s  %20s  %12s\n", "machines", "to Running", "Compute calls", "calls per machine", "floor")
 	for _, f := range strings.Split(ns, ",") {
 		n, err := strconv.Atoi(f)
 		if err != nil {
@@ -119,6 +132,51 @@ func once(boot string, n int) error {
 	startCalls := c.Calls()
 	b.Shutdown()
 	calls := c.Calls()
-	fmt.Printf("%8d  %12v  %6d + %-6d  %20.2f\n", n, took.Round(time.Millisecond), startCalls, calls-startCalls, float64(calls)/float64(n))
+	floor, err := floor(n)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%8d  %12v  %6d + %-6d  %20.2f  %12v\n", n, took.Round(time.Millisecond), startCalls, calls-startCalls, float64(calls)/float64(n), floor.Round(time.Millisecond))
 	return nil
+}
+
+// floorEnv marks a floor process.
+const floorEnv = "GCESTART_FLOOR"
+
+// floor runs n copies of this binary at once, each from a memory file of
+// its own written just before, and returns how long until all have exited.
+func floor(n int) (time.Duration, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	bin, err := os.ReadFile(self)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			fd, err := unix.MemfdCreate("gcestart-floor", unix.MFD_CLOEXEC)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			f := os.NewFile(uintptr(fd), "gcestart-floor")
+			defer f.Close()
+			if _, err := f.Write(bin); err != nil {
+				errs[i] = err
+				return
+			}
+			cmd := exec.Command(fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd))
+			cmd.Env = append(os.Environ(), floorEnv+"=1")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("floor process: %v: %s", err, out)
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start), errors.Join(errs...)
 }
