@@ -560,6 +560,62 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+// TestOperationFaults: a mutation failed by a fault is accepted, and its
+// operation ends DONE with the error, having changed nothing, as GCE's
+// asynchronous failures do; a retry under the same requestId gets the
+// same operation; reads go on.
+func TestOperationFaults(t *testing.T) {
+	e := start(t, emulator.Options{})
+	e.ok(t)(e.svc.Instances.Insert(proj, zone, vm("m1")).Do())
+	if err := e.emu.AddFault(emulator.Fault{Method: "compute.instances.*", OperationError: "RESOURCE_NOT_READY", Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := e.svc.Instances.Get(proj, zone, "m1").Do()
+	if err != nil {
+		t.Fatalf("a read under an operation fault: %v", err)
+	}
+	v := "v"
+	md := &compute.Metadata{Fingerprint: in.Metadata.Fingerprint, Items: []*compute.MetadataItems{{Key: "k", Value: &v}}}
+	const id = "6f1c2a3e-1b2c-4d5e-8f90-0a1b2c3d4e5f"
+	op, err := e.svc.Instances.SetMetadata(proj, zone, "m1", md).RequestId(id).Do()
+	if err != nil {
+		t.Fatalf("setMetadata under an operation fault answered %v, want an operation", err)
+	}
+	op = e.wait(t, op)
+	if op.Error == nil || op.Error.Errors[0].Code != "RESOURCE_NOT_READY" || op.HttpErrorStatusCode != 500 ||
+		op.OperationType != "setMetadata" || !strings.HasSuffix(op.TargetLink, "/zones/"+zone+"/instances/m1") {
+		t.Errorf("failed operation: %+v", op)
+	}
+	again, err := e.svc.Instances.SetMetadata(proj, zone, "m1", md).RequestId(id).Do()
+	if err != nil || again.Name != op.Name {
+		t.Errorf("retry under the same requestId: %v, %v; want operation %s", again, err, op.Name)
+	}
+	if got, _ := e.svc.Instances.Get(proj, zone, "m1").Do(); got.Metadata.Fingerprint != in.Metadata.Fingerprint || len(got.Metadata.Items) != 0 {
+		t.Errorf("a failed setMetadata changed the metadata: %+v", got.Metadata)
+	}
+	e.ok(t)(e.svc.Instances.SetMetadata(proj, zone, "m1", md).Do())
+
+	// A fault on every method fails mutations only: waiting on an
+	// operation and listing are reads, even when they are POSTs.
+	if err := e.emu.AddFault(emulator.Fault{OperationError: "INTERNAL_ERROR"}); err != nil {
+		t.Fatal(err)
+	}
+	op, err = e.svc.Instances.Delete(proj, zone, "m1").Do()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op = e.wait(t, op); op.Error == nil || op.Error.Errors[0].Code != "INTERNAL_ERROR" || op.OperationType != "delete" {
+		t.Errorf("delete under an operation fault: %+v", op)
+	}
+	if _, err := e.svc.Instances.Get(proj, zone, "m1").Do(); err != nil {
+		t.Errorf("the instance whose deletion failed: %v", err)
+	}
+	e.emu.ClearFaults()
+	if err := e.emu.AddFault(emulator.Fault{OperationError: "bad code"}); err == nil || !strings.Contains(err.Error(), "INTERNAL_ERROR") {
+		t.Errorf("a fault with a malformed operationError: %v", err)
+	}
+}
+
 func TestFirewallsAndOperations(t *testing.T) {
 	e := start(t, emulator.Options{})
 	fw := &compute.Firewall{Name: "allow-workers", Allowed: []*compute.FirewallAllowed{{IPProtocol: "tcp", Ports: []string{"8443"}}}, TargetTags: []string{"run-1"}, SourceRanges: []string{"10.0.0.1/32"}}

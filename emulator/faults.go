@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -36,6 +37,14 @@ type Fault struct {
 	ErrorCode int     `json:"errorCode,omitempty"`
 	ErrorRate float64 `json:"errorRate,omitempty"`
 	Count     int     `json:"count,omitempty"`
+
+	// OperationError, when set, fails matching mutations the way GCE's
+	// asynchronous errors do: the call is accepted and answered with an
+	// operation, which ends DONE with this error code (such as
+	// INTERNAL_ERROR or RESOURCE_NOT_READY) having changed nothing. Count
+	// and ErrorRate choose the calls as they do for ErrorCode; reads are
+	// not affected.
+	OperationError string `json:"operationError,omitempty"`
 
 	limiter *rate.Limiter
 	fired   int
@@ -74,8 +83,14 @@ func (f *Fault) validate() error {
 	if f.RateLimit < 0 || f.Count < 0 || f.Latency < 0 {
 		return fmt.Errorf("rateLimit, count and latency must not be negative")
 	}
-	if f.ErrorCode == 0 && f.RateLimit == 0 && f.Latency == 0 {
-		return fmt.Errorf("the fault does nothing: set latency, rateLimit or errorCode")
+	if f.ErrorCode != 0 && f.OperationError != "" {
+		return fmt.Errorf("errorCode and operationError: a fault fails a call one way; add two faults for both")
+	}
+	if f.OperationError != "" && !opErrorRE.MatchString(f.OperationError) {
+		return fmt.Errorf("operationError %q: give an error code such as INTERNAL_ERROR or RESOURCE_NOT_READY", f.OperationError)
+	}
+	if f.ErrorCode == 0 && f.OperationError == "" && f.RateLimit == 0 && f.Latency == 0 {
+		return fmt.Errorf("the fault does nothing: set latency, rateLimit, errorCode or operationError")
 	}
 	return nil
 }
@@ -111,17 +126,33 @@ func (e *Emulator) SetLatency(l Latency) {
 	e.latency = l
 }
 
-// applyFaults sleeps and fails as the installed faults say for one call.
-func (e *Emulator) applyFaults(ctx context.Context, project, zone, method string) *apiError {
+var opErrorRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
+
+// answersWithOperation reports whether a call of the discovery method is a
+// mutation that GCE answers with an operation: POSTs that only read (wait,
+// listManagedInstances, testIamPermissions) and deletions of operations
+// themselves are not.
+func answersWithOperation(httpMethod, method string) bool {
+	if httpMethod == http.MethodGet || !strings.HasPrefix(method, "compute.") || strings.Contains(method, "Operations.") {
+		return false
+	}
+	return !strings.HasSuffix(method, ".listManagedInstances")
+}
+
+// applyFaults sleeps and fails as the installed faults say for one call:
+// with an error to answer at once, or (for a mutation) with the error its
+// operation is to end with.
+func (e *Emulator) applyFaults(ctx context.Context, project, zone, method string, mutation bool) (*apiError, *opError) {
 	e.mu.Lock()
 	var delay time.Duration
 	var fail *apiError
+	var opFail *opError
 	for _, f := range e.faults {
 		if !f.matches(project, zone, method) {
 			continue
 		}
 		delay += f.Latency
-		if fail != nil {
+		if fail != nil || opFail != nil {
 			continue
 		}
 		if f.limiter != nil && !f.limiter.Allow() {
@@ -132,7 +163,7 @@ func (e *Emulator) applyFaults(ctx context.Context, project, zone, method string
 			fail = errRateLimit(code)
 			continue
 		}
-		if f.ErrorCode == 0 {
+		if f.ErrorCode == 0 && (f.OperationError == "" || !mutation) {
 			continue
 		}
 		fire := false
@@ -146,7 +177,9 @@ func (e *Emulator) applyFaults(ctx context.Context, project, zone, method string
 		}
 		if fire {
 			f.fired++
-			if f.ErrorCode == http.StatusForbidden || f.ErrorCode == http.StatusTooManyRequests {
+			if f.OperationError != "" {
+				opFail = &opError{code: f.OperationError, message: "The operation failed (a fault installed in the emulator).", httpCode: http.StatusInternalServerError}
+			} else if f.ErrorCode == http.StatusForbidden || f.ErrorCode == http.StatusTooManyRequests {
 				fail = errRateLimit(f.ErrorCode)
 			} else {
 				fail = errBackend(f.ErrorCode)
@@ -163,7 +196,27 @@ func (e *Emulator) applyFaults(ctx context.Context, project, zone, method string
 		case <-e.done:
 		}
 	}
-	return fail
+	return fail, opFail
+}
+
+// failedOp answers a mutation that a fault fails: with an operation that
+// ends DONE with oerr, nothing changed. e.mu is held.
+func (e *Emulator) failedOp(c *call, oerr *opError) (any, error) {
+	if op, err := e.replay(c); err != nil || op != nil {
+		return opResult(op, err)
+	}
+	s := globalScope
+	switch {
+	case c.zone != "":
+		s = zoneScope
+	case c.region != "":
+		s = regionScope
+	}
+	verb := c.method[strings.LastIndex(c.method, ".")+1:]
+	target := apiBase + strings.TrimSuffix(strings.TrimPrefix(c.urlPath, "/compute/v1/"), "/"+verb)
+	op := e.newOp(c, s, verb, target, 0)
+	e.runOp(op, func() *opError { return oerr })
+	return op.api, nil
 }
 
 // Stockout makes instance creation fail with ZONE_RESOURCE_POOL_EXHAUSTED in

@@ -129,9 +129,14 @@ func (e *Emulator) api(method string, h handlerFunc, unlocked bool) http.Handler
 				"Invalid value for field 'region': '" + c.region + "'. Unknown region."}).write(w)
 			return
 		}
-		if err := e.applyFaults(r.Context(), name, c.zone, method); err != nil {
-			err.write(w)
+		fail, opFail := e.applyFaults(r.Context(), name, c.zone, method, answersWithOperation(r.Method, method))
+		if fail != nil {
+			fail.write(w)
 			return
+		}
+		h, unlocked := h, unlocked // this call's
+		if opFail != nil {
+			h, unlocked = func(c *call) (any, error) { return e.failedOp(c, opFail) }, false
 		}
 		e.mu.Lock()
 		if e.closed {
