@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
@@ -60,6 +61,15 @@ type System struct {
 	firewall bool // the run's firewall rule exists
 	zones    map[string]bool
 	status   map[string]*zoneStatus
+	configs  map[string]*configOp // by instance name, until known DONE
+}
+
+// configOp is the setMetadata operation that gave a machine its
+// configuration. It is looked at only when the machine is slow to answer,
+// so that a machine that starts costs no call for it.
+type configOp struct {
+	zone, name string
+	checkAt    time.Time
 }
 
 // Machine is the system's record of one instance.
@@ -74,7 +84,7 @@ func New(cfg Config) *System {
 	rand.Read(b)
 	// Run ids start with a letter, so that names built on them are valid.
 	run := "r" + hex.EncodeToString(b)
-	return &System{cfg: cfg, run: run, log: slog.Default(), zones: map[string]bool{}, status: map[string]*zoneStatus{}}
+	return &System{cfg: cfg, run: run, log: slog.Default(), zones: map[string]bool{}, status: map[string]*zoneStatus{}, configs: map[string]*configOp{}}
 }
 
 // Name returns "gce".
@@ -359,12 +369,52 @@ func (s *System) configure(ctx context.Context, c *gceapi.Client, in *computepb.
 		MetadataResource: &computepb.Metadata{Items: items, Fingerprint: md.Fingerprint},
 	}
 	// The operation is not waited on: the machine answering with its
-	// configuration is the proof it arrived, and a failure shows as a
-	// machine that does not start, which KeepaliveFailed explains.
-	return gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
-		_, err := c.Instances.SetMetadata(ctx, r)
+	// configuration is the proof it arrived. KeepaliveFailed looks at the
+	// operation of a machine that is slow to answer.
+	var op *computeapi.Operation
+	err = gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
+		op, err = c.Instances.SetMetadata(ctx, r)
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.configs[in.GetName()] = &configOp{zone: r.Zone, name: op.Name(), checkAt: time.Now().Add(s.configCheckEvery())}
+	s.mu.Unlock()
+	return nil
+}
+
+// configCheckEvery is how long a machine may take to answer before its
+// configuration's operation is looked at, and how often after that: half
+// the time a worker lives without a keepalive.
+func (s *System) configCheckEvery() time.Duration { return s.cfg.KeepaliveTimeout / 2 }
+
+// configFailed reports why the machine never received its configuration,
+// or nil when that is not known to be so. It asks GCE at most once per
+// configCheckEvery per machine, and only until the operation is DONE.
+func (s *System) configFailed(ctx context.Context, h *Machine) error {
+	now := time.Now()
+	s.mu.Lock()
+	co := s.configs[h.Name]
+	if co == nil || now.Before(co.checkAt) {
+		s.mu.Unlock()
+		return nil
+	}
+	co.checkAt = now.Add(s.configCheckEvery())
+	c := s.client
+	s.mu.Unlock()
+	p, err := c.ZoneOps.Get(ctx, &computepb.GetZoneOperationRequest{Project: s.cfg.Project, Zone: co.zone, Operation: co.name})
+	if err != nil || p.GetStatus() != computepb.Operation_DONE {
+		return nil
+	}
+	s.mu.Lock()
+	delete(s.configs, h.Name)
+	s.mu.Unlock()
+	if err := gceapi.OperationError(p); err != nil {
+		return fmt.Errorf("instance %s in %s never received its configuration (operation %s): %w", h.Name, h.Zone, co.name, err)
+	}
+	return nil
 }
 
 // ensureFirewall makes the run's firewall rule, once.
@@ -435,9 +485,9 @@ func outboundIP(endpoint string) (string, error) {
 }
 
 // KeepaliveFailed asks GCE about the instance: one that is gone, stopped
-// or preempted will not answer again. Machines of a zone share one list
-// call a second, so that many machines failing at once (or booting) cost
-// few API calls.
+// or preempted will not answer again, nor will one whose configuration
+// failed to arrive. Machines of a zone share one list call a second, so
+// that many machines failing at once (or booting) cost few API calls.
 func (s *System) KeepaliveFailed(ctx context.Context, m *bigmachine.Machine) (bool, error) {
 	h, ok := m.Handle().(*Machine)
 	if !ok {
@@ -453,6 +503,11 @@ func (s *System) KeepaliveFailed(ctx context.Context, m *bigmachine.Machine) (bo
 		return true, fmt.Errorf("instance %s in %s was deleted", h.Name, h.Zone)
 	case st == "STOPPING" || st == "STOPPED" || st == "TERMINATED" || st == "SUSPENDING" || st == "SUSPENDED":
 		return true, fmt.Errorf("instance %s in %s is %s", h.Name, h.Zone, st)
+	}
+	if m.State() < bigmachine.Running {
+		if why := s.configFailed(ctx, h); why != nil {
+			return true, why
+		}
 	}
 	return false, nil
 }

@@ -378,3 +378,18 @@ func TestKilledDriver(t *testing.T) {
 	}
 	t.Logf("instances gone %v after the driver was killed", time.Since(killed))
 }
+
+// TestFailedConfigurationIsNoticed: a machine whose setMetadata operation
+// fails never receives its configuration; Start says so, with GCE's error,
+// instead of waiting out the start timeout, and starts the others.
+func TestFailedConfigurationIsNoticed(t *testing.T) {
+	w := newWorld(t)
+	w.emu.AddFault(emulator.Fault{Method: "compute.instances.setMetadata", OperationError: "RESOURCE_NOT_READY", Count: 1})
+	_, ms, err := start(t, gce.New(w.config("us-central1-a")), 2, bigmachine.WithStartTimeout(10*time.Minute))
+	if len(ms) != 1 || err == nil || !strings.Contains(err.Error(), "never received its configuration") || !strings.Contains(err.Error(), "RESOURCE_NOT_READY") {
+		t.Fatalf("start with one failed configuration: %d machines, %v", len(ms), err)
+	}
+	if err := ms[0].Call(context.Background(), "Hello.Pid", struct{}{}, new(int)); err != nil {
+		t.Errorf("the machine that started: %v", err)
+	}
+}
