@@ -30,6 +30,7 @@ import (
 
 	"github.com/gcefleet/gcefleet/bigmachine"
 	"github.com/gcefleet/gcefleet/bigmachine/rpc"
+	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/system/local"
 )
 
@@ -95,14 +96,12 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	fmt.Printf("bigmachine benchmarks, local system, %d CPUs, %s\n\n", numCPU(), time.Now().Format(time.DateOnly))
+	fmt.Printf("bigmachine benchmarks, local system, %d CPUs, %s\n\n", runtime.NumCPU(), time.Now().Format(time.DateOnly))
 	run("startup", startup)
 	run("rpc", func(ctx context.Context, b *bigmachine.B) error { return rpcBench(ctx, b, *profile) })
 	run("stream", stream)
 	run("bigpi", func(ctx context.Context, b *bigmachine.B) error { return bigpi(ctx, b, *samples) })
 }
-
-func numCPU() int { return runtimeNumCPU() }
 
 // startup times a fresh driver process from exec to n machines Running,
 // median of 5 runs each.
@@ -234,7 +233,7 @@ func rpcBench(ctx context.Context, b *bigmachine.B, profilePrefix string) error 
 // nothing (the floor under any RPC), and an rpc.Client call of Bench.Ping
 // served by an rpc.Server (the RPC layer without bigmachine's machines).
 func plainH2() (plain func(io.Reader) error, bare func() error, stop func(), err error) {
-	cert, err := selfSigned()
+	cert, err := testutil.SelfSigned("bench")
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -242,7 +241,7 @@ func plainH2() (plain func(io.Reader) error, bare func() error, stop func(), err
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	certPEM, keyPEM := pemOf(cert)
+	certPEM, keyPEM := testutil.CertPEM(cert)
 	cmd := exec.Command(exe, "-plain-server")
 	cmd.Env = append(os.Environ(), "BENCH_CERT="+string(certPEM), "BENCH_KEY="+string(keyPEM))
 	cmd.Stderr = os.Stderr
@@ -259,7 +258,7 @@ func plainH2() (plain func(io.Reader) error, bare func() error, stop func(), err
 		return nil, nil, nil, fmt.Errorf("plain server: %w", err)
 	}
 	base := "https://" + strings.TrimSpace(line)
-	hc := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: poolOf(cert), ServerName: "bench"}}}
+	hc := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: testutil.CertPool(cert), ServerName: "bench"}}}
 	rc := &rpc.Client{HTTP: hc}
 	plain = func(body io.Reader) error {
 		resp, err := hc.Post(base+"/plain", "application/octet-stream", body)

@@ -8,20 +8,29 @@
 // The emulator runs in this process; its instances run gceboot, built
 // here, which receives this program's binary and execs it, as on GCE.
 //
-// Beside each N it measures a floor in the same run: N processes at once,
-// each copying this binary into a memory file of its own and running it
-// to the start of main (no network, no TLS, no emulator, no bootstrap).
-// All of a start's machines share this host's CPUs, so no start of N
-// machines can be faster.
+// Beside each N it measures two floors in the same run. The first: N
+// processes at once, each copying this binary into a memory file of its
+// own and running it to the start of main (no network, no TLS, no
+// emulator, no bootstrap). The second adds the upload: N processes at
+// once, each an HTTP/2-over-TLS server that receives this binary in one
+// POST, as a machine receives it from its driver, writes it to a memory
+// file and runs it to main. All of a start's machines share this host's
+// CPUs, so no start of N machines that uploads the driver's binary over
+// TLS can be faster than the second.
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/gob"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -34,7 +43,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/bigmachine/rpc"
 	"github.com/gcefleet/gcefleet/emulator"
+	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/system/gce"
 )
 
@@ -49,6 +60,13 @@ func (Nop) Ping(ctx context.Context, _ struct{}, _ *struct{}) error { return nil
 func main() {
 	if os.Getenv(floorEnv) != "" {
 		return // a floor process: started, initialised, done
+	}
+	if os.Getenv(tlsFloorCert) != "" {
+		if err := receiveAndRun(); err != nil {
+			fmt.Fprintln(os.Stderr, "gcestart: upload floor:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	bigmachine.Start(gce.New(gce.Config{})) // machines serve from here
 	ns := flag.String("n", "1,8,64", "comma-separated machine counts")
@@ -86,7 +104,7 @@ func run(ns string) error {
 	self, _ := os.Executable()
 	st, _ := os.Stat(self)
 	fmt.Printf("gce system on the emulator, no boot latency; each machine receives this %.1f MB binary\n\n", float64(st.Size())/1e6)
-	fmt.Printf("%8s  %12s  %14s  %20s  %12s\n", "machines", "to Running", "Compute calls", "calls per machine", "floor")
+	fmt.Printf("%8s  %12s  %14s  %20s  %12s  %14s\n", "machines", "to Running", "Compute calls", "calls per machine", "floor: run", "floor: upload")
 	for _, f := range strings.Split(ns, ",") {
 		n, err := strconv.Atoi(f)
 		if err != nil {
@@ -136,7 +154,12 @@ func once(boot string, n int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%8d  %12v  %6d + %-6d  %20.2f  %12v\n", n, took.Round(time.Millisecond), startCalls, calls-startCalls, float64(calls)/float64(n), floor.Round(time.Millisecond))
+	upload, err := uploadFloor(n)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%8d  %12v  %6d + %-6d  %20.2f  %12v  %14v\n", n, took.Round(time.Millisecond), startCalls, calls-startCalls, float64(calls)/float64(n),
+		floor.Round(time.Millisecond), upload.Round(time.Millisecond))
 	return nil
 }
 
@@ -159,24 +182,125 @@ func floor(n int) (time.Duration, error) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			fd, err := unix.MemfdCreate("gcestart-floor", unix.MFD_CLOEXEC)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			f := os.NewFile(uintptr(fd), "gcestart-floor")
-			defer f.Close()
-			if _, err := f.Write(bin); err != nil {
-				errs[i] = err
-				return
-			}
-			cmd := exec.Command(fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd))
-			cmd.Env = append(os.Environ(), floorEnv+"=1")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs[i] = fmt.Errorf("floor process: %v: %s", err, out)
+			if err := runBody(bytes.NewReader(bin)); err != nil {
+				errs[i] = fmt.Errorf("floor process: %w", err)
 			}
 		})
 	}
 	wg.Wait()
 	return time.Since(start), errors.Join(errs...)
+}
+
+// tlsFloorCert and tlsFloorKey hand an upload-floor process its
+// certificate.
+const (
+	tlsFloorCert = "GCESTART_UPLOAD_CERT"
+	tlsFloorKey  = "GCESTART_UPLOAD_KEY"
+)
+
+// uploadFloor starts n upload-floor processes at once, uploads this binary
+// to each over HTTP/2 and TLS with the RPC's settings, and returns how
+// long until all have run it and exited.
+func uploadFloor(n int) (time.Duration, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	bin, err := os.ReadFile(self)
+	if err != nil {
+		return 0, err
+	}
+	cert, err := testutil.SelfSigned("floor")
+	if err != nil {
+		return 0, err
+	}
+	certPEM, keyPEM := testutil.CertPEM(cert)
+	hc := rpc.HTTPClient(&tls.Config{RootCAs: testutil.CertPool(cert), ServerName: "floor"})
+	defer hc.CloseIdleConnections()
+	start := time.Now()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			cmd := exec.Command(self)
+			cmd.Env = append(os.Environ(), tlsFloorCert+"="+string(certPEM), tlsFloorKey+"="+string(keyPEM))
+			cmd.Stderr = os.Stderr
+			out, err := cmd.StdoutPipe()
+			if err == nil {
+				err = cmd.Start()
+			}
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer cmd.Wait()
+			addr, err := bufio.NewReader(out).ReadString('\n')
+			if err != nil {
+				cmd.Process.Kill()
+				errs[i] = fmt.Errorf("upload floor process: %w", err)
+				return
+			}
+			resp, err := hc.Post("https://"+strings.TrimSpace(addr)+"/run", "application/octet-stream", bytes.NewReader(bin))
+			if err != nil {
+				cmd.Process.Kill()
+				errs[i] = err
+				return
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				errs[i] = fmt.Errorf("upload floor process: %s: %s", resp.Status, msg)
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start), errors.Join(errs...)
+}
+
+// receiveAndRun is an upload-floor process: it serves one POST of a binary
+// over HTTP/2 and TLS, writes the body to a memory file, runs it to main,
+// answers and exits.
+func receiveAndRun() error {
+	cert, err := tls.X509KeyPair([]byte(os.Getenv(tlsFloorCert)), []byte(os.Getenv(tlsFloorKey)))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr())
+	done := make(chan struct{})
+	srv := &http.Server{
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+		HTTP2:     rpc.HTTP2Config(),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer close(done)
+			if err := runBody(r.Body); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+			}
+		}),
+	}
+	go srv.ServeTLS(ln, "", "")
+	<-done
+	return srv.Shutdown(context.Background())
+}
+
+// runBody writes a binary to a memory file and runs it as a floor process.
+func runBody(body io.Reader) error {
+	fd, err := unix.MemfdCreate("gcestart-floor", unix.MFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), "gcestart-floor")
+	defer f.Close()
+	if _, err := io.Copy(f, body); err != nil {
+		return err
+	}
+	cmd := exec.Command(fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd))
+	cmd.Env = append(os.Environ(), floorEnv+"=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package testutil
 
 import (
 	"crypto/ecdsa"
@@ -9,18 +9,19 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
-	"runtime"
 	"time"
 )
 
-// selfSigned makes the baseline server's certificate, for the name "bench".
-func selfSigned() (tls.Certificate, error) {
+// SelfSigned makes a certificate for name that is its own authority, for
+// baselines and peers that stand outside the project's own PKI. It lives an
+// hour.
+func SelfSigned(name string) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench"}, DNSNames: []string{"bench"},
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
 		IsCA: true, BasicConstraintsValid: true,
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
@@ -30,19 +31,23 @@ func selfSigned() (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	leaf, _ := x509.ParseCertificate(der)
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
-func poolOf(c tls.Certificate) *x509.CertPool {
+// CertPool returns a pool that trusts c, a certificate made by SelfSigned.
+func CertPool(c tls.Certificate) *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(c.Leaf)
 	return p
 }
 
-func runtimeNumCPU() int { return runtime.NumCPU() }
-
-func pemOf(c tls.Certificate) (certPEM, keyPEM []byte) {
+// CertPEM encodes c, a certificate made by SelfSigned, and its key, to hand
+// to another process (which reads them with tls.X509KeyPair).
+func CertPEM(c tls.Certificate) (certPEM, keyPEM []byte) {
 	kd, _ := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
