@@ -29,7 +29,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -60,13 +59,6 @@ func (Nop) Ping(ctx context.Context, _ struct{}, _ *struct{}) error { return nil
 func main() {
 	if os.Getenv(floorEnv) != "" {
 		return // a floor process: started, initialised, done
-	}
-	if os.Getenv(tlsFloorCert) != "" {
-		if err := receiveAndRun(); err != nil {
-			fmt.Fprintln(os.Stderr, "gcestart: upload floor:", err)
-			os.Exit(1)
-		}
-		return
 	}
 	bigmachine.Start(gce.New(gce.Config{})) // machines serve from here
 	ns := flag.String("n", "1,8,64", "comma-separated machine counts")
@@ -101,6 +93,10 @@ func run(ns string) error {
 	if out, err := exec.Command("go", "build", "-o", boot, "github.com/gcefleet/gcefleet/cmd/gceboot").CombinedOutput(); err != nil && os.Getenv("GCESTART_GCEBOOT") == "" {
 		return fmt.Errorf("building gceboot: %v\n%s", err, out)
 	}
+	receiver := dir + "/receiver"
+	if out, err := exec.Command("go", "build", "-o", receiver, "github.com/gcefleet/gcefleet/bench/gcestart/receiver").CombinedOutput(); err != nil {
+		return fmt.Errorf("building the upload floor's receiver: %v\n%s", err, out)
+	}
 	self, _ := os.Executable()
 	st, _ := os.Stat(self)
 	fmt.Printf("gce system on the emulator, no boot latency; each machine receives this %.1f MB binary\n\n", float64(st.Size())/1e6)
@@ -110,14 +106,14 @@ func run(ns string) error {
 		if err != nil {
 			return fmt.Errorf("-n: %v", err)
 		}
-		if err := once(boot, n); err != nil {
+		if err := once(boot, receiver, n); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func once(boot string, n int) error {
+func once(boot, receiver string, n int) error {
 	emu := emulator.New(emulator.Options{Images: map[string]string{"gcr.io/bench/gceboot": boot}})
 	srv := httptest.NewServer(emu)
 	defer srv.Close()
@@ -154,7 +150,7 @@ func once(boot string, n int) error {
 	if err != nil {
 		return err
 	}
-	upload, err := uploadFloor(n)
+	upload, err := uploadFloor(receiver, n)
 	if err != nil {
 		return err
 	}
@@ -182,7 +178,7 @@ func floor(n int) (time.Duration, error) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			if err := runBody(bytes.NewReader(bin)); err != nil {
+			if err := runFromMemory(bin); err != nil {
 				errs[i] = fmt.Errorf("floor process: %w", err)
 			}
 		})
@@ -191,17 +187,10 @@ func floor(n int) (time.Duration, error) {
 	return time.Since(start), errors.Join(errs...)
 }
 
-// tlsFloorCert and tlsFloorKey hand an upload-floor process its
-// certificate.
-const (
-	tlsFloorCert = "GCESTART_UPLOAD_CERT"
-	tlsFloorKey  = "GCESTART_UPLOAD_KEY"
-)
-
-// uploadFloor starts n upload-floor processes at once, uploads this binary
-// to each over HTTP/2 and TLS with the RPC's settings, and returns how
-// long until all have run it and exited.
-func uploadFloor(n int) (time.Duration, error) {
+// uploadFloor starts n receivers at once, uploads this binary to each over
+// HTTP/2 and TLS with the RPC's settings, and returns how long until all
+// have run it and exited.
+func uploadFloor(receiver string, n int) (time.Duration, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, err
@@ -222,8 +211,8 @@ func uploadFloor(n int) (time.Duration, error) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			cmd := exec.Command(self)
-			cmd.Env = append(os.Environ(), tlsFloorCert+"="+string(certPEM), tlsFloorKey+"="+string(keyPEM))
+			cmd := exec.Command(receiver)
+			cmd.Env = append(os.Environ(), "RECEIVER_CERT="+string(certPEM), "RECEIVER_KEY="+string(keyPEM))
 			cmd.Stderr = os.Stderr
 			out, err := cmd.StdoutPipe()
 			if err == nil {
@@ -257,44 +246,15 @@ func uploadFloor(n int) (time.Duration, error) {
 	return time.Since(start), errors.Join(errs...)
 }
 
-// receiveAndRun is an upload-floor process: it serves one POST of a binary
-// over HTTP/2 and TLS, writes the body to a memory file, runs it to main,
-// answers and exits.
-func receiveAndRun() error {
-	cert, err := tls.X509KeyPair([]byte(os.Getenv(tlsFloorCert)), []byte(os.Getenv(tlsFloorKey)))
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	fmt.Println(ln.Addr())
-	done := make(chan struct{})
-	srv := &http.Server{
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
-		HTTP2:     rpc.HTTP2Config(),
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			defer close(done)
-			if err := runBody(r.Body); err != nil {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-			}
-		}),
-	}
-	go srv.ServeTLS(ln, "", "")
-	<-done
-	return srv.Shutdown(context.Background())
-}
-
-// runBody writes a binary to a memory file and runs it as a floor process.
-func runBody(body io.Reader) error {
+// runFromMemory writes bin to a memory file and runs it as a floor process.
+func runFromMemory(bin []byte) error {
 	fd, err := unix.MemfdCreate("gcestart-floor", unix.MFD_CLOEXEC)
 	if err != nil {
 		return err
 	}
 	f := os.NewFile(uintptr(fd), "gcestart-floor")
 	defer f.Close()
-	if _, err := io.Copy(f, body); err != nil {
+	if _, err := f.Write(bin); err != nil {
 		return err
 	}
 	cmd := exec.Command(fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd))
