@@ -97,23 +97,29 @@ func run(ns string) error {
 	if out, err := exec.Command("go", "build", "-o", receiver, "github.com/gcefleet/gcefleet/bench/gcestart/receiver").CombinedOutput(); err != nil {
 		return fmt.Errorf("building the upload floor's receiver: %v\n%s", err, out)
 	}
-	self, _ := os.Executable()
-	st, _ := os.Stat(self)
-	fmt.Printf("gce system on the emulator, no boot latency; each machine receives this %.1f MB binary\n\n", float64(st.Size())/1e6)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	bin, err := os.ReadFile(self)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("gce system on the emulator, no boot latency; each machine receives this %.1f MB binary\n\n", float64(len(bin))/1e6)
 	fmt.Printf("%8s  %12s  %14s  %20s  %12s  %14s\n", "machines", "to Running", "Compute calls", "calls per machine", "floor: run", "floor: upload")
 	for _, f := range strings.Split(ns, ",") {
 		n, err := strconv.Atoi(f)
 		if err != nil {
 			return fmt.Errorf("-n: %v", err)
 		}
-		if err := once(boot, receiver, n); err != nil {
+		if err := once(boot, receiver, bin, n); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func once(boot, receiver string, n int) error {
+func once(boot, receiver string, bin []byte, n int) error {
 	emu := emulator.New(emulator.Options{Images: map[string]string{"gcr.io/bench/gceboot": boot}})
 	srv := httptest.NewServer(emu)
 	defer srv.Close()
@@ -146,11 +152,11 @@ func once(boot, receiver string, n int) error {
 	startCalls := c.Calls()
 	b.Shutdown()
 	calls := c.Calls()
-	floor, err := floor(n)
+	floor, err := floor(bin, n)
 	if err != nil {
 		return err
 	}
-	upload, err := uploadFloor(receiver, n)
+	upload, err := uploadFloor(receiver, bin, n)
 	if err != nil {
 		return err
 	}
@@ -164,15 +170,7 @@ const floorEnv = "GCESTART_FLOOR"
 
 // floor runs n copies of this binary at once, each from a memory file of
 // its own written just before, and returns how long until all have exited.
-func floor(n int) (time.Duration, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return 0, err
-	}
-	bin, err := os.ReadFile(self)
-	if err != nil {
-		return 0, err
-	}
+func floor(bin []byte, n int) (time.Duration, error) {
 	start := time.Now()
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -190,15 +188,7 @@ func floor(n int) (time.Duration, error) {
 // uploadFloor starts n receivers at once, uploads this binary to each over
 // HTTP/2 and TLS with the RPC's settings, and returns how long until all
 // have run it and exited.
-func uploadFloor(receiver string, n int) (time.Duration, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return 0, err
-	}
-	bin, err := os.ReadFile(self)
-	if err != nil {
-		return 0, err
-	}
+func uploadFloor(receiver string, bin []byte, n int) (time.Duration, error) {
 	cert, err := testutil.SelfSigned("floor")
 	if err != nil {
 		return 0, err
