@@ -820,6 +820,7 @@ func (e *Emulator) getSerialPortOutput(c *call) (any, error) {
 	if port == 1 && in.serial != nil {
 		out.Contents, out.Start, out.Next = in.serial.read(start)
 	} else {
+		start = max(start, 0) // nothing written: a negative start reads it all
 		out.Start, out.Next = start, start
 	}
 	// GCE sends start and next even when they are zero.

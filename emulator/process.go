@@ -256,11 +256,15 @@ func (s *serialBuffer) Write(p []byte) (int, error) {
 }
 
 // read returns the output from offset start (or the oldest kept, if start
-// is older), the offset it begins at and the offset to read from next.
+// is older; a negative start counts back from the end), the offset it
+// begins at and the offset to read from next.
 func (s *serialBuffer) read(start int64) (string, int64, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	end := s.start + int64(len(s.buf))
+	if start < 0 {
+		start += end // the most recent -start bytes
+	}
 	if start < s.start {
 		start = s.start
 	}

@@ -88,6 +88,15 @@ func TestContainerRunsWithMetadata(t *testing.T) {
 	if rest.Start != out.Next || rest.Contents != "" {
 		t.Errorf("reading from next=%d: start %d, contents %q", out.Next, rest.Start, rest.Contents)
 	}
+	// A negative start reads the most recent bytes.
+	last, _ := e.svc.Instances.GetSerialPortOutput(proj, zone, "app-1").Start(-10).Do()
+	if last.Start != out.Next-10 || last.Next != out.Next || last.Contents != out.Contents[len(out.Contents)-10:] {
+		t.Errorf("reading the last 10 bytes of %d: start %d, next %d, contents %q", out.Next, last.Start, last.Next, last.Contents)
+	}
+	all, _ := e.svc.Instances.GetSerialPortOutput(proj, zone, "app-1").Start(-1 << 40).Do()
+	if all.Start != 0 || all.Contents != out.Contents {
+		t.Errorf("reading more than was written: start %d, %d bytes of %d", all.Start, len(all.Contents), len(out.Contents))
+	}
 
 	// Deleting the instance stops its process.
 	in, _ := e.svc.Instances.Get(proj, zone, "app-1").Do()
