@@ -264,8 +264,9 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	for i, m := range machines {
 		wg.Go(func() {
 			if err := b.boot(ctx, m, p, services); err != nil {
+				err = fmt.Errorf("machine %s failed to start: %w", m.name, b.withConsole(m, err))
 				errs[i] = err
-				m.fail(fmt.Errorf("machine %s failed to start: %w", m.name, err))
+				m.fail(err)
 				return
 			}
 			m.setState(Running, nil)
@@ -274,15 +275,22 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	wg.Wait()
 	var running []*Machine
 	var failed []string
-	for i, m := range machines {
-		if errs[i] == nil {
-			running = append(running, m)
-		} else {
-			failed = append(failed, errs[i].Error())
-		}
-	}
 	if startErr != nil {
 		failed = append(failed, startErr.Error())
+	}
+	more := 0
+	for i, m := range machines {
+		switch {
+		case errs[i] == nil:
+			running = append(running, m)
+		case len(failed) < maxFailuresShown:
+			failed = append(failed, errs[i].Error())
+		default:
+			more++
+		}
+	}
+	if more > 0 {
+		failed = append(failed, fmt.Sprintf("and %d more machines failed to start (each one's Err says why)", more))
 	}
 	if len(running) < n {
 		return running, fmt.Errorf("bigmachine: %d of %d machines started: %s", len(running), n, strings.Join(failed, "; "))
@@ -359,6 +367,28 @@ func (b *B) ownDigest(binary string) (string, error) {
 	}
 	b.digestOnce.Do(func() { b.digest, b.digestErr = fileDigest(binary) })
 	return b.digest, b.digestErr
+}
+
+// maxFailuresShown bounds how many machines' failures a partial start's
+// error lists: a mistake that fails 64 machines is told a few times, not 64.
+const maxFailuresShown = 3
+
+// withConsole adds to err what the machine printed to its console, for
+// systems that can show it. The start's context may have ended, so the
+// console gets a few seconds of its own.
+func (b *B) withConsole(m *Machine, err error) error {
+	c, ok := b.system.(Console)
+	if !ok {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tail, cerr := c.ConsoleTail(ctx, m)
+	tail = strings.TrimSpace(tail)
+	if cerr != nil || tail == "" {
+		return err
+	}
+	return fmt.Errorf("%w\n  its console ended with:\n    %s", err, strings.ReplaceAll(tail, "\n", "\n    "))
 }
 
 // boot takes a machine from its first answer to Running: ship the binary

@@ -46,6 +46,16 @@ type System interface {
 	Shutdown(ctx context.Context) error
 }
 
+// A Console is a System that can show what a machine printed where the
+// driver cannot see it, such as a cloud instance's serial port before its
+// bootstrap answered. The driver adds it to the error of a machine that
+// failed to start, so that a wrong image or a crashed bootstrap says so.
+type Console interface {
+	// ConsoleTail returns the last lines machine m printed to its console,
+	// at most about a screenful.
+	ConsoleTail(ctx context.Context, m *Machine) (string, error)
+}
+
 // StartRequest is what a System is asked to start.
 type StartRequest struct {
 	// N is the number of machines.

@@ -566,6 +566,39 @@ func (s *System) Tail(ctx context.Context, m *bigmachine.Machine, w io.Writer) e
 	return err
 }
 
+// consoleBytes is how much of a machine's serial port ConsoleTail reads,
+// and consoleLines how many of its last lines it keeps.
+const (
+	consoleBytes = 4 << 10
+	consoleLines = 12
+)
+
+// ConsoleTail returns the last lines of the instance's serial port: on
+// Container-Optimized OS, where the container runtime says why a container
+// did not start (an image that cannot be pulled, a bootstrap that exited).
+// It is one Compute call, made only for a machine that failed to start.
+func (s *System) ConsoleTail(ctx context.Context, m *bigmachine.Machine) (string, error) {
+	h, ok := m.Handle().(*Machine)
+	if !ok {
+		return "", nil
+	}
+	c, err := s.Client(ctx)
+	if err != nil {
+		return "", err
+	}
+	out, err := c.Instances.GetSerialPortOutput(ctx, &computepb.GetSerialPortOutputInstanceRequest{
+		Project: s.cfg.Project, Zone: h.Zone, Instance: h.Name, Port: new(int32(1)), Start: new(int64(-consoleBytes)),
+	})
+	if err != nil {
+		return "", fmt.Errorf("reading the serial port of %s: %w", h.Name, err)
+	}
+	lines := strings.Split(strings.TrimRight(out.GetContents(), "\n"), "\n")
+	if out.GetStart() > 0 && len(lines) > 1 {
+		lines = lines[1:] // the first is likely cut
+	}
+	return strings.Join(lines[max(len(lines)-consoleLines, 0):], "\n"), nil
+}
+
 // HTTPClient returns an HTTP/2 client with cfg.
 func (s *System) HTTPClient(cfg *tls.Config) *http.Client { return rpc.HTTPClient(cfg) }
 

@@ -393,3 +393,17 @@ func TestFailedConfigurationIsNoticed(t *testing.T) {
 		t.Errorf("the machine that started: %v", err)
 	}
 }
+
+// TestFailedStartShowsConsole: a machine whose container cannot start
+// (here an image the emulator does not know, as a wrong -gce.image is on
+// GCE) fails with the last lines of its serial port, which say why.
+func TestFailedStartShowsConsole(t *testing.T) {
+	w := newWorld(t)
+	cfg := w.config("us-central1-a")
+	cfg.Image = "gcr.io/bench/no-such-image:v1"
+	_, ms, err := start(t, gce.New(cfg), 1, bigmachine.WithStartTimeout(5*time.Second))
+	if len(ms) != 0 || err == nil || !strings.Contains(err.Error(), "its console ended with") ||
+		!strings.Contains(err.Error(), `image "gcr.io/bench/no-such-image:v1" is not known to the emulator`) {
+		t.Fatalf("start with an unknown image: %d machines, %v", len(ms), err)
+	}
+}
