@@ -266,7 +266,7 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 			if err := b.boot(ctx, m, p, services); err != nil {
 				err = fmt.Errorf("machine %s failed to start: %w", m.name, b.withConsole(m, err))
 				errs[i] = err
-				m.fail(err)
+				m.setState(Stopped, err) // Start's error tells it; no log
 				return
 			}
 			m.setState(Running, nil)
@@ -293,7 +293,11 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 		failed = append(failed, fmt.Sprintf("and %d more machines failed to start (each one's Err says why)", more))
 	}
 	if len(running) < n {
-		return running, fmt.Errorf("bigmachine: %d of %d machines started: %s", len(running), n, strings.Join(failed, "; "))
+		// One failure a line, each indented under the summary.
+		for i, f := range failed {
+			failed[i] = "  " + strings.ReplaceAll(f, "\n", "\n  ")
+		}
+		return running, fmt.Errorf("bigmachine: %d of %d machines started:\n%s", len(running), n, strings.Join(failed, "\n"))
 	}
 	return running, nil
 }

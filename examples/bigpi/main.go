@@ -85,6 +85,7 @@ func run() int {
 		nmach   = flag.Int("nmach", 2, "number of machines")
 		samples = flag.String("samples", "1e9", "number of samples, such as 1e9 or 3000000000")
 		single  = flag.Bool("single", false, "sample in this process on one CPU, without machines (the baseline)")
+		timeout = flag.Duration("start-timeout", 2*time.Minute, "how long machines may take to start; those that take longer fail and bigpi goes on without them")
 	)
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `Usage: bigpi [flags]
@@ -126,6 +127,10 @@ Flags:
 		return 2
 	}
 	n := uint64(f)
+	if *timeout <= 0 {
+		fmt.Fprintf(os.Stderr, "bigpi: -start-timeout %v: give a positive duration, like 2m\n", *timeout)
+		return 2
+	}
 	if *nmach < 1 {
 		fmt.Fprintf(os.Stderr, "bigpi: -nmach %d: need at least one machine\n", *nmach)
 		return 2
@@ -140,14 +145,16 @@ Flags:
 		return 0
 	}
 
-	b := bigmachine.Start(sys)
+	b := bigmachine.Start(sys, bigmachine.WithStartTimeout(*timeout))
 	defer b.Shutdown()
 	start := time.Now()
 	if g, ok := sys.(*gce.System); ok {
 		fmt.Fprintf(os.Stderr, "run %s: instances are labelled %s=%s\n", g.Run(), gce.RunLabel, g.Run())
 	}
 	fmt.Fprintf(os.Stderr, "starting %d %s machines...\n", *nmach, sys.Name())
+	stopWatch := watchStart(os.Stderr, b, *nmach, start, startProgressEvery)
 	machines, err := b.Start(ctx, *nmach, bigmachine.Services{"Pi": Pi{}})
+	stopWatch()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bigpi:", err)
 		if len(machines) == 0 {
@@ -164,6 +171,50 @@ Flags:
 	}
 	report(os.Stdout, in, n, fmt.Sprintf("%d %s machines", len(machines), sys.Name()), time.Since(start))
 	return 0
+}
+
+// startProgressEvery is how often a slow start says where it is: cloud
+// machines take tens of seconds to boot.
+const startProgressEvery = 5 * time.Second
+
+// watchStart writes, every period until stop is called, how many of b's n
+// machines are running, starting and failed.
+func watchStart(w io.Writer, b *bigmachine.B, n int, start time.Time, period time.Duration) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			ms := b.Machines()
+			if len(ms) == 0 {
+				fmt.Fprintf(w, "  making %d machines (%v)\n", n, time.Since(start).Round(time.Second))
+				continue
+			}
+			var running, starting, failed int
+			for _, m := range ms {
+				switch m.State() {
+				case bigmachine.Running:
+					running++
+				case bigmachine.Stopped:
+					failed++
+				default:
+					starting++
+				}
+			}
+			fmt.Fprintf(w, "  %d of %d machines running, %d starting, %d failed (%v)\n", running, n, starting, failed, time.Since(start).Round(time.Second))
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+	}
 }
 
 // estimate spreads n samples over the machines in chunks, which each

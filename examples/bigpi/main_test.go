@@ -53,6 +53,7 @@ func TestBigpiBadFlags(t *testing.T) {
 		{[]string{"-nmach=0"}, 2, "need at least one machine"},
 		{[]string{"-system=cloud"}, 2, `unknown -system "cloud"`},
 		{[]string{"-system=gce", "-gce.project="}, 2, "no project: set -gce.project"},
+		{[]string{"-start-timeout=0s"}, 2, "-start-timeout 0s: give a positive duration"},
 	} {
 		cmd := exec.Command(bin, tc.args...)
 		out, _ := cmd.CombinedOutput()
@@ -119,5 +120,40 @@ func TestBigpiOnGCE(t *testing.T) {
 	}
 	if count["bulkInsert"] != 1 || count["setMetadata"] != 2 || count["delete"] != 2 {
 		t.Errorf("operations by type: %v; want 1 bulkInsert, 2 setMetadata, 2 delete", count)
+	}
+}
+
+// TestBigpiOnGCEBadImage: with an image that no instance can run, bigpi
+// says how the start goes while it waits, then fails saying why, from the
+// instances' serial ports, and leaves no instance behind.
+func TestBigpiOnGCEBadImage(t *testing.T) {
+	bin := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/examples/bigpi")
+	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
+	_, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{"gcr.io/pi-project/gceboot": boot}})
+
+	cmd := exec.Command(bin, "-system=gce", "-nmach=2", "-start-timeout=7s",
+		"-gce.endpoint="+url, "-gce.project=pi-project", "-gce.zones=us-west1-b", "-gce.image=gcr.io/pi-project/gcebot:v1")
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 {
+		t.Fatalf("bigpi with a wrong image: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`\n  0 of 2 machines running, 2 starting, 0 failed \([56]s\)\n`).Match(out) {
+		t.Errorf("no progress while the machines did not start:\n%s", out)
+	}
+	for _, want := range []string{
+		"bigpi: bigmachine: 0 of 2 machines started:\n  machine ",
+		"its console ended with:",
+		`konlet: image "gcr.io/pi-project/gcebot:v1" is not known to the emulator`,
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	svc, err := compute.NewService(context.Background(), option.WithEndpoint(url+"/compute/v1/"), option.WithoutAuthentication())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := svc.Instances.List("pi-project", "us-west1-b").Do(); err != nil || len(l.Items) != 0 {
+		t.Errorf("instances after a failed start: %v, %v", l, err)
 	}
 }
