@@ -150,7 +150,7 @@ func Retry(ctx context.Context, f func() error) error {
 		}
 		// Say so once the retrying takes long enough to be noticed.
 		if log, ok := ctx.Value(retryLogKey{}).(*slog.Logger); ok && time.Since(start) >= time.Second {
-			log.Warn("Compute call failing; retrying", "err", err, "in", backoff, "for", time.Since(start).Round(time.Millisecond), "gives up after", RetryFor)
+			log.Warn("Compute call failing; retrying", "err", err, "in", backoff, "for", time.Since(start).Round(time.Millisecond), "gives_up_after", RetryFor)
 		}
 		t := time.NewTimer(backoff)
 		select {

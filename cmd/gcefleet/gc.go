@@ -59,6 +59,7 @@ type leftover struct {
 }
 
 func gc(ctx context.Context, env *environ, project, endpoint string, olderThan time.Duration, run string, dryRun bool) error {
+	ctx = gceapi.WithRetryLog(ctx, env.logger())
 	c, err := gceapi.NewClient(ctx, endpoint)
 	if err != nil {
 		return err

@@ -87,6 +87,20 @@ func TestGC(t *testing.T) {
 	testutil.WaitFor(t, "gc's deletions", func() bool { return names(t, svc) == "not-ours" })
 }
 
+// TestGCSaysItRetries: under a rate limit, gc retries and says so, rather
+// than waiting in silence.
+func TestGCSaysItRetries(t *testing.T) {
+	emu, url, svc := startEmulator(t)
+	insert(t, svc, "us-central1-a", "bigm-rold-0001", map[string]string{"gcefleet-role": "bigmachine", "gcefleet-run": "rold"})
+	if err := emu.AddFault(emulator.Fault{Method: "compute.instances.aggregatedList", ErrorCode: 429, Count: 5}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}, "gc", "--project", "p-gc", "--older-than", "0s", "--dry-run")
+	if code != 0 || !strings.Contains(out, "bigm-rold-0001") || !strings.Contains(stderr, `level=WARN msg="Compute call failing; retrying"`) || strings.Contains(stderr, "time=") {
+		t.Errorf("gc under a rate limit: exit %d, %q, stderr %q", code, out, stderr)
+	}
+}
+
 func TestDoctor(t *testing.T) {
 	emu, url, _ := startEmulator(t)
 	env := map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}
