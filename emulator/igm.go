@@ -350,6 +350,48 @@ func (e *Emulator) listIGMs(c *call) (any, error) {
 	}, nil
 }
 
+// aggregatedListIGMs lists the project's groups in every zone, paged
+// across zones as instances.aggregatedList is.
+func (e *Emulator) aggregatedListIGMs(c *call) (any, error) {
+	lp, err := parseListParams(c.r)
+	if err != nil {
+		return nil, err
+	}
+	var all []*compute.InstanceGroupManager
+	for _, z := range c.p.zones {
+		for _, g := range z.igms {
+			if !g.deleting {
+				all = append(all, g.api)
+			}
+		}
+	}
+	items, next := page(lp, all, func(g *compute.InstanceGroupManager) string { return lastSegment(g.Zone) + "/" + g.Name })
+	scoped := map[string]compute.InstanceGroupManagersScopedList{}
+	for _, g := range items {
+		k := "zones/" + lastSegment(g.Zone)
+		sl := scoped[k]
+		sl.InstanceGroupManagers = append(sl.InstanceGroupManagers, g)
+		scoped[k] = sl
+	}
+	for name := range c.p.zones {
+		k := "zones/" + name
+		if _, ok := scoped[k]; !ok {
+			scoped[k] = compute.InstanceGroupManagersScopedList{Warning: &compute.InstanceGroupManagersScopedListWarning{
+				Code:    "NO_RESULTS_ON_PAGE",
+				Message: fmt.Sprintf("There are no results for scope '%s' on this page.", k),
+				Data:    []*compute.InstanceGroupManagersScopedListWarningData{{Key: "scope", Value: k}},
+			}}
+		}
+	}
+	return &compute.InstanceGroupManagerAggregatedList{
+		Kind:          "compute#instanceGroupManagerAggregatedList",
+		Id:            "projects/" + c.p.name + "/aggregated/instanceGroupManagers",
+		Items:         scoped,
+		NextPageToken: next,
+		SelfLink:      projectURL(c.p.name) + "/aggregated/instanceGroupManagers",
+	}, nil
+}
+
 func (e *Emulator) deleteIGM(c *call) (any, error) {
 	if op, err := e.replay(c); err != nil || op != nil {
 		return opResult(op, err)

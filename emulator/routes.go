@@ -68,6 +68,7 @@ func (e *Emulator) routes() {
 		// Managed instance groups.
 		{"POST " + z + "/instanceGroupManagers", "compute.instanceGroupManagers.insert", e.insertIGM, false},
 		{"GET " + z + "/instanceGroupManagers", "compute.instanceGroupManagers.list", e.listIGMs, false},
+		{"GET " + v1 + "/aggregated/instanceGroupManagers", "compute.instanceGroupManagers.aggregatedList", e.aggregatedListIGMs, false},
 		{"GET " + z + "/instanceGroupManagers/{name}", "compute.instanceGroupManagers.get", e.getIGM, false},
 		{"DELETE " + z + "/instanceGroupManagers/{name}", "compute.instanceGroupManagers.delete", e.deleteIGM, false},
 		{"POST " + z + "/instanceGroupManagers/{name}/resize", "compute.instanceGroupManagers.resize", e.resizeIGM, false},

@@ -241,6 +241,16 @@ func TestManagedInstanceGroup(t *testing.T) {
 	if len(mis.ManagedInstances) != 2 || mis.NextPageToken == "" {
 		t.Errorf("paginated listManagedInstances: %d items, token %q", len(mis.ManagedInstances), mis.NextPageToken)
 	}
+	// aggregatedList finds the group in its zone, and says of other zones
+	// that they have none.
+	agg, err := e.svc.InstanceGroupManagers.AggregatedList(proj).Do()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sl := agg.Items["zones/"+zone]; len(sl.InstanceGroupManagers) != 1 || sl.InstanceGroupManagers[0].Name != "workers" ||
+		agg.Items["zones/europe-west1-b"].Warning == nil || agg.Items["zones/europe-west1-b"].Warning.Code != "NO_RESULTS_ON_PAGE" {
+		t.Errorf("aggregated groups: %+v", agg.Items)
+	}
 	victim := mis.ManagedInstances[0]
 	if !strings.HasPrefix(victim.Name, "worker-") || len(victim.Name) != len("worker-xxxx") || victim.CurrentAction != "NONE" || victim.InstanceStatus != "RUNNING" {
 		t.Errorf("managed instance %+v", victim)
