@@ -2,9 +2,13 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
+	"google.golang.org/api/iterator"
 
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
@@ -53,34 +57,54 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 			out = append(out, Change{"resize-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("%d to %d", mig.GetTargetSize(), g.m.MinimumSize)})
 		}
 	}
-	// Revisions of ours that the configuration no longer names: their
-	// groups in the configured zones drain, then they are deleted.
-	zones := map[string]bool{}
+	// What the configuration no longer names: revisions of ours, which
+	// are deleted once their groups are gone, and groups of ours (of an
+	// old revision, or of a manager taken out of the configuration) in any
+	// zone, which drain and are then deleted.
+	configured := map[string]bool{}
 	for _, g := range j.groups() {
-		zones[g.m.Zone] = true
+		configured[g.rev+"/"+g.m.Zone] = true
 	}
+	var drains []Change
 	for project := range projects {
 		tms, err := gceapi.All(j.Compute.Templates.List(ctx, &computepb.ListInstanceTemplatesRequest{Project: project}))
 		if err != nil {
 			return nil, fmt.Errorf("instance templates of %s: %w", project, err)
 		}
+		ours := map[string]bool{}
 		for _, t := range tms {
-			if t.GetProperties().GetLabels()[TemplateLabel] == "" || current[t.GetName()] {
+			if t.GetProperties().GetLabels()[TemplateLabel] == "" {
 				continue
 			}
-			out = append(out, Change{"drain-revision", t.GetName(), "no longer configured: its groups are drained, then it is deleted"})
-			for zone := range zones {
-				mig, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: project, Zone: zone, InstanceGroupManager: t.GetName()})
-				switch {
-				case gceapi.Classify(err) == gceapi.NotFound:
-				case err != nil:
-					return nil, fmt.Errorf("group %s in %s: %w", t.GetName(), zone, err)
-				default:
-					out = append(out, Change{"drain-group", t.GetName() + " in " + zone,
-						fmt.Sprintf("%d instances: idle ones deleted now, leased ones when their lease ends; then the group is deleted", mig.GetTargetSize())})
+			ours[t.GetName()] = true
+			if !current[t.GetName()] {
+				out = append(out, Change{"drain-revision", t.GetName(), "no longer configured: its groups are drained, then it is deleted"})
+			}
+		}
+		it := j.Compute.Groups.AggregatedList(ctx, &computepb.AggregatedListInstanceGroupManagersRequest{Project: project})
+		for {
+			pair, err := it.Next()
+			if errors.Is(err, iterator.Done) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("instance groups of %s: %w", project, err)
+			}
+			for _, mig := range pair.Value.GetInstanceGroupManagers() {
+				zone := gceapi.LastSegment(mig.GetZone())
+				if !ours[gceapi.LastSegment(mig.GetInstanceTemplate())] || configured[mig.GetName()+"/"+zone] {
+					continue
 				}
+				why := "its manager was taken out of the configuration"
+				if !current[gceapi.LastSegment(mig.GetInstanceTemplate())] {
+					why = "its revision is no longer configured"
+				}
+				drains = append(drains, Change{"drain-group", mig.GetName() + " in " + zone,
+					fmt.Sprintf("%s; %d instances: idle ones deleted now, leased ones when their lease ends; then the group is deleted", why, mig.GetTargetSize())})
 			}
 		}
 	}
+	slices.SortFunc(drains, func(a, b Change) int { return strings.Compare(a.What, b.What) })
+	out = append(out, drains...)
 	return out, nil
 }

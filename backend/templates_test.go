@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
@@ -173,5 +174,23 @@ func TestPlanSaysWhatWouldChange(t *testing.T) {
 	}
 	if count["create-template"] != 1 || count["create-group"] != 2 || count["drain-revision"] != 1 || count["drain-group"] != 2 {
 		t.Errorf("plan after a template change: %v", plan)
+	}
+	// A manager taken out of the configuration leaves its group to drain,
+	// and its template, still configured, stays.
+	workers := cfg.Managers[2]
+	cfg.Managers = cfg.Managers[:2]
+	j.SetConfig(cfg)
+	plan, _ = j.Plan(ctx)
+	var drained []string
+	for _, c := range plan {
+		if c.Action == "drain-group" && strings.Contains(c.Detail, "its manager was taken out of the configuration") {
+			drained = append(drained, c.What)
+		}
+		if c.Action == "drain-revision" && strings.HasPrefix(c.What, "workers-") {
+			t.Errorf("plan drains a configured template: %v", c)
+		}
+	}
+	if len(drained) != 1 || !strings.HasPrefix(drained[0], "workers-") || !strings.HasSuffix(drained[0], " in "+workers.Zone) {
+		t.Errorf("plan after a manager was removed drains %v:\n%v", drained, plan)
 	}
 }
