@@ -13,8 +13,9 @@ import (
 )
 
 // SelfSigned makes a certificate for name that is its own authority, for
-// baselines and peers that stand outside the project's own PKI. It lives an
-// hour.
+// baselines and peers that stand outside the project's own PKI. It serves
+// both ends of a connection: a server presents it, and a client presents it
+// to a server that requires it. It lives an hour.
 func SelfSigned(name string) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -25,7 +26,7 @@ func SelfSigned(name string) (tls.Certificate, error) {
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
 		IsCA: true, BasicConstraintsValid: true,
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

@@ -4,12 +4,14 @@
 // and exits. It prints its address first.
 //
 // Its certificate and key come PEM-encoded in RECEIVER_CERT and
-// RECEIVER_KEY; the binary it runs gets GCESTART_FLOOR=1.
+// RECEIVER_KEY; it runs a binary only from a client that presents that
+// same certificate. The binary it runs gets GCESTART_FLOOR=1.
 package main
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -39,9 +41,15 @@ func run() error {
 		return err
 	}
 	fmt.Println(ln.Addr())
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return err
+	}
+	clients := x509.NewCertPool()
+	clients.AddCert(leaf)
 	done := make(chan struct{})
 	srv := &http.Server{
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clients},
 		HTTP2:     rpc.HTTP2Config(),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			defer close(done)
