@@ -380,19 +380,25 @@ func (s *System) configure(ctx context.Context, c *gceapi.Client, in *computepb.
 		return err
 	}
 	s.mu.Lock()
-	s.configs[in.GetName()] = &configOp{zone: r.Zone, name: op.Name(), checkAt: time.Now().Add(s.configCheckEvery())}
+	s.configs[in.GetName()] = &configOp{zone: r.Zone, name: op.Name(), checkAt: time.Now().Add(s.configCheckAfter())}
 	s.mu.Unlock()
 	return nil
 }
 
-// configCheckEvery is how long a machine may take to answer before its
-// configuration's operation is looked at, and how often after that: half
-// the time a worker lives without a keepalive.
+// configCheckAfter is how long a machine may take to answer before its
+// configuration's operation is looked at: twice the time a worker lives
+// without a keepalive (a minute by default), long enough for an instance to
+// boot and pull its image, so that a machine that starts costs no call
+// for it, and well before the start timeout.
+func (s *System) configCheckAfter() time.Duration { return 2 * s.cfg.KeepaliveTimeout }
+
+// configCheckEvery is how often it is looked at again until it is DONE.
 func (s *System) configCheckEvery() time.Duration { return s.cfg.KeepaliveTimeout / 2 }
 
 // configFailed reports why the machine never received its configuration,
-// or nil when that is not known to be so. It asks GCE at most once per
-// configCheckEvery per machine, and only until the operation is DONE.
+// or nil when that is not known to be so. It asks GCE only after
+// configCheckAfter, at most once per configCheckEvery per machine, and
+// only until the operation is DONE.
 func (s *System) configFailed(ctx context.Context, h *Machine) error {
 	now := time.Now()
 	s.mu.Lock()
