@@ -423,3 +423,24 @@ func page[T any](lp listParams, items []T, name func(T) string) ([]T, string) {
 	keep = keep[:lp.maxResults]
 	return keep, base64.RawURLEncoding.EncodeToString([]byte("after:" + name(keep[len(keep)-1])))
 }
+
+// byZone arranges a page of an aggregated list by scope ("zones/NAME"), as
+// GCE does: each zone's items, added to its list by add, and for each of
+// the project's zones without any, the list none makes with a
+// NO_RESULTS_ON_PAGE warning's scope and message.
+func byZone[T, L any](p *project, items []T, zoneOf func(T) string, add func(*L, T), none func(scope, message string) L) map[string]L {
+	scoped := map[string]L{}
+	for _, it := range items {
+		k := "zones/" + zoneOf(it)
+		l := scoped[k]
+		add(&l, it)
+		scoped[k] = l
+	}
+	for name := range p.zones {
+		k := "zones/" + name
+		if _, ok := scoped[k]; !ok {
+			scoped[k] = none(k, fmt.Sprintf("There are no results for scope '%s' on this page.", k))
+		}
+	}
+	return scoped
+}

@@ -366,23 +366,15 @@ func (e *Emulator) aggregatedListIGMs(c *call) (any, error) {
 		}
 	}
 	items, next := page(lp, all, func(g *compute.InstanceGroupManager) string { return lastSegment(g.Zone) + "/" + g.Name })
-	scoped := map[string]compute.InstanceGroupManagersScopedList{}
-	for _, g := range items {
-		k := "zones/" + lastSegment(g.Zone)
-		sl := scoped[k]
-		sl.InstanceGroupManagers = append(sl.InstanceGroupManagers, g)
-		scoped[k] = sl
-	}
-	for name := range c.p.zones {
-		k := "zones/" + name
-		if _, ok := scoped[k]; !ok {
-			scoped[k] = compute.InstanceGroupManagersScopedList{Warning: &compute.InstanceGroupManagersScopedListWarning{
-				Code:    "NO_RESULTS_ON_PAGE",
-				Message: fmt.Sprintf("There are no results for scope '%s' on this page.", k),
-				Data:    []*compute.InstanceGroupManagersScopedListWarningData{{Key: "scope", Value: k}},
+	scoped := byZone(c.p, items, func(g *compute.InstanceGroupManager) string { return lastSegment(g.Zone) },
+		func(l *compute.InstanceGroupManagersScopedList, g *compute.InstanceGroupManager) {
+			l.InstanceGroupManagers = append(l.InstanceGroupManagers, g)
+		},
+		func(scope, msg string) compute.InstanceGroupManagersScopedList {
+			return compute.InstanceGroupManagersScopedList{Warning: &compute.InstanceGroupManagersScopedListWarning{
+				Code: "NO_RESULTS_ON_PAGE", Message: msg, Data: []*compute.InstanceGroupManagersScopedListWarningData{{Key: "scope", Value: scope}},
 			}}
-		}
-	}
+		})
 	return &compute.InstanceGroupManagerAggregatedList{
 		Kind:          "compute#instanceGroupManagerAggregatedList",
 		Id:            "projects/" + c.p.name + "/aggregated/instanceGroupManagers",

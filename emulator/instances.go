@@ -631,23 +631,13 @@ func (e *Emulator) aggregatedListInstances(c *call) (any, error) {
 	}
 	key := func(i *compute.Instance) string { return lastSegment(i.Zone) + "/" + i.Name }
 	items, next := page(lp, all, key)
-	scoped := map[string]compute.InstancesScopedList{}
-	for _, in := range items {
-		k := "zones/" + lastSegment(in.Zone)
-		sl := scoped[k]
-		sl.Instances = append(sl.Instances, in)
-		scoped[k] = sl
-	}
-	for name := range c.p.zones {
-		k := "zones/" + name
-		if _, ok := scoped[k]; !ok {
-			scoped[k] = compute.InstancesScopedList{Warning: &compute.InstancesScopedListWarning{
-				Code:    "NO_RESULTS_ON_PAGE",
-				Message: fmt.Sprintf("There are no results for scope '%s' on this page.", k),
-				Data:    []*compute.InstancesScopedListWarningData{{Key: "scope", Value: k}},
+	scoped := byZone(c.p, items, func(in *compute.Instance) string { return lastSegment(in.Zone) },
+		func(l *compute.InstancesScopedList, in *compute.Instance) { l.Instances = append(l.Instances, in) },
+		func(scope, msg string) compute.InstancesScopedList {
+			return compute.InstancesScopedList{Warning: &compute.InstancesScopedListWarning{
+				Code: "NO_RESULTS_ON_PAGE", Message: msg, Data: []*compute.InstancesScopedListWarningData{{Key: "scope", Value: scope}},
 			}}
-		}
-	}
+		})
 	return &compute.InstanceAggregatedList{
 		Kind:          "compute#instanceAggregatedList",
 		Id:            "projects/" + c.p.name + "/aggregated/instances",
