@@ -62,21 +62,16 @@ func TestKilledEmulatorLeavesNoProcess(t *testing.T) {
 		t.Fatalf("insert: %v %+v", err, op.Error)
 	}
 	var pid int
-	deadline := time.Now().Add(10 * time.Second)
-	for pid == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the container never printed its pid")
-		}
+	testutil.WaitFor(t, "the container to print its pid", func() bool {
 		out, err := svc.Instances.GetSerialPortOutput("p", "us-central1-a", "sleeper").Do()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, rest, ok := strings.Cut(out.Contents, "container pid "); ok {
 			pid, _ = strconv.Atoi(strings.Fields(rest)[0])
-		} else {
-			time.Sleep(10 * time.Millisecond)
 		}
-	}
+		return pid != 0
+	})
 	if !testutil.Alive(pid) {
 		t.Fatalf("container %d is not running", pid)
 	}

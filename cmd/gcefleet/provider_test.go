@@ -209,15 +209,11 @@ func TestProviderSurvivesKill9(t *testing.T) {
 		})
 	}
 	// Kill once the load has made some history.
-	for {
+	testutil.WaitWithin(t, time.Minute, "200 acknowledged leases", func() bool {
 		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 200 {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(acked) >= 200
+	})
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	close(stop)
