@@ -2,7 +2,9 @@ package bigmachine_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"debug/elf"
 	"encoding/gob"
 	"encoding/json"
 	"errors"
@@ -11,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -406,5 +409,46 @@ func TestDebugPages(t *testing.T) {
 	metrics := string(get("/debug/bigmachine/metrics"))
 	if !strings.Contains(metrics, `bigmachine_rpc_calls_total{method="Echo.Pid",outcome="ok",side="client"} 2`) {
 		t.Errorf("metrics lack the Echo.Pid calls:\n%s", metrics)
+	}
+}
+
+// TestMissingLoaderIsExplained: a dynamically linked binary whose loader
+// the machine lacks (a cgo build shipped to an image without a C library)
+// fails to start with a message that says so and how to fix it, rather
+// than a bootstrap that dies at exec.
+func TestMissingLoaderIsExplained(t *testing.T) {
+	// /bin/true is dynamically linked wherever there is a C library; point
+	// a copy of it at a loader that does not exist, as an image without
+	// one would have it.
+	f, err := elf.Open("/bin/true")
+	if err != nil {
+		t.Fatalf("this test needs a dynamically linked ELF /bin/true: %v", err)
+	}
+	defer f.Close()
+	var loader []byte
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			loader, _ = io.ReadAll(p.Open())
+		}
+	}
+	const missing = "/x"
+	if len(loader) <= len(missing) {
+		t.Fatalf("/bin/true has no loader to replace (%q)", loader)
+	}
+	bin, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = bytes.Replace(bin, loader, append([]byte(missing), make([]byte, len(loader)-len(missing))...), 1)
+	patched := filepath.Join(t.TempDir(), "dynamic")
+	if err := os.WriteFile(patched, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
+	b := bigmachine.Start(fastSystem(local.WithBootstrap(boot)), bigmachine.WithStartTimeout(time.Minute), bigmachine.WithOutput(io.Discard))
+	defer b.Shutdown()
+	_, err = b.Start(context.Background(), 1, bigmachine.Binary(patched))
+	if err == nil || !strings.Contains(err.Error(), "dynamically linked and needs "+missing+", which this machine lacks: build the driver with CGO_ENABLED=0") {
+		t.Errorf("start of a binary whose loader is missing: %v", err)
 	}
 }

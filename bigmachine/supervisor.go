@@ -228,6 +228,9 @@ func (s *supervisor) Exec(ctx context.Context, req ExecRequest, _ *struct{}) err
 	if s.execing {
 		return rpc.Errorf(rpc.Invalid, "already executing")
 	}
+	if err := runnable(s.uploaded); err != nil {
+		return rpc.Errorf(rpc.Invalid, "%v", err)
+	}
 	s.execing = true
 	cfg := s.cfg
 	cfg.Uploaded, cfg.Digest = s.uploaded, req.Digest
