@@ -193,8 +193,8 @@ func TestCallsAndErrorKinds(t *testing.T) {
 		{"Math.Add", "not a pair", rpc.Invalid, "decoding the argument"},
 	} {
 		err := p.client.Call(ctx, p.base, tc.method, tc.arg, &struct{}{})
-		if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.msg) {
-			t.Errorf("%s: %v; want a %v saying %q", tc.method, err, tc.kind, tc.msg)
+		if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.msg) || strings.Count(err.Error(), tc.kind.String()) != 1 {
+			t.Errorf("%s: %v; want a %v saying %q, its kind once", tc.method, err, tc.kind, tc.msg)
 		}
 		for _, other := range []rpc.Kind{rpc.Remote, rpc.Network, rpc.Invalid, rpc.Unavailable} {
 			if other != tc.kind && errors.Is(err, other) {

@@ -198,7 +198,15 @@ func (s *Server) serve(w *countingWriter, r *http.Request, name string, body io.
 // one, Remote otherwise.
 func remoteError(name string, err error) error {
 	var e *Error
-	if errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e) && err == error(e):
+		// Its message, not its Error(), which would say the kind twice.
+		msg := e.Message
+		if e.Err != nil {
+			msg = strings.TrimPrefix(msg+": "+e.Err.Error(), ": ")
+		}
+		return &Error{Kind: e.Kind, Method: name, Message: msg}
+	case e != nil:
 		return &Error{Kind: e.Kind, Method: name, Message: err.Error()}
 	}
 	return &Error{Kind: Remote, Method: name, Message: err.Error()}
