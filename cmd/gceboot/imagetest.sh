@@ -33,6 +33,9 @@ echo "==> building bigpi and gcefleet on this host"
 go build -o "$work/bigpi" ./examples/bigpi
 go build -o "$work/gcefleet" ./cmd/gcefleet
 
+if [ -z "${GO_IMAGE:-}" ] && docker image inspect "gcefleet-imagetest/go:$(go env GOVERSION)" >/dev/null 2>&1; then
+	GO_IMAGE="gcefleet-imagetest/go:$(go env GOVERSION)" # made by an earlier run
+fi
 if [ -z "${GO_IMAGE:-}" ]; then
 	echo "==> making a stand-in Go image from $(go env GOROOT)"
 	[ -x /bin/busybox ] || fail "no /bin/busybox for the stand-in Go image (Debian: apt-get install busybox-static), or set GO_IMAGE"
@@ -44,8 +47,8 @@ if [ -z "${GO_IMAGE:-}" ]; then
 	cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
 	tar -C "$root" -c . | docker import \
 		--change 'ENV PATH=/usr/local/go/bin:/bin HOME=/root GOFLAGS=-buildvcs=false CGO_ENABLED=0' \
-		- gcefleet-imagetest/go:local >/dev/null
-	GO_IMAGE=gcefleet-imagetest/go:local
+		- "gcefleet-imagetest/go:$(go env GOVERSION)" >/dev/null
+	GO_IMAGE="gcefleet-imagetest/go:$(go env GOVERSION)"
 fi
 
 if [ -z "${RUNTIME_IMAGE:-}" ]; then
