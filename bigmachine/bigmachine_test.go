@@ -422,7 +422,7 @@ func TestMissingLoaderIsExplained(t *testing.T) {
 	// one would have it.
 	f, err := elf.Open("/bin/true")
 	if err != nil {
-		t.Fatalf("this test needs a dynamically linked ELF /bin/true: %v", err)
+		testutil.Lacks(t, "a dynamically linked ELF /bin/true ("+err.Error()+")")
 	}
 	defer f.Close()
 	var loader []byte
@@ -433,7 +433,7 @@ func TestMissingLoaderIsExplained(t *testing.T) {
 	}
 	const missing = "/x"
 	if len(loader) <= len(missing) {
-		t.Fatalf("/bin/true has no loader to replace (%q)", loader)
+		testutil.Lacks(t, "a dynamically linked /bin/true")
 	}
 	bin, err := os.ReadFile("/bin/true")
 	if err != nil {

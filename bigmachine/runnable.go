@@ -32,5 +32,55 @@ func runnable(path string) error {
 			return fmt.Errorf("the binary is dynamically linked and needs %s, which this machine lacks: build the driver with CGO_ENABLED=0, or boot machines from an image with a C library", loader)
 		}
 	}
+	return versionsMissing(f)
+}
+
+// libraryDirs are where the loader looks for libraries on common
+// distributions (Debian's multiarch directories, then the others).
+var libraryDirs = []string{
+	"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+	"/lib64", "/usr/lib64", "/lib", "/usr/lib",
+}
+
+// versionsMissing reports a symbol version the binary needs from a library
+// that this machine's copy of it does not define: a driver built against a
+// newer C library than the machine's. It speaks only when it finds the
+// library and knows: a library it cannot find is the loader's to look for.
+func versionsMissing(f *elf.File) error {
+	needs, err := f.DynamicVersionNeeds()
+	if err != nil {
+		return nil
+	}
+	for _, need := range needs {
+		lib := findLibrary(need.Name)
+		if lib == nil {
+			continue
+		}
+		defs, err := lib.DynamicVersions()
+		lib.Close()
+		if err != nil {
+			continue
+		}
+		have := map[string]bool{}
+		for _, d := range defs {
+			have[d.Name] = true
+		}
+		for _, dep := range need.Needs {
+			if !have[dep.Dep] {
+				return fmt.Errorf("the binary needs %s from %s, which this machine's does not have (its C library is older than the one the driver was built with): build the driver with CGO_ENABLED=0, or boot machines from an image with a newer C library", dep.Dep, need.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// findLibrary opens the library named name (such as "libc.so.6") where the
+// loader would find it, or returns nil.
+func findLibrary(name string) *elf.File {
+	for _, dir := range libraryDirs {
+		if f, err := elf.Open(dir + "/" + name); err == nil {
+			return f
+		}
+	}
 	return nil
 }
