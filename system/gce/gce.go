@@ -26,6 +26,7 @@ import (
 
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
 	"github.com/gcefleet/gcefleet/bigmachine/rpc"
@@ -70,6 +71,8 @@ type System struct {
 type configOp struct {
 	zone, name string
 	checkAt    time.Time
+	req        *computepb.SetMetadataInstanceRequest
+	resent     bool
 }
 
 // Machine is the system's record of one instance.
@@ -380,7 +383,7 @@ func (s *System) configure(ctx context.Context, c *gceapi.Client, in *computepb.
 		return err
 	}
 	s.mu.Lock()
-	s.configs[in.GetName()] = &configOp{zone: r.Zone, name: op.Name(), checkAt: time.Now().Add(s.configCheckAfter())}
+	s.configs[in.GetName()] = &configOp{zone: r.Zone, name: op.Name(), checkAt: time.Now().Add(s.configCheckAfter()), req: r}
 	s.mu.Unlock()
 	return nil
 }
@@ -398,7 +401,9 @@ func (s *System) configCheckEvery() time.Duration { return s.cfg.KeepaliveTimeou
 // configFailed reports why the machine never received its configuration,
 // or nil when that is not known to be so. It asks GCE only after
 // configCheckAfter, at most once per configCheckEvery per machine, and
-// only until the operation is DONE.
+// only until the operation is DONE. A configuration whose operation failed
+// is sent once more (a failed setMetadata changed nothing) before the
+// machine is given up.
 func (s *System) configFailed(ctx context.Context, h *Machine) error {
 	now := time.Now()
 	s.mu.Lock()
@@ -417,10 +422,28 @@ func (s *System) configFailed(ctx context.Context, h *Machine) error {
 	s.mu.Lock()
 	delete(s.configs, h.Name)
 	s.mu.Unlock()
-	if err := gceapi.OperationError(p); err != nil {
-		return fmt.Errorf("instance %s in %s never received its configuration (operation %s): %w", h.Name, h.Zone, co.name, err)
+	oerr := gceapi.OperationError(p)
+	if oerr == nil {
+		return nil
 	}
-	return nil
+	if !co.resent {
+		r := proto.Clone(co.req).(*computepb.SetMetadataInstanceRequest)
+		r.RequestId = new(gceapi.RequestID())
+		var op *computeapi.Operation
+		err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() (err error) {
+			op, err = c.Instances.SetMetadata(ctx, r)
+			return err
+		})
+		if err == nil {
+			s.log.Warn("a machine's configuration did not arrive; sending it again", "machine", h.Name, "operation", co.name, "err", oerr)
+			s.mu.Lock()
+			s.configs[h.Name] = &configOp{zone: co.zone, name: op.Name(), checkAt: time.Now().Add(s.configCheckAfter()), req: r, resent: true}
+			s.mu.Unlock()
+			return nil
+		}
+		oerr = fmt.Errorf("%w; sending it again failed too: %v", oerr, err)
+	}
+	return fmt.Errorf("instance %s in %s never received its configuration (operation %s): %w", h.Name, h.Zone, co.name, oerr)
 }
 
 // ensureFirewall makes the run's firewall rule, once.

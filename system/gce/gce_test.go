@@ -378,17 +378,31 @@ func TestKilledDriver(t *testing.T) {
 }
 
 // TestFailedConfigurationIsNoticed: a machine whose setMetadata operation
-// fails never receives its configuration; Start says so, with GCE's error,
-// instead of waiting out the start timeout, and starts the others.
+// fails, and fails again when sent once more, never receives its
+// configuration; Start says so, with GCE's error, instead of waiting out
+// the start timeout.
 func TestFailedConfigurationIsNoticed(t *testing.T) {
+	w := newWorld(t)
+	w.emu.AddFault(emulator.Fault{Method: "compute.instances.setMetadata", OperationError: "RESOURCE_NOT_READY", Count: 2})
+	_, ms, err := start(t, gce.New(w.config("us-central1-a")), 1, bigmachine.WithStartTimeout(10*time.Minute))
+	if len(ms) != 0 || err == nil || !strings.Contains(err.Error(), "never received its configuration") || strings.Count(err.Error(), "RESOURCE_NOT_READY") != 1 {
+		t.Fatalf("start with a configuration that fails twice: %d machines, %v", len(ms), err)
+	}
+}
+
+// TestFailedConfigurationIsSentAgain: a setMetadata operation that fails
+// once is sent again, and the machine starts.
+func TestFailedConfigurationIsSentAgain(t *testing.T) {
 	w := newWorld(t)
 	w.emu.AddFault(emulator.Fault{Method: "compute.instances.setMetadata", OperationError: "RESOURCE_NOT_READY", Count: 1})
 	_, ms, err := start(t, gce.New(w.config("us-central1-a")), 2, bigmachine.WithStartTimeout(10*time.Minute))
-	if len(ms) != 1 || err == nil || !strings.Contains(err.Error(), "never received its configuration") || !strings.Contains(err.Error(), "RESOURCE_NOT_READY") {
-		t.Fatalf("start with one failed configuration: %d machines, %v", len(ms), err)
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("start with a configuration that failed once: %d machines, %v", len(ms), err)
 	}
-	if err := ms[0].Call(context.Background(), "Hello.Pid", struct{}{}, new(int)); err != nil {
-		t.Errorf("the machine that started: %v", err)
+	for _, m := range ms {
+		if err := m.Call(context.Background(), "Hello.Pid", struct{}{}, new(int)); err != nil {
+			t.Errorf("%s: %v", m.Name(), err)
+		}
 	}
 }
 
