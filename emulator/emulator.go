@@ -73,6 +73,11 @@ type Options struct {
 	// default is an hour, GCE's requestId window.
 	OperationRetention time.Duration
 
+	// Now is the emulator's clock, for the timestamps it gives and the age
+	// of its operations; nil is time.Now. Tests move it forward to see
+	// what happens with age without waiting for it.
+	Now func() time.Time
+
 	// AddressBlock is the second octet of the loopback block 127.B.0.0/16
 	// that instance addresses come from; 0 picks one at random so that
 	// emulators running side by side rarely share addresses.
@@ -110,6 +115,9 @@ type Emulator struct {
 func New(opts Options) *Emulator {
 	if opts.OperationRetention <= 0 {
 		opts.OperationRetention = time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	if opts.OperationWaitTimeout <= 0 {
 		opts.OperationWaitTimeout = 2 * time.Minute
@@ -245,7 +253,7 @@ func (e *Emulator) project(name string) *project {
 		name:       name,
 		number:     int64(newID() % 1_000_000_000_000),
 		id:         newID(),
-		created:    time.Now(),
+		created:    e.opts.Now(),
 		zones:      map[string]*zone{},
 		regions:    map[string]*region{},
 		templates:  map[string]*compute.InstanceTemplate{},

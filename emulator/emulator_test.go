@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -702,7 +703,9 @@ func TestCloudResourceManager(t *testing.T) {
 // leave the lists (and their requestIds), so that a long-running emulator
 // does not grow with every call; recent ones stay.
 func TestOldOperationsAreForgotten(t *testing.T) {
-	e := start(t, emulator.Options{OperationRetention: 50 * time.Millisecond})
+	var age atomic.Int64 // how far the emulator's clock is ahead
+	now := func() time.Time { return time.Now().Add(time.Duration(age.Load())) }
+	e := start(t, emulator.Options{OperationRetention: time.Hour, Now: now})
 	insert := func(i int) {
 		t.Helper()
 		fw := &compute.Firewall{Name: fmt.Sprintf("fw-%d", i), Allowed: []*compute.FirewallAllowed{{IPProtocol: "tcp"}}, SourceRanges: []string{"10.0.0.1/32"}}
@@ -715,7 +718,7 @@ func TestOldOperationsAreForgotten(t *testing.T) {
 	if err != nil || len(before.Items) != 200 {
 		t.Fatalf("operations before pruning: %d, %v", len(before.Items), err)
 	}
-	time.Sleep(100 * time.Millisecond) // the retention is wall-clock time
+	age.Store(int64(2 * time.Hour))
 	for i := 200; i < 300; i++ {
 		insert(i)
 	}

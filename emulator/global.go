@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	compute "google.golang.org/api/compute/v1"
 )
@@ -251,7 +250,7 @@ func (e *Emulator) insertTemplate(c *call) (any, error) {
 	}
 	t.Kind = "compute#instanceTemplate"
 	t.Id = newID()
-	t.CreationTimestamp = timestamp(time.Now())
+	t.CreationTimestamp = timestamp(e.opts.Now())
 	t.SelfLink = globalURL(c.p.name, "instanceTemplates", t.Name)
 	if t.Properties.Metadata != nil {
 		t.Properties.Metadata.Kind = "compute#metadata"
@@ -365,7 +364,7 @@ func (e *Emulator) insertFirewall(c *call) (any, error) {
 	f.Network = globalURL(c.p.name, "networks", lastSegment(f.Network))
 	f.Kind = "compute#firewall"
 	f.Id = newID()
-	f.CreationTimestamp = timestamp(time.Now())
+	f.CreationTimestamp = timestamp(e.opts.Now())
 	f.SelfLink = globalURL(c.p.name, "firewalls", f.Name)
 	f.ForceSendFields = append(f.ForceSendFields, "Disabled")
 	c.p.firewalls[f.Name] = &f

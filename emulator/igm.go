@@ -91,7 +91,7 @@ func (e *Emulator) insertIGM(c *call) (any, error) {
 	api := &req
 	api.Kind = "compute#instanceGroupManager"
 	api.Id = newID()
-	api.CreationTimestamp = timestamp(time.Now())
+	api.CreationTimestamp = timestamp(e.opts.Now())
 	api.Zone = zoneURL(c.p.name, c.zone)
 	api.SelfLink = zonalURL(c.p.name, c.zone, "instanceGroupManagers", req.Name)
 	api.InstanceGroup = zonalURL(c.p.name, c.zone, "instanceGroups", req.Name)

@@ -135,7 +135,7 @@ func (e *Emulator) buildInstance(p *project, zone string, req *compute.Instance,
 	b, _ := json.Marshal(req)
 	json.Unmarshal(b, in)
 
-	now := time.Now()
+	now := e.opts.Now()
 	in.Kind = "compute#instance"
 	in.Id = newID()
 	in.CreationTimestamp = timestamp(now)
@@ -499,7 +499,7 @@ func (e *Emulator) boot(in *instance) *opError {
 
 // setRunning marks in RUNNING and starts what runs on it. e.mu is held.
 func (e *Emulator) setRunning(in *instance) {
-	now := time.Now()
+	now := e.opts.Now()
 	in.api.Status = "RUNNING"
 	in.preempted = false
 	in.api.CpuPlatform = "Intel Cascade Lake"
@@ -557,7 +557,7 @@ func (e *Emulator) beginStop(in *instance, final string, after func()) {
 		defer e.mu.Unlock()
 		if in.api.Status == "STOPPING" {
 			e.projects[in.project].setStatus(in, final)
-			in.api.LastStopTimestamp = timestamp(time.Now())
+			in.api.LastStopTimestamp = timestamp(e.opts.Now())
 		}
 		if after != nil {
 			after()

@@ -44,7 +44,7 @@ func (e *Emulator) opsOf(c *call, s scope) *opList {
 // newOp records a PENDING operation of type opType on target in the scope of
 // the call. e.mu is held.
 func (e *Emulator) newOp(c *call, s scope, opType, target string, targetID uint64) *operation {
-	now := time.Now()
+	now := e.opts.Now()
 	name := fmt.Sprintf("operation-%d-%x-%08x-%08x", now.UnixMilli(), newID()>>20, uint32(newID()), uint32(newID()))
 	api := &compute.Operation{
 		Kind:          "compute#operation",
@@ -111,7 +111,7 @@ func (e *Emulator) runOp(op *operation, work func() *opError) {
 		}
 		e.mu.Lock()
 		op.api.Status = "RUNNING"
-		op.api.StartTime = timestamp(time.Now())
+		op.api.StartTime = timestamp(e.opts.Now())
 		e.mu.Unlock()
 		err := work()
 		if !e.sleep(lat.Running) && err == nil {
@@ -128,14 +128,14 @@ func (e *Emulator) finishOp(op *operation, err *opError) {
 	if op.api.Status == "DONE" {
 		return
 	}
-	now := timestamp(time.Now())
+	now := timestamp(e.opts.Now())
 	if op.api.StartTime == "" {
 		op.api.StartTime = now
 	}
 	op.api.Status = "DONE"
 	op.api.Progress = 100
 	op.api.EndTime = now
-	op.ended = time.Now()
+	op.ended = e.opts.Now()
 	if err != nil {
 		op.api.Error = &compute.OperationError{Errors: []*compute.OperationErrorErrors{{
 			Code:         err.code,
@@ -153,12 +153,12 @@ func (e *Emulator) finishOp(op *operation, err *opError) {
 // operations (preemption). e.mu is held.
 func (e *Emulator) doneOp(c *call, s scope, opType, target string, targetID uint64) *operation {
 	op := e.newOp(c, s, opType, target, targetID)
-	now := timestamp(time.Now())
+	now := timestamp(e.opts.Now())
 	op.api.Status = "DONE"
 	op.api.Progress = 100
 	op.api.StartTime = now
 	op.api.EndTime = now
-	op.ended = time.Now()
+	op.ended = e.opts.Now()
 	close(op.done)
 	return op
 }
