@@ -258,7 +258,7 @@ func plainH2() (plain func(io.Reader) error, bare func() error, stop func(), err
 		return nil, nil, nil, fmt.Errorf("plain server: %w", err)
 	}
 	base := "https://" + strings.TrimSpace(line)
-	hc := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: testutil.CertPool(cert), ServerName: "bench"}}}
+	hc := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: testutil.CertPool(cert), ServerName: "bench", Certificates: []tls.Certificate{cert}}}}
 	rc := &rpc.Client{HTTP: hc}
 	plain = func(body io.Reader) error {
 		resp, err := hc.Post(base+"/plain", "application/octet-stream", body)
@@ -294,7 +294,10 @@ func plainServer() error {
 		w.Write([]byte("ok"))
 	})
 	mux.Handle("/", rs)
-	srv := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}}}
+	// Both ends authenticated, as a driver and its machines are: the
+	// baseline pays for the same handshake, and serves no stranger.
+	srv := &http.Server{Handler: mux, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: testutil.CertPool(cert)}}
 	return srv.ServeTLS(ln, "", "")
 }
 

@@ -41,12 +41,8 @@ func run() error {
 		return err
 	}
 	fmt.Println(ln.Addr())
-	leaf, err := x509.ParseCertificate(cert.Certificate[0])
-	if err != nil {
-		return err
-	}
 	clients := x509.NewCertPool()
-	clients.AddCert(leaf)
+	clients.AddCert(cert.Leaf) // X509KeyPair fills in Leaf
 	done := make(chan struct{})
 	srv := &http.Server{
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clients},
