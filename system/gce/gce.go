@@ -642,6 +642,7 @@ func (s *System) Shutdown(ctx context.Context) error {
 		zones = append(zones, z)
 	}
 	firewall := s.firewall
+	s.configs = map[string]*configOp{} // and the credentials they carry
 	s.mu.Unlock()
 	if c == nil {
 		return nil
