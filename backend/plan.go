@@ -29,7 +29,8 @@ func (c Change) String() string {
 }
 
 // Plan returns what the jobs would change to make Compute Engine match the
-// configuration, without changing anything.
+// configuration, without changing anything. It looks in the configured
+// projects, and in those the backend's state (if loaded) names.
 func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 	var out []Change
 	current := map[string]bool{}
@@ -56,6 +57,11 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 		case mig.GetTargetSize() < int32(g.m.MinimumSize):
 			out = append(out, Change{"resize-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("%d to %d", mig.GetTargetSize(), g.m.MinimumSize)})
 		}
+	}
+	// A project the configuration no longer names may still hold what the
+	// backend made there, as its state (when loaded) remembers.
+	for _, t := range j.state().Templates {
+		projects[t.Project] = true
 	}
 	// What the configuration no longer names: revisions of ours, which
 	// are deleted once their groups are gone, and groups of ours (of an

@@ -194,3 +194,35 @@ func TestPlanSaysWhatWouldChange(t *testing.T) {
 		t.Errorf("plan after a manager was removed drains %v:\n%v", drained, plan)
 	}
 }
+
+// TestPlanSeesRemovedProjects: a template taken out of the configuration
+// with its whole project is still shown draining, because the backend's
+// state remembers the project.
+func TestPlanSeesRemovedProjects(t *testing.T) {
+	two := strings.Replace(good, "  - base_name: workers\n    project: my-project", "  - base_name: workers\n    project: other-project", 1)
+	j, _ := jobs(t, two)
+	ctx := context.Background()
+	if err := j.CreateInstanceTemplates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := j.Config()
+	cfg.Templates = cfg.Templates[:1]
+	cfg.Managers = cfg.Managers[:2]
+	j.SetConfig(cfg)
+	plan, err := j.Plan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, c := range plan {
+		if strings.HasPrefix(c.What, "workers-") {
+			count[c.Action]++
+		}
+	}
+	if count["drain-revision"] != 1 || count["drain-group"] != 1 || len(plan) != 2 {
+		t.Errorf("plan after the workers' project left the configuration: %v", plan)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gcefleet/gcefleet/emulator"
 	"github.com/gcefleet/gcefleet/internal/testutil"
+	"github.com/gcefleet/gcefleet/store"
 )
 
 func startEmulator(t *testing.T) (*emulator.Emulator, string, *compute.Service) {
@@ -143,6 +144,22 @@ settings: {endpoint: "`+url+`"}
 	code, out, stderr := runCLI(t, nil, "plan", "--config", path)
 	if code != 0 || !strings.Contains(out, "create-template web-") || !strings.Contains(out, " in us-west1-a (size 1, at most 3)") {
 		t.Errorf("plan: exit %d\n%s%s", code, out, stderr)
+	}
+	// With a provider database that holds no backend state yet, the same;
+	// with one that does not exist, an error that says so.
+	db := filepath.Join(dir, "gcefleet.db")
+	code, _, stderr = runCLI(t, nil, "plan", "--config", path, "--database", db)
+	if code != 1 || !strings.Contains(stderr, "--database "+db+": ") || !strings.Contains(stderr, "no such file") {
+		t.Errorf("plan --database of a missing file: exit %d, %s", code, stderr)
+	}
+	st, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	code, withDB, stderr := runCLI(t, nil, "plan", "--config", path, "--database", db)
+	if code != 0 || withDB != out {
+		t.Errorf("plan --database: exit %d\n%s%s; want what plan said without it:\n%s", code, withDB, stderr, out)
 	}
 	os.WriteFile(path, []byte("templates:\n  - base_name: Web\n"), 0o600)
 	code, _, stderr = runCLI(t, nil, "plan", "--config", path)

@@ -162,16 +162,19 @@ func planCommand() *command {
 	return &command{
 		name:    "plan",
 		summary: "show what the GCE Backend would change for a config",
-		usage:   "--config FLEET.yaml",
+		usage:   "--config FLEET.yaml [--database URL]",
 		help: `Checks a GCE Backend configuration (every problem, each with its line) and
 prints what the backend would create, resize and drain on Compute Engine to
 match it, without changing anything. The Compute endpoint is the config's
 settings.endpoint (empty: real GCE with Application Default Credentials).
+With --database, the provider's database that the backend keeps its state
+in, it also sees the projects the configuration no longer names.
 
 Example:
-  gcefleet plan --config fleet.yaml`,
+  gcefleet plan --config fleet.yaml --database gcefleet.db`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
 			config := fs.String("config", "", "the backend's configuration `file` (YAML)")
+			database := fs.String("database", "", "the provider's database (a SQLite file or postgres:// `URL`, as serve's config names it), to read the backend's state from")
 			return func(ctx context.Context, env *environ, args []string) error {
 				if *config == "" {
 					return usagef("plan: --config is required")
@@ -186,6 +189,22 @@ Example:
 				}
 				defer compute.Close()
 				j := backend.NewJobs(compute, nil, cfg, slog.New(slog.DiscardHandler))
+				if *database != "" {
+					if !strings.Contains(*database, "://") {
+						if _, err := os.Stat(*database); err != nil {
+							return fmt.Errorf("--database %s: %w (give the database serve uses, as its config's database names it)", *database, err)
+						}
+					}
+					st, err := store.Open(ctx, *database)
+					if err != nil {
+						return err
+					}
+					defer st.Close()
+					// No fence: Plan changes nothing, so nothing is saved.
+					if err := j.LoadState(ctx, st, store.Fence{}); err != nil {
+						return err
+					}
+				}
 				changes, err := j.Plan(ctx)
 				if err != nil {
 					return err
