@@ -22,6 +22,7 @@ type latencyJSON struct {
 	Running      string `json:"running,omitempty"`
 	Provisioning string `json:"provisioning,omitempty"`
 	Staging      string `json:"staging,omitempty"`
+	Guest        string `json:"guest,omitempty"`
 }
 
 func (e *Emulator) adminRoutes() {
@@ -74,7 +75,7 @@ func (e *Emulator) adminRoutes() {
 			name string
 			s    string
 			d    *time.Duration
-		}{{"pending", lj.Pending, &l.Pending}, {"running", lj.Running, &l.Running}, {"provisioning", lj.Provisioning, &l.Provisioning}, {"staging", lj.Staging, &l.Staging}} {
+		}{{"pending", lj.Pending, &l.Pending}, {"running", lj.Running, &l.Running}, {"provisioning", lj.Provisioning, &l.Provisioning}, {"staging", lj.Staging, &l.Staging}, {"guest", lj.Guest, &l.Guest}} {
 			if f.s == "" {
 				continue
 			}

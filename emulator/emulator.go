@@ -90,6 +90,10 @@ type Latency struct {
 	Running      time.Duration `json:"running,omitempty"`      // operation RUNNING -> DONE
 	Provisioning time.Duration `json:"provisioning,omitempty"` // instance PROVISIONING -> STAGING
 	Staging      time.Duration `json:"staging,omitempty"`      // instance STAGING -> RUNNING
+	// Guest is how long the guest OS takes, once the instance is RUNNING,
+	// to start its container: on GCE, Container-Optimized OS boots and
+	// pulls the image well after the API says RUNNING.
+	Guest time.Duration `json:"guest,omitempty"`
 }
 
 // Emulator is an in-memory Compute Engine. It is an http.Handler; Close stops

@@ -27,6 +27,7 @@ type instance struct {
 	gone      chan struct{} // closed once the instance is removed
 	preempted bool
 	proc      *process      // the container's process while RUNNING
+	runs      int           // times it has been RUNNING, to tell one run from the next
 	serial    *serialBuffer // created on first output
 	meta      *metadataSrv  // the instance's metadata server while RUNNING
 	metaGen   chan struct{} // closed and replaced when metadata changes
@@ -511,7 +512,25 @@ func (e *Emulator) setRunning(in *instance) {
 		action := s.InstanceTerminationAction
 		in.expiry = time.AfterFunc(d, func() { e.expire(in, action) })
 	}
-	e.startContainer(in)
+	in.runs++
+	g := e.latency.Guest
+	if g <= 0 {
+		e.startContainer(in)
+		return
+	}
+	e.serialf(in, "emulator: the guest OS boots (%v)\n", g)
+	run := in.runs
+	e.goBackground(func() {
+		if !e.sleep(g) {
+			return
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		// Not if the instance stopped, went or started again meanwhile.
+		if !in.deleting && in.api.Status == "RUNNING" && in.runs == run {
+			e.startContainer(in)
+		}
+	})
 }
 
 // expire ends an instance whose maxRunDuration has passed.

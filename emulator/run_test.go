@@ -446,3 +446,24 @@ func TestCloudClientLibrary(t *testing.T) {
 		t.Errorf("zoneOperations.wait: %v, %v", waited, err)
 	}
 }
+
+// TestGuestBoot: with a guest boot time, an instance is RUNNING before its
+// container starts, as on GCE, and the container starts once it has passed.
+func TestGuestBoot(t *testing.T) {
+	e := start(t, workloadOptions(t))
+	e.emu.SetLatency(emulator.Latency{Guest: time.Hour})
+	e.ok(t)(e.svc.Instances.Insert(proj, zone, containerVM("slow", "Never")).Do())
+	in, err := e.svc.Instances.Get(proj, zone, "slow").Do()
+	if err != nil || in.Status != "RUNNING" {
+		t.Fatalf("instance while its guest boots: %v, %v", in, err)
+	}
+	if out := serial(t, e, "slow"); !strings.Contains(out, "the guest OS boots (1h0m0s)") || strings.Contains(out, "launching user container") {
+		t.Errorf("serial port while the guest boots:\n%s", out)
+	}
+
+	e.emu.SetLatency(emulator.Latency{Guest: 50 * time.Millisecond})
+	e.ok(t)(e.svc.Instances.Insert(proj, zone, containerVM("quick", "Never")).Do())
+	waitFor(t, "the container to start after the guest boots", func() bool {
+		return strings.Contains(serial(t, e, "quick"), "listening on ")
+	})
+}
