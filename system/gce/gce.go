@@ -515,18 +515,32 @@ func outboundIP(endpoint string) (string, error) {
 
 // KeepaliveFailed asks GCE about the instance: one that is gone, stopped
 // or preempted will not answer again, nor will one whose configuration
-// failed to arrive. Machines of a zone share one list call a second, so
+// failed to arrive. Machines of a zone share one list call, at most a
+// second old for running machines and bootCheckEvery for booting ones, so
 // that many machines failing at once (or booting) cost few API calls.
 func (s *System) KeepaliveFailed(ctx context.Context, m *bigmachine.Machine) (bool, error) {
 	h, ok := m.Handle().(*Machine)
 	if !ok {
 		return false, nil
 	}
-	statuses, err := s.statuses(ctx, h.Zone)
+	asked := time.Now()
+	maxAge := time.Second
+	if m.State() < bigmachine.Running {
+		maxAge = bootCheckEvery
+	}
+	statuses, err := s.statuses(ctx, h.Zone, asked.Add(-maxAge))
 	if err != nil {
 		return false, nil
 	}
 	st, found := statuses[h.Name]
+	if !found {
+		// A list made before the instance was would not hold it: only a
+		// list made since this question can say it is gone.
+		if statuses, err = s.statuses(ctx, h.Zone, asked); err != nil {
+			return false, nil
+		}
+		st, found = statuses[h.Name]
+	}
 	switch {
 	case !found:
 		return true, fmt.Errorf("instance %s in %s was deleted", h.Name, h.Zone)
@@ -548,9 +562,14 @@ type zoneStatus struct {
 	status map[string]string
 }
 
+// bootCheckEvery is how old a zone's list may be when a machine that has
+// not started yet is asked about: booting takes tens of seconds on GCE,
+// and a machine lost while it boots is rare.
+const bootCheckEvery = 5 * time.Second
+
 // statuses returns the run's instances in zone by name with their status,
-// from a list at most a second old.
-func (s *System) statuses(ctx context.Context, zone string) (map[string]string, error) {
+// from a list made no earlier than notBefore.
+func (s *System) statuses(ctx context.Context, zone string, notBefore time.Time) (map[string]string, error) {
 	s.mu.Lock()
 	zs := s.status[zone]
 	if zs == nil {
@@ -561,9 +580,10 @@ func (s *System) statuses(ctx context.Context, zone string) (map[string]string, 
 	s.mu.Unlock()
 	zs.mu.Lock()
 	defer zs.mu.Unlock()
-	if time.Since(zs.at) < time.Second {
+	if !zs.at.Before(notBefore) {
 		return zs.status, nil
 	}
+	at := time.Now()
 	ins, err := s.list(ctx, c, zone)
 	if err != nil {
 		return nil, err
@@ -572,7 +592,7 @@ func (s *System) statuses(ctx context.Context, zone string) (map[string]string, 
 	for _, in := range ins {
 		zs.status[in.GetName()] = in.GetStatus()
 	}
-	zs.at = time.Now()
+	zs.at = at // when the list was asked for: it may miss what came after
 	return zs.status, nil
 }
 

@@ -419,3 +419,27 @@ func TestFailedStartShowsConsole(t *testing.T) {
 		t.Fatalf("start with an unknown image: %d machines, %v", len(ms), err)
 	}
 }
+
+// TestSecondStartInTheSameRun: machines started right after others in the
+// same zone start too: the zone's list of instances, shared by the
+// machines' checks, is not taken for the truth about instances made after
+// it.
+func TestSecondStartInTheSameRun(t *testing.T) {
+	w := newWorld(t)
+	b, first, err := start(t, gce.New(w.config("us-central1-a")), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		more, err := b.Start(context.Background(), 2, bigmachine.Services{"Hello": Hello{}})
+		if err != nil || len(more) != 2 {
+			t.Fatalf("a second start in the same run: %d machines, %v", len(more), err)
+		}
+		first = append(first, more...)
+	}
+	for _, m := range first {
+		if err := m.Call(context.Background(), "Hello.Pid", struct{}{}, new(int)); err != nil {
+			t.Errorf("%s: %v", m.Name(), err)
+		}
+	}
+}
