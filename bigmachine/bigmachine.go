@@ -259,36 +259,56 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	b.machines = append(b.machines, machines...)
 	b.mu.Unlock()
 
-	errs := make([]error, len(machines))
-	var wg sync.WaitGroup
+	// Failures in the order they happen: the first few are shown, with
+	// their consoles, and the rest counted.
+	slots := maxFailuresShown
+	if startErr != nil {
+		slots-- // the system's own error is shown first
+	}
+	var (
+		wg       sync.WaitGroup
+		fmu      sync.Mutex
+		failures []error
+		ok       = make([]bool, len(machines))
+	)
 	for i, m := range machines {
 		wg.Go(func() {
-			if err := b.boot(ctx, m, p, services); err != nil {
-				err = fmt.Errorf("machine %s failed to start: %w", m.name, b.withConsole(m, err))
-				errs[i] = err
-				m.setState(Stopped, err) // Start's error tells it; no log
+			err := b.boot(ctx, m, p, services)
+			if err == nil {
+				ok[i] = true
+				m.setState(Running, nil)
 				return
 			}
-			m.setState(Running, nil)
+			fmu.Lock()
+			shown := len(failures) < slots
+			failures = append(failures, nil)
+			k := len(failures) - 1
+			fmu.Unlock()
+			if shown {
+				err = b.withConsole(m, err)
+			}
+			err = fmt.Errorf("machine %s failed to start: %w", m.name, err)
+			fmu.Lock()
+			failures[k] = err
+			fmu.Unlock()
+			m.setState(Stopped, err) // Start's error tells it; no log
 		})
 	}
 	wg.Wait()
 	var running []*Machine
+	for i, m := range machines {
+		if ok[i] {
+			running = append(running, m)
+		}
+	}
 	var failed []string
 	if startErr != nil {
 		failed = append(failed, startErr.Error())
 	}
-	more := 0
-	for i, m := range machines {
-		switch {
-		case errs[i] == nil:
-			running = append(running, m)
-		case len(failed) < maxFailuresShown:
-			failed = append(failed, errs[i].Error())
-		default:
-			more++
-		}
+	for _, err := range failures[:min(slots, len(failures))] {
+		failed = append(failed, err.Error())
 	}
+	more := len(failures) - min(slots, len(failures))
 	if more > 0 {
 		failed = append(failed, fmt.Sprintf("and %d more machines failed to start (each one's Err says why)", more))
 	}
