@@ -35,13 +35,6 @@ func runnable(path string) error {
 	return versionsMissing(f)
 }
 
-// libraryDirs are where the loader looks for libraries on common
-// distributions (Debian's multiarch directories, then the others).
-var libraryDirs = []string{
-	"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-	"/lib64", "/usr/lib64", "/lib", "/usr/lib",
-}
-
 // versionsMissing reports a symbol version the binary needs from a library
 // that this machine's copy of it does not define: a driver built against a
 // newer C library than the machine's. It speaks only when it finds the
@@ -75,9 +68,13 @@ func versionsMissing(f *elf.File) error {
 }
 
 // findLibrary opens the library named name (such as "libc.so.6") where the
-// loader would find it, or returns nil.
+// loader would find it on common distributions (Debian's multiarch
+// directories, then the others), or returns nil.
 func findLibrary(name string) *elf.File {
-	for _, dir := range libraryDirs {
+	for _, dir := range []string{
+		"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+		"/lib64", "/usr/lib64", "/lib", "/usr/lib",
+	} {
 		if f, err := elf.Open(dir + "/" + name); err == nil {
 			return f
 		}
