@@ -13,8 +13,10 @@ type migration struct {
 	// sql is for both databases: statements split at ";", with
 	// {{serial}} and {{bool}} for the types that differ.
 	sql string
+	// sqlite is for SQLite only, split at ";" and run before sql.
+	sqlite string
 	// postgres is for PostgreSQL only, each statement run whole (function
-	// bodies hold ";").
+	// bodies hold ";"), after sql.
 	postgres []string
 }
 
@@ -107,6 +109,28 @@ var migrations = []migration{
 		`CREATE TRIGGER events_changed AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION gcefleet_changed()`,
 		`CREATE TRIGGER leases_changed AFTER UPDATE ON leases FOR EACH STATEMENT EXECUTE FUNCTION gcefleet_changed()`,
 	}},
+	// 7: SQLite writes fewer pages a lease: dimensions are a column of
+	// their row ("key=value" strings as a JSON array, as PostgreSQL's kv
+	// arrays since 3), not three rows in a table of three b-trees; and
+	// the indexes that find machines and leases by state hold only the
+	// rows in that state, so that a lease fulfilled at once and released
+	// never enters the queue's index, nor a released one the expiry's.
+	// (PostgreSQL never wrote the dimension tables.)
+	{sqlite: `ALTER TABLE machines ADD COLUMN kv TEXT NOT NULL DEFAULT '[]';
+	UPDATE machines SET kv = (SELECT json_group_array(d.k || '=' || d.v) FROM machine_dims d WHERE d.hostname = machines.hostname);
+	ALTER TABLE leases ADD COLUMN kv TEXT NOT NULL DEFAULT '[]';
+	UPDATE leases SET kv = (SELECT json_group_array(d.k || '=' || d.v) FROM lease_dims d WHERE d.lease_id = leases.id) WHERE state = 'PENDING';
+	DROP TABLE machine_dims;
+	DROP TABLE lease_dims;
+	DROP INDEX machines_available;
+	CREATE INDEX machines_available ON machines (added_at, hostname) WHERE state = 'AVAILABLE';
+	DROP INDEX leases_state_created;
+	CREATE INDEX leases_pending ON leases (created_at, id) WHERE state = 'PENDING';
+	DROP INDEX leases_state_expires;
+	CREATE INDEX leases_fulfilled ON leases (expires_at) WHERE state = 'FULFILLED';
+	DROP INDEX events_hostname;
+	CREATE INDEX events_reclaimed ON events (hostname) WHERE kind = 'reclaimed'`,
+		postgres: []string{`DROP TABLE machine_dims`, `DROP TABLE lease_dims`}},
 }
 
 // pgIndexOnly makes PostgreSQL functions plan their statements as index
@@ -157,7 +181,11 @@ func (s *Store) migrate(ctx context.Context, migrations []migration) error {
 		if err != nil {
 			return err
 		}
-		stmts := strings.Split(s.dialect(migrations[v].sql), ";")
+		var stmts []string
+		if !s.postgres {
+			stmts = strings.Split(migrations[v].sqlite, ";")
+		}
+		stmts = append(stmts, strings.Split(s.dialect(migrations[v].sql), ";")...)
 		if s.postgres {
 			stmts = append(stmts, migrations[v].postgres...)
 		}

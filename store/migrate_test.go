@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"testing"
 	"time"
 
@@ -40,5 +41,54 @@ func TestPostgresMigration3KeepsTheCatalog(t *testing.T) {
 	l, _, err := s.RequestLease(ctx, "c", LeaseRequest{RequestID: "r", Dimensions: Dimensions{"cpus": {"8"}}, Term: Term{Duration: time.Hour}})
 	if err != nil || l.State != Fulfilled || l.Hostname != "m1" {
 		t.Fatalf("lease after migrating: %+v, %v; want m1 fulfilled", l, err)
+	}
+}
+
+// TestSQLiteMigration7KeepsDimensions: a catalog and a waiting request
+// written while SQLite kept dimensions in tables of their own still match
+// after they moved into their rows.
+func TestSQLiteMigration7KeepsDimensions(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir() + "/old.db"
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &Store{db: db, Now: time.Now}
+	if err := old.migrate(ctx, migrations[:6]); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	m := Machine{Hostname: "m1", Backend: "gce", Dimensions: Dimensions{"os": {"linux"}, "cpus": {"8"}}, Policies: Policies{OnReclaim: "DELETE"}}
+	for _, q := range []string{
+		"INSERT INTO machines (hostname, backend, body, state, added_at) VALUES ('m1', 'gce', '" + machineBody(m) + "', 'AVAILABLE', 1)",
+		"INSERT INTO machine_dims (hostname, k, v) VALUES ('m1', 'os', 'linux'), ('m1', 'cpus', '8')",
+		`INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite)
+			VALUES ('l1', 'c', 'r1', '{"dimensions":{"os":["mac"]},"term":{"indefinite":true}}', 'PENDING', 1, ` + fmt.Sprint(now.Add(time.Hour).UnixNano()) + `, 0, 0, 1)`,
+		"INSERT INTO lease_dims (lease_id, k, v) VALUES ('l1', 'os', 'mac')",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, _, err := s.RequestLease(ctx, "c", LeaseRequest{RequestID: "r2", Dimensions: Dimensions{"cpus": {"8"}, "os": {"linux"}}, Term: Term{Duration: time.Hour}})
+	if err != nil || l.State != Fulfilled || l.Hostname != "m1" {
+		t.Fatalf("lease after migrating: %+v, %v; want m1 fulfilled", l, err)
+	}
+	// The old waiting request gets a machine with its dimensions, and
+	// only such a machine.
+	if _, err := s.AddMachine(ctx, Machine{Hostname: "linux2", Backend: "gce", Dimensions: Dimensions{"os": {"linux"}}}); err != nil {
+		t.Fatal(err)
+	}
+	mac, err := s.AddMachine(ctx, Machine{Hostname: "mac1", Backend: "gce", Dimensions: Dimensions{"os": {"mac"}}})
+	if err != nil || mac.LeaseID != "l1" {
+		t.Fatalf("adding a mac: %+v, %v; want it leased at once to l1", mac, err)
 	}
 }

@@ -26,7 +26,7 @@ const matchLock = "7210"
 var pgFunctions = []string{
 	// Dimensions as arrays of "key=value" (keys hold no "="), so that a
 	// match is one containment test on the row (machine_dims and
-	// lease_dims, which SQLite matches on, are not written here).
+	// lease_dims are written no more; migration 7 drops them).
 	`ALTER TABLE machines ADD COLUMN kv TEXT[] NOT NULL DEFAULT '{}'`,
 	`UPDATE machines SET kv = ARRAY(SELECT d.k || '=' || d.v FROM machine_dims d WHERE d.hostname = machines.hostname)`,
 	`ALTER TABLE leases ADD COLUMN kv TEXT[] NOT NULL DEFAULT '{}'`,
@@ -163,17 +163,6 @@ var pgFunctions = []string{
 // pgLeaseTable declares the columns of leaseColumns as a function's result.
 const pgLeaseTable = `o_id TEXT, o_client TEXT, o_request_id TEXT, o_body TEXT, o_state TEXT, o_hostname TEXT, o_machine TEXT,
 	o_created_at BIGINT, o_deadline BIGINT, o_fulfilled_at BIGINT, o_expires_at BIGINT, o_ended_at BIGINT`
-
-// kv flattens dimensions into "key=value" strings.
-func kv(d Dimensions) []string {
-	out := []string{} // not nil: that would be NULL, not an empty array
-	for k, vs := range d {
-		for _, v := range vs {
-			out = append(out, k+"="+v)
-		}
-	}
-	return out
-}
 
 // withPrefix scans columns before a lease's.
 type withPrefix struct {
