@@ -115,29 +115,38 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		if err != nil {
 			errs = append(errs, err)
 		}
+		var batch []store.Machine
 		for _, name := range add {
 			in, ok := instances[name]
 			if !ok {
 				continue // gone since it was listed
 			}
-			if !j.configured(g) {
-				break // the configuration changed under this pass: the group drains
-			}
-			// A reclaimed instance still running until its deletion is
-			// refused by the provider: it is on its way out.
 			m := g.machine(in)
 			if err := j.sizeDims(ctx, g, m.Dimensions); err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			m, err = j.Provider.AddMachine(ctx, m)
-			switch {
-			case err == nil && m.State == store.Leased:
-				leased++ // at once, to a waiting request
-			case err == nil:
-				idle++
-			case !errors.Is(err, store.ErrReclaimed):
-				errs = append(errs, fmt.Errorf("cataloging %s: %w", name, err))
+			batch = append(batch, m)
+		}
+		// One call for the group's new instances (a group holds at most
+		// 1,000, a batch's limit), unless the configuration changed under
+		// this pass: then the group drains.
+		if len(batch) > 0 && j.configured(g) {
+			added, addErrs, err := j.Provider.AddMachines(ctx, batch)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("cataloging %d instances: %w", len(batch), err))
+			}
+			for i, err := range addErrs {
+				switch {
+				case err == nil && added[i].State == store.Leased:
+					leased++ // at once, to a waiting request
+				case err == nil:
+					idle++
+				// A reclaimed instance still running until its deletion
+				// is refused by the provider: it is on its way out.
+				case !errors.Is(err, store.ErrReclaimed):
+					errs = append(errs, fmt.Errorf("cataloging %s: %w", batch[i].Hostname, err))
+				}
 			}
 		}
 		j.setStats(g.record().key(), func(s *GroupStats) {

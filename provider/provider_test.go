@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/gcefleet/gcefleet/provider"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
+	"go.yaml.in/yaml/v3"
 )
 
 const config = `listen: 127.0.0.1:0
@@ -189,6 +191,7 @@ func TestAuthorization(t *testing.T) {
 	calls := map[string]call{
 		"list machines":  {"GET", "/v1/machines", ""},
 		"add machine":    {"POST", "/v1/machines", `{"hostname":"vm-z","dimensions":{"os":["linux"]}}`},
+		"add machines":   {"POST", "/v1/machines:batchAdd", `{"machines":[{"hostname":"vm-y","dimensions":{"os":["linux"]}}]}`},
 		"request lease":  {"POST", "/v1/leases", `{"request_id":"x","dimensions":{"os":["mac"]},"term":{"indefinite":true}}`},
 		"list leases":    {"GET", "/v1/leases", ""},
 		"read events":    {"GET", "/v1/events", ""},
@@ -203,10 +206,10 @@ func TestAuthorization(t *testing.T) {
 		token string
 		want  map[string]int
 	}{
-		{"no token", "", map[string]int{"list machines": 401, "add machine": 401, "request lease": 401, "list leases": 401, "read events": 401, "release lease": 401, "status page": 401, "metrics": 401, "delete machine": 401, "openapi": 200}},
+		{"no token", "", map[string]int{"list machines": 401, "add machine": 401, "add machines": 401, "request lease": 401, "list leases": 401, "read events": 401, "release lease": 401, "status page": 401, "metrics": 401, "delete machine": 401, "openapi": 200}},
 		{"wrong token", "guess-guess-guess-guess", map[string]int{"list machines": 401, "request lease": 401, "status page": 401}},
-		{"client", "bob-secret-0123456789", map[string]int{"list machines": 403, "add machine": 403, "read events": 403, "delete machine": 403, "request lease": 200, "list leases": 200, "release lease": 404, "status page": 200, "metrics": 200}},
-		{"backend", "gce-secret-0123456789", map[string]int{"request lease": 403, "list leases": 403, "release lease": 403, "list machines": 200, "read events": 200, "delete machine": 404}},
+		{"client", "bob-secret-0123456789", map[string]int{"list machines": 403, "add machine": 403, "add machines": 403, "read events": 403, "delete machine": 403, "request lease": 200, "list leases": 200, "release lease": 404, "status page": 200, "metrics": 200}},
+		{"backend", "gce-secret-0123456789", map[string]int{"add machines": 200, "request lease": 403, "list leases": 403, "release lease": 403, "list machines": 200, "read events": 200, "delete machine": 404}},
 		{"admin", "admin-secret-0123456789", map[string]int{"list machines": 200, "read events": 200, "release lease": 200, "list leases": 200}},
 	} {
 		for name, want := range tc.want {
@@ -225,6 +228,60 @@ func TestAuthorization(t *testing.T) {
 				t.Errorf("%s: %s: HTTP %d, want %d: %s", tc.who, name, resp.StatusCode, want, body)
 			}
 		}
+	}
+}
+
+// TestAddMachinesInABatch: a backend catalogs several machines in one
+// call; each is added or refused on its own, and a waiting request gets
+// its machine from the batch at once.
+func TestAddMachinesInABatch(t *testing.T) {
+	w := start(t)
+	ctx := context.Background()
+	if _, err := w.gce.AddMachine(ctx, machine("vm-old")); err != nil {
+		t.Fatal(err)
+	}
+	waiting, err := w.alice.RequestLease(ctx, store.LeaseRequest{RequestID: "big", Dimensions: store.Dimensions{"cpus": {"64"}}, Term: store.Term{Duration: time.Hour}})
+	if err != nil || waiting.State != store.Pending {
+		t.Fatalf("request: %+v, %v", waiting, err)
+	}
+	old := machine("vm-old")
+	old.Dimensions = store.Dimensions{"os": {"mac"}} // another body: refused
+	big := machine("vm-big")
+	big.Dimensions = store.Dimensions{"os": {"linux"}, "cpus": {"64"}}
+	added, errs, err := w.gce.AddMachines(ctx, []store.Machine{machine("vm-b1"), old, big, machine("vm-b2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"vm-b1", "", "vm-big", "vm-b2"} {
+		switch {
+		case want == "" && !errors.Is(errs[i], store.ErrConflict):
+			t.Errorf("machine %d: %v, want a conflict", i, errs[i])
+		case want != "" && (errs[i] != nil || added[i].Hostname != want || added[i].Backend != "gce"):
+			t.Errorf("machine %d: %+v, %v; want %s added", i, added[i], errs[i], want)
+		}
+	}
+	if added[2].State != store.Leased || added[2].LeaseID != waiting.ID {
+		t.Errorf("vm-big: %+v, want it leased at once to %s", added[2], waiting.ID)
+	}
+	if ms, _ := w.gce.Machines(ctx); len(ms) != 4 {
+		t.Errorf("catalog after the batch: %d machines, want 4", len(ms))
+	}
+	if m, _ := w.ops.Machines(ctx); len(m) != 4 {
+		t.Errorf("admin sees %d machines, want 4", len(m))
+	}
+
+	// A batch with an invalid machine is refused whole, naming it.
+	bad := machine("Bad_Name")
+	_, _, err = w.gce.AddMachines(ctx, []store.Machine{machine("vm-b3"), bad})
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != 400 || e.Fields["machines[1].hostname"] == "" {
+		t.Errorf("batch with an invalid machine: %+v", err)
+	}
+	if ms, _ := w.gce.Machines(ctx); len(ms) != 4 {
+		t.Errorf("catalog after a refused batch: %d machines, want 4 (nothing of it added)", len(ms))
+	}
+	if _, _, err := w.gce.AddMachines(ctx, nil); !errors.As(err, &e) || e.Fields["machines"] == "" {
+		t.Errorf("empty batch: %+v", err)
 	}
 }
 
@@ -358,4 +415,46 @@ func gauge(t *testing.T, s *provider.Server, name string) float64 {
 	}
 	t.Fatalf("no %s metric", name)
 	return 0
+}
+
+// TestOpenAPIMatchesTheServer: every operation the served OpenAPI document
+// describes is one the server answers (with JSON, not the mux's 404).
+func TestOpenAPIMatchesTheServer(t *testing.T) {
+	w := start(t)
+	resp, err := http.Get(w.url + "/v1/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths map[string]map[string]any `yaml:"paths"`
+	}
+	err = yaml.NewDecoder(resp.Body).Decode(&doc)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("the OpenAPI document does not parse: %v", err)
+	}
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	ops := 0
+	for path, methods := range doc.Paths {
+		for method := range methods {
+			if method == "parameters" {
+				continue
+			}
+			ops++
+			req, _ := http.NewRequest(strings.ToUpper(method), w.url+param.ReplaceAllString(path, "x"), strings.NewReader("{}"))
+			req.Header.Set("Authorization", "Bearer admin-secret-0123456789")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if ct := resp.Header.Get("Content-Type"); resp.StatusCode == 404 && !strings.HasPrefix(ct, "application/json") || resp.StatusCode == 405 {
+				t.Errorf("%s %s is documented but not served: HTTP %d %s", strings.ToUpper(method), path, resp.StatusCode, body)
+			}
+		}
+	}
+	if ops < 10 {
+		t.Errorf("the document describes %d operations; want every route", ops)
+	}
 }

@@ -106,7 +106,7 @@ type gauges struct{ s *Server }
 
 var (
 	machinesDesc = prometheus.NewDesc("gcefleet_provider_machines", "Cataloged machines by state.", []string{"state"}, nil)
-	leasesDesc   = prometheus.NewDesc("gcefleet_provider_leases", "Leases by state; PENDING is the queue's length.", []string{"state"}, nil)
+	leasesDesc   = prometheus.NewDesc("gcefleet_provider_leases", "Active leases by state; PENDING is the queue's length. (Ended leases are counted by gcefleet_provider_lease_outcomes_total.)", []string{"state"}, nil)
 )
 
 func (g *gauges) Describe(ch chan<- *prometheus.Desc) { ch <- machinesDesc; ch <- leasesDesc }
@@ -118,7 +118,7 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range []string{store.Available, store.Leased} {
 		ch <- prometheus.MustNewConstMetric(machinesDesc, prometheus.GaugeValue, float64(ms[st]), st)
 	}
-	for _, st := range []string{store.Pending, store.Fulfilled, store.Released, store.Expired, store.Denied} {
+	for _, st := range []string{store.Pending, store.Fulfilled} {
 		ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(ls[st]), st)
 	}
 }
@@ -237,6 +237,7 @@ func (s *Server) Handler() http.Handler {
 	all := []string{Admin, Backend, Client}
 	route("GET /v1/machines", []string{Admin, Backend}, s.listMachines)
 	route("POST /v1/machines", []string{Admin, Backend}, s.addMachine)
+	route("POST /v1/machines:batchAdd", []string{Admin, Backend}, s.addMachines)
 	route("GET /v1/machines/{hostname}", []string{Admin, Backend}, s.getMachine)
 	route("DELETE /v1/machines/{hostname}", []string{Admin, Backend}, s.deleteMachine)
 	route("POST /v1/leases", []string{Admin, Client}, s.requestLease)
@@ -432,27 +433,7 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request, p Principal)
 		return err
 	}
 	fields := map[string]string{}
-	if !hostnameRE.MatchString(m.Hostname) {
-		fields["hostname"] = "a DNS name: lowercase letters, digits, - and ."
-	}
-	switch {
-	case p.Role == Backend && m.Backend == "":
-		m.Backend = p.Name
-	case p.Role == Backend && m.Backend != p.Name:
-		fields["backend"] = fmt.Sprintf("a backend catalogs only its own machines: %q, not %q", p.Name, m.Backend)
-	case m.Backend == "":
-		fields["backend"] = "name the backend the machine belongs to"
-	}
-	checkDims(fields, "dimensions", m.Dimensions, false)
-	if m.Policies.OnReclaim != "" && m.Policies.OnReclaim != "DELETE" && m.Policies.OnReclaim != "RECYCLE" {
-		fields["policies.on_reclaim"] = "DELETE or RECYCLE"
-	}
-	if m.Connection.Port < 0 || m.Connection.Port > 65535 {
-		fields["connection.port"] = "a port, 1 to 65535"
-	}
-	if m.State != "" || m.LeaseID != "" {
-		fields["state"] = "state and lease_id are the provider's to set"
-	}
+	checkMachine(fields, "", &m, p)
 	if len(fields) > 0 {
 		return invalid(fields)
 	}
@@ -460,15 +441,92 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request, p Principal)
 	if err != nil {
 		return err
 	}
-	if m.LeaseID != "" {
-		if l, err := s.st.Lease(r.Context(), m.LeaseID); err == nil && l.Hostname == m.Hostname {
-			s.m.outcomes.WithLabelValues("fulfilled_from_queue").Inc()
-			s.m.wait.Observe(l.Fulfilled.Sub(l.Created).Seconds())
-			s.due(l.ExpiresAt)
-		}
-	}
+	s.added(r.Context(), m)
 	s.notify()
 	return writeJSON(w, http.StatusOK, m)
+}
+
+// maxBatchAdd bounds a batch of machines: a backend catalogs a group's
+// new instances at once, and groups hold at most 1,000.
+const maxBatchAdd = 1000
+
+// addMachines catalogs a batch of machines, each as addMachine would:
+// one refused does not stop the others. A batch costs the store about
+// one transaction instead of one a machine.
+func (s *Server) addMachines(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var req struct {
+		Machines []store.Machine `json:"machines"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	fields := map[string]string{}
+	if len(req.Machines) == 0 || len(req.Machines) > maxBatchAdd {
+		fields["machines"] = fmt.Sprintf("1 to %d machines", maxBatchAdd)
+	}
+	for i := range req.Machines {
+		checkMachine(fields, fmt.Sprintf("machines[%d].", i), &req.Machines[i], p)
+	}
+	if len(fields) > 0 {
+		return invalid(fields)
+	}
+	ms, errs := s.st.AddMachines(r.Context(), req.Machines)
+	type result struct {
+		Machine *store.Machine `json:"machine,omitempty"`
+		Error   *apiError      `json:"error,omitempty"`
+	}
+	out := make([]result, len(ms))
+	for i, m := range ms {
+		if errs[i] != nil {
+			out[i].Error = s.classify(errs[i])
+			if out[i].Error.Status >= 500 {
+				s.log.Error("adding a machine failed", "hostname", req.Machines[i].Hostname, "err", errs[i])
+			}
+			continue
+		}
+		s.added(r.Context(), m)
+		out[i].Machine = &ms[i]
+	}
+	s.notify()
+	return writeJSON(w, http.StatusOK, map[string]any{"results": out})
+}
+
+// checkMachine adds m's problems to fields, each under prefix, and sets
+// a backend's machine's backend to the caller's name.
+func checkMachine(fields map[string]string, prefix string, m *store.Machine, p Principal) {
+	if !hostnameRE.MatchString(m.Hostname) {
+		fields[prefix+"hostname"] = "a DNS name: lowercase letters, digits, - and ."
+	}
+	switch {
+	case p.Role == Backend && m.Backend == "":
+		m.Backend = p.Name
+	case p.Role == Backend && m.Backend != p.Name:
+		fields[prefix+"backend"] = fmt.Sprintf("a backend catalogs only its own machines: %q, not %q", p.Name, m.Backend)
+	case m.Backend == "":
+		fields[prefix+"backend"] = "name the backend the machine belongs to"
+	}
+	checkDims(fields, prefix+"dimensions", m.Dimensions, false)
+	if m.Policies.OnReclaim != "" && m.Policies.OnReclaim != "DELETE" && m.Policies.OnReclaim != "RECYCLE" {
+		fields[prefix+"policies.on_reclaim"] = "DELETE or RECYCLE"
+	}
+	if m.Connection.Port < 0 || m.Connection.Port > 65535 {
+		fields[prefix+"connection.port"] = "a port, 1 to 65535"
+	}
+	if m.State != "" || m.LeaseID != "" {
+		fields[prefix+"state"] = "state and lease_id are the provider's to set"
+	}
+}
+
+// added counts a machine that went at once to a waiting request.
+func (s *Server) added(ctx context.Context, m store.Machine) {
+	if m.LeaseID == "" {
+		return
+	}
+	if l, err := s.st.Lease(ctx, m.LeaseID); err == nil && l.Hostname == m.Hostname {
+		s.m.outcomes.WithLabelValues("fulfilled_from_queue").Inc()
+		s.m.wait.Observe(l.Fulfilled.Sub(l.Created).Seconds())
+		s.due(l.ExpiresAt)
+	}
 }
 
 func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request, p Principal) error {

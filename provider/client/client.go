@@ -33,7 +33,12 @@ type Error struct {
 	Fields  map[string]string `json:"fields,omitempty"`
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("provider: %s (HTTP %d)", e.Message, e.Status) }
+func (e *Error) Error() string {
+	if e.Status == 0 { // one result of a batch
+		return "provider: " + e.Message
+	}
+	return fmt.Sprintf("provider: %s (HTTP %d)", e.Message, e.Status)
+}
 
 // Is lets errors.Is match an answer with the store's error of its kind.
 func (e *Error) Is(target error) bool {
@@ -100,6 +105,39 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 func (c *Client) AddMachine(ctx context.Context, m store.Machine) (store.Machine, error) {
 	var out store.Machine
 	return out, c.do(ctx, http.MethodPost, "/v1/machines", m, &out)
+}
+
+// AddMachines catalogs a batch of machines (at most 1,000), each as
+// AddMachine would: errs[i] is ms[i]'s error, if any. The error is for
+// the batch as a whole (an invalid machine refuses all of them).
+func (c *Client) AddMachines(ctx context.Context, ms []store.Machine) (added []store.Machine, errs []error, err error) {
+	var out struct {
+		Results []struct {
+			Machine *store.Machine `json:"machine"`
+			Error   *Error         `json:"error"`
+		} `json:"results"`
+	}
+	in := struct {
+		Machines []store.Machine `json:"machines"`
+	}{ms}
+	if err := c.do(ctx, http.MethodPost, "/v1/machines:batchAdd", in, &out); err != nil {
+		return nil, nil, err
+	}
+	if len(out.Results) != len(ms) {
+		return nil, nil, fmt.Errorf("provider %s: %d results for %d machines", c.BaseURL, len(out.Results), len(ms))
+	}
+	added, errs = make([]store.Machine, len(ms)), make([]error, len(ms))
+	for i, r := range out.Results {
+		switch {
+		case r.Error != nil:
+			errs[i] = r.Error
+		case r.Machine != nil:
+			added[i] = *r.Machine
+		default:
+			errs[i] = fmt.Errorf("provider %s: no result for %s", c.BaseURL, ms[i].Hostname)
+		}
+	}
+	return added, errs, nil
 }
 
 // Machines lists the catalog the caller may see.
