@@ -131,6 +131,16 @@ var migrations = []migration{
 	DROP INDEX events_hostname;
 	CREATE INDEX events_reclaimed ON events (hostname) WHERE kind = 'reclaimed'`,
 		postgres: []string{`DROP TABLE machine_dims`, `DROP TABLE lease_dims`}},
+	// 8: PostgreSQL's events commit in the order of their ids (see
+	// eventsLock); SQLite has one writer.
+	{postgres: []string{
+		`CREATE FUNCTION gcefleet_events_in_order() RETURNS trigger AS $$
+		BEGIN
+			PERFORM pg_advisory_xact_lock(` + eventsLock + `);
+			RETURN NULL;
+		END $$ LANGUAGE plpgsql`,
+		`CREATE TRIGGER events_in_order BEFORE INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION gcefleet_events_in_order()`,
+	}},
 }
 
 // pgIndexOnly makes PostgreSQL functions plan their statements as index

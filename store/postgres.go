@@ -20,6 +20,16 @@ import (
 // for each other.
 const matchLock = "7210"
 
+// eventsLock makes PostgreSQL's events commit in the order of their ids,
+// which backends read the feed by: a transaction takes it before its
+// first event takes an id (a trigger does) and holds it until it ends.
+// Without it, two transactions could hold ids at once and the larger
+// commit first; a reader in between would move its cursor past the
+// smaller and never see it. Transactions that write events take it
+// first of all (the committer's batches, Expire), so that it is never
+// waited for while holding a lock that its holder may want.
+const eventsLock = "7211"
+
 // pgFunctions are the PostgreSQL functions behind AddMachine, RequestLease
 // and ReleaseLease. They do what the SQLite paths in store.go do, step for
 // step; the conformance suite holds both to the same behaviour.
@@ -281,10 +291,15 @@ func (s *Store) pipeline(ctx context.Context, batch []*work) (errs []error, onSe
 	err := s.pgConn.Raw(func(dc any) error {
 		conn := dc.(*stdlib.Conn).Conn()
 		var b pgx.Batch
+		b.Queue("SELECT pg_advisory_xact_lock(" + eventsLock + ")")
 		for _, w := range batch {
 			b.Queue(w.query, w.args...)
 		}
 		br := conn.SendBatch(ctx, &b)
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return err
+		}
 		for i, w := range batch {
 			errs[i] = w.scan(br.QueryRow())
 			var pe *pgconn.PgError

@@ -1054,6 +1054,12 @@ func (s *Store) Expire(ctx context.Context) (int, time.Time, error) {
 	ended := 0
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		ended = 0
+		if s.postgres {
+			// Before any row lock: see eventsLock.
+			if _, err := s.execTx(ctx, tx, "SELECT pg_advisory_xact_lock("+eventsLock+")"); err != nil {
+				return err
+			}
+		}
 		// One query a state, each in the index that holds only the leases
 		// in that state (SQLite scans the table for an OR of the two).
 		type due struct{ id, state, host string }
