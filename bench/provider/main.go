@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -40,7 +41,13 @@ func main() {
 	dur := flag.Duration("for", 10*time.Second, "how long to measure each store")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured part to `file` ({store} in it is replaced by the store's name)")
 	flag.Parse()
-	fmt.Printf("Machine Provider: lease+release pairs through the HTTP API, %d clients, %d machines, %v each\n\n", *clients, *machines, *dur)
+	gc := "GOGC=" + os.Getenv("GOGC")
+	if os.Getenv("GOGC") == "" { // as gcefleet serve runs
+		debug.SetGCPercent(provider.GCPercent)
+		gc = fmt.Sprintf("GOGC=%d as gcefleet serve", provider.GCPercent)
+	}
+	fmt.Printf("Machine Provider: lease+release pairs through the HTTP API, %d clients, %d machines, %v each, %s\n\n",
+		*clients, *machines, *dur, gc)
 	for _, s := range strings.Split(*which, ",") {
 		if err := measure(s, *clients, *machines, *dur, *cpuprofile); err != nil {
 			fmt.Fprintf(os.Stderr, "provider bench (%s): %v\n", s, err)
@@ -186,9 +193,9 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 	if len(lat) == 0 {
 		return fmt.Errorf("no pair completed (%d failed)", errs)
 	}
-	fmt.Printf("%-9s %7.0f pairs/s  pair latency p50 %v  p99 %v  this process's CPU %v a pair  (%d pairs, %d not fulfilled at once)\n\n", kind,
+	fmt.Printf("%-9s %7.0f pairs/s  pair latency p50 %v  p99 %v  this process's CPU %v a pair, max RSS %d MiB  (%d pairs, %d not fulfilled at once)\n\n", kind,
 		float64(len(lat))/took.Seconds(), lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond),
-		(cpu / time.Duration(len(lat))).Round(time.Microsecond), len(lat), errs)
+		(cpu / time.Duration(len(lat))).Round(time.Microsecond), maxRSS()>>20, len(lat), errs)
 	return nil
 }
 
@@ -199,6 +206,13 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// maxRSS is the most memory this process has held, in bytes.
+func maxRSS() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Maxrss << 10 // Linux reports KiB
 }
 
 func machineNamed(h string) store.Machine {

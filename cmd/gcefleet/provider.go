@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -71,6 +72,9 @@ Example:
 				cfg, err := provider.LoadConfig(*config)
 				if err != nil {
 					return err
+				}
+				if env.getenv("GOGC") == "" {
+					debug.SetGCPercent(provider.GCPercent)
 				}
 				log := slog.New(slog.NewTextHandler(env.stderr, nil))
 				start, err := backendStarter(ctx, cfg, *config, log)
