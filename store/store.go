@@ -776,18 +776,25 @@ func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r L
 			if _, err := s.execTx(ctx, nil, "UPDATE machines SET state = ?, lease_id = ? WHERE hostname = ?", Leased, id, host); err != nil {
 				return err
 			}
-			row, err = scanLeaseRow(s.rowTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, hostname, machine, created_at, deadline,
-				duration_ns, expires_at, indefinite, fulfilled_at, kv) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING `+leaseColumns,
-				id, client, r.RequestID, body, Fulfilled, host, mbody, nanos(now), nanos(r.Deadline), t.durNs, t.expiry(now), t.indefinite, nanos(now), kvJSON(r.Dimensions)))
-			if err != nil {
+			// Answer with what is written: no reading it back.
+			c := leaseCols{id: id, client: client, requestID: r.RequestID, body: body, state: Fulfilled, host: host, machine: mbody,
+				created: nanos(now), deadline: nanos(r.Deadline), fulfilled: nanos(now), expires: t.expiry(now)}
+			if _, err := s.execTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, hostname, machine, created_at, deadline,
+				duration_ns, expires_at, indefinite, fulfilled_at, kv) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				c.id, c.client, c.requestID, c.body, c.state, c.host, c.machine, c.created, c.deadline, t.durNs, c.expires, t.indefinite, c.fulfilled, kvJSON(r.Dimensions)); err != nil {
 				return err
 			}
+			row = c.row()
 			return s.event(ctx, nil, backend, "leased", host, id, "", now)
 		}
-		row, err = scanLeaseRow(s.rowTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite, kv)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING `+leaseColumns,
-			id, client, r.RequestID, body, Pending, nanos(now), nanos(r.Deadline), t.durNs, t.expNs, t.indefinite, kvJSON(r.Dimensions)))
-		return err
+		c := leaseCols{id: id, client: client, requestID: r.RequestID, body: body, state: Pending, created: nanos(now), deadline: nanos(r.Deadline), expires: t.expNs}
+		if _, err := s.execTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite, kv)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			c.id, c.client, c.requestID, c.body, c.state, c.created, c.deadline, t.durNs, c.expires, t.indefinite, kvJSON(r.Dimensions)); err != nil {
+			return err
+		}
+		row = c.row()
+		return nil
 	})
 	if err != nil {
 		return Lease{}, false, err
@@ -828,18 +835,31 @@ type leaseRow struct {
 }
 
 func scanLeaseRow(sc interface{ Scan(...any) error }) (leaseRow, error) {
-	var r leaseRow
+	var c leaseCols
+	if err := sc.Scan(&c.id, &c.client, &c.requestID, &c.body, &c.state, &c.host, &c.machine, &c.created, &c.deadline, &c.fulfilled, &c.expires, &c.ended); err != nil {
+		return leaseRow{}, err
+	}
+	return c.row(), nil
+}
+
+// leaseCols are leaseColumns as stored.
+type leaseCols struct {
+	id, client, requestID, body, state, host, machine string
+	created, deadline, fulfilled, expires, ended      int64
+}
+
+// row is the lease that these columns hold: what scanLeaseRow returns for
+// them, and what a write answers with without reading its row back.
+func (c leaseCols) row() leaseRow {
+	r := leaseRow{body: c.body, machine: c.machine}
 	l := &r.l
-	var created, deadline, fulfilled, expires, ended int64
-	if err := sc.Scan(&l.ID, &l.Client, &l.Request.RequestID, &r.body, &l.State, &l.Hostname, &r.machine, &created, &deadline, &fulfilled, &expires, &ended); err != nil {
-		return r, err
-	}
-	l.Request.Deadline = fromNanos(deadline)
-	l.Created, l.Fulfilled, l.Ended = fromNanos(created), fromNanos(fulfilled), fromNanos(ended)
+	l.ID, l.Client, l.Request.RequestID, l.State, l.Hostname = c.id, c.client, c.requestID, c.state, c.host
+	l.Request.Deadline = fromNanos(c.deadline)
+	l.Created, l.Fulfilled, l.Ended = fromNanos(c.created), fromNanos(c.fulfilled), fromNanos(c.ended)
 	if l.State != Pending {
-		l.ExpiresAt = fromNanos(expires)
+		l.ExpiresAt = fromNanos(c.expires)
 	}
-	return r, nil
+	return r
 }
 
 // decode returns the lease with its request and machine decoded.

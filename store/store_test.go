@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"sync"
@@ -118,12 +119,13 @@ func TestLeaseLifecycle(t *testing.T) {
 			t.Errorf("leased machine: %+v", m)
 		}
 
-		// Idempotency: the same request returns the same lease; another
-		// body under the same id is refused.
+		// Idempotency: the same request returns the same lease, as read
+		// back; another body under the same id is refused.
 		same, _, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"cpus": {"8"}, "os": {"linux"}}))
-		if err != nil || same.ID != l.ID {
-			t.Errorf("repeated request: %v, %v", same.ID, err)
+		if err != nil || !reflect.DeepEqual(same, l) {
+			t.Errorf("repeated request: %+v, %v; want %+v", same, err, l)
 		}
+
 		if _, _, err := s.RequestLease(ctx, "alice", request("r1", store.Dimensions{"os": {"mac"}})); !errors.Is(err, store.ErrRequestIDReuse) {
 			t.Errorf("reused id: %v", err)
 		}
@@ -168,6 +170,37 @@ func TestLeaseLifecycle(t *testing.T) {
 		}
 		if _, err := s.ExtendLease(ctx, "alice", l.ID, store.Term{Duration: time.Hour}); !errors.Is(err, store.ErrNotActive) {
 			t.Errorf("extending a released lease: %v", err)
+		}
+	})
+}
+
+// TestRequestAnswersAsStored: a request answers with its lease as a later
+// read finds it, fulfilled at once or waiting, and so does a release.
+func TestRequestAnswersAsStored(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		if _, err := s.AddMachine(ctx, machine("m1", linux8)); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []store.LeaseRequest{
+			request("at-once", linux8),
+			request("waits", store.Dimensions{"os": {"plan9"}}),
+			{RequestID: "until", Dimensions: store.Dimensions{"os": {"plan9"}}, Term: store.Term{ExpiresAt: time.Now().Add(time.Hour)}, Deadline: time.Now().Add(time.Minute)},
+		} {
+			got, _, err := s.RequestLease(ctx, "carol", r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored, err := s.Lease(ctx, got.ID); err != nil || !reflect.DeepEqual(got, stored) {
+				t.Errorf("request %s answered\n%+v\nstored:\n%+v, %v", r.RequestID, got, stored, err)
+			}
+			ended, _, err := s.ReleaseLease(ctx, "carol", got.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored, err := s.Lease(ctx, got.ID); err != nil || !reflect.DeepEqual(ended, stored) {
+				t.Errorf("release of %s answered\n%+v\nstored:\n%+v, %v", r.RequestID, ended, stored, err)
+			}
 		}
 	})
 }
