@@ -109,20 +109,20 @@ var migrations = []migration{
 		`CREATE TRIGGER events_changed AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION gcefleet_changed()`,
 		`CREATE TRIGGER leases_changed AFTER UPDATE ON leases FOR EACH STATEMENT EXECUTE FUNCTION gcefleet_changed()`,
 	}},
-	// 7: SQLite writes fewer pages a lease: dimensions are a column of
-	// their row ("key=value" strings as a JSON array, as PostgreSQL's kv
-	// arrays since 3), not three rows in a table of three b-trees; and
-	// the indexes that find machines and leases by state hold only the
-	// rows in that state, so that a lease fulfilled at once and released
-	// never enters the queue's index, nor a released one the expiry's.
-	// (PostgreSQL never wrote the dimension tables.)
+	// 7: fewer index and page writes a lease. On SQLite, dimensions are a
+	// column of their row ("key=value" strings as a JSON array, as
+	// PostgreSQL's kv arrays since 3), not three rows in a table of three
+	// b-trees (PostgreSQL never wrote the dimension tables). On both, the
+	// indexes that find machines and leases by state hold only the rows
+	// in that state: a lease fulfilled at once and released never enters
+	// the queue's index, nor a released one the expiry's.
 	{sqlite: `ALTER TABLE machines ADD COLUMN kv TEXT NOT NULL DEFAULT '[]';
 	UPDATE machines SET kv = (SELECT json_group_array(d.k || '=' || d.v) FROM machine_dims d WHERE d.hostname = machines.hostname);
 	ALTER TABLE leases ADD COLUMN kv TEXT NOT NULL DEFAULT '[]';
 	UPDATE leases SET kv = (SELECT json_group_array(d.k || '=' || d.v) FROM lease_dims d WHERE d.lease_id = leases.id) WHERE state = 'PENDING';
 	DROP TABLE machine_dims;
-	DROP TABLE lease_dims;
-	DROP INDEX machines_available;
+	DROP TABLE lease_dims`,
+		sql: `DROP INDEX machines_available;
 	CREATE INDEX machines_available ON machines (added_at, hostname) WHERE state = 'AVAILABLE';
 	DROP INDEX leases_state_created;
 	CREATE INDEX leases_pending ON leases (created_at, id) WHERE state = 'PENDING';
