@@ -158,6 +158,21 @@ func pgIndexOnly(functions ...string) []string {
 // migrate brings the schema up to date, in one transaction per version.
 // On PostgreSQL an advisory lock keeps replicas starting together from
 // migrating twice.
+// checkVersion fails unless the database's schema is migrations' last.
+func (s *Store) checkVersion(ctx context.Context, migrations []migration) error {
+	var version int
+	if err := s.db.QueryRowContext(ctx, "SELECT version FROM schema_version").Scan(&version); err != nil {
+		return fmt.Errorf("store: reading the schema version: %w (is this the database gcefleet serve uses?)", err)
+	}
+	switch {
+	case version > len(migrations):
+		return fmt.Errorf("store: the database has schema version %d, newer than this gcefleet knows (%d); upgrade gcefleet", version, len(migrations))
+	case version < len(migrations):
+		return fmt.Errorf("store: the database has schema version %d, older than this gcefleet's (%d), and is not changed here; start this gcefleet's serve on it once to migrate it", version, len(migrations))
+	}
+	return nil
+}
+
 func (s *Store) migrate(ctx context.Context, migrations []migration) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {

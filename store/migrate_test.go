@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,4 +92,38 @@ func TestSQLiteMigration7KeepsDimensions(t *testing.T) {
 	if err != nil || mac.LeaseID != "l1" {
 		t.Fatalf("adding a mac: %+v, %v; want it leased at once to l1", mac, err)
 	}
+}
+
+// TestOpenCurrentChangesNothing: opened for looking, an older database
+// is refused with what to do, and left as it was; a current one opens.
+func TestOpenCurrentChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir() + "/old.db"
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	old := &Store{db: db, Now: time.Now}
+	if err := old.migrate(ctx, migrations[:6]); err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenCurrent(ctx, path)
+	if err == nil || !strings.Contains(err.Error(), "schema version 6, older") || !strings.Contains(err.Error(), "serve") {
+		t.Fatalf("OpenCurrent of an older database: %v", err)
+	}
+	var version int
+	if err := db.QueryRowContext(ctx, "SELECT version FROM schema_version").Scan(&version); err != nil || version != 6 {
+		t.Errorf("schema version after OpenCurrent: %d, %v; want 6, untouched", version, err)
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = OpenCurrent(ctx, path)
+	if err != nil {
+		t.Fatalf("OpenCurrent of a current database: %v", err)
+	}
+	s.Close()
 }

@@ -55,6 +55,18 @@ type Store struct {
 // (postgres://...), a SQLite file (sqlite:PATH or a plain path), or
 // ":memory:" for a private in-memory SQLite database.
 func Open(ctx context.Context, url string) (*Store, error) {
+	return open(ctx, url, true)
+}
+
+// OpenCurrent opens the database at url as Open does, but does not
+// migrate it: a database whose schema is older than this gcefleet's is an
+// error that says so. It is for looking without changing anything, as
+// gcefleet plan does.
+func OpenCurrent(ctx context.Context, url string) (*Store, error) {
+	return open(ctx, url, false)
+}
+
+func open(ctx context.Context, url string, migrate bool) (*Store, error) {
 	s := &Store{Now: time.Now}
 	var err error
 	switch {
@@ -94,9 +106,13 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		s.db.Close()
 		return nil, fmt.Errorf("store: connecting to %s: %w", redact(url), err)
 	}
-	if err := s.migrate(ctx, migrations); err != nil {
+	check := s.migrate
+	if !migrate {
+		check = s.checkVersion
+	}
+	if err := check(ctx, migrations); err != nil {
 		s.db.Close()
-		return nil, err
+		return nil, fmt.Errorf("%w (database %s)", err, redact(url))
 	}
 	s.queue = make(chan *work, maxBatch)
 	s.closed = make(chan struct{})

@@ -199,7 +199,8 @@ Example:
 							return fmt.Errorf("--database %s: %w (give the database serve uses, as its config's database names it)", *database, err)
 						}
 					}
-					st, err := store.Open(ctx, *database)
+					// Not migrated: a preview changes nothing.
+					st, err := store.OpenCurrent(ctx, *database)
 					if err != nil {
 						return err
 					}
