@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -31,7 +32,15 @@ type Config struct {
 	Tokens []Token `yaml:"tokens"`
 	// Backend, if set, runs the GCE Backend in the same process.
 	Backend *BackendRef `yaml:"backend"`
+	// LeaseRetention is how long an ended lease is kept (and its request
+	// id answers with it) before it is deleted; 30 days if unset.
+	LeaseRetention time.Duration `yaml:"lease_retention"`
+
+	retentionLine int
 }
+
+// DefaultLeaseRetention is how long ended leases are kept by default.
+const DefaultLeaseRetention = 30 * 24 * time.Hour
 
 // BackendRef points the provider at the GCE Backend it runs.
 type BackendRef struct {
@@ -91,6 +100,9 @@ func ParseConfig(name string, data []byte) (Config, error) {
 		for i := 0; i+1 < len(doc.Content); i += 2 {
 			if doc.Content[i].Value == "backend" && cfg.Backend != nil {
 				cfg.Backend.line = doc.Content[i].Line
+			}
+			if doc.Content[i].Value == "lease_retention" {
+				cfg.retentionLine = doc.Content[i].Line
 			}
 			if doc.Content[i].Value == "tokens" {
 				for j, item := range doc.Content[i+1].Content {
@@ -162,6 +174,12 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	}
 	if len(cfg.Tokens) == 0 {
 		bad(1, "no tokens: the API serves no one without them; add at least an admin token")
+	}
+	switch {
+	case cfg.LeaseRetention == 0:
+		cfg.LeaseRetention = DefaultLeaseRetention
+	case cfg.LeaseRetention < time.Hour:
+		bad(cfg.retentionLine, "lease_retention %v: keep ended leases at least an hour (clients repeat a request by its id within that time), e.g. lease_retention: 720h", cfg.LeaseRetention)
 	}
 	if b := cfg.Backend; b != nil {
 		if b.Config == "" {

@@ -345,6 +345,21 @@ func TestMetricsAndStatusPage(t *testing.T) {
 	}
 }
 
+func TestLeaseRetentionDefault(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want time.Duration
+	}{
+		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\n", 30 * 24 * time.Hour},
+		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\nlease_retention: 48h\n", 48 * time.Hour},
+	} {
+		cfg, err := provider.ParseConfig("cfg.yaml", []byte(tc.yaml))
+		if err != nil || cfg.LeaseRetention != tc.want {
+			t.Errorf("config %q: retention %v, %v; want %v", tc.yaml, cfg.LeaseRetention, err, tc.want)
+		}
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		yaml string
@@ -355,6 +370,8 @@ func TestConfigErrors(t *testing.T) {
 		{"listen: x\nlisen: y\n", []string{"cfg.yaml", "line 2: field lisen not found"}},
 		{"listen: 127.0.0.1:1\n", []string{"no tokens"}},
 		{"tokens:\n  - {name: e, role: admin, token_env: GCEFLEET_TEST_NO_SUCH_VAR}\n", []string{"cfg.yaml:2: token \"e\": environment variable GCEFLEET_TEST_NO_SUCH_VAR is empty"}},
+		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\nlease_retention: 10m\n", []string{"cfg.yaml:3: lease_retention 10m0s: keep ended leases at least an hour"}},
+		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\nlease_retention: soon\n", []string{"cfg.yaml", "line 3", "soon"}},
 	} {
 		_, err := provider.ParseConfig("cfg.yaml", []byte(tc.yaml))
 		for _, w := range tc.want {
@@ -456,5 +473,45 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 	}
 	if ops < 10 {
 		t.Errorf("the document describes %d operations; want every route", ops)
+	}
+}
+
+// TestEndedLeasesArePruned: the provider deletes leases that ended longer
+// ago than lease_retention, and keeps the others.
+func TestEndedLeasesArePruned(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, ":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var ids []string
+	for i, ago := range []time.Duration{48 * time.Hour, time.Hour} {
+		st.Now = func() time.Time { return time.Now().Add(-ago) }
+		l, _, err := st.RequestLease(ctx, "alice", lease(fmt.Sprint("ended-", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := st.ReleaseLease(ctx, "alice", l.ID); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, l.ID)
+	}
+	st.Now = time.Now
+	cfg, err := provider.ParseConfig("test.yaml", []byte(config+"lease_retention: 24h\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := provider.New(st, cfg, slog.New(slog.DiscardHandler))
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { s.Run(rctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	testutil.WaitFor(t, "the lease that ended two days ago to be pruned", func() bool {
+		_, err := st.Lease(ctx, ids[0])
+		return errors.Is(err, store.ErrNotFound)
+	})
+	if _, err := st.Lease(ctx, ids[1]); err != nil {
+		t.Errorf("the lease that ended an hour ago: %v, want it kept", err)
 	}
 }

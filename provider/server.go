@@ -39,11 +39,12 @@ type Principal struct {
 
 // Server serves the provider's API.
 type Server struct {
-	st     *store.Store
-	tokens []Token
-	log    *slog.Logger
-	reg    *prometheus.Registry
-	m      metrics
+	st        *store.Store
+	tokens    []Token
+	retention time.Duration // of ended leases
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	m         metrics
 
 	// hearing says that the changes other replicas commit wake long polls
 	// (see follow); until they do, long polls look every second.
@@ -67,7 +68,11 @@ type metrics struct {
 
 // New returns a server for st with the tokens of cfg.
 func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
-	s := &Server{st: st, tokens: cfg.Tokens, log: log, reg: prometheus.NewRegistry(), changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+	retention := cfg.LeaseRetention
+	if retention == 0 {
+		retention = DefaultLeaseRetention
+	}
+	s := &Server{st: st, tokens: cfg.Tokens, retention: retention, log: log, reg: prometheus.NewRegistry(), changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 	s.m = metrics{
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gcefleet_provider_requests_in_flight",
@@ -99,6 +104,28 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	})
 	s.reg.MustRegister(s.m.inFlight, s.m.outcomes, s.m.wait, s.m.latency, hearing, &gauges{s})
 	return s
+}
+
+// prune deletes the leases that ended longer ago than the retention, a
+// thousand at a time so that no one transaction holds the database long.
+func (s *Server) prune(ctx context.Context) {
+	total := 0
+	for ctx.Err() == nil {
+		n, err := s.st.PruneLeases(ctx, time.Now().Add(-s.retention), 1000)
+		total += n
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("pruning ended leases", "err", err)
+			}
+			break
+		}
+		if n < 1000 {
+			break
+		}
+	}
+	if total > 0 {
+		s.log.Info("pruned ended leases", "leases", total, "ended_before", time.Now().Add(-s.retention).Format(time.RFC3339))
+	}
 }
 
 // GCPercent is the garbage collector's target that gcefleet serve runs
@@ -154,13 +181,17 @@ func (s *Server) Run(ctx context.Context) error {
 	} else {
 		s.hearing.Store(true) // SQLite has one process: this one
 	}
-	var maintained time.Time
+	var maintained, pruned time.Time
 	for {
 		if time.Since(maintained) > time.Minute {
 			if err := s.st.Maintain(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("refreshing the database's statistics", "err", err)
 			}
 			maintained = time.Now()
+		}
+		if time.Since(pruned) > time.Hour {
+			s.prune(ctx)
+			pruned = time.Now()
 		}
 		ended, next, err := s.st.Expire(ctx)
 		if err != nil && ctx.Err() == nil {

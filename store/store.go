@@ -466,9 +466,9 @@ func (s *Store) abort(batch []*work, err error) {
 // newID returns a lease id: the time, then random bits. Ids made one
 // after another sort together, so a batch of new leases writes one leaf
 // page of each index instead of one page per lease.
-func newID() string {
+func newID(now time.Time) string {
 	var b [12]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
 	rand.Read(b[8:])
 	return hex.EncodeToString(b[:])
 }
@@ -753,7 +753,7 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 	var created bool
 	var err error
 	if s.postgres {
-		l, created, err = s.pgRequestLease(ctx, client, newID(), body, r, t, now)
+		l, created, err = s.pgRequestLease(ctx, client, newID(now), body, r, t, now)
 	} else {
 		l, created, err = s.sqliteRequestLease(ctx, client, body, r, t, now)
 	}
@@ -782,7 +782,7 @@ func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r L
 			return err
 		}
 		repeat = false
-		id = newID()
+		id = newID(now)
 		host, backend, mbody, err := s.findMachine(ctx, r.Dimensions)
 		if err != nil {
 			return err
@@ -1149,6 +1149,33 @@ func (s *Store) Expire(ctx context.Context) (int, time.Time, error) {
 		return ended, time.Time{}, nil
 	}
 	return ended, fromNanos(next.Int64), nil
+}
+
+// PruneLeases deletes up to limit leases that ended before endedBefore
+// and returns how many. Until then a lease can be read and its request
+// repeated (the same request id answers with it); after, the same request
+// id makes a new request.
+func (s *Store) PruneLeases(ctx context.Context, endedBefore time.Time, limit int) (int, error) {
+	// Ids begin with the creation time (newID): a lease that ended before
+	// endedBefore was made before it, so only ids below that time's are
+	// looked at, the oldest first, and no index on ended_at is kept up
+	// on every release for this.
+	below := newID(endedBefore)[:16]
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := s.execTx(ctx, tx, `DELETE FROM leases WHERE id IN (SELECT id FROM leases
+			WHERE id < ? AND state IN ('RELEASED', 'EXPIRED', 'DENIED') AND ended_at > 0 AND ended_at < ? ORDER BY id LIMIT ?)`,
+			below, nanos(endedBefore), limit)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: pruning ended leases: %w", err)
+	}
+	return int(n), nil
 }
 
 // Events returns up to limit events of backend (all backends for "")

@@ -205,6 +205,65 @@ func TestRequestAnswersAsStored(t *testing.T) {
 	})
 }
 
+// TestPruneLeases: leases that ended before the cutoff go, oldest first
+// and at most the limit a call; active leases and recently ended ones
+// stay, however old.
+func TestPruneLeases(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		clock := time.Date(2026, 10, 1, 12, 0, 0, 0, time.UTC)
+		s.Now = func() time.Time { return clock }
+		for i := range 4 {
+			if _, err := s.AddMachine(ctx, machine(fmt.Sprint("m", i), linux8)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lease := func(id string, term store.Term) store.Lease {
+			l, _, err := s.RequestLease(ctx, "alice", store.LeaseRequest{RequestID: id, Dimensions: linux8, Term: term})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}
+		old1, old2 := lease("old1", store.Term{Duration: time.Hour}), lease("old2", store.Term{Duration: time.Hour})
+		kept := lease("kept", store.Term{Indefinite: true}) // old but active
+		early := lease("early", store.Term{Duration: time.Hour})
+		s.ReleaseLease(ctx, "alice", early.ID) // ended first
+		clock = clock.Add(time.Hour)
+		s.ReleaseLease(ctx, "alice", old1.ID)
+		s.ReleaseLease(ctx, "alice", old2.ID)
+		clock = clock.Add(30 * 24 * time.Hour)
+		recent := lease("recent", store.Term{Duration: time.Hour})
+		s.ReleaseLease(ctx, "alice", recent.ID)
+
+		cutoff := clock.Add(-24 * time.Hour)
+		if n, err := s.PruneLeases(ctx, cutoff, 2); err != nil || n != 2 {
+			t.Fatalf("first prune: %d, %v; want 2 (the limit)", n, err)
+		}
+		if n, err := s.PruneLeases(ctx, cutoff, 2); err != nil || n != 1 {
+			t.Fatalf("second prune: %d, %v; want the last old one", n, err)
+		}
+		if n, err := s.PruneLeases(ctx, cutoff, 2); err != nil || n != 0 {
+			t.Fatalf("third prune: %d, %v; want none left", n, err)
+		}
+		for _, l := range []store.Lease{old1, old2, early} {
+			if _, err := s.Lease(ctx, l.ID); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("lease %s after pruning: %v, want not found", l.Request.RequestID, err)
+			}
+		}
+		for _, l := range []store.Lease{kept, recent} {
+			if _, err := s.Lease(ctx, l.ID); err != nil {
+				t.Errorf("lease %s was pruned: %v", l.Request.RequestID, err)
+			}
+		}
+		// A pruned request's id makes a new request.
+		again, created, err := s.RequestLease(ctx, "alice", store.LeaseRequest{RequestID: "old1", Dimensions: linux8, Term: store.Term{Duration: time.Hour}})
+		if err != nil || !created || again.ID == old1.ID {
+			t.Errorf("old1 again after pruning: %+v, new %v, %v", again, created, err)
+		}
+	})
+}
+
 func TestExpiry(t *testing.T) {
 	stores(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
