@@ -511,9 +511,9 @@ func kv(d Dimensions) []string {
 	return out
 }
 
-// kvJSON is kv(d) as SQLite keeps it.
-func kvJSON(d Dimensions) string {
-	b, _ := json.Marshal(kv(d))
+// kvJSON is kv as SQLite keeps it.
+func kvJSON(kv []string) string {
+	b, _ := json.Marshal(kv)
 	return string(b)
 }
 
@@ -561,6 +561,7 @@ func (s *Store) AddMachines(ctx context.Context, ms []Machine) ([]Machine, []err
 // sqliteAddMachine is AddMachine on SQLite (gcefleet_add_machine on
 // PostgreSQL).
 func (s *Store) sqliteAddMachine(ctx context.Context, m Machine, body string, now time.Time) (Machine, error) {
+	dims := kvJSON(kv(m.Dimensions)) // before the transaction: every caller waits for it
 	err := s.tx(ctx, func(*sql.Tx) error {
 		var old string
 		err := s.rowTx(ctx, nil, "SELECT body FROM machines WHERE hostname = ?", m.Hostname).Scan(&old)
@@ -579,7 +580,6 @@ func (s *Store) sqliteAddMachine(ctx context.Context, m Machine, body string, no
 		if reclaimed > 0 {
 			return fmt.Errorf("%w: %s was leased and reclaimed; a machine is cataloged once, its backend makes a fresh one", ErrReclaimed, m.Hostname)
 		}
-		dims := kvJSON(m.Dimensions)
 		if _, err := s.execTx(ctx, nil, "INSERT INTO machines (hostname, backend, body, state, added_at, kv) VALUES (?, ?, ?, ?, ?, ?)",
 			m.Hostname, m.Backend, body, Available, nanos(now), dims); err != nil {
 			return err
@@ -768,6 +768,9 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r LeaseRequest, t term, now time.Time) (Lease, bool, error) {
 	var row leaseRow
 	repeat := false
+	// Before the transaction: every caller waits for it.
+	want := kv(r.Dimensions)
+	wantJSON := kvJSON(want)
 	err := s.tx(ctx, func(*sql.Tx) error {
 		var id, old string
 		err := s.rowTx(ctx, nil, "SELECT id, body FROM leases WHERE client = ? AND request_id = ?", client, r.RequestID).Scan(&id, &old)
@@ -783,7 +786,7 @@ func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r L
 		}
 		repeat = false
 		id = newID(now)
-		host, backend, mbody, err := s.findMachine(ctx, r.Dimensions)
+		host, backend, mbody, err := s.findMachine(ctx, want)
 		if err != nil {
 			return err
 		}
@@ -797,7 +800,7 @@ func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r L
 				created: nanos(now), deadline: nanos(r.Deadline), fulfilled: nanos(now), expires: t.expiry(now)}
 			if _, err := s.execTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, hostname, machine, created_at, deadline,
 				duration_ns, expires_at, indefinite, fulfilled_at, kv) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				c.id, c.client, c.requestID, c.body, c.state, c.host, c.machine, c.created, c.deadline, t.durNs, c.expires, t.indefinite, c.fulfilled, kvJSON(r.Dimensions)); err != nil {
+				c.id, c.client, c.requestID, c.body, c.state, c.host, c.machine, c.created, c.deadline, t.durNs, c.expires, t.indefinite, c.fulfilled, wantJSON); err != nil {
 				return err
 			}
 			row = c.row()
@@ -806,7 +809,7 @@ func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r L
 		c := leaseCols{id: id, client: client, requestID: r.RequestID, body: body, state: Pending, created: nanos(now), deadline: nanos(r.Deadline), expires: t.expNs}
 		if _, err := s.execTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite, kv)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			c.id, c.client, c.requestID, c.body, c.state, c.created, c.deadline, t.durNs, c.expires, t.indefinite, kvJSON(r.Dimensions)); err != nil {
+			c.id, c.client, c.requestID, c.body, c.state, c.created, c.deadline, t.durNs, c.expires, t.indefinite, wantJSON); err != nil {
 			return err
 		}
 		row = c.row()
@@ -820,16 +823,17 @@ func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r L
 }
 
 // findMachine returns the first available machine (in the order they
-// were added) that has every dimension in want, or host "" if none does.
+// were added) that has every dimension in want (kv), or host "" if none
+// does.
 // No older request wants an available machine (each was offered every
 // machine as it arrived), so the first match is a new request's. SQLite
 // only.
-func (s *Store) findMachine(ctx context.Context, want Dimensions) (host, backend, body string, err error) {
+func (s *Store) findMachine(ctx context.Context, want []string) (host, backend, body string, err error) {
 	// The state is a literal: the index of available machines holds
 	// only those, and SQLite uses it only when the query says so.
 	q := "SELECT m.hostname, m.backend, m.body FROM machines m WHERE m.state = 'AVAILABLE'"
 	var args []any
-	for _, d := range kv(want) {
+	for _, d := range want {
 		q += " AND ? IN (SELECT value FROM json_each(m.kv))"
 		args = append(args, d)
 	}
