@@ -109,9 +109,10 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 // prune deletes the leases that ended longer ago than the retention, a
 // thousand at a time so that no one transaction holds the database long.
 func (s *Server) prune(ctx context.Context) {
+	before := time.Now().Add(-s.retention)
 	total := 0
 	for ctx.Err() == nil {
-		n, err := s.st.PruneLeases(ctx, time.Now().Add(-s.retention), 1000)
+		n, err := s.st.PruneLeases(ctx, before, 1000)
 		total += n
 		if err != nil {
 			if ctx.Err() == nil {
@@ -124,7 +125,7 @@ func (s *Server) prune(ctx context.Context) {
 		}
 	}
 	if total > 0 {
-		s.log.Info("pruned ended leases", "leases", total, "ended_before", time.Now().Add(-s.retention).Format(time.RFC3339))
+		s.log.Info("pruned ended leases", "leases", total, "ended_before", before.Format(time.RFC3339))
 	}
 }
 

@@ -45,20 +45,29 @@ func TestPostgresMigration3KeepsTheCatalog(t *testing.T) {
 	}
 }
 
-// TestSQLiteMigration7KeepsDimensions: a catalog and a waiting request
-// written while SQLite kept dimensions in tables of their own still match
-// after they moved into their rows.
-func TestSQLiteMigration7KeepsDimensions(t *testing.T) {
-	ctx := context.Background()
+// oldSQLite makes a SQLite database at the schema's given version and
+// returns its path and a connection to it, closed when the test ends.
+func oldSQLite(t *testing.T, version int) (string, *sql.DB) {
+	t.Helper()
 	path := t.TempDir() + "/old.db"
 	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { db.Close() })
 	old := &Store{db: db, Now: time.Now}
-	if err := old.migrate(ctx, migrations[:6]); err != nil {
+	if err := old.migrate(context.Background(), migrations[:version]); err != nil {
 		t.Fatal(err)
 	}
+	return path, db
+}
+
+// TestSQLiteMigration7KeepsDimensions: a catalog and a waiting request
+// written while SQLite kept dimensions in tables of their own still match
+// after they moved into their rows.
+func TestSQLiteMigration7KeepsDimensions(t *testing.T) {
+	ctx := context.Background()
+	path, db := oldSQLite(t, 6)
 	now := time.Now()
 	m := Machine{Hostname: "m1", Backend: "gce", Dimensions: Dimensions{"os": {"linux"}, "cpus": {"8"}}, Policies: Policies{OnReclaim: "DELETE"}}
 	for _, q := range []string{
@@ -98,17 +107,8 @@ func TestSQLiteMigration7KeepsDimensions(t *testing.T) {
 // is refused with what to do, and left as it was; a current one opens.
 func TestOpenCurrentChangesNothing(t *testing.T) {
 	ctx := context.Background()
-	path := t.TempDir() + "/old.db"
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	old := &Store{db: db, Now: time.Now}
-	if err := old.migrate(ctx, migrations[:6]); err != nil {
-		t.Fatal(err)
-	}
-	_, err = OpenCurrent(ctx, path)
+	path, db := oldSQLite(t, 6)
+	_, err := OpenCurrent(ctx, path)
 	if err == nil || !strings.Contains(err.Error(), "schema version 6, older") || !strings.Contains(err.Error(), "serve") {
 		t.Fatalf("OpenCurrent of an older database: %v", err)
 	}

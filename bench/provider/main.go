@@ -158,7 +158,8 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 	var errs int
 	deadline := time.Now().Add(dur)
 	var wg sync.WaitGroup
-	start, cpu0 := time.Now(), cpuTime()
+	cpu0, _ := usage()
+	start = time.Now()
 	for c := range clients {
 		wg.Go(func() {
 			var mine []time.Duration
@@ -186,7 +187,9 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 		})
 	}
 	wg.Wait()
-	took, cpu := time.Since(start), cpuTime()-cpu0
+	took := time.Since(start)
+	cpu, maxRSS := usage()
+	cpu -= cpu0
 	stopBackend()
 	bwg.Wait()
 	slices.Sort(lat)
@@ -195,24 +198,18 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 	}
 	fmt.Printf("%-9s %7.0f pairs/s  pair latency p50 %v  p99 %v  this process's CPU %v a pair, max RSS %d MiB  (%d pairs, %d not fulfilled at once)\n\n", kind,
 		float64(len(lat))/took.Seconds(), lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond),
-		(cpu / time.Duration(len(lat))).Round(time.Microsecond), maxRSS()>>20, len(lat), errs)
+		(cpu / time.Duration(len(lat))).Round(time.Microsecond), maxRSS>>20, len(lat), errs)
 	return nil
 }
 
-// cpuTime is the CPU time this process has used, user and system: per
-// pair, a figure that varies less with the machine's load than the rate.
-// (PostgreSQL's own processes are not in it.)
-func cpuTime() time.Duration {
+// usage is the CPU time this process has used, user and system (per
+// pair, a figure that varies less with the machine's load than the rate;
+// PostgreSQL's own processes are not in it), and the most memory it has
+// held, in bytes.
+func usage() (cpu time.Duration, maxRSS int64) {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// maxRSS is the most memory this process has held, in bytes.
-func maxRSS() int64 {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Maxrss << 10 // Linux reports KiB
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Maxrss << 10 // Linux reports KiB
 }
 
 func machineNamed(h string) store.Machine {
