@@ -613,8 +613,7 @@ func (s *Store) offerMachine(ctx context.Context, host, backend, body, dims stri
 	if err != nil {
 		return "", err
 	}
-	_, err = s.assign(ctx, id, t, host, backend, body, now)
-	return id, err
+	return id, s.assign(ctx, id, t, host, backend, body, now)
 }
 
 // term is a lease's term as stored.
@@ -625,18 +624,17 @@ type term struct {
 
 var errSame = errors.New("same")
 
-// assign gives machine host to pending lease id and returns the lease.
-// SQLite only (gcefleet_assign on PostgreSQL).
-func (s *Store) assign(ctx context.Context, id string, t term, host, backend, body string, now time.Time) (leaseRow, error) {
+// assign gives machine host to pending lease id. SQLite only
+// (gcefleet_assign on PostgreSQL).
+func (s *Store) assign(ctx context.Context, id string, t term, host, backend, body string, now time.Time) error {
 	if _, err := s.execTx(ctx, nil, "UPDATE machines SET state = ?, lease_id = ? WHERE hostname = ?", Leased, id, host); err != nil {
-		return leaseRow{}, err
+		return err
 	}
-	r, err := scanLeaseRow(s.rowTx(ctx, nil, "UPDATE leases SET state = ?, hostname = ?, machine = ?, fulfilled_at = ?, expires_at = ? WHERE id = ? RETURNING "+leaseColumns,
-		Fulfilled, host, body, nanos(now), t.expiry(now), id))
-	if err != nil {
-		return leaseRow{}, err
+	if _, err := s.execTx(ctx, nil, "UPDATE leases SET state = ?, hostname = ?, machine = ?, fulfilled_at = ?, expires_at = ? WHERE id = ?",
+		Fulfilled, host, body, nanos(now), t.expiry(now), id); err != nil {
+		return err
 	}
-	return r, s.event(ctx, nil, backend, "leased", host, id, "", now)
+	return s.event(ctx, nil, backend, "leased", host, id, "", now)
 }
 
 // expiry is when a lease on term t fulfilled at now ends (0: never).
