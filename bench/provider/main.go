@@ -19,9 +19,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,8 +48,11 @@ func main() {
 		debug.SetGCPercent(provider.GCPercent)
 		gc = fmt.Sprintf("GOGC=%d as gcefleet serve", provider.GCPercent)
 	}
-	fmt.Printf("Machine Provider: lease+release pairs through the HTTP API, %d clients, %d machines, %v each, %s\n\n",
+	fmt.Printf("Machine Provider: lease+release pairs through the HTTP API, %d clients, %d machines, %v each, %s\n",
 		*clients, *machines, *dur, gc)
+	// This machine's speed has varied threefold between days; naming the
+	// processor lets figures from different days be told apart.
+	fmt.Printf("host: %s, %d CPUs\n\n", processor(), runtime.NumCPU())
 	for _, s := range strings.Split(*which, ",") {
 		if err := measure(s, *clients, *machines, *dur, *cpuprofile); err != nil {
 			fmt.Fprintf(os.Stderr, "provider bench (%s): %v\n", s, err)
@@ -159,6 +164,7 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 	deadline := time.Now().Add(dur)
 	var wg sync.WaitGroup
 	cpu0, _ := usage()
+	host0 := hostTicks()
 	start = time.Now()
 	for c := range clients {
 		wg.Go(func() {
@@ -190,16 +196,70 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 	took := time.Since(start)
 	cpu, maxRSS := usage()
 	cpu -= cpu0
+	host := hostTicks().since(host0)
 	stopBackend()
 	bwg.Wait()
 	slices.Sort(lat)
 	if len(lat) == 0 {
 		return fmt.Errorf("no pair completed (%d failed)", errs)
 	}
-	fmt.Printf("%-9s %7.0f pairs/s  pair latency p50 %v  p99 %v  this process's CPU %v a pair, max RSS %d MiB  (%d pairs, %d not fulfilled at once)\n\n", kind,
+	fmt.Printf("%-9s %7.0f pairs/s  pair latency p50 %v  p99 %v  this process's CPU %v a pair, max RSS %d MiB  (%d pairs, %d not fulfilled at once)\n", kind,
 		float64(len(lat))/took.Seconds(), lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond),
 		(cpu / time.Duration(len(lat))).Round(time.Microsecond), maxRSS>>20, len(lat), errs)
+	fmt.Printf("%-9s whole machine during the run: %s\n\n", "", host)
 	return nil
+}
+
+// processor names this machine's CPU as /proc/cpuinfo does: model name,
+// family and model.
+func processor() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	field := func(name string) string {
+		for line := range strings.Lines(string(b)) {
+			k, v, ok := strings.Cut(line, ":")
+			if ok && strings.TrimSpace(k) == name {
+				return strings.TrimSpace(v)
+			}
+		}
+		return "?"
+	}
+	return fmt.Sprintf("%s (family %s, model %s)", field("model name"), field("cpu family"), field("model"))
+}
+
+// ticks are the machine's CPU time by kind, from /proc/stat, in clock ticks.
+type ticks struct{ busy, idle, steal uint64 }
+
+func hostTicks() ticks {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return ticks{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return ticks{}
+	}
+	var n [8]uint64
+	for i := range n {
+		n[i], _ = strconv.ParseUint(f[i+1], 10, 64)
+	}
+	return ticks{busy: n[0] + n[1] + n[2] + n[5] + n[6], idle: n[3] + n[4], steal: n[7]}
+}
+
+// since describes the time from t0 to t: how busy the machine's CPUs
+// were (this process, the database and anything else) and how much time
+// the hypervisor took from them.
+func (t ticks) since(t0 ticks) string {
+	busy, idle, steal := t.busy-t0.busy, t.idle-t0.idle, t.steal-t0.steal
+	all := busy + idle + steal
+	if all == 0 {
+		return "not known (no /proc/stat)"
+	}
+	return fmt.Sprintf("CPUs %.0f%% busy, %.0f%% idle, %.0f%% stolen by the hypervisor",
+		100*float64(busy)/float64(all), 100*float64(idle)/float64(all), 100*float64(steal)/float64(all))
 }
 
 // usage is the CPU time this process has used, user and system (per
