@@ -33,7 +33,8 @@ type Config struct {
 	// Backend, if set, runs the GCE Backend in the same process.
 	Backend *BackendRef `yaml:"backend"`
 	// LeaseRetention is how long an ended lease is kept (and its request
-	// id answers with it) before it is deleted; 30 days if unset.
+	// id answers with it) before it is deleted, and how long events are
+	// kept for backends and watchers to read; 30 days if unset.
 	LeaseRetention time.Duration `yaml:"lease_retention"`
 
 	retentionLine int

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -476,8 +477,8 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 	}
 }
 
-// TestEndedLeasesArePruned: the provider deletes leases that ended longer
-// ago than lease_retention, and keeps the others.
+// TestEndedLeasesArePruned: the provider deletes leases that ended and
+// events written longer ago than lease_retention, and keeps the others.
 func TestEndedLeasesArePruned(t *testing.T) {
 	ctx := context.Background()
 	st, err := store.Open(ctx, ":memory:")
@@ -488,9 +489,13 @@ func TestEndedLeasesArePruned(t *testing.T) {
 	var ids []string
 	for i, ago := range []time.Duration{48 * time.Hour, time.Hour} {
 		st.Now = func() time.Time { return time.Now().Add(-ago) }
-		l, _, err := st.RequestLease(ctx, "alice", lease(fmt.Sprint("ended-", i)))
-		if err != nil {
+		if _, err := st.AddMachine(ctx, store.Machine{Backend: "gce", Hostname: fmt.Sprint("vm-", i), Dimensions: linux,
+			Connection: store.Connection{Address: "10.1.2.3", Port: 8443}}); err != nil {
 			t.Fatal(err)
+		}
+		l, _, err := st.RequestLease(ctx, "alice", lease(fmt.Sprint("ended-", i)))
+		if err != nil || l.State != store.Fulfilled {
+			t.Fatalf("lease: %+v, %v", l, err)
 		}
 		if _, _, err := st.ReleaseLease(ctx, "alice", l.ID); err != nil {
 			t.Fatal(err)
@@ -507,11 +512,25 @@ func TestEndedLeasesArePruned(t *testing.T) {
 	done := make(chan struct{})
 	go func() { s.Run(rctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	testutil.WaitFor(t, "the lease that ended two days ago to be pruned", func() bool {
+	hosts := func() []string {
+		evs, err := st.Events(ctx, "", 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h []string
+		for _, e := range evs {
+			h = append(h, e.Hostname)
+		}
+		return h
+	}
+	testutil.WaitFor(t, "the lease that ended and the events written two days ago to be pruned", func() bool {
 		_, err := st.Lease(ctx, ids[0])
-		return errors.Is(err, store.ErrNotFound)
+		return errors.Is(err, store.ErrNotFound) && !slices.Contains(hosts(), "vm-0")
 	})
 	if _, err := st.Lease(ctx, ids[1]); err != nil {
 		t.Errorf("the lease that ended an hour ago: %v, want it kept", err)
+	}
+	if h := hosts(); !slices.Equal(h, []string{"vm-1", "vm-1"}) {
+		t.Errorf("events kept for %q, want those of vm-1 (leased, reclaimed)", h)
 	}
 }

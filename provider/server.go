@@ -106,26 +106,35 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	return s
 }
 
-// prune deletes the leases that ended longer ago than the retention, a
-// thousand at a time so that no one transaction holds the database long.
+// prune deletes the leases that ended and the events written longer ago
+// than the retention, a thousand at a time so that no one transaction
+// holds the database long.
 func (s *Server) prune(ctx context.Context) {
 	before := time.Now().Add(-s.retention)
-	total := 0
-	for ctx.Err() == nil {
-		n, err := s.st.PruneLeases(ctx, before, 1000)
-		total += n
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("pruning ended leases", "err", err)
+	for _, p := range []struct {
+		what  string
+		prune func(context.Context, time.Time, int) (int, error)
+	}{
+		{"ended leases", s.st.PruneLeases},
+		{"events", s.st.PruneEvents},
+	} {
+		total := 0
+		for ctx.Err() == nil {
+			n, err := p.prune(ctx, before, 1000)
+			total += n
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("pruning "+p.what, "err", err)
+				}
+				break
 			}
-			break
+			if n < 1000 {
+				break
+			}
 		}
-		if n < 1000 {
-			break
+		if total > 0 {
+			s.log.Info("pruned "+p.what, "count", total, "older_than", before.Format(time.RFC3339))
 		}
-	}
-	if total > 0 {
-		s.log.Info("pruned ended leases", "leases", total, "ended_before", before.Format(time.RFC3339))
 	}
 }
 

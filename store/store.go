@@ -1180,6 +1180,34 @@ func (s *Store) PruneLeases(ctx context.Context, endedBefore time.Time, limit in
 	return int(n), nil
 }
 
+// PruneEvents deletes up to limit of the oldest events, those written
+// before before, and returns how many. A backend whose cursor is older
+// than the events deleted reads on from the first one kept, and a
+// hostname whose reclamation event is gone may be cataloged again
+// (ErrReclaimed guards only as long as the event is kept).
+func (s *Store) PruneEvents(ctx context.Context, before time.Time, limit int) (int, error) {
+	// Only the first limit events by id are looked at: ids follow the
+	// time they were written, so the old ones are a prefix of the table,
+	// and a call costs the same however many events are kept. An event a
+	// little out of time order ends a call's run early; the next call,
+	// later, takes it.
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := s.execTx(ctx, tx, `DELETE FROM events WHERE id IN
+			(SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT ?) AS oldest WHERE at < ?)`,
+			limit, nanos(before))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: pruning events: %w", err)
+	}
+	return int(n), nil
+}
+
 // Events returns up to limit events of backend (all backends for "")
 // after cursor, oldest first.
 func (s *Store) Events(ctx context.Context, backend string, after int64, limit int) ([]Event, error) {

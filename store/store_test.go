@@ -205,6 +205,57 @@ func TestRequestAnswersAsStored(t *testing.T) {
 	})
 }
 
+// TestPruneEvents: events written before the cutoff go, oldest first and
+// at most the limit a call; a feed read from a pruned cursor goes on from
+// the first event kept; a hostname is refused again only while its
+// reclamation is kept.
+func TestPruneEvents(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		clock := time.Date(2026, 10, 1, 12, 0, 0, 0, time.UTC)
+		s.Now = func() time.Time { return clock }
+		leaseAndRelease := func(host string) {
+			t.Helper()
+			if _, err := s.AddMachine(ctx, machine(host, linux8)); err != nil {
+				t.Fatal(err)
+			}
+			l, _, err := s.RequestLease(ctx, "alice", request("for-"+host, linux8))
+			if err != nil || l.Machine.Hostname != host {
+				t.Fatalf("lease of %s: %+v, %v", host, l, err)
+			}
+			if _, _, err := s.ReleaseLease(ctx, "alice", l.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		leaseAndRelease("old-1")
+		leaseAndRelease("old-2") // four events: leased and reclaimed, twice
+		clock = clock.Add(48 * time.Hour)
+		leaseAndRelease("new")
+		all, err := s.Events(ctx, "", 0, 100)
+		if err != nil || len(all) != 6 {
+			t.Fatalf("events before pruning: %d, %v; want 6", len(all), err)
+		}
+
+		cutoff := clock.Add(-24 * time.Hour)
+		for i, want := range []int{3, 1, 0} { // the limit, then the last old one, then none
+			if n, err := s.PruneEvents(ctx, cutoff, 3); err != nil || n != want {
+				t.Fatalf("prune %d: %d, %v; want %d", i+1, n, err, want)
+			}
+		}
+		kept, err := s.Events(ctx, "", all[1].ID, 100) // a cursor among the pruned
+		if err != nil || len(kept) != 2 || kept[0] != all[4] || kept[1] != all[5] {
+			t.Fatalf("events after a pruned cursor: %+v, %v; want the two of %q", kept, err, "new")
+		}
+
+		if _, err := s.AddMachine(ctx, machine("new", linux8)); !errors.Is(err, store.ErrReclaimed) {
+			t.Errorf("adding the recently reclaimed machine again: %v, want ErrReclaimed", err)
+		}
+		if _, err := s.AddMachine(ctx, machine("old-1", linux8)); err != nil {
+			t.Errorf("adding a machine whose reclamation was pruned: %v, want it cataloged", err)
+		}
+	})
+}
+
 // TestPruneLeases: leases that ended before the cutoff go, oldest first
 // and at most the limit a call; active leases and recently ended ones
 // stay, however old.

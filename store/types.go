@@ -15,7 +15,8 @@ var (
 	ErrLeased         = errors.New("machine is leased")
 	ErrNotActive      = errors.New("lease is not active")
 	// ErrReclaimed refuses to catalog again a machine whose lease was
-	// reclaimed: its backend deletes it and makes a fresh one.
+	// reclaimed: its backend deletes it and makes a fresh one. It holds
+	// while the reclamation's event is kept (see PruneEvents).
 	ErrReclaimed = errors.New("machine was reclaimed")
 )
 

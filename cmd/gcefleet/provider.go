@@ -47,7 +47,7 @@ The config file (YAML):
   backend:                         # optional: run the GCE Backend here
     config: fleet.yaml             # templates, managers, settings
     token: gce                     # the backend token it calls the provider with
-  lease_retention: 720h            # ended leases kept this long (the default)
+  lease_retention: 720h            # ended leases and events kept this long (the default)
 
 With a backend, declared instance templates and managed instance groups
 are made on Compute Engine, their running instances cataloged, and an
