@@ -18,6 +18,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/gcefleet/gcefleet/provider/client"
 )
 
 // command is one subcommand of gcefleet.
@@ -96,6 +98,9 @@ func run(ctx context.Context, env *environ, args []string) int {
 		return 2
 	default:
 		fmt.Fprintf(env.stderr, "gcefleet: %v\n", err)
+		if errors.Is(err, client.ErrUnreachable) {
+			fmt.Fprintln(env.stderr, "gcefleet: is gcefleet serve running there? --provider (or GCEFLEET_PROVIDER) gives its address")
+		}
 		return 1
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -493,4 +494,19 @@ func TestBackendLeaderKilled(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestUnreachableProvider: with no provider at the address, the command
+// says so and which flag sets the address, rather than a bare dial error.
+func TestUnreachableProvider(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	code, _, stderr := runCLI(t, map[string]string{"GCEFLEET_PROVIDER": "http://" + addr, "GCEFLEET_TOKEN": aliceToken}, "leases")
+	if code != 1 || !strings.Contains(stderr, "provider http://"+addr+" not answering") || !strings.Contains(stderr, "--provider (or GCEFLEET_PROVIDER)") {
+		t.Errorf("leases from an address nothing listens on: exit %d\n%s", code, stderr)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -24,6 +25,10 @@ type Client struct {
 	Token   string
 	HTTP    *http.Client
 }
+
+// ErrUnreachable reports that nothing answered at the provider's address:
+// no server listens there, or the name does not resolve.
+var ErrUnreachable = errors.New("not answering")
 
 // Error is an error answer of the API.
 type Error struct {
@@ -82,6 +87,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
+		if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
+			return fmt.Errorf("provider %s %w: %w", c.BaseURL, ErrUnreachable, err)
+		}
 		return fmt.Errorf("provider %s: %w", c.BaseURL, err)
 	}
 	defer resp.Body.Close()
