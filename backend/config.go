@@ -8,10 +8,8 @@
 package backend
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"sort"
@@ -19,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/gcefleet/gcefleet/internal/confyaml"
 )
 
 // Config is the backend's configuration file.
@@ -115,18 +115,8 @@ func LoadConfig(path string) (Config, error) {
 // each of which gives name:line and what to change.
 func ParseConfig(name string, data []byte) (Config, error) {
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			var errs []error
-			for _, e := range te.Errors {
-				errs = append(errs, fmt.Errorf("%s:%s", name, strings.TrimPrefix(e, "line ")))
-			}
-			return cfg, errors.Join(errs...)
-		}
-		return cfg, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	if err := confyaml.Decode(name, data, &cfg); err != nil {
+		return cfg, err
 	}
 	var root yaml.Node
 	yaml.Unmarshal(data, &root)

@@ -49,7 +49,7 @@ func TestBadConfig(t *testing.T) {
 		name, yaml string
 		want       []string
 	}{
-		{"unknown field", "templates:\n  - base_name: a\n    machine_typ: e2-small\n", []string{"fleet.yaml:3: field machine_typ not found"}},
+		{"unknown field", "templates:\n  - base_name: a\n    machine_typ: e2-small\n", []string{`fleet.yaml:3: unknown key "machine_typ"`}},
 		{"everything wrong at once", `templates:
   - base_name: dup
     project: my-project

@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +8,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/gcefleet/gcefleet/internal/confyaml"
 )
 
 // Roles a token can have.
@@ -88,10 +89,8 @@ func LoadConfig(path string) (Config, error) {
 // messages.
 func ParseConfig(name string, data []byte) (Config, error) {
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		return cfg, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	if err := confyaml.Decode(name, data, &cfg); err != nil {
+		return cfg, err
 	}
 	// Find each token's line for messages.
 	var root yaml.Node

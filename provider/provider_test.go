@@ -368,11 +368,11 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"tokens:\n  - {name: a, role: client, token: short}\n  - {name: a, role: king, token: x-x-x-x-x-x-x-x-x-x}\n",
 			[]string{"cfg.yaml:2: token \"a\": a secret of at least 16", "cfg.yaml:3: token name \"a\" is used already at line 2", "cfg.yaml:3: token \"a\": role \"king\""}},
-		{"listen: x\nlisen: y\n", []string{"cfg.yaml", "line 2: field lisen not found"}},
+		{"listen: x\nlisen: y\n", []string{`cfg.yaml:2: unknown key "lisen"`}},
 		{"listen: 127.0.0.1:1\n", []string{"no tokens"}},
 		{"tokens:\n  - {name: e, role: admin, token_env: GCEFLEET_TEST_NO_SUCH_VAR}\n", []string{"cfg.yaml:2: token \"e\": environment variable GCEFLEET_TEST_NO_SUCH_VAR is empty"}},
 		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\nlease_retention: 10m\n", []string{"cfg.yaml:3: lease_retention 10m0s: keep ended leases at least an hour"}},
-		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\nlease_retention: soon\n", []string{"cfg.yaml", "line 3", "soon"}},
+		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\nlease_retention: soon\n", []string{`cfg.yaml:3: "soon" is not a duration`, "720h"}},
 	} {
 		_, err := provider.ParseConfig("cfg.yaml", []byte(tc.yaml))
 		for _, w := range tc.want {

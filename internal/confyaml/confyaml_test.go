@@ -1,0 +1,53 @@
+package confyaml
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+type conf struct {
+	Every   time.Duration `yaml:"every"`
+	Count   int           `yaml:"count"`
+	Enabled bool          `yaml:"enabled"`
+	Name    string        `yaml:"name"`
+}
+
+func TestDecode(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want conf
+		err  []string // each a line of the error, in order
+	}{
+		{yaml: "every: 90s\ncount: 3\nenabled: true\nname: x\n", want: conf{Every: 90 * time.Second, Count: 3, Enabled: true, Name: "x"}},
+		{yaml: "", want: conf{}},
+		{yaml: "every: soon\n", err: []string{`f.yaml:1: "soon" is not a duration: write a number with a unit, such as 90s, 15m or 720h`}},
+		{yaml: "name: x\nevery: 5\ncount: many\nenabled: maybe\n", err: []string{
+			`f.yaml:2: "5" is not a duration`, `f.yaml:3: "many" is not a number`, `f.yaml:4: "maybe" is not true or false`}},
+		{yaml: "name: x\ncolour: blue\n", err: []string{`f.yaml:2: unknown key "colour": check its spelling and its indentation`}},
+		{yaml: "name: [x\n", err: []string{"f.yaml:1: did not find expected"}},
+	} {
+		var got conf
+		err := Decode("f.yaml", []byte(tc.yaml), &got)
+		if tc.err == nil {
+			if err != nil || got != tc.want {
+				t.Errorf("%q: %+v, %v; want %+v", tc.yaml, got, err, tc.want)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%q: no error, want %q", tc.yaml, tc.err)
+			continue
+		}
+		lines := strings.Split(err.Error(), "\n")
+		if len(lines) != len(tc.err) {
+			t.Errorf("%q: %d errors, want %d:\n%v", tc.yaml, len(lines), len(tc.err), err)
+			continue
+		}
+		for i, want := range tc.err {
+			if !strings.HasPrefix(lines[i], want) {
+				t.Errorf("%q: error %d is\n%s\nwant it to begin\n%s", tc.yaml, i, lines[i], want)
+			}
+		}
+	}
+}
