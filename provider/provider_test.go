@@ -341,8 +341,22 @@ func TestMetricsAndStatusPage(t *testing.T) {
 		}
 	}
 	page := get("/")
-	if !strings.Contains(page, "vm-m1") || !strings.Contains(page, "alice") {
+	if !strings.Contains(page, "vm-m1") || !strings.Contains(page, "alice") || !strings.Contains(page, "Machines (2: 1 available, 1 leased)") {
 		t.Errorf("status page:\n%s", page)
+	}
+
+	// A large catalog is counted whole and shown in part.
+	var more []store.Machine
+	for i := range 600 {
+		more = append(more, machine(fmt.Sprintf("vm-x%03d", i)))
+	}
+	if _, errs, err := w.gce.AddMachines(ctx, more); err != nil || errors.Join(errs...) != nil {
+		t.Fatal(err, errs)
+	}
+	page = get("/")
+	if !strings.Contains(page, "Machines (602: 601 available, 1 leased)") || !strings.Contains(page, "The first 500 by hostname") ||
+		!strings.Contains(page, "vm-x497") || strings.Contains(page, "vm-x498") {
+		t.Errorf("status page of 602 machines shows:\n%.2000s", page)
 	}
 }
 
