@@ -1163,21 +1163,9 @@ func (s *Store) PruneLeases(ctx context.Context, endedBefore time.Time, limit in
 	// looked at, the oldest first, and no index on ended_at is kept up
 	// on every release for this.
 	below := newID(endedBefore)[:16]
-	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := s.execTx(ctx, tx, `DELETE FROM leases WHERE id IN (SELECT id FROM leases
-			WHERE id < ? AND state IN ('RELEASED', 'EXPIRED', 'DENIED') AND ended_at > 0 AND ended_at < ? ORDER BY id LIMIT ?)`,
-			below, nanos(endedBefore), limit)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("store: pruning ended leases: %w", err)
-	}
-	return int(n), nil
+	return s.delete(ctx, "ended leases", `DELETE FROM leases WHERE id IN (SELECT id FROM leases
+		WHERE id < ? AND state IN ('RELEASED', 'EXPIRED', 'DENIED') AND ended_at > 0 AND ended_at < ? ORDER BY id LIMIT ?)`,
+		below, nanos(endedBefore), limit)
 }
 
 // PruneEvents deletes up to limit of the oldest events, those written
@@ -1191,11 +1179,17 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, limit int) (i
 	// and a call costs the same however many events are kept. An event a
 	// little out of time order ends a call's run early; the next call,
 	// later, takes it.
+	return s.delete(ctx, "events", `DELETE FROM events WHERE id IN
+		(SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT ?) AS oldest WHERE at < ?)`,
+		limit, nanos(before))
+}
+
+// delete runs a DELETE statement in a transaction of its own and returns
+// how many rows it deleted; what names them in an error.
+func (s *Store) delete(ctx context.Context, what, query string, args ...any) (int, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := s.execTx(ctx, tx, `DELETE FROM events WHERE id IN
-			(SELECT id FROM (SELECT id, at FROM events ORDER BY id LIMIT ?) AS oldest WHERE at < ?)`,
-			limit, nanos(before))
+		res, err := s.execTx(ctx, tx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -1203,7 +1197,7 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, limit int) (i
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("store: pruning events: %w", err)
+		return 0, fmt.Errorf("store: pruning %s: %w", what, err)
 	}
 	return int(n), nil
 }
