@@ -155,9 +155,6 @@ func pgIndexOnly(functions ...string) []string {
 	return out
 }
 
-// migrate brings the schema up to date, in one transaction per version.
-// On PostgreSQL an advisory lock keeps replicas starting together from
-// migrating twice.
 // checkVersion fails unless the database's schema is migrations' last.
 func (s *Store) checkVersion(ctx context.Context, migrations []migration) error {
 	var version int
@@ -173,6 +170,9 @@ func (s *Store) checkVersion(ctx context.Context, migrations []migration) error 
 	return nil
 }
 
+// migrate brings the schema up to date, in one transaction per version.
+// On PostgreSQL an advisory lock keeps replicas starting together from
+// migrating twice.
 func (s *Store) migrate(ctx context.Context, migrations []migration) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
