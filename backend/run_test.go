@@ -128,7 +128,7 @@ func (f *fleet) startWithMetrics(replica string, reload chan struct{}) (*backend
 	return b, reg, cancel
 }
 
-// available returns the cataloged machines, by revision, that are idle.
+// catalog counts the idle cataloged machines by revision, and the leased ones.
 func (f *fleet) catalog() (byRevision map[string]int, leased int) {
 	ms, err := f.api.Machines(context.Background())
 	if err != nil {
