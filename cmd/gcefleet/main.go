@@ -151,8 +151,7 @@ func (c *command) run(ctx context.Context, env *environ, args []string) error {
 	body := c.flags(fs)
 	fs.Usage = func() { c.printHelp(env.stdout, fs) }
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+		if errors.Is(err, flag.ErrHelp) { // Parse has called fs.Usage
 			return err
 		}
 		return usagef("%s: %v (see 'gcefleet %s --help')", c.name, err, c.name)

@@ -64,8 +64,8 @@ func TestCommandErrors(t *testing.T) {
 func TestCommandHelpHasExample(t *testing.T) {
 	for _, c := range commands() {
 		code, out, _ := runCLI(t, nil, c.name, "--help")
-		if code != 0 || !strings.Contains(out, "Example:") || !strings.Contains(out, "gcefleet "+c.name) {
-			t.Errorf("%s --help: exit %d, output:\n%s", c.name, code, out)
+		if code != 0 || !strings.Contains(out, "Example:") || !strings.Contains(out, "gcefleet "+c.name) || strings.Count(out, "Usage:") != 1 {
+			t.Errorf("%s --help: exit %d, want the help once; output:\n%s", c.name, code, out)
 		}
 	}
 }
