@@ -18,6 +18,7 @@ import (
 	"github.com/gcefleet/gcefleet/provider"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
+	dto "github.com/prometheus/client_model/go"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -547,4 +548,103 @@ func TestEndedLeasesArePruned(t *testing.T) {
 	if h := hosts(); !slices.Equal(h, []string{"vm-1", "vm-1"}) {
 		t.Errorf("events kept for %q, want those of vm-1 (leased, reclaimed)", h)
 	}
+}
+
+// TestLesseeWatchesItsLease: a lessee's long poll with while=FULFILLED is
+// answered when its lease is released or expires, and by no one else's.
+func TestLesseeWatchesItsLease(t *testing.T) {
+	w := start(t)
+	ctx := context.Background()
+	w.gce.AddMachine(ctx, machine("vm-w1"))
+	w.gce.AddMachine(ctx, machine("vm-w2"))
+	watched, err := w.alice.RequestLease(ctx, lease("watched"))
+	if err != nil || watched.State != store.Fulfilled {
+		t.Fatalf("lease: %+v, %v", watched, err)
+	}
+
+	got := make(chan store.Lease, 1)
+	go func() {
+		l, err := w.alice.WatchLease(ctx, watched.ID, store.Fulfilled)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	testutil.WaitFor(t, "the watch to be waiting at the server", func() bool { return inFlight(t, w) == 1 })
+	select {
+	case l := <-got:
+		t.Fatalf("the watch answered before anything changed: %+v", l)
+	default:
+	}
+	if _, err := w.alice.Release(ctx, watched.ID); err != nil {
+		t.Fatal(err)
+	}
+	if l := <-got; l.State != store.Released {
+		t.Errorf("watch of a released lease answered %s", l.State)
+	}
+	if n := served(t, w, "GET /v1/leases/{id}"); n != 1 {
+		t.Errorf("the watch took %d requests, want 1 long poll", n)
+	}
+
+	expiring, err := w.alice.RequestLease(ctx, store.LeaseRequest{RequestID: "expiring", Dimensions: linux, Term: store.Term{Duration: time.Second}})
+	if err != nil || expiring.State != store.Fulfilled {
+		t.Fatalf("lease: %+v, %v", expiring, err)
+	}
+	if _, err := w.bob.WatchLease(ctx, expiring.ID, store.Fulfilled); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("bob watching alice's lease: %v, want not found", err)
+	}
+	if l, err := w.alice.WatchLease(ctx, expiring.ID, store.Fulfilled); err != nil || l.State != store.Expired {
+		t.Errorf("watch of a lease with a 1s term: %+v, %v; want it EXPIRED", l, err)
+	}
+
+	req, _ := http.NewRequest("GET", w.url+"/v1/leases/"+expiring.ID+"?wait=1s&while=GONE", nil)
+	req.Header.Set("Authorization", "Bearer alice-secret-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"while":"PENDING`) {
+		t.Errorf("while=GONE: %s %s", resp.Status, b)
+	}
+}
+
+// inFlight reads the server's gauge of requests being served.
+func inFlight(t *testing.T, w *world) float64 {
+	t.Helper()
+	for _, m := range metric(t, w, "gcefleet_provider_requests_in_flight") {
+		return m.GetGauge().GetValue()
+	}
+	return 0
+}
+
+// served counts the requests the server has answered on route.
+func served(t *testing.T, w *world, route string) uint64 {
+	t.Helper()
+	var n uint64
+	for _, m := range metric(t, w, "gcefleet_provider_request_seconds") {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "route" && l.GetValue() == route {
+				n += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return n
+}
+
+// metric gathers the samples of one of the server's metrics.
+func metric(t *testing.T, w *world, name string) []*dto.Metric {
+	t.Helper()
+	mfs, err := w.server.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return nil
 }

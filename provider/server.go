@@ -639,13 +639,24 @@ func (s *Server) owned(ctx context.Context, p Principal, id string) (store.Lease
 	return l, nil
 }
 
+// getLease answers with a lease. With ?wait=, a lease in the state
+// ?while= names (PENDING if not given; FULFILLED to watch a lease end) is
+// answered when it leaves that state or the wait passes.
 func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) error {
 	id := r.PathValue("id")
+	while := store.Pending
+	switch v := r.URL.Query().Get("while"); v {
+	case "", store.Pending:
+	case store.Fulfilled:
+		while = v
+	default:
+		return invalid(map[string]string{"while": "PENDING (the default: wait for fulfilment) or FULFILLED (wait for the lease to end)"})
+	}
 	var l store.Lease
 	err := s.longPoll(r, func() (bool, error) {
 		var err error
 		l, err = s.owned(r.Context(), p, id)
-		return err != nil || l.State != store.Pending, err
+		return err != nil || l.State != while, err
 	})
 	if err != nil {
 		return err

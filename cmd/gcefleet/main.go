@@ -70,6 +70,7 @@ func commands() []*command {
 		leaseCommand(),
 		extendCommand(),
 		releaseCommand(),
+		watchCommand(),
 		machinesCommand(),
 		leasesCommand(),
 		planCommand(),

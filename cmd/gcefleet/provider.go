@@ -421,6 +421,70 @@ func releaseCommand() *command {
 	}
 }
 
+func watchCommand() *command {
+	return &command{
+		name:    "watch",
+		summary: "follow a lease until it ends",
+		usage:   "LEASE_ID",
+		help: `Prints a lease, then each change of its state, until it ends: released,
+expired, or denied when no machine came before its deadline. A pending
+lease is followed through its fulfilment. With --json, each is a line of JSON.
+
+Example:
+  gcefleet watch 7f3c9e02a1 && echo "the lease has ended"`,
+		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
+			var pf providerFlags
+			pf.register(fs)
+			return func(ctx context.Context, env *environ, args []string) error {
+				if len(args) != 1 {
+					return usagef("watch: name one lease to follow, e.g. gcefleet watch 7f3c9e02a1")
+				}
+				c, err := pf.client("watch")
+				if err != nil {
+					return err
+				}
+				l, err := c.Lease(ctx, args[0], 0)
+				for ; err == nil; l, err = c.WatchLease(ctx, l.ID, l.State) {
+					if err := printChange(env.stdout, l, pf.json); err != nil {
+						return err
+					}
+					if l.State != store.Pending && l.State != store.Fulfilled {
+						return nil
+					}
+				}
+				return err
+			}
+		},
+	}
+}
+
+// printChange prints a lease as watch follows it: a line of JSON, or the
+// time and what the state means.
+func printChange(w io.Writer, l store.Lease, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(l)
+	}
+	var what string
+	switch l.State {
+	case store.Pending:
+		what = "waiting for a machine with " + dimString(l.Request.Dimensions)
+	case store.Fulfilled:
+		what = fmt.Sprintf("machine %s", l.Hostname)
+		if m := l.Machine; m != nil && m.Connection.Address != "" {
+			what += fmt.Sprintf(" at %s:%d", m.Connection.Address, m.Connection.Port)
+		}
+		if l.ExpiresAt.IsZero() {
+			what += ", until released"
+		} else {
+			what += ", expires " + l.ExpiresAt.Local().Format("2006-01-02 15:04:05")
+		}
+	default:
+		what = "ended " + l.Ended.Local().Format("2006-01-02 15:04:05")
+	}
+	_, err := fmt.Fprintf(w, "%s  %-9s  %s\n", l.ID, l.State, what)
+	return err
+}
+
 func machinesCommand() *command {
 	return &command{
 		name:    "machines",

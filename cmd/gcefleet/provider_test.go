@@ -510,3 +510,34 @@ func TestUnreachableProvider(t *testing.T) {
 		t.Errorf("leases from an address nothing listens on: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestWatchFollowsALeaseToItsEnd: gcefleet watch prints a lease, then its
+// end, and exits 0 when it has ended.
+func TestWatchFollowsALeaseToItsEnd(t *testing.T) {
+	url := serveInProcess(t, writeConfig(t, filepath.Join(t.TempDir(), "p.db")))
+	ctx := context.Background()
+	gce := &client.Client{BaseURL: url, Token: gceToken}
+	if _, err := gce.AddMachine(ctx, store.Machine{Hostname: "vm-w", Dimensions: store.Dimensions{"os": {"linux"}},
+		Connection: store.Connection{Address: "10.0.0.9", Port: 8443}}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"GCEFLEET_PROVIDER": url, "GCEFLEET_TOKEN": aliceToken}
+	code, out, stderr := runCLI(t, env, "lease", "--dim", "os=linux", "--duration", "1s", "--json")
+	var l store.Lease
+	if code != 0 || json.Unmarshal([]byte(out), &l) != nil || l.State != store.Fulfilled {
+		t.Fatalf("lease: exit %d, %s %s", code, out, stderr)
+	}
+	code, out, stderr = runCLI(t, env, "watch", l.ID)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], l.ID+"  FULFILLED  machine vm-w at 10.0.0.9:8443, expires ") ||
+		!strings.HasPrefix(lines[1], l.ID+"  EXPIRED    ended ") {
+		t.Errorf("watch of a 1s lease: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, _ = runCLI(t, env, "watch", "--json", l.ID) // ended already: one line
+	if code != 0 || strings.Count(out, "\n") != 1 || !strings.Contains(out, `"state":"EXPIRED"`) {
+		t.Errorf("watch --json of an ended lease: exit %d\n%s", code, out)
+	}
+	if code, _, stderr := runCLI(t, env, "watch"); code != 2 || !strings.Contains(stderr, "name one lease") {
+		t.Errorf("watch without an id: exit %d, %s", code, stderr)
+	}
+}

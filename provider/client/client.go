@@ -170,19 +170,31 @@ func (c *Client) RequestLease(ctx context.Context, r store.LeaseRequest) (store.
 // Lease returns a lease; with wait > 0, a pending one is answered when it
 // changes or wait passes.
 func (c *Client) Lease(ctx context.Context, id string, wait time.Duration) (store.Lease, error) {
+	return c.leaseWhile(ctx, id, store.Pending, wait)
+}
+
+func (c *Client) leaseWhile(ctx context.Context, id, state string, wait time.Duration) (store.Lease, error) {
 	var out store.Lease
 	path := "/v1/leases/" + url.PathEscape(id)
 	if wait > 0 {
-		path += "?wait=" + wait.String()
+		path += "?wait=" + wait.String() + "&while=" + state
 	}
 	return out, c.do(ctx, http.MethodGet, path, nil, &out)
 }
 
 // WaitLease waits until lease id is no longer pending, or ctx ends.
 func (c *Client) WaitLease(ctx context.Context, id string) (store.Lease, error) {
+	return c.WatchLease(ctx, id, store.Pending)
+}
+
+// WatchLease waits until lease id is no longer in state (PENDING or
+// FULFILLED), or ctx ends, and returns it as it is then. A lessee watches
+// a fulfilled lease with state FULFILLED to learn when it is released or
+// expires.
+func (c *Client) WatchLease(ctx context.Context, id, state string) (store.Lease, error) {
 	for {
-		l, err := c.Lease(ctx, id, time.Minute)
-		if err != nil || l.State != store.Pending {
+		l, err := c.leaseWhile(ctx, id, state, time.Minute)
+		if err != nil || l.State != state {
 			return l, err
 		}
 	}
