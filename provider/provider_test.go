@@ -319,15 +319,8 @@ func TestMetricsAndStatusPage(t *testing.T) {
 	w.gce.AddMachine(ctx, machine("vm-m2"))
 	w.alice.RequestLease(ctx, lease("one"))
 	get := func(path string) string {
-		req, _ := http.NewRequest("GET", w.url+path, nil)
-		req.Header.Set("Authorization", "Bearer admin-secret-0123456789")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
+		_, body := getAs(t, w, "admin-secret-0123456789", path)
+		return body
 	}
 	metrics := get("/metrics")
 	for _, want := range []string{
@@ -597,17 +590,25 @@ func TestLesseeWatchesItsLease(t *testing.T) {
 		t.Errorf("watch of a lease with a 1s term: %+v, %v; want it EXPIRED", l, err)
 	}
 
-	req, _ := http.NewRequest("GET", w.url+"/v1/leases/"+expiring.ID+"?wait=1s&while=GONE", nil)
-	req.Header.Set("Authorization", "Bearer alice-secret-0123456789")
+	if code, body := getAs(t, w, "alice-secret-0123456789", "/v1/leases/"+expiring.ID+"?wait=1s&while=GONE"); code != http.StatusBadRequest ||
+		!strings.Contains(body, `"while":"PENDING`) {
+		t.Errorf("while=GONE: %d %s", code, body)
+	}
+}
+
+// getAs GETs path from the server with a token and returns the status
+// and body.
+func getAs(t *testing.T, w *world, token, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", w.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"while":"PENDING`) {
-		t.Errorf("while=GONE: %s %s", resp.Status, b)
-	}
+	return resp.StatusCode, string(b)
 }
 
 // inFlight reads the server's gauge of requests being served.
