@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +39,7 @@ type world struct {
 	url                         string
 	server                      *provider.Server
 	ops, gce, other, alice, bob *client.Client
+	conns                       *atomic.Int64 // connections the server has accepted
 }
 
 func start(t *testing.T) *world { return startOn(t, "") }
@@ -55,7 +59,14 @@ func startOn(t *testing.T, database string) *world {
 		t.Fatal(err)
 	}
 	s := provider.New(st, cfg, slog.New(slog.DiscardHandler))
-	srv := httptest.NewServer(s.Handler())
+	srv := httptest.NewUnstartedServer(s.Handler())
+	conns := new(atomic.Int64)
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -67,7 +78,7 @@ func startOn(t *testing.T, database string) *world {
 	})
 	c := func(tok string) *client.Client { return &client.Client{BaseURL: srv.URL, Token: tok} }
 	return &world{url: srv.URL, server: s, ops: c("admin-secret-0123456789"), gce: c("gce-secret-0123456789"), other: c("other-secret-0123456789"),
-		alice: c("alice-secret-0123456789"), bob: c("bob-secret-0123456789")}
+		alice: c("alice-secret-0123456789"), bob: c("bob-secret-0123456789"), conns: conns}
 }
 
 var linux = store.Dimensions{"os": {"linux"}, "cpus": {"8"}}
@@ -540,6 +551,29 @@ func TestEndedLeasesArePruned(t *testing.T) {
 	}
 	if h := hosts(); !slices.Equal(h, []string{"vm-1", "vm-1"}) {
 		t.Errorf("events kept for %q, want those of vm-1 (leased, reclaimed)", h)
+	}
+}
+
+// TestClientKeepsConnections: a Client without an HTTP client of its own
+// reuses its connections when many goroutines call at once, rather than
+// opening one for most calls (Go's default keeps two idle per host).
+func TestClientKeepsConnections(t *testing.T) {
+	w := start(t)
+	const callers, calls = 32, 50
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for range calls {
+				if _, err := w.alice.Leases(context.Background(), true); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := w.conns.Load(); n > callers {
+		t.Errorf("%d callers making %d calls each opened %d connections, want at most %d", callers, calls, n, callers)
 	}
 }
 

@@ -15,7 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -88,9 +87,9 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 	rctx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	go s.Run(rctx)
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients + 4}}
-	backend := &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789", HTTP: hc}
-	lessee := &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789", HTTP: hc}
+	// The clients' default HTTP client, as every caller gets.
+	backend := &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"}
+	lessee := &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"}
 
 	start := time.Now()
 	for i := range machines {
