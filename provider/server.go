@@ -41,7 +41,7 @@ type Principal struct {
 type Server struct {
 	st        *store.Store
 	tokens    []Token
-	retention time.Duration // of ended leases
+	retention time.Duration // of ended leases and of events
 	log       *slog.Logger
 	reg       *prometheus.Registry
 	m         metrics

@@ -163,11 +163,16 @@ func (s *Store) checkVersion(ctx context.Context, migrations []migration) error 
 	}
 	switch {
 	case version > len(migrations):
-		return fmt.Errorf("store: the database has schema version %d, newer than this gcefleet knows (%d); upgrade gcefleet", version, len(migrations))
+		return tooNew(version, len(migrations))
 	case version < len(migrations):
 		return fmt.Errorf("store: the database has schema version %d, older than this gcefleet's (%d), and is not changed here; start this gcefleet's serve on it once to migrate it", version, len(migrations))
 	}
 	return nil
+}
+
+// tooNew refuses a database whose schema a later gcefleet wrote.
+func tooNew(version, known int) error {
+	return fmt.Errorf("store: the database has schema version %d, newer than this gcefleet knows (%d); upgrade gcefleet", version, known)
 }
 
 // migrate brings the schema up to date, in one transaction per version.
@@ -199,7 +204,7 @@ func (s *Store) migrate(ctx context.Context, migrations []migration) error {
 		return fmt.Errorf("store: reading the schema version: %w", err)
 	}
 	if version > len(migrations) {
-		return fmt.Errorf("store: the database has schema version %d, newer than this gcefleet knows (%d); upgrade gcefleet", version, len(migrations))
+		return tooNew(version, len(migrations))
 	}
 	for v := version; v < len(migrations); v++ {
 		tx, err := conn.BeginTx(ctx, nil)

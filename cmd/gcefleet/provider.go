@@ -458,8 +458,8 @@ Example:
 	}
 }
 
-// printChange prints a lease as watch follows it: a line of JSON, or the
-// time and what the state means.
+// printChange prints a lease as watch follows it: a line of JSON, or its
+// id, its state and what that state means.
 func printChange(w io.Writer, l store.Lease, asJSON bool) error {
 	if asJSON {
 		return json.NewEncoder(w).Encode(l)
