@@ -13,12 +13,13 @@ import (
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
-// Audit finds instances labelled as the backend's (they carry its
-// template label) that none of its groups explains, in every zone where
+// Audit finds instances labelled as this deployment's (they carry its
+// DeploymentLabel) that none of its groups explains, in every zone where
 // it has or had a group: leaked by a crash between steps, or left by a
 // group deleted behind its back. Each is deleted once it has been seen
 // for the configured grace; an instance without the label is never
-// touched, whatever its name.
+// touched, whatever its name and other labels: another deployment's, a
+// person's, or one made before deployments had identities.
 func (j *Jobs) Audit(ctx context.Context) error {
 	st := j.state()
 	type place struct{ project, zone string }
@@ -33,7 +34,7 @@ func (j *Jobs) Audit(ctx context.Context) error {
 	for p := range places {
 		list = append(list, p)
 	}
-	now, grace := j.now(), j.Config().Settings.AuditGrace
+	now, grace, id := j.now(), j.Config().Settings.AuditGrace, j.Deployment()
 	seen := map[string]bool{}
 	var mu sync.Mutex
 	err := j.each(ctx, len(list), func(ctx context.Context, i int) error {
@@ -42,7 +43,7 @@ func (j *Jobs) Audit(ctx context.Context) error {
 		err := j.retry(ctx, p.project, func() error {
 			var err error
 			found, err = gceapi.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: p.project, Zone: p.zone,
-				Filter: new("labels." + TemplateLabel + ":*")}))
+				Filter: new(fmt.Sprintf("labels.%s = %q", DeploymentLabel, id))}))
 			return err
 		})
 		if err != nil {
@@ -50,7 +51,7 @@ func (j *Jobs) Audit(ctx context.Context) error {
 		}
 		var errs []error
 		for _, in := range found {
-			if in.GetLabels()[TemplateLabel] == "" || explained(st, p.project, p.zone, in.GetName()) {
+			if in.GetLabels()[DeploymentLabel] != id || in.GetLabels()[TemplateLabel] == "" || explained(st, p.project, p.zone, in.GetName()) {
 				continue
 			}
 			key := p.project + "/" + p.zone + "/" + in.GetName()

@@ -11,9 +11,11 @@ import (
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
-// TestAuditDeletesOnlyLabelledLeftovers: an instance labelled as the
-// backend's that no group explains is deleted after the grace; one
-// without the label is never touched, nor a group's own.
+// TestAuditDeletesOnlyLabelledLeftovers: an instance labelled as this
+// deployment's that no group explains is deleted after the grace; one
+// without the label is never touched, nor a group's own: not a person's
+// that carries the backend's template label (as one copied from a
+// template would), nor another deployment's.
 func TestAuditDeletesOnlyLabelledLeftovers(t *testing.T) {
 	j, _ := jobs(t, poolTemplate+`managers:
   - {template_base_name: pool, zone: us-central1-a, minimum_size: 1, maximum_size: 2}
@@ -43,8 +45,10 @@ settings:
 			t.Fatal(err)
 		}
 	}
-	create("leaked", map[string]string{backend.TemplateLabel: "pool"})
+	create("leaked", map[string]string{backend.TemplateLabel: "pool", backend.DeploymentLabel: j.Deployment()})
 	create("someone-elses", map[string]string{"team": "web"})
+	create("a-persons", map[string]string{backend.TemplateLabel: "pool"})
+	create("another-deployments", map[string]string{backend.TemplateLabel: "pool", backend.DeploymentLabel: "d-other"})
 	exists := func(name string) bool {
 		_, err := j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: "my-project", Zone: "us-central1-a", Instance: name})
 		return err == nil
@@ -62,11 +66,13 @@ settings:
 	if exists("leaked") {
 		t.Error("a labelled leftover outlived its grace")
 	}
-	if !exists("someone-elses") {
-		t.Error("the audit deleted an instance without the backend's label")
+	for _, name := range []string{"someone-elses", "a-persons", "another-deployments"} {
+		if !exists(name) {
+			t.Errorf("the audit deleted %s, an instance without this deployment's label", name)
+		}
 	}
 	mis, err := j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{Project: "my-project", Zone: "us-central1-a",
-		InstanceGroupManager: j.Config().Templates[0].Revision()}).Next()
+		InstanceGroupManager: j.Revision(j.Config().Templates[0])}).Next()
 	if err != nil || !exists(gceapi.LastSegment(mis.GetInstance())) {
 		t.Errorf("the group's own instance: %v, %v", mis, err)
 	}

@@ -88,6 +88,12 @@ type Settings struct {
 	// AuditGrace is how long an instance labelled as the backend's that
 	// no group of its explains may live before the audit deletes it.
 	AuditGrace time.Duration `yaml:"audit_grace"`
+	// Deployment names this deployment: the identity that everything the
+	// backend makes carries (see Deployment). Empty: a random one, made
+	// at the first start. Once stored it cannot change.
+	Deployment string `yaml:"deployment"`
+
+	line map[string]int // of each setting, for messages
 }
 
 var (
@@ -127,6 +133,7 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	for i := range cfg.Managers {
 		cfg.Managers[i].Line = at(lines["managers"], i)
 	}
+	cfg.Settings.line = settingLines(&root)
 	if cfg.Settings.Interval == 0 {
 		cfg.Settings.Interval = time.Minute
 	}
@@ -144,6 +151,25 @@ func at(lines []int, i int) int {
 		return lines[i]
 	}
 	return 0
+}
+
+// settingLines returns the line of each key under settings.
+func settingLines(root *yaml.Node) map[string]int {
+	out := map[string]int{}
+	if len(root.Content) == 0 {
+		return out
+	}
+	doc := root.Content[0]
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if doc.Content[i].Value != "settings" {
+			continue
+		}
+		m := doc.Content[i+1]
+		for k := 0; k+1 < len(m.Content); k += 2 {
+			out[m.Content[k].Value] = m.Content[k].Line
+		}
+	}
+	return out
 }
 
 // itemLines returns the line of each item of the top-level sequences.
@@ -194,8 +220,11 @@ func (cfg *Config) check(name string) error {
 			bad(t.Line, "template %s: no dimensions: clients lease by them, e.g. dimensions: {os: linux}", t.BaseName)
 		}
 		for k, v := range t.Labels {
-			if !labelKeyRE.MatchString(k) || !labelValRE.MatchString(v) {
+			switch {
+			case !labelKeyRE.MatchString(k) || !labelValRE.MatchString(v):
 				bad(t.Line, "template %s: label %s=%s: keys start with a lowercase letter; keys and values hold lowercase letters, digits, _ and -", t.BaseName, k, v)
+			case strings.HasPrefix(k, "gcefleet-"):
+				bad(t.Line, "template %s: label %s: keys beginning gcefleet- are the backend's own (it tells its instances by them); use another key", t.BaseName, k)
 			}
 		}
 		for k, path := range t.MetadataFromFiles {
@@ -234,6 +263,9 @@ func (cfg *Config) check(name string) error {
 		case m.MinimumSize > m.MaximumSize:
 			bad(m.Line, "manager of %s in %s: minimum_size %d is above maximum_size %d", m.TemplateBaseName, m.Zone, m.MinimumSize, m.MaximumSize)
 		}
+	}
+	if d := cfg.Settings.Deployment; d != "" && !deploymentRE.MatchString(d) {
+		bad(max(1, cfg.Settings.line["deployment"]), "settings.deployment %q: lowercase letters, digits and -, starting with a letter and not ending with -, at most 63 (it goes into GCE labels), e.g. deployment: ci-fleet", d)
 	}
 	if cfg.Settings.Interval < time.Second {
 		bad(1, "settings.interval %v: at least 1s", cfg.Settings.Interval)

@@ -40,6 +40,9 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("instance template %s: %w", g.rev, err)
 		}
+		if err := j.ownTemplate(tmpl, g.t.Project, false); err != nil {
+			return err
+		}
 		others, err := j.othersSize(ctx, g, drained)
 		if err != nil {
 			return err
@@ -51,7 +54,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 				BaseInstanceName: new(baseInstanceName(g.rev, g.m.Zone)),
 				InstanceTemplate: tmpl.SelfLink,
 				TargetSize:       new(int32(size)),
-				Description:      new("gcefleet backend manager of " + g.t.BaseName),
+				Description:      new(groupDescription(g.t.BaseName, g.deployment)),
 			}}
 		err = j.mutate(ctx, g.t.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.Insert(ctx, req) })
 		switch {
@@ -59,13 +62,14 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 			j.changes.Add(1)
 			j.Log.Info("created instance group manager", "group", g.rev, "zone", g.m.Zone, "size", size)
 		case gceapi.Classify(err) == gceapi.Exists:
-			// Ours if it uses our template (a MIG has no labels).
+			// Ours if it uses our template and says it is this
+			// deployment's (a MIG has no labels).
 			mig, err := j.getGroup(ctx, g.t.Project, g.m.Zone, g.rev)
 			if err != nil {
 				return err
 			}
-			if gceapi.LastSegment(mig.GetInstanceTemplate()) != g.rev {
-				return fmt.Errorf("instance group manager %s in %s exists with template %s: it is not the backend's", g.rev, g.m.Zone, mig.GetInstanceTemplate())
+			if err := j.ownGroup(mig, rec); err != nil {
+				return err
 			}
 		default:
 			return fmt.Errorf("instance group manager %s in %s: %w", g.rev, g.m.Zone, err)
@@ -154,6 +158,9 @@ func (j *Jobs) ResizeGroups(ctx context.Context) error {
 			}
 			return fmt.Errorf("group %s in %s: %w", g.rev, g.m.Zone, err)
 		}
+		if err := j.ownGroup(mig, g.record()); err != nil {
+			return err
+		}
 		others, err := j.othersSize(ctx, g, drained)
 		if err != nil {
 			return err
@@ -214,8 +221,8 @@ func (j *Jobs) DeleteDrainedGroups(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("drained group %s in %s: %w", d.Name, d.Zone, err)
 		}
-		if gceapi.LastSegment(mig.GetInstanceTemplate()) != d.Template {
-			return fmt.Errorf("drained group %s in %s uses template %s, not the backend's %s: left alone", d.Name, d.Zone, mig.GetInstanceTemplate(), d.Template)
+		if err := j.ownGroup(mig, d); err != nil {
+			return fmt.Errorf("drained group: %w", err)
 		}
 		mis, err := j.managed(ctx, d.Project, d.Zone, d.Name)
 		if err != nil {

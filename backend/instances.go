@@ -121,6 +121,11 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 			if !ok {
 				continue // gone since it was listed
 			}
+			if !j.ownInstance(in) {
+				errs = append(errs, fmt.Errorf("instance %s in %s of group %s carries %s=%q, not this deployment's %q: not cataloged", name, g.m.Zone, g.rev,
+					DeploymentLabel, in.GetLabels()[DeploymentLabel], g.deployment))
+				continue
+			}
 			m := g.machine(in)
 			if err := j.sizeDims(ctx, g, m.Dimensions); err != nil {
 				errs = append(errs, err)
@@ -182,7 +187,7 @@ func (j *Jobs) instances(ctx context.Context, g group, names []string) (map[stri
 	err := j.retry(ctx, g.t.Project, func() error {
 		var err error
 		all, err = gceapi.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: g.t.Project, Zone: g.m.Zone,
-			Filter: new(fmt.Sprintf("labels.%s = %q", RevisionLabel, g.t.hash()))}))
+			Filter: new(fmt.Sprintf("labels.%s = %q AND labels.%s = %q", RevisionLabel, g.t.hash(g.deployment), DeploymentLabel, g.deployment))}))
 		return err
 	})
 	for _, in := range all {
@@ -296,12 +301,17 @@ func (j *Jobs) DeletePending(ctx context.Context) error {
 		}
 		present := map[string]bool{}
 		var urls []string
+		var errs []error
 		for _, mi := range mis {
 			name := gceapi.LastSegment(mi.GetInstance())
 			if st.Pending[name].IsZero() {
 				continue
 			}
 			present[name] = true
+			if err := ofTemplate(mi, g); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 			if mi.GetCurrentAction() != "DELETING" && mi.GetCurrentAction() != "ABANDONING" {
 				urls = append(urls, mi.GetInstance())
 			}
@@ -310,7 +320,7 @@ func (j *Jobs) DeletePending(ctx context.Context) error {
 			return err
 		}
 		if len(urls) == 0 {
-			return nil
+			return errors.Join(errs...)
 		}
 		req := &computepb.DeleteInstancesInstanceGroupManagerRequest{Project: g.Project, Zone: g.Zone, InstanceGroupManager: g.Name,
 			RequestId: new(gceapi.RequestID()),
@@ -323,8 +333,19 @@ func (j *Jobs) DeletePending(ctx context.Context) error {
 		// The group is smaller now; resize-instance-groups reads this.
 		j.setStats(g.key(), func(s *GroupStats) { s.Current = max(0, len(mis)-len(urls)) })
 		j.Log.Info("deleted instances", "group", g.Name, "zone", g.Zone, "count", len(urls))
-		return nil
+		return errors.Join(errs...)
 	})
+}
+
+// ofTemplate checks, before an instance of g is deleted, that g made it
+// from g's template, which carries the deployment's label: a group's
+// instance lists say which template each instance was made from.
+func ofTemplate(mi *computepb.ManagedInstance, g GroupRecord) error {
+	if t := gceapi.LastSegment(mi.GetVersion().GetInstanceTemplate()); t != g.Template {
+		return fmt.Errorf("instance %s of group %s in %s was made from template %q, not the group's %s: %w, left alone",
+			gceapi.LastSegment(mi.GetInstance()), g.Name, g.Zone, t, g.Template, errNotOurs)
+	}
+	return nil
 }
 
 // forgetGone forgets the pending instances of g that it no longer holds.
@@ -387,6 +408,10 @@ func (j *Jobs) RemoveDrained(ctx context.Context) error {
 		for _, mi := range mis {
 			name := gceapi.LastSegment(mi.GetInstance())
 			if !st.Pending[name].IsZero() {
+				continue
+			}
+			if err := ofTemplate(mi, d); err != nil {
+				errs = append(errs, err)
 				continue
 			}
 			err := j.Provider.DeleteMachine(ctx, name)

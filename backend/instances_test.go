@@ -42,7 +42,7 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rev := j.Config().Templates[0].Revision()
+	rev := j.Revision(j.Config().Templates[0])
 	cataloged := func(n int) func() bool {
 		return func() bool {
 			if err := j.CatalogInstances(ctx); err != nil {
@@ -148,7 +148,7 @@ func TestRemovedManagerIsDrained(t *testing.T) {
 	cfg := j.Config()
 	cfg.Managers = cfg.Managers[:1]
 	j.SetConfig(cfg)
-	rev := cfg.Templates[0].Revision()
+	rev := j.Revision(cfg.Templates[0])
 	group := func() (*computepb.InstanceGroupManager, error) {
 		return j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-b", InstanceGroupManager: rev})
 	}

@@ -33,13 +33,14 @@ type Jobs struct {
 	// Now is the clock.
 	Now func() time.Time
 
-	mu       sync.Mutex
-	cfg      Config
-	st       State
-	save     func(context.Context, State) error
-	limiters map[string]*rate.Limiter
-	stats    map[string]GroupStats // by group key, from the last passes
-	changes  atomic.Int64          // Compute changes made, so that jobs kick others only then
+	mu         sync.Mutex
+	cfg        Config
+	deployment string // the identity everything it makes carries
+	st         State
+	save       func(context.Context, State) error
+	limiters   map[string]*rate.Limiter
+	stats      map[string]GroupStats // by group key, from the last passes
+	changes    atomic.Int64          // Compute changes made, so that jobs kick others only then
 
 	machineTypes map[string]*computepb.MachineType // by zone/name
 }
@@ -75,9 +76,16 @@ func (j *Jobs) setStats(key string, change func(*GroupStats)) {
 	j.stats[key] = gs
 }
 
-// NewJobs returns jobs for cfg with an empty state kept in memory.
+// NewJobs returns jobs for cfg with an empty state kept in memory, for
+// the deployment settings.deployment names or, if it names none, for a
+// deployment of their own (a random identity): SetDeployment sets the one
+// a store keeps.
 func NewJobs(compute *gceapi.Client, prov *client.Client, cfg Config, log *slog.Logger) *Jobs {
-	return &Jobs{Compute: compute, Provider: prov, Log: log, Concurrency: 8, Now: time.Now, cfg: cfg, st: newState(), limiters: map[string]*rate.Limiter{}}
+	id := cfg.Settings.Deployment
+	if id == "" {
+		id = newDeploymentID()
+	}
+	return &Jobs{Compute: compute, Provider: prov, Log: log, Concurrency: 8, Now: time.Now, cfg: cfg, deployment: id, st: newState(), limiters: map[string]*rate.Limiter{}}
 }
 
 // Config returns the configuration in force.
@@ -104,9 +112,13 @@ func (j *Jobs) SetConfig(cfg Config) {
 // store, so a restarted or newly elected backend goes on where the last
 // one stopped.
 type State struct {
-	Cursor    int64                     `json:"cursor"`
-	Templates map[string]TemplateRecord `json:"templates"` // by project/name
-	Groups    map[string]GroupRecord    `json:"groups"`    // by project/zone/name
+	// Deployment is the identity of the deployment the state is of; a
+	// state without one is from before deployments had identities, and
+	// what it records is legacy (see LoadState).
+	Deployment string                    `json:"deployment,omitempty"`
+	Cursor     int64                     `json:"cursor"`
+	Templates  map[string]TemplateRecord `json:"templates"` // by project/name
+	Groups     map[string]GroupRecord    `json:"groups"`    // by project/zone/name
 	// Pending are instances to delete (their lease was reclaimed, or
 	// their group is drained), by name, with when they were found.
 	Pending map[string]time.Time `json:"pending"`
@@ -125,6 +137,10 @@ type TemplateRecord struct {
 	Project  string `json:"project"`
 	Name     string `json:"name"` // the revision
 	BaseName string `json:"base_name"`
+	// Legacy marks a template made before deployments had identities: it
+	// carries the backend's label but no deployment's, and is known as
+	// this deployment's because its state recorded it.
+	Legacy bool `json:"legacy,omitempty"`
 }
 
 func (t TemplateRecord) key() string { return t.Project + "/" + t.Name }
@@ -136,6 +152,9 @@ type GroupRecord struct {
 	Name     string `json:"name"`     // the revision
 	Template string `json:"template"` // the revision's template: Name
 	BaseName string `json:"base_name"`
+	// Legacy marks a group made before deployments had identities (see
+	// TemplateRecord.Legacy): its description names no deployment.
+	Legacy bool `json:"legacy,omitempty"`
 }
 
 func (g GroupRecord) key() string { return g.Project + "/" + g.Zone + "/" + g.Name }
@@ -148,7 +167,14 @@ const stateKey = "gce-backend/state"
 
 // LoadState reads the backend's state from st (empty if there is none
 // yet) and keeps every change there, fenced by f.
+//
+// A state saved before deployments had identities keeps what it recorded:
+// its templates and groups become legacy, still this deployment's by name
+// and the backend's label, and drain as old revisions do, since the
+// configuration's revisions have new names now. The state is then this
+// deployment's (SetDeployment names it); another deployment's is refused.
 func (j *Jobs) LoadState(ctx context.Context, st *store.Store, f store.Fence) error {
+	id := j.Deployment()
 	s := newState()
 	v, err := st.Get(ctx, stateKey)
 	switch {
@@ -160,6 +186,25 @@ func (j *Jobs) LoadState(ctx context.Context, st *store.Store, f store.Fence) er
 			return fmt.Errorf("backend state in the store: %w", err)
 		}
 		s.Templates, s.Groups, s.Pending, s.Leftovers = nonNil(s.Templates), nonNil(s.Groups), nonNil(s.Pending), nonNil(s.Leftovers)
+	}
+	switch s.Deployment {
+	case id:
+	case "":
+		for k, t := range s.Templates {
+			t.Legacy = true
+			s.Templates[k] = t
+		}
+		for k, g := range s.Groups {
+			g.Legacy = true
+			s.Groups[k] = g
+		}
+		if len(s.Groups)+len(s.Templates) > 0 {
+			j.Log.Info("the backend's state is from before deployments had identities: what it made drains as old revisions do, and the configuration's revisions are made with this deployment's names", "deployment", id,
+				"templates", len(s.Templates), "groups", len(s.Groups))
+		}
+		s.Deployment = id
+	default:
+		return fmt.Errorf("backend state in the store is deployment %q's, not %q's", s.Deployment, id)
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -192,7 +237,7 @@ func (j *Jobs) state() State {
 }
 
 func (s State) clone() State {
-	return State{Cursor: s.Cursor, Templates: maps.Clone(s.Templates), Groups: maps.Clone(s.Groups), Pending: maps.Clone(s.Pending), Leftovers: maps.Clone(s.Leftovers)}
+	return State{Deployment: s.Deployment, Cursor: s.Cursor, Templates: maps.Clone(s.Templates), Groups: maps.Clone(s.Groups), Pending: maps.Clone(s.Pending), Leftovers: maps.Clone(s.Leftovers)}
 }
 
 // update changes the state and keeps it. A change that cannot be kept is
@@ -272,9 +317,10 @@ func (j *Jobs) each(ctx context.Context, n int, f func(context.Context, int) err
 // group is a configured manager's group of its template's current
 // revision.
 type group struct {
-	m   Manager
-	t   Template
-	rev string
+	m          Manager
+	t          Template
+	rev        string
+	deployment string
 }
 
 func (g group) record() GroupRecord {
@@ -288,10 +334,11 @@ func (j *Jobs) groups() []group {
 	for _, t := range cfg.Templates {
 		templates[t.BaseName] = t
 	}
+	id := j.Deployment()
 	var out []group
 	for _, m := range cfg.Managers {
 		t := templates[m.TemplateBaseName]
-		out = append(out, group{m: m, t: t, rev: t.Revision()})
+		out = append(out, group{m: m, t: t, rev: t.Revision(id), deployment: id})
 	}
 	return out
 }
@@ -309,8 +356,9 @@ func (j *Jobs) configured(g group) bool {
 // currentTemplates returns the keys of the configured revisions.
 func (j *Jobs) currentTemplates() map[string]bool {
 	out := map[string]bool{}
+	id := j.Deployment()
 	for _, t := range j.Config().Templates {
-		out[t.Project+"/"+t.Revision()] = true
+		out[t.Project+"/"+t.Revision(id)] = true
 	}
 	return out
 }

@@ -15,7 +15,7 @@ import (
 
 // Change is one thing the backend would do.
 type Change struct {
-	Action string // create-template, create-group, resize-group, drain-revision, drain-group
+	Action string // create-template, create-group, resize-group, drain-revision, drain-group, conflict
 	What   string
 	Detail string
 }
@@ -30,21 +30,28 @@ func (c Change) String() string {
 
 // Plan returns what the jobs would change to make Compute Engine match the
 // configuration, without changing anything. It looks in the configured
-// projects, and in those the backend's state (if loaded) names.
+// projects, and in those the backend's state (if loaded) names, and shows
+// only this deployment's resources: a resource of another's where one of
+// its own would go is a conflict, which the jobs refuse.
 func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 	var out []Change
+	st := j.state()
 	current := map[string]bool{}
 	projects := map[string]bool{}
 	for _, t := range j.Config().Templates {
-		rev := t.Revision()
+		rev := j.Revision(t)
 		current[rev] = true
 		projects[t.Project] = true
-		_, err := j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: t.Project, InstanceTemplate: rev})
+		tm, err := j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: t.Project, InstanceTemplate: rev})
 		switch {
 		case gceapi.Classify(err) == gceapi.NotFound:
 			out = append(out, Change{"create-template", rev, fmt.Sprintf("%s in %s", t.MachineType, t.Project)})
 		case err != nil:
 			return nil, fmt.Errorf("instance template %s: %w", rev, err)
+		default:
+			if err := j.ownTemplate(tm, t.Project, false); err != nil {
+				out = append(out, Change{"conflict", rev, err.Error()})
+			}
 		}
 	}
 	for _, g := range j.groups() {
@@ -54,13 +61,15 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 			out = append(out, Change{"create-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("size %d, at most %d", g.m.MinimumSize, g.m.MaximumSize)})
 		case err != nil:
 			return nil, fmt.Errorf("group %s in %s: %w", g.rev, g.m.Zone, err)
+		case j.ownGroup(mig, g.record()) != nil:
+			out = append(out, Change{"conflict", g.rev + " in " + g.m.Zone, j.ownGroup(mig, g.record()).Error()})
 		case mig.GetTargetSize() < int32(g.m.MinimumSize):
 			out = append(out, Change{"resize-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("%d to %d", mig.GetTargetSize(), g.m.MinimumSize)})
 		}
 	}
 	// A project the configuration no longer names may still hold what the
 	// backend made there, as its state (when loaded) remembers.
-	for _, t := range j.state().Templates {
+	for _, t := range st.Templates {
 		projects[t.Project] = true
 	}
 	// What the configuration no longer names: revisions of ours, which
@@ -79,8 +88,8 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 		}
 		ours := map[string]bool{}
 		for _, t := range tms {
-			if t.GetProperties().GetLabels()[TemplateLabel] == "" {
-				continue
+			if j.ownTemplate(t, project, st.Templates[project+"/"+t.GetName()].Legacy) != nil {
+				continue // another deployment's, or not the backend's
 			}
 			ours[t.GetName()] = true
 			if !current[t.GetName()] {
@@ -98,7 +107,10 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 			}
 			for _, mig := range pair.Value.GetInstanceGroupManagers() {
 				zone := gceapi.LastSegment(mig.GetZone())
-				if !ours[gceapi.LastSegment(mig.GetInstanceTemplate())] || configured[mig.GetName()+"/"+zone] {
+				tmpl := gceapi.LastSegment(mig.GetInstanceTemplate())
+				legacy := st.Groups[project+"/"+zone+"/"+mig.GetName()].Legacy
+				if !ours[tmpl] || configured[mig.GetName()+"/"+zone] ||
+					(!legacy && !strings.HasSuffix(mig.GetDescription(), " in deployment "+j.Deployment())) {
 					continue
 				}
 				why := "its manager was taken out of the configuration"

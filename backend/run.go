@@ -41,6 +41,10 @@ type Options struct {
 	// StartErr is why the file was refused at start, when the backend
 	// runs on the last good configuration from the store instead.
 	StartErr error
+	// Deployment is the deployment's identity, as Deployment returned it
+	// from Store; empty: Run gets it from Store when it first leads (or,
+	// without a Store, it is the jobs' own; see NewJobs).
+	Deployment string
 }
 
 // configKey is where the last good configuration file is kept in the
@@ -95,6 +99,9 @@ func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.C
 		opts.Replica = fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano())
 	}
 	b := &Backend{jobs: NewJobs(compute, prov, cfg, log), log: log, opts: opts, loaded: time.Now(), configErr: opts.StartErr}
+	if opts.Deployment != "" {
+		b.jobs.SetDeployment(opts.Deployment)
+	}
 	if opts.ConfigPath != "" {
 		if data, err := os.ReadFile(opts.ConfigPath); err == nil {
 			b.hash = sha256.Sum256(data)
@@ -249,7 +256,10 @@ func (b *Backend) runLeader(ctx context.Context) {
 	defer b.setLeader(false)
 	if st := b.opts.Store; st != nil {
 		for {
-			err := b.jobs.LoadState(ctx, st, store.Fence{Name: leaderName, Holder: b.opts.Replica})
+			err := b.identify(ctx, st)
+			if err == nil {
+				err = b.jobs.LoadState(ctx, st, store.Fence{Name: leaderName, Holder: b.opts.Replica})
+			}
 			if err == nil {
 				break
 			}
@@ -267,6 +277,23 @@ func (b *Backend) runLeader(ctx context.Context) {
 	wg.Go(func() { b.sched.Run(ctx) })
 	wg.Go(func() { b.follow(ctx) })
 	wg.Wait()
+}
+
+// identify makes the jobs work for the deployment whose database st is,
+// unless Options named it.
+func (b *Backend) identify(ctx context.Context, st *store.Store) error {
+	if b.opts.Deployment != "" {
+		return nil
+	}
+	id, err := Deployment(ctx, st, b.jobs.Config().Settings.Deployment)
+	if err != nil {
+		return err
+	}
+	b.jobs.SetDeployment(id)
+	b.mu.Lock()
+	b.opts.Deployment = id
+	b.mu.Unlock()
+	return nil
 }
 
 func (b *Backend) setLeader(on bool) {
@@ -341,6 +368,10 @@ func (b *Backend) Reload(forced bool) {
 	if err == nil {
 		cfg, err = ParseConfig(b.opts.ConfigPath, data)
 	}
+	if err == nil && b.identified() {
+		// Another name would orphan everything the deployment made.
+		err = sameDeployment(b.jobs.Deployment(), cfg.Settings.Deployment)
+	}
 	b.mu.Lock()
 	b.configErr = err
 	leader := b.leader
@@ -409,6 +440,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(drainingDesc, prometheus.GaugeValue, float64(len(c.b.jobs.drained())))
 }
 
+// identified says whether the jobs' deployment is the store's (or there
+// is no store).
+func (b *Backend) identified() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.opts.Deployment != "" || b.opts.Store == nil
+}
+
 // Leader reports whether this replica runs the jobs now.
 func (b *Backend) Leader() bool {
 	b.mu.Lock()
@@ -471,7 +510,7 @@ func (b *Backend) ConfigError() error {
 var statusSection = template.Must(template.New("backend").Parse(`
 <h2>GCE Backend</h2>
 <p>{{if .Leader}}This replica leads and runs the jobs.{{else}}This replica stands by; another leads.{{end}}
-Configuration loaded {{.Loaded.UTC.Format "2006-01-02 15:04:05Z"}}.</p>
+Deployment {{.Deployment}}. Configuration loaded {{.Loaded.UTC.Format "2006-01-02 15:04:05Z"}}.</p>
 {{with .ConfigErr}}<p style="color:#b00"><b>The configuration file was refused; the last good one stays in force:</b><br><pre>{{.}}</pre></p>{{end}}
 <h3>Groups</h3>
 <table><tr><th>group (revision)</th><th>template</th><th>project</th><th>zone</th><th>state</th><th>target</th><th>current</th><th>leased</th><th>idle</th><th>problem</th></tr>
@@ -506,7 +545,7 @@ func (b *Backend) StatusHTML() template.HTML {
 	}
 	slices.SortFunc(groups, func(a, b row) int { return strings.Compare(a.key(), b.key()) })
 	b.mu.Lock()
-	data := map[string]any{"Leader": b.leader, "Loaded": b.loaded, "ConfigErr": b.configErr, "Groups": groups,
+	data := map[string]any{"Deployment": b.jobs.Deployment(), "Leader": b.leader, "Loaded": b.loaded, "ConfigErr": b.configErr, "Groups": groups,
 		"Pending": len(st.Pending), "Cursor": st.Cursor, "Jobs": b.sched.Status()}
 	b.mu.Unlock()
 	var buf bytes.Buffer

@@ -189,12 +189,19 @@ func (f *fleet) templateExists(name string) bool {
 	})
 }
 
-func revisions(t *testing.T, path string) (linux, win string) {
+// revisions names the fleet's revisions in its deployment: the one its
+// backend gets from the store (made there by the first to ask).
+func revisions(t *testing.T, path string, st *store.Store) (linux, win string) {
+	t.Helper()
 	cfg, err := backend.LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cfg.Templates[0].Revision(), cfg.Templates[1].Revision()
+	id, err := backend.Deployment(context.Background(), st, cfg.Settings.Deployment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Templates[0].Revision(id), cfg.Templates[1].Revision(id)
 }
 
 // TestFleetConverges is the backend end to end, against the emulator and
@@ -206,7 +213,7 @@ func revisions(t *testing.T, path string) (linux, win string) {
 func TestFleetConverges(t *testing.T) {
 	f := newFleet(t, "sqlite:"+filepath.Join(t.TempDir(), "provider.db"))
 	ctx := context.Background()
-	linux, win := revisions(t, f.path)
+	linux, win := revisions(t, f.path, f.st)
 
 	// Faults while it converges: Compute rate limits and server errors,
 	// no capacity in one zone, a quota that holds the windows groups back.
@@ -350,7 +357,7 @@ func TestFleetConverges(t *testing.T) {
 	// A template change, with one machine of the old revision leased, and
 	// a restart of the backend in the middle of the rollout.
 	f.write("e2-standard-4")
-	newLinux, _ := revisions(t, f.path)
+	newLinux, _ := revisions(t, f.path, f.st)
 	reload <- struct{}{}
 	testutil.WaitWithin(t, time.Minute, "the new revision's groups", func() bool {
 		got, _ := f.catalog()
@@ -406,7 +413,7 @@ func TestFleetConverges(t *testing.T) {
 // runs the jobs, and when it stops the other takes over with its state.
 func TestReplicasElectOneLeader(t *testing.T) {
 	f := newFleet(t, testutil.PostgresURL(t))
-	linux, win := revisions(t, f.path)
+	linux, win := revisions(t, f.path, f.st)
 	a, stopA := f.start("a", nil)
 	b, stopB := f.start("b", nil)
 	defer stopB()

@@ -15,18 +15,21 @@ import (
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
-// Labels the backend puts on what it makes; it deletes nothing without
-// them.
+// Labels the backend puts on what it makes, beside DeploymentLabel; it
+// deletes nothing without them.
 const (
 	TemplateLabel = "gcefleet-template" // the template's base_name
 	RevisionLabel = "gcefleet-revision" // the content hash
 )
 
-// Revision is the name of t's current revision: its base_name and a hash
-// of everything that goes into the GCE template. GCE templates are
-// immutable, so a changed template is a new revision, and the old one is
-// drained.
-func (t Template) Revision() string {
+// Revision is the name of t's current revision in deployment: its
+// base_name and a hash of the deployment and of everything that goes into
+// the GCE template. GCE templates are immutable, so a changed template is
+// a new revision, and the old one is drained. Template names are global
+// in a project: two deployments with the same template compute different
+// names, so neither adopts the other's. The deployment "" gives the names
+// of the backend from before deployments had identities (legacy).
+func (t Template) Revision(deployment string) string {
 	c := t
 	c.Line = 0
 	c.MetadataFromFiles = nil
@@ -41,21 +44,28 @@ func (t Template) Revision() string {
 	}
 	c.Metadata = md
 	b, _ := json.Marshal(c)
+	if deployment != "" {
+		// A label value holds no NUL: no two deployments hash alike.
+		b = append([]byte(deployment+"\x00"), b...)
+	}
 	sum := sha256.Sum256(b)
 	return t.BaseName + "-" + hex.EncodeToString(sum[:4])
 }
 
-func (t Template) hash() string {
-	r := t.Revision()
+func (t Template) hash(deployment string) string {
+	r := t.Revision(deployment)
 	return r[len(r)-8:]
 }
 
-// resource returns the GCE instance template of t's revision.
-func (t Template) resource() (*computepb.InstanceTemplate, error) {
-	labels := map[string]string{TemplateLabel: t.BaseName, RevisionLabel: t.hash()}
+// resource returns the GCE instance template of t's revision in
+// deployment; its instances get its labels.
+func (t Template) resource(deployment string) (*computepb.InstanceTemplate, error) {
+	labels := map[string]string{}
 	for k, v := range t.Labels {
 		labels[k] = v
 	}
+	// Ours win (the configuration may not set them; see check).
+	labels[TemplateLabel], labels[RevisionLabel], labels[DeploymentLabel] = t.BaseName, t.hash(deployment), deployment
 	var items []*computepb.Items
 	keys := make([]string, 0, len(t.Metadata)+len(t.MetadataFromFiles))
 	values := map[string]string{}
@@ -116,21 +126,21 @@ func (t Template) resource() (*computepb.InstanceTemplate, error) {
 		props.Scheduling = &computepb.Scheduling{ProvisioningModel: new("SPOT"), InstanceTerminationAction: new("DELETE")}
 	}
 	return &computepb.InstanceTemplate{
-		Name:        new(t.Revision()),
-		Description: new("gcefleet backend template " + t.BaseName),
+		Name:        new(t.Revision(deployment)),
+		Description: new("gcefleet backend template " + t.BaseName + " in deployment " + deployment),
 		Properties:  props,
 	}, nil
 }
 
 // CreateInstanceTemplates makes the GCE template of each configured
 // template's current revision, where it does not exist yet, and records
-// it. A template of that name that does not carry our label is not ours:
-// it is reported, never adopted.
+// it. A template of that name that does not carry this deployment's label
+// is not ours: it is reported, never adopted.
 func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 	cfg := j.Config()
 	return j.each(ctx, len(cfg.Templates), func(ctx context.Context, i int) error {
 		t := cfg.Templates[i]
-		res, err := t.resource()
+		res, err := t.resource(j.Deployment())
 		if err != nil {
 			return err
 		}
@@ -145,7 +155,7 @@ func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 			j.changes.Add(1)
 			j.Log.Info("created instance template", "template", rec.Name, "project", t.Project)
 		case gceapi.Classify(err) == gceapi.Exists:
-			if err := j.ours(ctx, t.Project, rec.Name); err != nil {
+			if err := j.ours(ctx, t.Project, rec.Name, false); err != nil {
 				return err
 			}
 		default:
@@ -155,8 +165,9 @@ func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 	})
 }
 
-// ours checks that template name in project carries the backend's label.
-func (j *Jobs) ours(ctx context.Context, project, name string) error {
+// ours checks that template name in project is this deployment's (see
+// ownTemplate).
+func (j *Jobs) ours(ctx context.Context, project, name string, legacy bool) error {
 	var tm *computepb.InstanceTemplate
 	err := j.retry(ctx, project, func() error {
 		var err error
@@ -166,10 +177,7 @@ func (j *Jobs) ours(ctx context.Context, project, name string) error {
 	if err != nil {
 		return fmt.Errorf("instance template %s: %w", name, err)
 	}
-	if tm.GetProperties().GetLabels()[TemplateLabel] == "" {
-		return fmt.Errorf("instance template %s in %s exists without the label %s: it is not the backend's; rename the template's base_name or remove that template", name, project, TemplateLabel)
-	}
-	return nil
+	return j.ownTemplate(tm, project, legacy)
 }
 
 // DeleteDrainedTemplates deletes the templates of revisions the
@@ -188,7 +196,7 @@ func (j *Jobs) DeleteDrainedTemplates(ctx context.Context) error {
 	}
 	return j.each(ctx, len(drained), func(ctx context.Context, i int) error {
 		t := drained[i]
-		err := j.ours(ctx, t.Project, t.Name)
+		err := j.ours(ctx, t.Project, t.Name, t.Legacy)
 		if gceapi.Classify(err) == gceapi.NotFound {
 			return j.update(ctx, func(s *State) { delete(s.Templates, t.key()) })
 		}

@@ -66,7 +66,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 	}
 	tms := templateNames(t, j)
 	linux := j.Config().Templates[0]
-	tm, ok := tms[linux.Revision()]
+	tm, ok := tms[j.Revision(linux)]
 	if len(tms) != 2 || !ok {
 		t.Fatalf("templates %v; want the two revisions", tms)
 	}
@@ -75,7 +75,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 		p.GetDisks()[0].GetInitializeParams().GetDiskSizeGb() != 50 {
 		t.Errorf("template properties %v", p)
 	}
-	workers := tms[j.Config().Templates[1].Revision()].GetProperties()
+	workers := tms[j.Revision(j.Config().Templates[1])].GetProperties()
 	if workers.GetScheduling().GetProvisioningModel() != "SPOT" || workers.GetMetadata().GetItems()[0].GetKey() != "gce-container-declaration" {
 		t.Errorf("container template %v", workers)
 	}
@@ -83,7 +83,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 		rev := ""
 		for _, tt := range j.Config().Templates {
 			if tt.BaseName == m.TemplateBaseName {
-				rev = tt.Revision()
+				rev = j.Revision(tt)
 			}
 		}
 		g, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: m.Zone, InstanceGroupManager: rev})
@@ -113,12 +113,12 @@ func TestChangedTemplateIsANewRevision(t *testing.T) {
 `
 	j, _ := jobs(t, yaml)
 	ctx := context.Background()
-	first := j.Config().Templates[0].Revision()
+	first := j.Revision(j.Config().Templates[0])
 	if err := j.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(file, []byte("echo two"), 0o600)
-	second := j.Config().Templates[0].Revision()
+	second := j.Revision(j.Config().Templates[0])
 	if first == second {
 		t.Fatal("a changed metadata file did not change the revision")
 	}

@@ -60,6 +60,26 @@ func (s *Store) Put(ctx context.Context, key, value string, f Fence) error {
 	return nil
 }
 
+// PutIfAbsent stores value under key unless a value is stored there
+// already, and returns the value stored: of callers racing on one key,
+// on one database or several replicas of it, every one gets the first's.
+func (s *Store) PutIfAbsent(ctx context.Context, key, value string) (string, error) {
+	var stored string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// On PostgreSQL the insert waits for a concurrent one of the key
+		// to commit and then does nothing; the select, a statement of its
+		// own under READ COMMITTED, sees the committed row.
+		if _, err := s.execTx(ctx, tx, "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT (k) DO NOTHING", key, value); err != nil {
+			return err
+		}
+		return s.rowTx(ctx, tx, "SELECT v FROM kv WHERE k = ?", key).Scan(&stored)
+	})
+	if err != nil {
+		return "", fmt.Errorf("store: writing %s: %w", key, err)
+	}
+	return stored, nil
+}
+
 // forShare keeps a row read on PostgreSQL from changing until commit.
 func (s *Store) forShare() string {
 	if s.postgres {

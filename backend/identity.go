@@ -1,0 +1,137 @@
+package backend
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"cloud.google.com/go/compute/apiv1/computepb"
+
+	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/store"
+)
+
+// DeploymentLabel carries, on every instance template and instance the
+// backend makes, the identity of the deployment (the provider's database
+// and the replicas that serve it) that made it. The backend catalogs,
+// resizes, drains and deletes only what carries its own.
+const DeploymentLabel = "gcefleet-deployment"
+
+// deploymentKey is where the deployment's identity is kept in the store.
+const deploymentKey = "gce-backend/deployment"
+
+// deploymentRE is the form of an identity: it fits a GCE label value and
+// a resource name.
+var deploymentRE = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// newDeploymentID makes a random identity: 48 bits, so that deployments
+// sharing a project never draw the same one.
+func newDeploymentID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "d-" + hex.EncodeToString(b)
+}
+
+// Deployment returns the identity of the deployment whose provider
+// database st is, making it at the first call: name (settings.deployment)
+// if it is not empty, else a random one. Replicas starting at once all get
+// the one stored first. A name other than the stored identity is refused:
+// everything the deployment made carries its identity, and under another
+// it would be left unmanaged.
+func Deployment(ctx context.Context, st *store.Store, name string) (string, error) {
+	id := name
+	if id == "" {
+		id = newDeploymentID()
+	}
+	stored, err := st.PutIfAbsent(ctx, deploymentKey, id)
+	if err != nil {
+		return "", err
+	}
+	if err := sameDeployment(stored, name); err != nil {
+		return "", err
+	}
+	return stored, nil
+}
+
+// StoredDeployment returns the identity kept in st without making one:
+// store.ErrNotFound if no backend of this gcefleet has started on it.
+func StoredDeployment(ctx context.Context, st *store.Store) (string, error) {
+	return st.Get(ctx, deploymentKey)
+}
+
+// sameDeployment refuses a configured name other than the stored identity.
+func sameDeployment(stored, name string) error {
+	if name == "" || name == stored {
+		return nil
+	}
+	return fmt.Errorf("settings.deployment is %q, but this provider database belongs to deployment %q, whose name every template, group and instance it made carries; set settings.deployment: %s (or remove it), or give this deployment a database of its own", name, stored, stored)
+}
+
+// errNotOurs is wrapped by the errors of a resource that does not carry
+// this deployment's identity: it is left alone.
+var errNotOurs = errors.New("not this deployment's")
+
+// legacyDescription and groupDescription are what a group's description
+// says; a group has no labels, so its description names its deployment.
+func legacyDescription(base string) string { return "gcefleet backend manager of " + base }
+
+func groupDescription(base, deployment string) string {
+	return legacyDescription(base) + " in deployment " + deployment
+}
+
+// ownTemplate checks that tm is this deployment's: it carries its label,
+// or, for a revision recorded before deployments had identities (legacy),
+// the backend's label and no deployment's.
+func (j *Jobs) ownTemplate(tm *computepb.InstanceTemplate, project string, legacy bool) error {
+	labels := tm.GetProperties().GetLabels()
+	id := j.Deployment()
+	switch {
+	case legacy && labels[TemplateLabel] != "" && labels[DeploymentLabel] == "":
+		return nil
+	case !legacy && labels[DeploymentLabel] == id:
+		return nil
+	case labels[TemplateLabel] == "":
+		return fmt.Errorf("instance template %s in %s exists without the label %s: it is %w; rename the template's base_name or remove that template", tm.GetName(), project, TemplateLabel, errNotOurs)
+	}
+	return fmt.Errorf("instance template %s in %s carries %s=%q, and this deployment is %q: it is %w, left alone; rename the template's base_name or remove that template", tm.GetName(), project, DeploymentLabel, labels[DeploymentLabel], id, errNotOurs)
+}
+
+// ownGroup checks that mig is the group this deployment recorded as g:
+// of g's template, and described as this deployment's.
+func (j *Jobs) ownGroup(mig *computepb.InstanceGroupManager, g GroupRecord) error {
+	want := groupDescription(g.BaseName, j.Deployment())
+	if g.Legacy {
+		want = legacyDescription(g.BaseName)
+	}
+	if tmpl := gceapi.LastSegment(mig.GetInstanceTemplate()); tmpl != g.Template || mig.GetDescription() != want {
+		return fmt.Errorf("instance group manager %s in %s uses template %s and says %q; this deployment's uses %s and says %q: it is %w, left alone",
+			g.Name, g.Zone, tmpl, mig.GetDescription(), g.Template, want, errNotOurs)
+	}
+	return nil
+}
+
+// ownInstance says whether in carries this deployment's label.
+func (j *Jobs) ownInstance(in *computepb.Instance) bool {
+	return in.GetLabels()[DeploymentLabel] == j.Deployment()
+}
+
+// Deployment returns the identity of the deployment the jobs work for.
+func (j *Jobs) Deployment() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.deployment
+}
+
+// SetDeployment makes the jobs work for the deployment id, as Deployment
+// or StoredDeployment returned it; call it before LoadState.
+func (j *Jobs) SetDeployment(id string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.deployment = id
+}
+
+// Revision is the name of t's current revision in this deployment.
+func (j *Jobs) Revision(t Template) string { return t.Revision(j.Deployment()) }
