@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	compute "google.golang.org/api/compute/v1"
 	"google.golang.org/api/option"
 
+	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/emulator"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/store"
@@ -131,7 +133,7 @@ func TestPlan(t *testing.T) {
 	_, url, _ := startEmulator(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "fleet.yaml")
-	os.WriteFile(path, []byte(`templates:
+	fleet := `templates:
   - base_name: web
     project: plan-project
     dimensions: {os: linux}
@@ -139,8 +141,15 @@ func TestPlan(t *testing.T) {
     image: projects/debian-cloud/global/images/family/debian-12
 managers:
   - {template_base_name: web, zone: us-west1-a, minimum_size: 1, maximum_size: 3}
-settings: {endpoint: "`+url+`"}
-`), 0o600)
+settings: {endpoint: "` + url + `"%s}
+`
+	os.WriteFile(path, []byte(fmt.Sprintf(fleet, "")), 0o600)
+	// Without a deployment, plan cannot tell its own from others'.
+	code, _, stderr := runCLI(t, nil, "plan", "--config", path)
+	if code != 1 || !strings.Contains(stderr, "names none (settings.deployment): give --database") {
+		t.Errorf("plan of an unnamed deployment without --database: exit %d, %s", code, stderr)
+	}
+	os.WriteFile(path, []byte(fmt.Sprintf(fleet, ", deployment: plan-test")), 0o600)
 	code, out, stderr := runCLI(t, nil, "plan", "--config", path)
 	if code != 0 || !strings.Contains(out, "create-template web-") || !strings.Contains(out, " in us-west1-a (size 1, at most 3)") {
 		t.Errorf("plan: exit %d\n%s%s", code, out, stderr)
@@ -160,6 +169,20 @@ settings: {endpoint: "`+url+`"}
 	code, withDB, stderr := runCLI(t, nil, "plan", "--config", path, "--database", db)
 	if code != 0 || withDB != out {
 		t.Errorf("plan --database: exit %d\n%s%s; want what plan said without it:\n%s", code, withDB, stderr, out)
+	}
+	// Once serve has made the database another deployment's, plan refuses
+	// this name as serve would.
+	st, err = store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backend.Deployment(context.Background(), st, "other"); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	code, _, stderr = runCLI(t, nil, "plan", "--config", path, "--database", db)
+	if code != 1 || !strings.Contains(stderr, `names deployment "plan-test", but the database `+db+` is deployment "other"'s`) {
+		t.Errorf("plan of a database of another deployment: exit %d, %s", code, stderr)
 	}
 	os.WriteFile(path, []byte("templates:\n  - base_name: Web\n"), 0o600)
 	code, _, stderr = runCLI(t, nil, "plan", "--config", path)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -111,6 +112,12 @@ func backendStarter(ctx context.Context, cfg provider.Config, configPath string,
 		}
 		log.Error("the backend's configuration file was refused; running on the last good one from the database", "err", startErr)
 	}
+	// The deployment's identity, made at its first start: a name that
+	// is not the stored one stops serve here, with what to do.
+	deployment, err := deploymentOf(ctx, cfg.Database, bcfg.Settings.Deployment)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	compute, err := gceapi.NewClient(ctx, bcfg.Settings.Endpoint)
 	if err != nil {
 		return nil, err
@@ -140,12 +147,23 @@ func backendStarter(ctx context.Context, cfg provider.Config, configPath string,
 		prov := &client.Client{BaseURL: url, Token: secret}
 		bctx, stop := context.WithCancel(ctx) // ends, at the latest, when Serve returns
 		b := backend.Run(bctx, bcfg, compute, prov, backend.Options{
-			ConfigPath: path, Reload: reload, Store: s.Store(), Registry: s.Registry(), StartErr: startErr,
+			ConfigPath: path, Reload: reload, Store: s.Store(), Registry: s.Registry(), StartErr: startErr, Deployment: deployment,
 		}, log.With("part", "backend"))
 		s.AddStatus(b.StatusHTML)
 		s.Defer(func() { stop(); b.Wait() })
-		log.Info("GCE backend running", "templates", len(bcfg.Templates), "managers", len(bcfg.Managers))
+		log.Info("GCE backend running", "deployment", deployment, "templates", len(bcfg.Templates), "managers", len(bcfg.Managers))
 	}, nil
+}
+
+// deploymentOf returns the identity of the deployment whose provider
+// database is database, making it there at the first start.
+func deploymentOf(ctx context.Context, database, name string) (string, error) {
+	st, err := store.Open(ctx, database)
+	if err != nil {
+		return "", err
+	}
+	defer st.Close()
+	return backend.Deployment(ctx, st, name)
 }
 
 // lastGoodConfig reads the configuration a backend last ran on from the
@@ -172,8 +190,11 @@ func planCommand() *command {
 prints what the backend would create, resize and drain on Compute Engine to
 match it, without changing anything. The Compute endpoint is the config's
 settings.endpoint (empty: real GCE with Application Default Credentials).
-With --database, the provider's database that the backend keeps its state
-in, it also sees the projects the configuration no longer names.
+It shows only this deployment's resources: the deployment is the one
+settings.deployment names or, with --database (the provider's database,
+which keeps the deployment's identity and the backend's state), the
+database's; with --database it also sees the projects the configuration no
+longer names.
 
 Example:
   gcefleet plan --config fleet.yaml --database gcefleet.db`,
@@ -194,6 +215,9 @@ Example:
 				}
 				defer compute.Close()
 				j := backend.NewJobs(compute, nil, cfg, slog.New(slog.DiscardHandler))
+				if *database == "" && cfg.Settings.Deployment == "" {
+					return fmt.Errorf("plan: which deployment's resources are its own? %s names none (settings.deployment): give --database, the provider's database, which keeps the deployment's identity, or name the deployment in settings.deployment", *config)
+				}
 				if *database != "" {
 					if !strings.Contains(*database, "://") {
 						if _, err := os.Stat(*database); err != nil {
@@ -206,6 +230,18 @@ Example:
 						return err
 					}
 					defer st.Close()
+					id, err := backend.StoredDeployment(ctx, st)
+					switch {
+					case errors.Is(err, store.ErrNotFound) && cfg.Settings.Deployment == "":
+						return fmt.Errorf("plan: the database %s holds no deployment identity yet (serve makes one at its first start), and %s names none: name the deployment in settings.deployment, or start serve once", *database, *config)
+					case errors.Is(err, store.ErrNotFound):
+						id = cfg.Settings.Deployment
+					case err != nil:
+						return err
+					case cfg.Settings.Deployment != "" && cfg.Settings.Deployment != id:
+						return fmt.Errorf("plan: %s names deployment %q, but the database %s is deployment %q's; serve would refuse it too: set settings.deployment: %s (or remove it)", *config, cfg.Settings.Deployment, *database, id, id)
+					}
+					j.SetDeployment(id)
 					// No fence: Plan changes nothing, so nothing is saved.
 					if err := j.LoadState(ctx, st, store.Fence{}); err != nil {
 						return err
