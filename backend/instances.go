@@ -187,7 +187,7 @@ func (j *Jobs) instances(ctx context.Context, g group, names []string) (map[stri
 	err := j.retry(ctx, g.t.Project, func() error {
 		var err error
 		all, err = gceapi.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: g.t.Project, Zone: g.m.Zone,
-			Filter: new(fmt.Sprintf("labels.%s = %q AND labels.%s = %q", RevisionLabel, g.t.hash(g.deployment), DeploymentLabel, g.deployment))}))
+			Filter: new(fmt.Sprintf("(labels.%s = %q) AND (labels.%s = %q)", RevisionLabel, g.t.hash(g.deployment), DeploymentLabel, g.deployment))}))
 		return err
 	})
 	for _, in := range all {

@@ -61,6 +61,10 @@ and on SIGHUP; a file that does not parse leaves the last good one in
 force, and says why on the status page (/) and in metrics. Several
 replicas may serve one PostgreSQL database: one of them runs the backend
 at a time, and another takes over within seconds when it dies.
+The backend touches only what carries its deployment's identity
+(settings.deployment, or a random id made at the first start), which the
+database keeps: serve refuses a settings.deployment other than the stored
+one.
 
 Example:
   gcefleet serve --config fleet.yaml`,
