@@ -411,7 +411,7 @@ func TestServeRunsTheBackend(t *testing.T) {
 	// Started again on the bad file, it runs on the last good one from
 	// its database and says why.
 	stop()
-	url, _ = serveUntil(t, config)
+	url, stop = serveUntil(t, config)
 	admin.BaseURL = url
 	testutil.WaitFor(t, "the backend to run on the last good configuration", func() bool {
 		page := get("/")
@@ -419,6 +419,15 @@ func TestServeRunsTheBackend(t *testing.T) {
 	})
 	if n := len(available()); n != 2 {
 		t.Errorf("%d machines after a restart on a refused file, want 2", n)
+	}
+
+	// A file that renames the deployment stops serve at start: everything
+	// the deployment made carries the name its database keeps.
+	stop()
+	os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet+"  deployment: renamed\n"), 0o600)
+	code, _, stderr := runCLI(t, nil, "serve", "--config", config)
+	if code != 1 || !strings.Contains(stderr, `fleet.yaml: settings.deployment is "renamed", but this provider database belongs to deployment "d-`) {
+		t.Errorf("serve on a renamed deployment: exit %d, %s", code, stderr)
 	}
 }
 
