@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/compute/apiv1/computepb"
+
 	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/store"
@@ -138,5 +140,60 @@ func TestRenamedDeploymentIsRefused(t *testing.T) {
 	}
 	if b.Jobs().Deployment() != id || !strings.Contains(string(b.StatusHTML()), "Deployment "+id) {
 		t.Error("the renamed file changed the deployment, or the status page does not name it")
+	}
+}
+
+// TestOthersResourcesAreNotAdopted: a template or group that has the name
+// this deployment's would have but is not its own (another deployment's
+// label, another description) is reported and never adopted.
+func TestOthersResourcesAreNotAdopted(t *testing.T) {
+	ctx := context.Background()
+	fleet := tenantFleet("pool")
+	j, _ := jobs(t, fleet)
+	rev := j.Revision(j.Config().Templates[0])
+	op, err := j.Compute.Templates.Insert(ctx, &computepb.InsertInstanceTemplateRequest{Project: "my-project", InstanceTemplateResource: &computepb.InstanceTemplate{
+		Name: new(rev), Properties: &computepb.InstanceProperties{MachineType: new("e2-small"),
+			Labels: map[string]string{backend.TemplateLabel: "pool", backend.DeploymentLabel: "d-other"},
+			Disks: []*computepb.AttachedDisk{{Boot: new(true), AutoDelete: new(true), InitializeParams: &computepb.AttachedDiskInitializeParams{
+				SourceImage: new("projects/debian-cloud/global/images/family/debian-12")}}},
+			NetworkInterfaces: []*computepb.NetworkInterface{{}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := op.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = j.CreateInstanceTemplates(ctx)
+	if err == nil || !strings.Contains(err.Error(), `carries gcefleet-deployment="d-other", and this deployment is "`+j.Deployment()+`"`) {
+		t.Errorf("another deployment's template of our name: %v", err)
+	}
+	if st := j.State(); len(st.Templates) != 0 {
+		t.Errorf("adopted %v", st.Templates)
+	}
+
+	// Another deployment (its own jobs, on the same emulator) makes its
+	// template; a group of our name on it, described as not ours, is
+	// refused too.
+	k, _ := jobs(t, fleet)
+	k.Compute = j.Compute
+	if err := k.CreateInstanceTemplates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	krev := k.Revision(k.Config().Templates[0])
+	op, err = j.Compute.Groups.Insert(ctx, &computepb.InsertInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-a",
+		InstanceGroupManagerResource: &computepb.InstanceGroupManager{Name: new(krev), BaseInstanceName: new("squatter"),
+			InstanceTemplate: new("projects/my-project/global/instanceTemplates/" + krev), TargetSize: new(int32(0)), Description: new("a person's")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := op.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = k.CreateInstanceGroupManagers(ctx)
+	if err == nil || !strings.Contains(err.Error(), `says "a person's"`) || !strings.Contains(err.Error(), "not this deployment's") {
+		t.Errorf("a group of our name described as someone else's: %v", err)
+	}
+	if st := k.State(); len(st.Groups) != 0 {
+		t.Errorf("adopted %v", st.Groups)
 	}
 }
