@@ -125,6 +125,7 @@ func TestRenamedDeploymentIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, stop := f.start("one", nil)
+	defer b.Wait() // its jobs end before the emulator's client closes
 	defer stop()
 	testutil.WaitWithin(t, time.Minute, "the backend to lead", b.Leader)
 	id := b.Jobs().Deployment()
