@@ -69,7 +69,7 @@ func TestCLIEscapesWhatTheServerSends(t *testing.T) {
 func TestCleanKeepsPlainText(t *testing.T) {
 	for in, want := range map[string]string{
 		"vm-1.example.com": "vm-1.example.com",
-		"zoë 🙂":           "zoë 🙂",
+		"zoë 🙂":            "zoë 🙂",
 		"a\tb":             `a\x09b`,
 		"\x00\x7f":         `\x00\x7f`,
 		"\U000e0041":       `\U000e0041`,
