@@ -72,20 +72,66 @@ func badJSON(err error) error {
 	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
 		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: fmt.Sprintf("request body: not JSON at byte %d: %v", se.Offset, se)}
 	}
-	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && te.Field != "" {
-		return invalid(map[string]string{te.Field: fmt.Sprintf("a JSON %s cannot be a %s", te.Value, te.Type)})
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		msg := fmt.Sprintf("%s, not %s", jsonKind(te.Type), te.Value)
+		if te.Field == "" {
+			return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: " + msg}
+		}
+		return invalid(map[string]string{te.Field: msg})
+	}
+	if _, ok := errors.AsType[*time.ParseError](err); ok {
+		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: times are RFC 3339 strings, such as 2026-01-02T15:04:05Z"}
+	}
+	if errors.Is(err, errTooDeep) {
+		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: fmt.Sprintf("request body: nested deeper than %d", maxDepth)}
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: the JSON value ends early"}
 	}
-	return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: " + err.Error()}
+	// The decoder's other messages name Go types, not the API's.
+	return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: not a valid request for this route (see /v1/openapi.yaml)"}
 }
+
+// jsonKind names what the API wants of a Go type, in JSON's words.
+func jsonKind(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeFor[time.Time]():
+		return "an RFC 3339 time string"
+	case t == reflect.TypeFor[time.Duration]():
+		return "a duration in nanoseconds"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number in range"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	}
+	return "an object"
+}
+
+// maxDepth bounds how deep a body nests: the API's go three deep.
+const maxDepth = 16
+
+var errTooDeep = errors.New("nested too deep")
 
 // checkKeys reads one JSON value from dec and adds to fields, by path,
 // every object key that names no field of t exactly, and every field
 // given twice. Values of other types than t's are left for
 // json.Unmarshal to refuse.
 func checkKeys(dec *json.Decoder, t reflect.Type, path string, fields map[string]string) error {
+	return checkKeysAt(dec, t, path, fields, 0)
+}
+
+func checkKeysAt(dec *json.Decoder, t reflect.Type, path string, fields map[string]string, depth int) error {
+	if depth > maxDepth {
+		return errTooDeep
+	}
 	tok, err := dec.Token()
 	if err != nil {
 		return err
@@ -129,7 +175,7 @@ func checkKeys(dec *json.Decoder, t reflect.Type, path string, fields map[string
 			case reflect.Map:
 				et = t.Elem()
 			}
-			if err := checkKeys(dec, et, at, fields); err != nil {
+			if err := checkKeysAt(dec, et, at, fields, depth+1); err != nil {
 				return err
 			}
 		}
@@ -141,7 +187,7 @@ func checkKeys(dec *json.Decoder, t reflect.Type, path string, fields map[string
 			et = t.Elem()
 		}
 		for i := 0; dec.More(); i++ {
-			if err := checkKeys(dec, et, fmt.Sprintf("%s[%d]", path, i), fields); err != nil {
+			if err := checkKeysAt(dec, et, fmt.Sprintf("%s[%d]", path, i), fields, depth+1); err != nil {
 				return err
 			}
 		}
