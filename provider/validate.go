@@ -125,12 +125,26 @@ var errTooDeep = errors.New("nested too deep")
 // given twice. Values of other types than t's are left for
 // json.Unmarshal to refuse.
 func checkKeys(dec *json.Decoder, t reflect.Type, path string, fields map[string]string) error {
-	return checkKeysAt(dec, t, path, fields, 0)
+	k := keyChecker{dec: dec, fields: fields, names: map[reflect.Type]map[string]reflect.Type{}}
+	return k.check(t, path, 0)
 }
 
-func checkKeysAt(dec *json.Decoder, t reflect.Type, path string, fields map[string]string, depth int) error {
+type keyChecker struct {
+	dec    *json.Decoder
+	fields map[string]string
+	names  map[reflect.Type]map[string]reflect.Type // jsonFields of each struct met
+}
+
+func (k *keyChecker) check(t reflect.Type, path string, depth int) error {
+	dec, fields := k.dec, k.fields
 	if depth > maxDepth {
 		return errTooDeep
+	}
+	if t != nil && !hasStruct(t) && dec.More() {
+		// Nothing below has field names (dimensions, say): let the
+		// decoder's scanner skip it whole, without a token each.
+		var skip json.RawMessage
+		return dec.Decode(&skip)
 	}
 	tok, err := dec.Token()
 	if err != nil {
@@ -148,7 +162,10 @@ func checkKeysAt(dec *json.Decoder, t reflect.Type, path string, fields map[stri
 		var names map[string]reflect.Type
 		seen := map[string]bool{}
 		if kind == reflect.Struct {
-			names = jsonFields(t)
+			if names = k.names[t]; names == nil {
+				names = jsonFields(t)
+				k.names[t] = names
+			}
 		}
 		for dec.More() {
 			kt, err := dec.Token()
@@ -175,7 +192,7 @@ func checkKeysAt(dec *json.Decoder, t reflect.Type, path string, fields map[stri
 			case reflect.Map:
 				et = t.Elem()
 			}
-			if err := checkKeysAt(dec, et, at, fields, depth+1); err != nil {
+			if err := k.check(et, at, depth+1); err != nil {
 				return err
 			}
 		}
@@ -187,7 +204,7 @@ func checkKeysAt(dec *json.Decoder, t reflect.Type, path string, fields map[stri
 			et = t.Elem()
 		}
 		for i := 0; dec.More(); i++ {
-			if err := checkKeysAt(dec, et, fmt.Sprintf("%s[%d]", path, i), fields, depth+1); err != nil {
+			if err := k.check(et, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
 				return err
 			}
 		}
@@ -195,6 +212,18 @@ func checkKeysAt(dec *json.Decoder, t reflect.Type, path string, fields map[stri
 		return err
 	}
 	return nil
+}
+
+// hasStruct reports whether a value of t can hold a struct other than
+// time.Time, whose fields' names must then be checked.
+func hasStruct(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Struct:
+		return t != reflect.TypeFor[time.Time]()
+	case reflect.Pointer, reflect.Slice, reflect.Array, reflect.Map:
+		return hasStruct(t.Elem())
+	}
+	return false
 }
 
 // jsonFields returns the JSON names of struct t's fields and their types.
