@@ -400,12 +400,13 @@ func TestFieldErrors(t *testing.T) {
 	}
 	// Whole-body problems have no field; each says what is wrong.
 	for body, want := range map[string]string{
-		`{"request_id":"r1"} {"request_id":"r2"}`: "data after the JSON value",
-		`{"request_id":"r1"}x`:                    "data after the JSON value",
-		`{"request_id":`:                          "ends early",
-		"{\"request_id\":\"\xff\"}":               "not valid UTF-8",
-		strings.Repeat("[", 1000):                 "nested deeper",
-		`[]`:                                      "an object, not array",
+		`{"request_id":"r1"} {"request_id":"r2"}`:             "data after the JSON value",
+		`{"request_id":"r1"}x`:                                "data after the JSON value",
+		`{"request_id":`:                                      "ends early",
+		"{\"request_id\":\"\xff\"}":                           "not valid UTF-8",
+		strings.Repeat("[", 1000):                             "ends early",
+		strings.Repeat("[", 1000) + strings.Repeat("]", 1000): "an object, not array",
+		`[]`: "an object, not array",
 		`{"request_id":"` + strings.Repeat("x", 2<<20) + `"}`: "larger than 1048576 bytes",
 	} {
 		req, err := http.NewRequest("POST", w.url+"/v1/leases", strings.NewReader(body))
