@@ -373,6 +373,8 @@ func TestFieldErrors(t *testing.T) {
 		{"unknown parameter", "GET", "/v1/machines?limit=5", adminTok, "", 400, "query.limit", "unknown parameter"},
 		{"parameter twice", "GET", "/v1/events?after=1&after=2", adminTok, "", 400, "query.after", "given twice"},
 		{"client with NUL", "GET", "/v1/leases?client=%00", adminTok, "", 400, "query.client", "control characters"},
+		{"a long unknown name is not echoed", "POST", "/v1/leases", clientTok, lr(`"dimensions":{"os":["linux"]},"` + strings.Repeat("x", 5000) + `":1`), 400, "(a name of more than 64 bytes or unprintable)", "unknown field"},
+		{"many bad fields, the first 20", "POST", "/v1/machines:batchAdd", backendTok, `{"machines":[` + strings.Repeat(`{"hostname":"BAD"},`, 999) + `{"hostname":"BAD"}]}`, 400, "machines[0].hostname", "DNS name"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var body io.Reader
@@ -392,6 +394,9 @@ func TestFieldErrors(t *testing.T) {
 			var a apiAnswer
 			if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
 				t.Fatalf("%d, not the API's error shape: %v", resp.StatusCode, err)
+			}
+			if len(a.Error.Fields) > 20 || len(a.Error.Message) > 4000 {
+				t.Errorf("%d fields, a message of %d bytes: want at most 20 fields", len(a.Error.Fields), len(a.Error.Message))
 			}
 			if resp.StatusCode != c.status || a.Error.Code != "invalid" || !strings.Contains(a.Error.Fields[c.field], c.want) {
 				t.Errorf("%d %+v, want %d with fields[%q] saying %q", resp.StatusCode, a.Error, c.status, c.field, c.want)

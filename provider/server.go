@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -317,12 +318,24 @@ type apiError struct {
 func (e *apiError) Error() string { return e.Message }
 
 func invalid(fields map[string]string) error {
-	var parts []string
-	for k, v := range fields {
-		parts = append(parts, k+": "+v)
+	keys := slices.Sorted(maps.Keys(fields))
+	var more string
+	// A body of a thousand bad fields is answered with the first few,
+	// not echoed back whole.
+	if len(keys) > maxFieldErrors {
+		more = fmt.Sprintf("; and %d more", len(keys)-maxFieldErrors)
+		keys = keys[:maxFieldErrors]
+		kept := make(map[string]string, len(keys))
+		for _, k := range keys {
+			kept[k] = fields[k]
+		}
+		fields = kept
 	}
-	slices.Sort(parts)
-	return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "invalid request: " + strings.Join(parts, "; "), Fields: fields}
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, k+": "+fields[k])
+	}
+	return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "invalid request: " + strings.Join(parts, "; ") + more, Fields: fields}
 }
 
 // wrap authenticates, authorizes, times and answers a route.

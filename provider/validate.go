@@ -35,6 +35,8 @@ const (
 	maxDimValue  = 255      // bytes of one value
 	maxCACert    = 16 << 10 // bytes of a connection's ca_cert
 	maxWait      = 5 * time.Minute
+	// maxFieldErrors is the most field errors an answer lists.
+	maxFieldErrors = 20
 )
 
 // readJSON decodes r's body into v. Field names match exactly (not
@@ -180,9 +182,14 @@ func (k *keyChecker) check(t reflect.Type, path string) error {
 				return err
 			}
 			key := kt.String()
-			at := path + "." + key
+			name := key
+			if textProblem(key, 64) != "" {
+				// Not echoed back: it names no field anyway.
+				name = "(a name of more than 64 bytes or unprintable)"
+			}
+			at := path + "." + name
 			if path == "" {
-				at = key
+				at = name
 			}
 			var et reflect.Type
 			switch t.Kind() {
