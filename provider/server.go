@@ -351,8 +351,10 @@ func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, 
 			p, _ = s.principal(r)
 			// Only an authenticated caller's long poll outlasts the
 			// server's timeouts; queryWait's error is the handler's to give.
-			if wait, err := queryWait(r.URL.Query()); err == nil {
-				holdOpen(rec, wait)
+			if strings.Contains(r.URL.RawQuery, "wait=") {
+				if wait, err := queryWait(r.URL.Query()); err == nil {
+					holdOpen(rec, wait)
+				}
 			}
 			err = h(rec, r, p)
 		}
