@@ -67,7 +67,8 @@ func readJSON(r *http.Request, v any) error {
 	return nil
 }
 
-// badJSON answers a body that encoding/json refused.
+// badJSON answers a body that jsontext or encoding/json refused, in the
+// API's words rather than the decoders' (which name Go types).
 func badJSON(err error) error {
 	switch {
 	case errors.Is(err, errTrailing):
