@@ -13,7 +13,8 @@
 //
 // Faults (latency, rate limits, server errors, stockouts, quotas, preemption)
 // are set through the admin API under /emulator/v1/ or the methods of
-// Emulator. The package imports nothing else of gcefleet.
+// Emulator. The package imports nothing else of gcefleet but the generic
+// internal/netcap, which imports only the standard library.
 package emulator
 
 import (
@@ -30,6 +31,8 @@ import (
 	"time"
 
 	compute "google.golang.org/api/compute/v1"
+
+	"github.com/gcefleet/gcefleet/internal/netcap"
 )
 
 // Options configure an Emulator. The zero value is a working emulator with no
@@ -103,6 +106,8 @@ type Emulator struct {
 	log   *slog.Logger
 	mux   *http.ServeMux
 	addrs *addrAllocator
+	// metaConns caps the connections of all metadata servers together.
+	metaConns *netcap.Pool
 
 	mu       sync.Mutex
 	projects map[string]*project

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gcefleet/gcefleet/internal/netcap"
 )
 
 // metadataSrv is the metadata server of one RUNNING instance, listening on
@@ -46,9 +48,16 @@ func (e *Emulator) startMetadata(in *instance) error {
 		}
 	}
 	m := &metadataSrv{addr: ln.Addr().String()}
-	m.srv = &http.Server{Handler: e.metadataHandler(in), ReadHeaderTimeout: 10 * time.Second}
+	if e.metaConns == nil {
+		// All metadata servers together keep half the process's
+		// connections; the API's listener (gcefleet emulator) the other.
+		e.metaConns = netcap.NewPool(netcap.DefaultMax() / 2)
+	}
+	capped := e.metaConns.Listen(ln)
+	// No write timeout: wait_for_change waits as long as its caller asks.
+	m.srv = capped.Track(&http.Server{Handler: e.metadataHandler(in), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute})
 	in.meta = m
-	go m.srv.Serve(ln)
+	go m.srv.Serve(capped)
 	return nil
 }
 

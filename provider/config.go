@@ -37,6 +37,11 @@ type Config struct {
 	// id answers with it) before it is deleted, and how long events are
 	// kept for backends and watchers to read; 30 days if unset.
 	LeaseRetention time.Duration `yaml:"lease_retention"`
+	// MaxConnections caps the API's open connections; at the cap a new
+	// one closes the longest idle. 0 (the default) derives it from the
+	// process's descriptor limit (RLIMIT_NOFILE), less an eighth for the
+	// database and the backend.
+	MaxConnections int `yaml:"max_connections"`
 
 	retentionLine int
 }
@@ -180,6 +185,9 @@ func ParseConfig(name string, data []byte) (Config, error) {
 		cfg.LeaseRetention = DefaultLeaseRetention
 	case cfg.LeaseRetention < time.Hour:
 		bad(cfg.retentionLine, "lease_retention %v: keep ended leases at least an hour (clients repeat a request by its id within that time), e.g. lease_retention: 720h", cfg.LeaseRetention)
+	}
+	if cfg.MaxConnections < 0 || cfg.MaxConnections > 0 && cfg.MaxConnections < 16 {
+		bad(1, "max_connections %d: give at least 16, or 0 to derive it from the descriptor limit", cfg.MaxConnections)
 	}
 	if b := cfg.Backend; b != nil {
 		if b.Config == "" {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gcefleet/gcefleet/internal/netcap"
 	"github.com/gcefleet/gcefleet/store"
 )
 
@@ -27,13 +28,18 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, drain time.Duratio
 		return fmt.Errorf("provider: cannot listen on %s: %w", cfg.Listen, err)
 	}
 	s := New(st, cfg, log)
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	maxConns := cfg.MaxConnections
+	if maxConns == 0 {
+		maxConns = netcap.DefaultMax()
+	}
+	capped := netcap.Listen(ln, maxConns)
+	srv := capped.Track(newHTTPServer(s.Handler()))
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	go s.Run(runCtx)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("machine provider serving", "addr", ln.Addr().String(), "database", st.Dialect())
+	go func() { errc <- srv.Serve(capped) }()
+	log.Info("machine provider serving", "addr", ln.Addr().String(), "database", st.Dialect(), "max_connections", maxConns)
 	if ready != nil {
 		ready(ln.Addr().String(), s)
 	}
@@ -50,6 +56,22 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, drain time.Duratio
 		return err
 	}
 	return nil
+}
+
+// The server's timeouts. A connection that has sent no complete request
+// header within readHeaderTimeout, or body within readTimeout, is closed,
+// and so is a keep-alive one idle for idleTimeout; an answer must be
+// written within writeTimeout. Long polls (?wait=) move their own
+// deadlines past their wait (see holdOpen).
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = time.Minute
+	idleTimeout       = 2 * time.Minute
+)
+
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout}
 }
 
 // Defer registers f to run when Serve returns, before it closes the store:

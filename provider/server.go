@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -21,7 +22,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -312,17 +312,30 @@ type apiError struct {
 	Code    string            `json:"code"`
 	Message string            `json:"message"`
 	Fields  map[string]string `json:"fields,omitempty"`
+	id      string            // of an internal error, in the log and the message
 }
 
 func (e *apiError) Error() string { return e.Message }
 
 func invalid(fields map[string]string) error {
-	var parts []string
-	for k, v := range fields {
-		parts = append(parts, k+": "+v)
+	keys := slices.Sorted(maps.Keys(fields))
+	var more string
+	// A body of a thousand bad fields is answered with the first few,
+	// not echoed back whole.
+	if len(keys) > maxFieldErrors {
+		more = fmt.Sprintf("; and %d more", len(keys)-maxFieldErrors)
+		keys = keys[:maxFieldErrors]
+		kept := make(map[string]string, len(keys))
+		for _, k := range keys {
+			kept[k] = fields[k]
+		}
+		fields = kept
 	}
-	slices.Sort(parts)
-	return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "invalid request: " + strings.Join(parts, "; "), Fields: fields}
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, k+": "+fields[k])
+	}
+	return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "invalid request: " + strings.Join(parts, "; ") + more, Fields: fields}
 }
 
 // wrap authenticates, authorizes, times and answers a route.
@@ -336,6 +349,13 @@ func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, 
 		if err == nil {
 			var p Principal
 			p, _ = s.principal(r)
+			// Only an authenticated caller's long poll outlasts the
+			// server's timeouts; queryWait's error is the handler's to give.
+			if strings.Contains(r.URL.RawQuery, "wait=") {
+				if wait, err := queryWait(r.URL.Query()); err == nil {
+					holdOpen(rec, wait)
+				}
+			}
 			err = h(rec, r, p)
 		}
 		if err != nil {
@@ -343,35 +363,42 @@ func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, 
 			rec.Header().Set("Content-Type", "application/json")
 			rec.WriteHeader(ae.Status)
 			json.NewEncoder(rec).Encode(map[string]any{"error": ae})
-			if ae.Status >= 500 {
-				s.log.Error("request failed", "route", route, "err", err)
+			if ae.id != "" {
+				s.log.Error("request failed", "route", route, "id", ae.id, "err", err)
 			}
 		}
 		s.m.latency.WithLabelValues(route, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
 	})
 }
 
+// classify turns err into its answer. An error the API does not know is
+// answered with an id and nothing of its text, which is the log's (with
+// the id): it may hold SQL, a driver's message or a path.
 func (s *Server) classify(err error) *apiError {
 	var ae *apiError
+	// The store's sentinels' messages are for the client; its layer's
+	// prefix is not.
+	msg := strings.TrimPrefix(err.Error(), "store: ")
 	switch {
 	case errors.As(err, &ae):
 		return ae
 	case errors.Is(err, store.ErrNotFound):
-		return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: err.Error()}
+		return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: msg}
 	case errors.Is(err, store.ErrConflict):
-		return &apiError{Status: http.StatusConflict, Code: "conflict", Message: err.Error()}
+		return &apiError{Status: http.StatusConflict, Code: "conflict", Message: msg}
 	case errors.Is(err, store.ErrLeased):
-		return &apiError{Status: http.StatusConflict, Code: "leased", Message: err.Error()}
+		return &apiError{Status: http.StatusConflict, Code: "leased", Message: msg}
 	case errors.Is(err, store.ErrNotActive):
-		return &apiError{Status: http.StatusConflict, Code: "not_active", Message: err.Error()}
+		return &apiError{Status: http.StatusConflict, Code: "not_active", Message: msg}
 	case errors.Is(err, store.ErrRequestIDReuse):
-		return &apiError{Status: http.StatusConflict, Code: "request_id_reuse", Message: err.Error()}
+		return &apiError{Status: http.StatusConflict, Code: "request_id_reuse", Message: msg}
 	case errors.Is(err, store.ErrReclaimed):
-		return &apiError{Status: http.StatusConflict, Code: "reclaimed", Message: err.Error()}
+		return &apiError{Status: http.StatusConflict, Code: "reclaimed", Message: msg}
 	case errors.Is(err, context.Canceled):
-		return &apiError{Status: 499, Code: "canceled", Message: err.Error()}
+		return &apiError{Status: 499, Code: "canceled", Message: "the request was canceled"}
 	}
-	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
+	id := errorID()
+	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error (id " + id + ")", id: id}
 }
 
 type statusRecorder struct {
@@ -383,6 +410,9 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (s *Server) principal(r *http.Request) (Principal, bool) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -416,44 +446,48 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
 
-func readJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: " + err.Error()}
-	}
-	return nil
-}
-
-var (
-	hostnameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
-	dimKeyRE   = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
-)
+var dimKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
 
 func checkDims(fields map[string]string, prefix string, d store.Dimensions, required bool) {
-	if required && len(d) == 0 {
+	switch {
+	case required && len(d) == 0:
 		fields[prefix] = "give at least one dimension, such as os=linux"
+	case len(d) > maxDimKeys:
+		fields[prefix] = fmt.Sprintf("at most %d keys", maxDimKeys)
+		return
 	}
 	for k, vs := range d {
+		at := prefix + "." + k
 		if !dimKeyRE.MatchString(k) {
-			fields[prefix+"."+k] = "keys start with a lowercase letter and hold lowercase letters, digits, _, . and - (at most 63)"
+			if textProblem(k, 63) != "" {
+				at = prefix // the key cannot name the field
+			}
+			fields[at] = "keys start with a lowercase letter and hold lowercase letters, digits, _, . and - (at most 63)"
+			continue
 		}
-		if len(vs) == 0 {
-			fields[prefix+"."+k] = "give at least one value"
+		switch {
+		case len(vs) == 0:
+			fields[at] = "give at least one value"
+		case len(vs) > maxDimValues:
+			fields[at] = fmt.Sprintf("at most %d values a key", maxDimValues)
+			continue
 		}
 		for _, v := range vs {
-			switch {
-			case v == "" || len(v) > 255:
-				fields[prefix+"."+k] = "values are 1 to 255 characters"
-			case strings.ContainsFunc(v, unicode.IsControl):
-				fields[prefix+"."+k] = "values hold no control characters"
+			if v == "" || len(v) > maxDimValue {
+				fields[at] = fmt.Sprintf("values are 1 to %d bytes", maxDimValue)
+			} else if p := textProblem(v, maxDimValue); p != "" {
+				fields[at] = "values: " + p
 			}
 		}
 	}
 }
 
 func (s *Server) listMachines(w http.ResponseWriter, r *http.Request, p Principal) error {
-	backend := r.URL.Query().Get("backend")
+	q, err := query(r, "backend")
+	if err != nil {
+		return err
+	}
+	backend := q.Get("backend")
 	if p.Role == Backend {
 		backend = p.Name
 	}
@@ -465,6 +499,9 @@ func (s *Server) listMachines(w http.ResponseWriter, r *http.Request, p Principa
 }
 
 func (s *Server) getMachine(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if err := checkPath(r, "hostname"); err != nil {
+		return err
+	}
 	m, err := s.st.Machine(r.Context(), r.PathValue("hostname"))
 	if err != nil {
 		return err
@@ -476,6 +513,9 @@ func (s *Server) getMachine(w http.ResponseWriter, r *http.Request, p Principal)
 }
 
 func (s *Server) addMachine(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
 	var m store.Machine
 	if err := readJSON(r, &m); err != nil {
 		return err
@@ -502,6 +542,9 @@ const maxBatchAdd = 1000
 // one refused does not stop the others. A batch costs the store about
 // one transaction instead of one a machine.
 func (s *Server) addMachines(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
 	var req struct {
 		Machines []store.Machine `json:"machines"`
 	}
@@ -527,8 +570,8 @@ func (s *Server) addMachines(w http.ResponseWriter, r *http.Request, p Principal
 	for i, m := range ms {
 		if errs[i] != nil {
 			out[i].Error = s.classify(errs[i])
-			if out[i].Error.Status >= 500 {
-				s.log.Error("adding a machine failed", "hostname", req.Machines[i].Hostname, "err", errs[i])
+			if out[i].Error.id != "" {
+				s.log.Error("adding a machine failed", "hostname", req.Machines[i].Hostname, "id", out[i].Error.id, "err", errs[i])
 			}
 			continue
 		}
@@ -542,8 +585,9 @@ func (s *Server) addMachines(w http.ResponseWriter, r *http.Request, p Principal
 // checkMachine adds m's problems to fields, each under prefix, and sets
 // a backend's machine's backend to the caller's name.
 func checkMachine(fields map[string]string, prefix string, m *store.Machine, p Principal) {
-	if !hostnameRE.MatchString(m.Hostname) {
-		fields[prefix+"hostname"] = "a DNS name: lowercase letters, digits, - and ."
+	checkHostname(fields, prefix+"hostname", m.Hostname)
+	if p := textProblem(m.Backend, maxName); p != "" {
+		fields[prefix+"backend"] = p
 	}
 	switch {
 	case p.Role == Backend && m.Backend == "":
@@ -560,6 +604,8 @@ func checkMachine(fields map[string]string, prefix string, m *store.Machine, p P
 	if m.Connection.Port < 0 || m.Connection.Port > 65535 {
 		fields[prefix+"connection.port"] = "a port, 1 to 65535"
 	}
+	checkAddress(fields, prefix+"connection.address", m.Connection.Address)
+	checkCACert(fields, prefix+"connection.ca_cert", m.Connection.CACert)
 	if m.State != "" || m.LeaseID != "" {
 		fields[prefix+"state"] = "state and lease_id are the provider's to set"
 	}
@@ -578,6 +624,9 @@ func (s *Server) added(ctx context.Context, m store.Machine) {
 }
 
 func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if err := checkPath(r, "hostname"); err != nil {
+		return err
+	}
 	backend := ""
 	if p.Role == Backend {
 		backend = p.Name
@@ -591,14 +640,17 @@ func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request, p Princip
 }
 
 func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
 	var req store.LeaseRequest
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
 	now := time.Now()
 	fields := map[string]string{}
-	if req.RequestID == "" || len(req.RequestID) > 128 {
-		fields["request_id"] = "1 to 128 characters that make the request idempotent (a UUID, say)"
+	if req.RequestID == "" || textProblem(req.RequestID, maxRequestID) != "" {
+		fields["request_id"] = fmt.Sprintf("1 to %d printable characters that make the request idempotent (a UUID, say)", maxRequestID)
 	}
 	checkDims(fields, "dimensions", req.Dimensions, true)
 	if err := req.Term.Validate(now); err != nil {
@@ -643,9 +695,19 @@ func (s *Server) owned(ctx context.Context, p Principal, id string) (store.Lease
 // ?while= names (PENDING if not given; FULFILLED to watch a lease end) is
 // answered when it leaves that state or the wait passes.
 func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) error {
+	q, err := query(r, "wait", "while")
+	if err != nil {
+		return err
+	}
+	if _, err := queryWait(q); err != nil {
+		return err
+	}
 	id := r.PathValue("id")
+	if err := checkID(id); err != nil {
+		return err
+	}
 	while := store.Pending
-	switch v := r.URL.Query().Get("while"); v {
+	switch v := q.Get("while"); v {
 	case "", store.Pending:
 	case store.Fulfilled:
 		while = v
@@ -653,7 +715,7 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) e
 		return invalid(map[string]string{"while": "PENDING (the default: wait for fulfilment) or FULFILLED (wait for the lease to end)"})
 	}
 	var l store.Lease
-	err := s.longPoll(r, func() (bool, error) {
+	err = s.longPoll(r, func() (bool, error) {
 		var err error
 		l, err = s.owned(r.Context(), p, id)
 		return err != nil || l.State != while, err
@@ -704,11 +766,19 @@ func (s *Server) longPoll(r *http.Request, ready func() (bool, error)) error {
 }
 
 func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p Principal) error {
+	q, err := query(r, "client", "active")
+	if err != nil {
+		return err
+	}
+	active, err := queryBool(q, "active")
+	if err != nil {
+		return err
+	}
 	client := p.Name
 	if p.Role == Admin {
-		client = r.URL.Query().Get("client")
+		client = q.Get("client")
 	}
-	ls, err := s.st.Leases(r.Context(), client, r.URL.Query().Get("active") == "true")
+	ls, err := s.st.Leases(r.Context(), client, active)
 	if err != nil {
 		return err
 	}
@@ -716,6 +786,12 @@ func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p Principal)
 }
 
 func (s *Server) extendLease(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if err := checkID(r.PathValue("id")); err != nil {
+		return err
+	}
 	var body struct {
 		Term store.Term `json:"term"`
 	}
@@ -739,6 +815,12 @@ func (s *Server) extendLease(w http.ResponseWriter, r *http.Request, p Principal
 }
 
 func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if err := checkID(r.PathValue("id")); err != nil {
+		return err
+	}
 	client := p.Name
 	if p.Role == Admin {
 		client = ""
@@ -755,14 +837,23 @@ func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request, p Principa
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request, p Principal) error {
-	q := r.URL.Query()
+	q, err := query(r, "backend", "after", "wait")
+	if err != nil {
+		return err
+	}
+	if _, err := queryWait(q); err != nil {
+		return err
+	}
 	backend := q.Get("backend")
 	if p.Role == Backend {
 		backend = p.Name
 	}
-	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
+	after, err := queryCursor(q, "after")
+	if err != nil {
+		return err
+	}
 	var evs []store.Event
-	err := s.longPoll(r, func() (bool, error) {
+	err = s.longPoll(r, func() (bool, error) {
 		var err error
 		evs, err = s.st.Events(r.Context(), backend, after, 500)
 		return len(evs) > 0, err

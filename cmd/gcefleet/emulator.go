@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gcefleet/gcefleet/emulator"
+	"github.com/gcefleet/gcefleet/internal/netcap"
 )
 
 // imageFlag collects repeated --image IMAGE=PATH mappings.
@@ -97,9 +98,13 @@ func serveEmulator(ctx context.Context, env *environ, listen string, opts emulat
 		return fmt.Errorf("emulator: cannot listen on %s: %v (choose another with --listen, or port 0 for any free one)", listen, err)
 	}
 	emu := emulator.New(opts)
-	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
+	// Half the process's connections; the instances' metadata servers
+	// share the other half. operations.wait may block for its timeout.
+	capped := netcap.Listen(ln, netcap.DefaultMax()/2)
+	srv := capped.Track(&http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: max(opts.OperationWaitTimeout, 2*time.Minute) + 30*time.Second, IdleTimeout: 2 * time.Minute})
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(capped) }()
 	endpoint := "http://" + ln.Addr().String()
 	fmt.Fprintln(env.stdout, endpoint)
 	fmt.Fprintf(env.stderr, "Compute Engine emulator ready: discovery client endpoint %s/compute/v1/, admin API %s/emulator/v1/. Ctrl-C stops it.\n", endpoint, endpoint)

@@ -95,10 +95,11 @@ func run(ctx context.Context, env *environ, args []string) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(*usageError)):
-		fmt.Fprintf(env.stderr, "gcefleet: %v\n", err)
+		fmt.Fprintf(env.stderr, "gcefleet: %s\n", cleanLines(err.Error()))
 		return 2
 	default:
-		fmt.Fprintf(env.stderr, "gcefleet: %v\n", err)
+		// An error can carry a server's message: clean it as its data.
+		fmt.Fprintf(env.stderr, "gcefleet: %s\n", cleanLines(err.Error()))
 		if errors.Is(err, client.ErrUnreachable) {
 			fmt.Fprintln(env.stderr, "gcefleet: is gcefleet serve running there? --provider (or GCEFLEET_PROVIDER) gives its address")
 		}

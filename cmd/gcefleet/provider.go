@@ -345,7 +345,7 @@ Example:
 					return err
 				}
 				if *wait && l.State == store.Pending {
-					fmt.Fprintf(env.stderr, "lease %s is queued; waiting for a machine...\n", l.ID)
+					fmt.Fprintf(env.stderr, "lease %s is queued; waiting for a machine...\n", clean(l.ID))
 					if l, err = c.WaitLease(ctx, l.ID); err != nil {
 						return err
 					}
@@ -355,7 +355,7 @@ Example:
 				}
 				printLeases(env.stdout, []store.Lease{l})
 				if l.State == store.Denied {
-					return fmt.Errorf("lease %s: no machine came before the deadline", l.ID)
+					return fmt.Errorf("lease %s: no machine came before the deadline", clean(l.ID))
 				}
 				return nil
 			}
@@ -509,9 +509,9 @@ func printChange(w io.Writer, l store.Lease, asJSON bool) error {
 	case store.Pending:
 		what = "waiting for a machine with " + dimString(l.Request.Dimensions)
 	case store.Fulfilled:
-		what = fmt.Sprintf("machine %s", l.Hostname)
+		what = fmt.Sprintf("machine %s", clean(l.Hostname))
 		if m := l.Machine; m != nil && m.Connection.Address != "" {
-			what += fmt.Sprintf(" at %s:%d", m.Connection.Address, m.Connection.Port)
+			what += fmt.Sprintf(" at %s:%d", clean(m.Connection.Address), m.Connection.Port)
 		}
 		if l.ExpiresAt.IsZero() {
 			what += ", until released"
@@ -521,7 +521,7 @@ func printChange(w io.Writer, l store.Lease, asJSON bool) error {
 	default:
 		what = "ended " + l.Ended.Local().Format("2006-01-02 15:04:05")
 	}
-	_, err := fmt.Fprintf(w, "%s  %-9s  %s\n", l.ID, l.State, what)
+	_, err := fmt.Fprintf(w, "%s  %-9s  %s\n", clean(l.ID), clean(l.State), what)
 	return err
 }
 
@@ -548,7 +548,7 @@ func machinesCommand() *command {
 				tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "HOSTNAME\tBACKEND\tSTATE\tLEASE\tDIMENSIONS")
 				for _, m := range ms {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Hostname, m.Backend, m.State, dash(m.LeaseID), dimString(m.Dimensions))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(m.Hostname), clean(m.Backend), clean(m.State), dash(m.LeaseID), dimString(m.Dimensions))
 				}
 				return tw.Flush()
 			}
@@ -596,7 +596,7 @@ func printLeases(w io.Writer, ls []store.Lease) {
 	for _, l := range ls {
 		addr, expires := "-", "-"
 		if l.Machine != nil && l.Machine.Connection.Address != "" {
-			addr = fmt.Sprintf("%s:%d", l.Machine.Connection.Address, l.Machine.Connection.Port)
+			addr = fmt.Sprintf("%s:%d", clean(l.Machine.Connection.Address), l.Machine.Connection.Port)
 		}
 		switch {
 		case l.State == store.Fulfilled && l.ExpiresAt.IsZero():
@@ -604,22 +604,23 @@ func printLeases(w io.Writer, ls []store.Lease) {
 		case !l.ExpiresAt.IsZero():
 			expires = l.ExpiresAt.Local().Format("2006-01-02 15:04")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.ID, l.State, dash(l.Hostname), addr, expires, dimString(l.Request.Dimensions))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", clean(l.ID), clean(l.State), dash(l.Hostname), addr, expires, dimString(l.Request.Dimensions))
 	}
 	tw.Flush()
 }
 
+// dash returns s cleaned for printing, or - for nothing.
 func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return clean(s)
 }
 
 func dimString(d store.Dimensions) string {
 	var parts []string
 	for k, vs := range d {
-		parts = append(parts, k+"="+strings.Join(vs, ","))
+		parts = append(parts, clean(k)+"="+clean(strings.Join(vs, ",")))
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, " ")
