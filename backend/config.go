@@ -10,6 +10,7 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"sort"
@@ -88,6 +89,8 @@ type Settings struct {
 	// AuditGrace is how long an instance labelled as the backend's that
 	// no group of its explains may live before the audit deletes it.
 	AuditGrace time.Duration `yaml:"audit_grace"`
+
+	lines map[string]int // the line of each key, for messages
 }
 
 var (
@@ -127,6 +130,7 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	for i := range cfg.Managers {
 		cfg.Managers[i].Line = at(lines["managers"], i)
 	}
+	cfg.Settings.lines = keyLines(&root, "settings")
 	if cfg.Settings.Interval == 0 {
 		cfg.Settings.Interval = time.Minute
 	}
@@ -236,7 +240,43 @@ func (cfg *Config) check(name string) error {
 		}
 	}
 	if cfg.Settings.Interval < time.Second {
-		bad(1, "settings.interval %v: at least 1s", cfg.Settings.Interval)
+		bad(cfg.Settings.line("interval"), "settings.interval %v: at least 1s", cfg.Settings.Interval)
+	}
+	// A rate that is not a positive number would stop every Compute call
+	// (or none), and a negative grace would let the audit delete an
+	// instance the moment it appears, before its group is known.
+	if r := cfg.Settings.ComputeRate; !(r > 0) || math.IsInf(r, 1) {
+		bad(cfg.Settings.line("compute_rate"), "settings.compute_rate %v: Compute calls a second per project, a positive number such as 20", r)
+	}
+	if cfg.Settings.AuditGrace < 0 {
+		bad(cfg.Settings.line("audit_grace"), "settings.audit_grace %v is negative: give how long an unexplained instance may live, such as 15m", cfg.Settings.AuditGrace)
 	}
 	return errors.Join(errs...)
+}
+
+// keyLines returns the line of each key of the top-level mapping named key.
+func keyLines(root *yaml.Node, key string) map[string]int {
+	out := map[string]int{}
+	if len(root.Content) == 0 {
+		return out
+	}
+	doc := root.Content[0]
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if doc.Content[i].Value != key {
+			continue
+		}
+		m := doc.Content[i+1]
+		for j := 0; j+1 < len(m.Content); j += 2 {
+			out[m.Content[j].Value] = m.Content[j].Line
+		}
+	}
+	return out
+}
+
+// line is the line of a setting for messages: its own, or the first.
+func (s Settings) line(key string) int {
+	if n := s.lines[key]; n > 0 {
+		return n
+	}
+	return 1
 }
