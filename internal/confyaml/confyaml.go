@@ -175,7 +175,7 @@ func explain(msg string) string {
 		return strings.ReplaceAll(msg, "\n", `\n`)
 	}
 	line, kind, value, typ := m[1], m[2], m[3], m[4]
-	got := "a " + kind
+	var got string
 	switch kind {
 	case "seq":
 		got = "a list"
