@@ -25,6 +25,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -375,5 +376,51 @@ func readJSON(r *http.Request, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		return &apiError{http.StatusBadRequest, "parseError", "global", fmt.Sprintf("Invalid JSON payload received. %v", err)}
 	}
+	if at := nullElement(reflect.ValueOf(v), "resource"); at != "" {
+		return &apiError{http.StatusBadRequest, "parseError", "global",
+			fmt.Sprintf("Invalid JSON payload received. Unexpected token: null at '%s': an element of a list may not be null.", at)}
+	}
 	return nil
+}
+
+// nullElement returns the path of the first null element of a list below
+// v, or "". GCE refuses a null in a list, and the handlers count on every
+// element being there.
+func nullElement(v reflect.Value, path string) string {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return ""
+		}
+		return nullElement(v.Elem(), path)
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			if at := nullElement(v.Field(i), path+"."+name); at != "" {
+				return at
+			}
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			e := v.Index(i)
+			at := fmt.Sprintf("%s[%d]", path, i)
+			if (e.Kind() == reflect.Pointer || e.Kind() == reflect.Interface) && e.IsNil() {
+				return at
+			}
+			if at := nullElement(e, at); at != "" {
+				return at
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if at := nullElement(it.Value(), path+"."+it.Key().String()); at != "" {
+				return at
+			}
+		}
+	}
+	return ""
 }
