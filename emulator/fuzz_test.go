@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -150,7 +151,8 @@ func FuzzRequestBody(f *testing.F) {
 	} {
 		f.Add(uint8(i), body, "requestId=00000000-0000-0000-0000-000000000001&sourceInstanceTemplate=global/instanceTemplates/tmpl&size=9223372036854775808")
 	}
-	for _, body := range []string{"null", "[]", "0", `"x"`, "{", `{"name":` + strings.Repeat("[", 100000), "\x00", "\xff", `{"name":1e999}`, `{"count":"99999999999999999999"}`} {
+	for _, body := range []string{"null", "[]", "0", `"x"`, "{", `{"name":` + strings.Repeat("[", 100000), "\x00", "\xff", `{"name":1e999}`, `{"count":"99999999999999999999"}`,
+		`{"name":1}`, `{"disks":"x"}`, `{"count":2}`, `{"disks":[{"initializeParams":{"diskSizeGb":true}}]}`} {
 		f.Add(uint8(0), body, "")
 		f.Add(uint8(1), body, "size=1")
 	}
@@ -219,6 +221,9 @@ func serve(h http.Handler, method, target string, body *strings.Reader) (int, []
 	return w.Code, w.Body.Bytes()
 }
 
+// goText is what GCE's messages never hold: Go's words for its types.
+var goText = regexp.MustCompile(`Go struct|Go value|compute\.[A-Z]|json: |\*[a-z]+\.[A-Z]|\bint64\b|\bfloat64\b`)
+
 // checkAnswer fails unless an answer is JSON, not a 5xx, and if an error,
 // in GCE's shape: {"error": {"code", "message", "errors": [{"message",
 // "domain", "reason"}]}} with the code the status.
@@ -248,6 +253,9 @@ func checkAnswer(t *testing.T, code int, body []byte, input string) {
 	if err := dec.Decode(&e); err != nil || e.Error == nil {
 		t.Errorf("input %q: %d with a body not in GCE's error shape: %v\n%s", input, code, err, body)
 		return
+	}
+	if m := goText.FindString(e.Error.Message); m != "" {
+		t.Errorf("input %q: %d with an error that speaks of Go, %q: %s", input, code, m, e.Error.Message)
 	}
 	if e.Error.Code != code || e.Error.Message == "" || len(e.Error.Errors) != 1 ||
 		e.Error.Errors[0].Message == "" || e.Error.Errors[0].Domain == "" || e.Error.Errors[0].Reason == "" {
@@ -309,6 +317,27 @@ func TestNullListElementsRefused(t *testing.T) {
 		}
 		if code, body := serve(emu, "GET", base+"zones/"+fuzzZone+"/instances/vm-1", nil); code != http.StatusOK {
 			t.Fatalf("after POST %s %s the emulator answers %d %s", c.path, c.body, code, body)
+		}
+	}
+}
+
+// TestBodyErrorsSpeakGCE: a body of the wrong shape is refused in terms of
+// its fields, as GCE refuses it, not in Go's words for the emulator's types.
+func TestBodyErrorsSpeakGCE(t *testing.T) {
+	emu := New(Options{})
+	defer emu.Close()
+	path := "/compute/v1/projects/p/zones/" + fuzzZone + "/instances"
+	for body, want := range map[string]string{
+		`{"name":1}`: `Invalid value at 'resource.name' (TYPE_STRING), a JSON number.`,
+		`{"disks":[{"initializeParams":{"diskSizeGb":"x"}}]}`: `a 64-bit integer field as a decimal string, such as \"10\"`,
+		`{"disks":"x"}`:  `Invalid value at 'resource.disks' (a list), a JSON string.`,
+		`{"name":"x"`:    `Invalid JSON payload received. Unexpected token at offset 11.`,
+		`{"name":"x"} x`: `Invalid JSON payload received. Unexpected token at offset 14.`,
+	} {
+		code, answer := serve(emu, "POST", path, strings.NewReader(body))
+		checkAnswer(t, code, answer, body)
+		if code != http.StatusBadRequest || !strings.Contains(string(answer), want) {
+			t.Errorf("%s: %d %s; want 400 %q", body, code, answer, want)
 		}
 	}
 }
