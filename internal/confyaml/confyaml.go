@@ -28,18 +28,19 @@ func Decode(name string, data []byte, v any) error {
 	if errors.Is(err, io.EOF) {
 		return nil
 	}
-	if err == nil {
+	for err == nil {
 		var next yaml.Node
-		err := dec.Decode(&next)
+		err = dec.Decode(&next)
 		switch {
 		case errors.Is(err, io.EOF):
 			return nil
 		case err == nil && len(next.Content) == 1 && next.Content[0].Tag == "!!null":
-			return nil // a trailing "---" or "..." and nothing after it
+			// An empty document, such as a trailing "---": nothing ignored.
 		case err == nil:
 			return fmt.Errorf("%s:%d: a second YAML document begins here: a configuration file holds one; remove the --- line and merge the two", name, next.Line)
+		default:
+			return syntaxError(name, data, err, reflect.TypeFor[yaml.Node]())
 		}
-		return syntaxError(name, data, err, reflect.TypeFor[yaml.Node]())
 	}
 	if te := (*yaml.TypeError)(nil); errors.As(err, &te) {
 		errs := make([]error, len(te.Errors))

@@ -35,6 +35,7 @@ func TestDecode(t *testing.T) {
 		{yaml: "name: x\ncount: !!int x\n", err: []string{"f.yaml:2: cannot decode !!str `x` as a !!int"}},
 		{yaml: "name: x\n---\nname: y\n", err: []string{"f.yaml:2: a second YAML document begins here"}},
 		{yaml: "name: x\n---\n", want: conf{Name: "x"}},
+		{yaml: "name: x\n---\n---\nname: y\n", err: []string{"f.yaml:3: a second YAML document begins here"}},
 		{yaml: "name: [a, b]\n", err: []string{`f.yaml:1: a list is not a single value`}},
 		{yaml: "|\n  0\n  0\n", err: []string{`f.yaml:1: "0\n0\n" is not a mapping`}},
 	} {
