@@ -341,3 +341,26 @@ func TestBodyErrorsSpeakGCE(t *testing.T) {
 		}
 	}
 }
+
+// TestBulkInsertCounts: a negative minCount is refused, and a namePattern
+// of more than 18 '#' names instances (its limit overflowed an int and
+// refused it as too short).
+func TestBulkInsertCounts(t *testing.T) {
+	emu := New(Options{})
+	defer emu.Close()
+	path := "/compute/v1/projects/p/zones/" + fuzzZone + "/instances/bulkInsert"
+	code, body := serve(emu, "POST", path, strings.NewReader(`{"count":"1","minCount":"-1","namePattern":"neg-#","instanceProperties":`+fuzzProps+`}`))
+	checkAnswer(t, code, body, "minCount -1")
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "resource.minCount") {
+		t.Errorf("minCount -1: %d %s; want 400 on resource.minCount", code, body)
+	}
+	code, body = serve(emu, "POST", path, strings.NewReader(`{"count":"2","namePattern":"w`+strings.Repeat("#", 40)+`","instanceProperties":`+fuzzProps+`}`))
+	checkAnswer(t, code, body, "40 #")
+	if code != http.StatusOK {
+		t.Fatalf("namePattern of 40 '#': %d %s; want 200", code, body)
+	}
+	want := "w" + strings.Repeat("0", 39) + "2"
+	if code, body := serve(emu, "GET", "/compute/v1/projects/p/zones/"+fuzzZone+"/instances/"+want, nil); code != http.StatusOK {
+		t.Errorf("GET %s: %d %s; want the second instance", want, code, body)
+	}
+}

@@ -854,8 +854,8 @@ func (e *Emulator) bulkInsertInstances(c *call) (any, error) {
 	if minCount == 0 {
 		minCount = req.Count
 	}
-	if minCount > req.Count {
-		return nil, errInvalidField("resource.minCount", minCount, "Must not be greater than count.")
+	if minCount < 0 || minCount > req.Count {
+		return nil, errInvalidField("resource.minCount", minCount, "Must be between 1 and count.")
 	}
 	if int64(len(req.PerInstanceProperties)) > req.Count {
 		return nil, errInvalidField("resource.perInstanceProperties", len(req.PerInstanceProperties), "Must not name more instances than count.")
@@ -954,7 +954,7 @@ func patternNames(pattern string, n int, taken func(string) bool) ([]string, err
 	}
 	width := j - i
 	limit := 1
-	for range width {
+	for range min(width, 18) { // 10^19 is past an int: any count fits in 18 digits
 		limit *= 10
 	}
 	var names []string
