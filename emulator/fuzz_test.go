@@ -342,7 +342,8 @@ func TestBodyErrorsSpeakGCE(t *testing.T) {
 	}
 }
 
-// TestBulkInsertCounts: a negative minCount is refused, and a namePattern
+// TestBulkInsertCounts: a negative minCount, or maxRunDuration.nanos out
+// of range (which overflowed the run's duration), is refused; a namePattern
 // of more than 18 '#' names instances (its limit overflowed an int and
 // refused it as too short).
 func TestBulkInsertCounts(t *testing.T) {
@@ -353,6 +354,12 @@ func TestBulkInsertCounts(t *testing.T) {
 	checkAnswer(t, code, body, "minCount -1")
 	if code != http.StatusBadRequest || !strings.Contains(string(body), "resource.minCount") {
 		t.Errorf("minCount -1: %d %s; want 400 on resource.minCount", code, body)
+	}
+	vm := fuzzVM[:len(fuzzVM)-1] + `,"scheduling":{"instanceTerminationAction":"DELETE","maxRunDuration":{"seconds":"60","nanos":-9000000000000000000}}}`
+	code, body = serve(emu, "POST", "/compute/v1/projects/p/zones/"+fuzzZone+"/instances", strings.NewReader(vm))
+	checkAnswer(t, code, body, "nanos")
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "maxRunDuration.nanos") {
+		t.Errorf("maxRunDuration.nanos -9e18: %d %s; want 400 on it", code, body)
 	}
 	code, body = serve(emu, "POST", path, strings.NewReader(`{"count":"2","namePattern":"w`+strings.Repeat("#", 40)+`","instanceProperties":`+fuzzProps+`}`))
 	checkAnswer(t, code, body, "40 #")

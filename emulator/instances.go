@@ -299,6 +299,9 @@ func (e *Emulator) buildInstance(p *project, zone string, req *compute.Instance,
 		if s.MaxRunDuration.Seconds < 30 || s.MaxRunDuration.Seconds > 120*24*3600 {
 			return nil, errInvalidField(field+".scheduling.maxRunDuration.seconds", s.MaxRunDuration.Seconds, "Must be between 30 seconds and 120 days.")
 		}
+		if s.MaxRunDuration.Nanos < 0 || s.MaxRunDuration.Nanos > 999_999_999 {
+			return nil, errInvalidField(field+".scheduling.maxRunDuration.nanos", s.MaxRunDuration.Nanos, "Must be between 0 and 999,999,999.")
+		}
 	}
 	for _, sa := range in.ServiceAccounts {
 		if sa.Email == "default" || sa.Email == "" {
