@@ -10,9 +10,11 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -197,12 +199,15 @@ func (cfg *Config) check(name string) error {
 		if len(t.Dimensions) == 0 {
 			bad(t.Line, "template %s: no dimensions: clients lease by them, e.g. dimensions: {os: linux}", t.BaseName)
 		}
-		for k, v := range t.Labels {
+		// In key order, so that the same file says the same each time.
+		for _, k := range slices.Sorted(maps.Keys(t.Labels)) {
+			v := t.Labels[k]
 			if !labelKeyRE.MatchString(k) || !labelValRE.MatchString(v) {
 				bad(t.Line, "template %s: label %s=%s: keys start with a lowercase letter; keys and values hold lowercase letters, digits, _ and -", t.BaseName, k, v)
 			}
 		}
-		for k, path := range t.MetadataFromFiles {
+		for _, k := range slices.Sorted(maps.Keys(t.MetadataFromFiles)) {
+			path := t.MetadataFromFiles[k]
 			if _, err := os.Stat(path); err != nil {
 				bad(t.Line, "template %s: metadata_from_files %s: %v", t.BaseName, k, err)
 			}

@@ -39,6 +39,7 @@ func FuzzParseConfig(f *testing.F) {
 		"templates:\n  - {base_name: a, disk: {size_gb: 99999999999999999999}}\n",
 		"templates:\n  - {base_name: \"\\0\", labels: {\"\\xff\": \"\\x00\"}}\n",
 		"templates:\n  - {base_name: a, metadata_from_files: {k: /nonexistent}, metadata: {k: v}}\n",
+		"templates:\n  - {base_name: a, labels: {A: x, B: y, C: z, D: w}, metadata_from_files: {a: /no/a, b: /no/b, c: /no/c}}\n",
 		"templates: &t [{base_name: a}]\nmanagers: *t\n",
 		"templates:\n  - &a {base_name: a}\n  - *a\n",
 		"templates: {}\nmanagers: []\nsettings: []\n",
@@ -50,6 +51,9 @@ func FuzzParseConfig(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		defer hangWatch(data)()
 		cfg, err := backend.ParseConfig("fleet.yaml", data)
+		if _, again := backend.ParseConfig("fleet.yaml", data); fmt.Sprint(again) != fmt.Sprint(err) {
+			t.Errorf("the same file parsed twice says\n%v\nthen\n%v", err, again)
+		}
 		if err != nil {
 			for line := range strings.SplitSeq(err.Error(), "\n") {
 				if !fleetLine.MatchString(line) {
