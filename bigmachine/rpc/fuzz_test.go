@@ -33,8 +33,8 @@ type fuzzArg struct {
 type fuzzService struct{}
 
 func (fuzzService) Echo(ctx context.Context, a fuzzArg, r *fuzzArg) error { *r = a; return nil }
-func (fuzzService) Add(ctx context.Context, a [2]int, r *int) error     { *r = a[0] + a[1]; return nil }
-func (fuzzService) Name(ctx context.Context, s string, r *string) error { *r = s; return nil }
+func (fuzzService) Add(ctx context.Context, a [2]int, r *int) error       { *r = a[0] + a[1]; return nil }
+func (fuzzService) Name(ctx context.Context, s string, r *string) error   { *r = s; return nil }
 func (fuzzService) Len(ctx context.Context, rd io.Reader, n *int64) error {
 	var err error
 	*n, err = io.Copy(io.Discard, rd)
