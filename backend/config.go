@@ -10,8 +10,11 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -93,7 +96,7 @@ type Settings struct {
 	// at the first start. Once stored it cannot change.
 	Deployment string `yaml:"deployment"`
 
-	line map[string]int // of each setting, for messages
+	lines map[string]int // the line of each key, for messages
 }
 
 var (
@@ -133,7 +136,7 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	for i := range cfg.Managers {
 		cfg.Managers[i].Line = at(lines["managers"], i)
 	}
-	cfg.Settings.line = settingLines(&root)
+	cfg.Settings.lines = keyLines(&root, "settings")
 	if cfg.Settings.Interval == 0 {
 		cfg.Settings.Interval = time.Minute
 	}
@@ -151,25 +154,6 @@ func at(lines []int, i int) int {
 		return lines[i]
 	}
 	return 0
-}
-
-// settingLines returns the line of each key under settings.
-func settingLines(root *yaml.Node) map[string]int {
-	out := map[string]int{}
-	if len(root.Content) == 0 {
-		return out
-	}
-	doc := root.Content[0]
-	for i := 0; i+1 < len(doc.Content); i += 2 {
-		if doc.Content[i].Value != "settings" {
-			continue
-		}
-		m := doc.Content[i+1]
-		for k := 0; k+1 < len(m.Content); k += 2 {
-			out[m.Content[k].Value] = m.Content[k].Line
-		}
-	}
-	return out
 }
 
 // itemLines returns the line of each item of the top-level sequences.
@@ -219,7 +203,9 @@ func (cfg *Config) check(name string) error {
 		if len(t.Dimensions) == 0 {
 			bad(t.Line, "template %s: no dimensions: clients lease by them, e.g. dimensions: {os: linux}", t.BaseName)
 		}
-		for k, v := range t.Labels {
+		// In key order, so that the same file says the same each time.
+		for _, k := range slices.Sorted(maps.Keys(t.Labels)) {
+			v := t.Labels[k]
 			switch {
 			case !labelKeyRE.MatchString(k) || !labelValRE.MatchString(v):
 				bad(t.Line, "template %s: label %s=%s: keys start with a lowercase letter; keys and values hold lowercase letters, digits, _ and -", t.BaseName, k, v)
@@ -227,7 +213,8 @@ func (cfg *Config) check(name string) error {
 				bad(t.Line, "template %s: label %s: keys beginning gcefleet- are the backend's own (it tells its instances by them); use another key", t.BaseName, k)
 			}
 		}
-		for k, path := range t.MetadataFromFiles {
+		for _, k := range slices.Sorted(maps.Keys(t.MetadataFromFiles)) {
+			path := t.MetadataFromFiles[k]
 			if _, err := os.Stat(path); err != nil {
 				bad(t.Line, "template %s: metadata_from_files %s: %v", t.BaseName, k, err)
 			}
@@ -265,10 +252,46 @@ func (cfg *Config) check(name string) error {
 		}
 	}
 	if d := cfg.Settings.Deployment; d != "" && !deploymentRE.MatchString(d) {
-		bad(max(1, cfg.Settings.line["deployment"]), "settings.deployment %q: lowercase letters, digits and -, starting with a letter and not ending with -, at most 63 (it goes into GCE labels), e.g. deployment: ci-fleet", d)
+		bad(cfg.Settings.line("deployment"), "settings.deployment %q: lowercase letters, digits and -, starting with a letter and not ending with -, at most 63 (it goes into GCE labels), e.g. deployment: ci-fleet", d)
 	}
 	if cfg.Settings.Interval < time.Second {
-		bad(1, "settings.interval %v: at least 1s", cfg.Settings.Interval)
+		bad(cfg.Settings.line("interval"), "settings.interval %v: at least 1s", cfg.Settings.Interval)
+	}
+	// A rate that is not a positive number would stop every Compute call
+	// (or none), and a negative grace would let the audit delete an
+	// instance the moment it appears, before its group is known.
+	if r := cfg.Settings.ComputeRate; !(r > 0) || math.IsInf(r, 1) {
+		bad(cfg.Settings.line("compute_rate"), "settings.compute_rate %v: Compute calls a second per project, a positive number such as 20", r)
+	}
+	if cfg.Settings.AuditGrace < 0 {
+		bad(cfg.Settings.line("audit_grace"), "settings.audit_grace %v is negative: give how long an unexplained instance may live, such as 15m", cfg.Settings.AuditGrace)
 	}
 	return errors.Join(errs...)
+}
+
+// keyLines returns the line of each key of the top-level mapping named key.
+func keyLines(root *yaml.Node, key string) map[string]int {
+	out := map[string]int{}
+	if len(root.Content) == 0 {
+		return out
+	}
+	doc := root.Content[0]
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if doc.Content[i].Value != key {
+			continue
+		}
+		m := doc.Content[i+1]
+		for j := 0; j+1 < len(m.Content); j += 2 {
+			out[m.Content[j].Value] = m.Content[j].Line
+		}
+	}
+	return out
+}
+
+// line is the line of a setting for messages: its own, or the first.
+func (s Settings) line(key string) int {
+	if n := s.lines[key]; n > 0 {
+		return n
+	}
+	return 1
 }

@@ -77,6 +77,13 @@ managers:
 			`fleet.yaml:15: manager: template_base_name "ghost" names no template (templates: dup)`,
 			`fleet.yaml:15: manager of ghost: zone "moon-1" is not a zone`,
 		}},
+		// Found by FuzzParseConfig: these were accepted.
+		{"settings out of range", "settings:\n  interval: 30s\n  compute_rate: -1\n  audit_grace: -1h\n", []string{
+			"fleet.yaml:3: settings.compute_rate -1: Compute calls a second per project, a positive number",
+			"fleet.yaml:4: settings.audit_grace -1h0m0s is negative",
+		}},
+		{"rate not a number", "settings: {compute_rate: .nan}\n", []string{"fleet.yaml:1: settings.compute_rate NaN"}},
+		{"interval too short, at its line", "templates: []\nsettings:\n  interval: 10ms\n", []string{"fleet.yaml:3: settings.interval 10ms: at least 1s"}},
 	} {
 		_, err := backend.ParseConfig("fleet.yaml", []byte(tc.yaml))
 		if err == nil {

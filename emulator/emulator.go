@@ -22,10 +22,12 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -378,7 +380,105 @@ func readJSON(r *http.Request, v any) error {
 		return errInvalid("Required field 'resource' not specified")
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return &apiError{http.StatusBadRequest, "parseError", "global", fmt.Sprintf("Invalid JSON payload received. %v", err)}
+		return jsonError(err)
+	}
+	if at := nullElement(reflect.ValueOf(v), "resource"); at != "" {
+		return &apiError{http.StatusBadRequest, "parseError", "global",
+			fmt.Sprintf("Invalid JSON payload received. Unexpected token: null at '%s': an element of a list may not be null.", at)}
 	}
 	return nil
+}
+
+// jsonError says what is wrong with a body as GCE does, in terms of the
+// request's fields rather than of the Go types it is decoded into.
+func jsonError(err error) *apiError {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return &apiError{http.StatusBadRequest, "parseError", "global",
+			fmt.Sprintf("Invalid JSON payload received. Unexpected token at offset %d.", se.Offset)}
+	case errors.As(err, &te):
+		field := "resource"
+		if te.Field != "" {
+			field += "." + te.Field
+		}
+		return &apiError{http.StatusBadRequest, "invalid", "global",
+			fmt.Sprintf("Invalid value at '%s' (%s), a JSON %s.", field, protoType(te.Type), te.Value)}
+	}
+	if strings.Contains(err.Error(), ",string struct tag") {
+		// GCE takes an int64 as a number too; the Go types here take only
+		// the string that Google's clients send.
+		return &apiError{http.StatusBadRequest, "parseError", "global",
+			"Invalid JSON payload received. The emulator takes a 64-bit integer field as a decimal string, such as \"10\", as Google's clients send it."}
+	}
+	return &apiError{http.StatusBadRequest, "parseError", "global", "Invalid JSON payload received."}
+}
+
+// protoType names the kind of a field as GCE's messages do.
+func protoType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "TYPE_STRING"
+	case reflect.Bool:
+		return "TYPE_BOOL"
+	case reflect.Int, reflect.Int32:
+		return "TYPE_INT32"
+	case reflect.Int64:
+		return "TYPE_INT64"
+	case reflect.Uint32, reflect.Uint64:
+		return "TYPE_UINT64"
+	case reflect.Float32, reflect.Float64:
+		return "TYPE_DOUBLE"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Map:
+		return "a map"
+	}
+	return "TYPE_MESSAGE"
+}
+
+// nullElement returns the path of the first null element of a list below
+// v, or "". GCE refuses a null in a list, and the handlers count on every
+// element being there.
+func nullElement(v reflect.Value, path string) string {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return ""
+		}
+		return nullElement(v.Elem(), path)
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			if at := nullElement(v.Field(i), path+"."+name); at != "" {
+				return at
+			}
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			e := v.Index(i)
+			at := fmt.Sprintf("%s[%d]", path, i)
+			if (e.Kind() == reflect.Pointer || e.Kind() == reflect.Interface) && e.IsNil() {
+				return at
+			}
+			if at := nullElement(e, at); at != "" {
+				return at
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if at := nullElement(it.Value(), path+"."+it.Key().String()); at != "" {
+				return at
+			}
+		}
+	}
+	return ""
 }

@@ -263,9 +263,14 @@ func isOp(s string) bool {
 }
 
 type filterParser struct {
-	toks []filterToken
-	i    int
+	toks  []filterToken
+	i     int
+	depth int // of parentheses and NOTs around the current term
 }
+
+// maxFilterDepth bounds the nesting of a filter: the parser and the
+// matcher recurse once a level, and a list call holds the emulator's lock.
+const maxFilterDepth = 64
 
 func (p *filterParser) peek() (filterToken, bool) {
 	if p.i < len(p.toks) {
@@ -326,6 +331,12 @@ func (p *filterParser) and() (filter, error) {
 
 func (p *filterParser) term() (filter, error) {
 	t, _ := p.peek()
+	if !t.quoted && (t.text == "(" || t.text == "NOT" || t.text == "-") {
+		if p.depth++; p.depth > maxFilterDepth {
+			return nil, fmt.Errorf("nested more than %d deep", maxFilterDepth)
+		}
+		defer func() { p.depth-- }()
+	}
 	if !t.quoted && t.text == "(" {
 		p.i++
 		f, err := p.or()

@@ -299,6 +299,9 @@ func (e *Emulator) buildInstance(p *project, zone string, req *compute.Instance,
 		if s.MaxRunDuration.Seconds < 30 || s.MaxRunDuration.Seconds > 120*24*3600 {
 			return nil, errInvalidField(field+".scheduling.maxRunDuration.seconds", s.MaxRunDuration.Seconds, "Must be between 30 seconds and 120 days.")
 		}
+		if s.MaxRunDuration.Nanos < 0 || s.MaxRunDuration.Nanos > 999_999_999 {
+			return nil, errInvalidField(field+".scheduling.maxRunDuration.nanos", s.MaxRunDuration.Nanos, "Must be between 0 and 999,999,999.")
+		}
 	}
 	for _, sa := range in.ServiceAccounts {
 		if sa.Email == "default" || sa.Email == "" {
@@ -854,8 +857,8 @@ func (e *Emulator) bulkInsertInstances(c *call) (any, error) {
 	if minCount == 0 {
 		minCount = req.Count
 	}
-	if minCount > req.Count {
-		return nil, errInvalidField("resource.minCount", minCount, "Must not be greater than count.")
+	if minCount < 0 || minCount > req.Count {
+		return nil, errInvalidField("resource.minCount", minCount, "Must be between 1 and count.")
 	}
 	if int64(len(req.PerInstanceProperties)) > req.Count {
 		return nil, errInvalidField("resource.perInstanceProperties", len(req.PerInstanceProperties), "Must not name more instances than count.")
@@ -954,7 +957,7 @@ func patternNames(pattern string, n int, taken func(string) bool) ([]string, err
 	}
 	width := j - i
 	limit := 1
-	for range width {
+	for range min(width, 18) { // 10^19 is past an int: any count fits in 18 digits
 		limit *= 10
 	}
 	var names []string

@@ -140,14 +140,28 @@ func (e *Emulator) api(method string, h handlerFunc, unlocked bool) http.Handler
 			h, unlocked = func(c *call) (any, error) { return e.failedOp(c, opFail) }, false
 		}
 		e.mu.Lock()
+		locked := true
+		// A handler that panics must not leave the emulator locked for
+		// good: let go of the lock and answer as GCE answers its own bugs.
+		defer func() {
+			if locked {
+				e.mu.Unlock()
+			}
+			if p := recover(); p != nil {
+				e.log.Error("handler panicked", "method", method, "panic", p)
+				errBackend(http.StatusInternalServerError).write(w)
+			}
+		}()
 		if e.closed {
 			e.mu.Unlock()
+			locked = false
 			errBackend(http.StatusServiceUnavailable).write(w)
 			return
 		}
 		c.p = e.project(name)
 		if unlocked {
 			e.mu.Unlock()
+			locked = false
 			v, err := h(c)
 			respond(w, v, err)
 			return
@@ -155,12 +169,14 @@ func (e *Emulator) api(method string, h handlerFunc, unlocked bool) http.Handler
 		v, err := h(c)
 		if err != nil {
 			e.mu.Unlock()
+			locked = false
 			respond(w, nil, err)
 			return
 		}
 		// Encode while the lock is held: v may point into live state.
 		b, encErr := encode(v)
 		e.mu.Unlock()
+		locked = false
 		if encErr != nil {
 			encErr.write(w)
 			return

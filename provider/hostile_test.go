@@ -40,6 +40,16 @@ type hostileReq struct {
 var internalText = []string{"SQLSTATE", "sqlite", "SQL logic", "Expression tree", "store:", "pgx", "postgres", "goroutine", "runtime.", "panic",
 	"store.", "provider.", "json:", "Go value", "Go struct", "[]string", "map[", "time.Time", "int64", "reflect"}
 
+// internalWord returns the first of internalText that body holds, or "".
+func internalWord(body string) string {
+	for _, bad := range internalText {
+		if strings.Contains(body, bad) {
+			return bad
+		}
+	}
+	return ""
+}
+
 // hostileRequests returns at least 200 malformed and hostile requests
 // across every endpoint; id is a lease of alice's.
 func hostileRequests(id string) []hostileReq {

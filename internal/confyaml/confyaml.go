@@ -8,20 +8,39 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
 
 // Decode decodes data, the contents of the file name, into v. An empty
-// file leaves v as it is.
+// file leaves v as it is. A file holds one YAML document: a second one is
+// an error rather than silently ignored.
 func Decode(name string, data []byte, v any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	err := dec.Decode(v)
-	if err == nil || errors.Is(err, io.EOF) {
+	if errors.Is(err, io.EOF) {
 		return nil
+	}
+	for err == nil {
+		var next yaml.Node
+		err = dec.Decode(&next)
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err == nil && len(next.Content) == 1 && next.Content[0].Tag == "!!null":
+			// An empty document, such as a trailing "---": nothing ignored.
+		case err == nil:
+			return fmt.Errorf("%s:%d: a second YAML document begins here: a configuration file holds one; remove the --- line and merge the two", name, next.Line)
+		default:
+			return syntaxError(name, data, err, reflect.TypeFor[yaml.Node]())
+		}
 	}
 	if te := (*yaml.TypeError)(nil); errors.As(err, &te) {
 		errs := make([]error, len(te.Errors))
@@ -30,34 +49,156 @@ func Decode(name string, data []byte, v any) error {
 		}
 		return errors.Join(errs...)
 	}
-	return fmt.Errorf("%s:%s", name, strings.TrimPrefix(strings.TrimPrefix(err.Error(), "yaml: "), "line "))
+	return syntaxError(name, data, err, reflect.TypeOf(v))
+}
+
+// libraryLine matches the line the YAML library puts in front of some of
+// its messages, which is often one too low or missing: "line 12: ".
+var libraryLine = regexp.MustCompile(`^line (\d+): `)
+
+// syntaxError turns a YAML syntax error, or a value the library could not
+// decode, into "name:LINE: message". The library's own line numbers are
+// unreliable (parser errors give the line before the problem, and errors on
+// the first line or in the reader give none), so the line is found as the
+// first line at which decoding the file cut short fails with the same
+// message; t is the type decoded into.
+func syntaxError(name string, data []byte, err error, t reflect.Type) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	libLine := 0
+	if m := libraryLine.FindStringSubmatch(msg); m != nil {
+		libLine, _ = strconv.Atoi(m[1])
+		msg = msg[len(m[0]):]
+	}
+	line := lineOf(data, msg, t)
+	if line == 0 {
+		line = libLine
+	}
+	msg = reword(data, line, msg)
+	if line == 0 {
+		return fmt.Errorf("%s: %s", name, msg)
+	}
+	return fmt.Errorf("%s:%d: %s", name, line, msg)
+}
+
+// lineOf returns the first line n such that decoding the first n lines of
+// data into a new value of type t fails with msg, or 0 if none does. A
+// failing prefix stays failing as it grows, so a binary search finds it.
+func lineOf(data []byte, msg string, t reflect.Type) int {
+	var ends []int // ends[i] is the offset just after line i+1
+	for i, c := range data {
+		if c == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	fails := func(i int) bool {
+		dec := yaml.NewDecoder(bytes.NewReader(data[:ends[i]]))
+		err := dec.Decode(reflect.New(t).Interface())
+		for err == nil { // the error may be in a later document
+			err = dec.Decode(new(yaml.Node))
+		}
+		return strings.HasSuffix(err.Error(), msg)
+	}
+	i := sort.Search(len(ends), fails)
+	if i == len(ends) {
+		return 0
+	}
+	return i + 1
+}
+
+// reword says in plain words what the YAML reader's messages mean.
+func reword(data []byte, line int, msg string) string {
+	switch msg {
+	case "control characters are not allowed":
+		r := firstBadRune(lineText(data, line))
+		return fmt.Sprintf("control character %U is not allowed: only tabs, newlines and printable characters may appear", r)
+	case "invalid leading UTF-8 octet", "invalid trailing UTF-8 octet", "incomplete UTF-8 octet sequence", "invalid Unicode character":
+		return "the file is not valid UTF-8 text: save it as UTF-8"
+	case "incomplete UTF-16 character", "incomplete UTF-16 surrogate pair", "invalid UTF-16 surrogate pair", "invalid UTF-16 low surrogate", "invalid UTF-16 high surrogate":
+		return "the file is not valid UTF-16 text: save it as UTF-8"
+	}
+	return msg
+}
+
+// lineText returns line n (from 1) of data, or all of data if n is 0.
+func lineText(data []byte, n int) []byte {
+	if n == 0 {
+		return data
+	}
+	for range n - 1 {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			return nil
+		}
+		data = data[i+1:]
+	}
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		data = data[:i]
+	}
+	return data
+}
+
+// firstBadRune is the first character of b that YAML does not allow.
+func firstBadRune(b []byte) rune {
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		b = b[n:]
+		switch {
+		case r == '\t' || r == '\n' || r == '\r' || r == 0x85:
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0xfffe || r == 0xffff:
+			return r
+		}
+	}
+	return 0
 }
 
 // badValue matches the library's words for a value of the wrong type:
-// "12: cannot unmarshal !!str `soon` into time.Duration".
-var badValue = regexp.MustCompile("^(\\d+): cannot unmarshal !!\\w+ `(.*)` into (\\S+)$")
+// "12: cannot unmarshal !!str `soon` into time.Duration", or
+// "3: cannot unmarshal !!seq into string" for a list or a mapping.
+var badValue = regexp.MustCompile("(?s)^(\\d+): cannot unmarshal !!(\\w+)(?: `(.*)`)? into (\\S+)$")
 
 // unknownKey matches "12: field colour not found in type main.conf".
 var unknownKey = regexp.MustCompile(`^(\d+): field (\S+) not found in type \S+$`)
 
 // explain rewords one of the library's messages (without "line ") where it
-// knows a better one.
+// knows a better one. A message never spans lines, whatever the value.
 func explain(msg string) string {
 	if m := unknownKey.FindStringSubmatch(msg); m != nil {
 		return fmt.Sprintf("%s: unknown key %q: check its spelling and its indentation", m[1], m[2])
 	}
 	m := badValue.FindStringSubmatch(msg)
 	if m == nil {
-		return msg
+		return strings.ReplaceAll(msg, "\n", `\n`)
 	}
-	line, value, typ := m[1], m[2], m[3]
-	switch typ {
-	case "time.Duration":
-		return fmt.Sprintf("%s: %q is not a duration: write a number with a unit, such as 90s, 15m or 720h", line, value)
-	case "int", "int64", "int32", "float64":
-		return fmt.Sprintf("%s: %q is not a number", line, value)
-	case "bool":
-		return fmt.Sprintf("%s: %q is not true or false", line, value)
+	line, kind, value, typ := m[1], m[2], m[3], m[4]
+	var got string
+	switch kind {
+	case "seq":
+		got = "a list"
+	case "map":
+		got = "a mapping"
+	default:
+		if len(value) > 64 {
+			value = value[:64] + "..."
+		}
+		got = strconv.Quote(value)
 	}
-	return msg
+	switch {
+	case typ == "time.Duration":
+		return fmt.Sprintf("%s: %s is not a duration: write a number with a unit, such as 90s, 15m or 720h", line, got)
+	case strings.HasPrefix(typ, "int") || strings.HasPrefix(typ, "uint") || strings.HasPrefix(typ, "float"):
+		return fmt.Sprintf("%s: %s is not a number", line, got)
+	case typ == "bool":
+		return fmt.Sprintf("%s: %s is not true or false", line, got)
+	case typ == "string":
+		return fmt.Sprintf("%s: %s is not a single value: write a string (quote it if it holds : or #)", line, got)
+	case strings.HasPrefix(typ, "[]"):
+		return fmt.Sprintf("%s: %s is not a list: write one item a line, each after \"- \", or [a, b]", line, got)
+	}
+	return fmt.Sprintf("%s: %s is not a mapping: write key: value lines, or {key: value}", line, got)
 }

@@ -26,6 +26,18 @@ func TestDecode(t *testing.T) {
 			`f.yaml:2: "5" is not a duration`, `f.yaml:3: "many" is not a number`, `f.yaml:4: "maybe" is not true or false`}},
 		{yaml: "name: x\ncolour: blue\n", err: []string{`f.yaml:2: unknown key "colour": check its spelling and its indentation`}},
 		{yaml: "name: [x\n", err: []string{"f.yaml:1: did not find expected"}},
+		// The library says line 2 for these, or no line at all.
+		{yaml: "count: 1\nenabled: true\nname: [x\n", err: []string{"f.yaml:3: did not find expected ',' or ']'"}},
+		{yaml: "count: 1\nenabled: true\n\t\tname: x\n", err: []string{"f.yaml:3: found a tab character"}},
+		{yaml: "\t\tname: x\n", err: []string{"f.yaml:1: found character that cannot start any token"}},
+		{yaml: "count: 1\nname: \"a\x00\"\n", err: []string{"f.yaml:2: control character U+0000 is not allowed"}},
+		{yaml: "count: 1\nname: \xff\n", err: []string{"f.yaml:2: the file is not valid UTF-8 text: save it as UTF-8"}},
+		{yaml: "name: x\ncount: !!int x\n", err: []string{"f.yaml:2: cannot decode !!str `x` as a !!int"}},
+		{yaml: "name: x\n---\nname: y\n", err: []string{"f.yaml:2: a second YAML document begins here"}},
+		{yaml: "name: x\n---\n", want: conf{Name: "x"}},
+		{yaml: "name: x\n---\n---\nname: y\n", err: []string{"f.yaml:3: a second YAML document begins here"}},
+		{yaml: "name: [a, b]\n", err: []string{`f.yaml:1: a list is not a single value`}},
+		{yaml: "|\n  0\n  0\n", err: []string{`f.yaml:1: "0\n0\n" is not a mapping`}},
 	} {
 		var got conf
 		err := Decode("f.yaml", []byte(tc.yaml), &got)
