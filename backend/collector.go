@@ -1,0 +1,76 @@
+package backend
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector reports the groups as the last passes saw them.
+type collector struct{ b *Backend }
+
+var (
+	instancesDesc = prometheus.NewDesc("gcefleet_backend_instances",
+		"Instances of each group of the backend's by state: target (the group's target size), current (in the group), leased and idle (cataloged).",
+		[]string{"group", "zone", "state"}, nil)
+	failingDesc = prometheus.NewDesc("gcefleet_backend_group_failing",
+		"1 for a group that cannot create instances (stockout or quota); it is not grown until it can.",
+		[]string{"group", "zone"}, nil)
+	pendingDesc = prometheus.NewDesc("gcefleet_backend_pending_deletions",
+		"Instances the backend is deleting (reclaimed, or idle in a drained group).", nil, nil)
+	drainingDesc = prometheus.NewDesc("gcefleet_backend_draining_groups",
+		"Groups of old revisions or removed managers not yet deleted.", nil, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- instancesDesc
+	ch <- failingDesc
+	ch <- pendingDesc
+	ch <- drainingDesc
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.b.jobs.state()
+	for k, s := range c.b.jobs.Stats() {
+		g, ok := st.Groups[k]
+		if !ok {
+			continue
+		}
+		for state, n := range map[string]int{"target": s.Target, "current": s.Current, "leased": s.Leased, "idle": s.Idle} {
+			ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(n), g.Name, g.Zone, state)
+		}
+		failing := 0.0
+		if s.Failing != "" {
+			failing = 1
+		}
+		ch <- prometheus.MustNewConstMetric(failingDesc, prometheus.GaugeValue, failing, g.Name, g.Zone)
+	}
+	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(len(st.Pending)))
+	ch <- prometheus.MustNewConstMetric(drainingDesc, prometheus.GaugeValue, float64(len(c.b.jobs.drained())))
+}
+
+// checkConverged notes when the fleet first matches the configuration.
+func (b *Backend) checkConverged() {
+	j := b.jobs
+	st, stats := j.state(), j.Stats()
+	ok := len(st.Pending) == 0 && len(j.drained()) == 0
+	for _, g := range j.groups() {
+		s, seen := stats[g.record().key()]
+		_, made := st.Groups[g.record().key()]
+		if !made || !seen || s.Failing != "" || s.Current < g.m.MinimumSize || s.Idle+s.Leased != s.Current {
+			ok = false
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !ok {
+		b.m.converged.Set(0)
+		return
+	}
+	b.m.converged.Set(1)
+	if b.convergedAt.IsZero() {
+		b.convergedAt = time.Now()
+		b.m.converge.Set(b.convergedAt.Sub(b.loaded).Seconds())
+		b.log.Info("the fleet matches the configuration", "after", b.convergedAt.Sub(b.loaded).Round(time.Millisecond))
+	}
+}
