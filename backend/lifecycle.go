@@ -165,28 +165,6 @@ func (b *Backend) identify(ctx context.Context, st *store.Store) error {
 	return nil
 }
 
-// follow reads the provider's event feed from the state's cursor and
-// records reclaimed instances for deletion.
-func (b *Backend) follow(ctx context.Context) {
-	j := b.jobs
-	for ctx.Err() == nil {
-		evs, err := j.Provider.Events(ctx, j.state().Cursor, 30*time.Second)
-		if err == nil {
-			var any bool
-			if any, err = j.Reclaimed(ctx, evs); any {
-				b.sched.Kick("delete-instances-pending-deletion")
-			}
-		}
-		if err != nil && ctx.Err() == nil {
-			b.log.Warn("following the provider's events", "err", err)
-			select {
-			case <-time.After(2 * time.Second):
-			case <-ctx.Done():
-			}
-		}
-	}
-}
-
 // Jobs returns the backend's jobs.
 func (b *Backend) Jobs() *Jobs { return b.jobs }
 

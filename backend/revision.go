@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,10 +8,7 @@ import (
 	"os"
 	"sort"
 
-	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
-
-	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
 // Labels the backend puts on what it makes, beside DeploymentLabel; it
@@ -130,85 +126,4 @@ func (t Template) resource(deployment string) (*computepb.InstanceTemplate, erro
 		Description: new("gcefleet backend template " + t.BaseName + " in deployment " + deployment),
 		Properties:  props,
 	}, nil
-}
-
-// CreateInstanceTemplates makes the GCE template of each configured
-// template's current revision, where it does not exist yet, and records
-// it. A template of that name that does not carry this deployment's label
-// is not ours: it is reported, never adopted.
-func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
-	cfg := j.Config()
-	return j.each(ctx, len(cfg.Templates), func(ctx context.Context, i int) error {
-		t := cfg.Templates[i]
-		res, err := t.resource(j.Deployment())
-		if err != nil {
-			return err
-		}
-		rec := TemplateRecord{Project: t.Project, Name: res.GetName(), BaseName: t.BaseName}
-		if j.state().Templates[rec.key()].Name != "" {
-			return nil // made already
-		}
-		req := &computepb.InsertInstanceTemplateRequest{Project: t.Project, InstanceTemplateResource: res, RequestId: new(gceapi.RequestID())}
-		err = j.mutate(ctx, t.Project, func() (*computeapi.Operation, error) { return j.Compute.Templates.Insert(ctx, req) })
-		switch {
-		case err == nil:
-			j.changes.Add(1)
-			j.Log.Info("created instance template", "template", rec.Name, "project", t.Project)
-		case gceapi.Classify(err) == gceapi.Exists:
-			if err := j.ours(ctx, t.Project, rec.Name, false); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("instance template %s: %w", rec.Name, err)
-		}
-		return j.update(ctx, func(s *State) { s.Templates[rec.key()] = rec })
-	})
-}
-
-// ours checks that template name in project is this deployment's (see
-// ownTemplate).
-func (j *Jobs) ours(ctx context.Context, project, name string, legacy bool) error {
-	var tm *computepb.InstanceTemplate
-	err := j.retry(ctx, project, func() error {
-		var err error
-		tm, err = j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: project, InstanceTemplate: name})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("instance template %s: %w", name, err)
-	}
-	return j.ownTemplate(tm, project, legacy)
-}
-
-// DeleteDrainedTemplates deletes the templates of revisions the
-// configuration no longer uses, once no group of the backend's uses them.
-func (j *Jobs) DeleteDrainedTemplates(ctx context.Context) error {
-	st, current := j.state(), j.currentTemplates()
-	inUse := map[string]bool{}
-	for _, g := range st.Groups {
-		inUse[g.Project+"/"+g.Template] = true
-	}
-	var drained []TemplateRecord
-	for k, t := range st.Templates {
-		if !current[k] && !inUse[k] {
-			drained = append(drained, t)
-		}
-	}
-	return j.each(ctx, len(drained), func(ctx context.Context, i int) error {
-		t := drained[i]
-		err := j.ours(ctx, t.Project, t.Name, t.Legacy)
-		if gceapi.Classify(err) == gceapi.NotFound {
-			return j.update(ctx, func(s *State) { delete(s.Templates, t.key()) })
-		}
-		if err != nil {
-			return err
-		}
-		req := &computepb.DeleteInstanceTemplateRequest{Project: t.Project, InstanceTemplate: t.Name, RequestId: new(gceapi.RequestID())}
-		err = j.mutate(ctx, t.Project, func() (*computeapi.Operation, error) { return j.Compute.Templates.Delete(ctx, req) })
-		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
-			return fmt.Errorf("deleting drained template %s: %w", t.Name, err)
-		}
-		j.Log.Info("deleted drained instance template", "template", t.Name, "project", t.Project)
-		return j.update(ctx, func(s *State) { delete(s.Templates, t.key()) })
-	})
 }

@@ -108,12 +108,3 @@ func explained(st State, project, zone, name string) bool {
 	}
 	return false
 }
-
-func ofAnyGroup(st *State, host string) bool {
-	for _, g := range st.Groups {
-		if strings.HasPrefix(host, g.prefix()) {
-			return true
-		}
-	}
-	return false
-}
