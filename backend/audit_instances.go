@@ -13,14 +13,15 @@ import (
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
-// Audit finds instances labelled as this deployment's (they carry its
-// DeploymentLabel) that none of its groups explains, in every zone where
+// AuditInstances is the audit-instances job. It finds instances labelled
+// as this deployment's (they carry its DeploymentLabel) that none of its groups explains, in every zone where
 // it has or had a group: leaked by a crash between steps, or left by a
 // group deleted behind its back. Each is deleted once it has been seen
 // for the configured grace; an instance without the label is never
 // touched, whatever its name and other labels: another deployment's, a
-// person's, or one made before deployments had identities.
-func (j *Jobs) Audit(ctx context.Context) error {
+// person's, or one made before deployments had identities. A pass that
+// saw every zone ends with cleanup-entities.
+func (j *Jobs) AuditInstances(ctx context.Context) error {
 	st := j.state()
 	type place struct{ project, zone string }
 	places := map[place]bool{}
@@ -79,23 +80,10 @@ func (j *Jobs) Audit(ctx context.Context) error {
 		}
 		return errors.Join(errs...)
 	})
-	// cleanup-entities: forget leftovers that are gone or explained now,
-	// and pending deletions of groups that are gone.
-	if err == nil {
-		err = j.update(ctx, func(s *State) {
-			for k := range s.Leftovers {
-				if !seen[k] {
-					delete(s.Leftovers, k)
-				}
-			}
-			for host := range s.Pending {
-				if !ofAnyGroup(s, host) {
-					delete(s.Pending, host)
-				}
-			}
-		})
+	if err != nil {
+		return err
 	}
-	return err
+	return j.cleanupEntities(ctx, seen)
 }
 
 // explained says whether an instance belongs to one of the backend's

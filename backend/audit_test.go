@@ -53,14 +53,14 @@ settings:
 		_, err := j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: "my-project", Zone: "us-central1-a", Instance: name})
 		return err == nil
 	}
-	if err := j.Audit(ctx); err != nil {
+	if err := j.AuditInstances(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if !exists("leaked") || len(j.State().Leftovers) != 1 {
 		t.Fatalf("first sight: leaked exists %v, leftovers %v; want it kept for the grace and recorded", exists("leaked"), j.State().Leftovers)
 	}
 	now = now.Add(11 * time.Minute)
-	if err := j.Audit(ctx); err != nil {
+	if err := j.AuditInstances(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if exists("leaked") {
@@ -76,7 +76,7 @@ settings:
 	if err != nil || !exists(gceapi.LastSegment(mis.GetInstance())) {
 		t.Errorf("the group's own instance: %v, %v", mis, err)
 	}
-	if err := j.Audit(ctx); err != nil {
+	if err := j.AuditInstances(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(j.State().Leftovers); n != 0 {

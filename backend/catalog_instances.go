@@ -13,7 +13,7 @@ import (
 	"github.com/gcefleet/gcefleet/store"
 )
 
-// CatalogInstances adds every running instance of the configured groups
+// CatalogInstances is the catalog-instances job. It adds every running instance of the configured groups
 // to the provider's catalog, with its template's dimensions and where it
 // stands. Cataloging is idempotent, so the job just runs again.
 //
@@ -44,7 +44,7 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		if _, made := st.Groups[g.record().key()]; !made {
 			return nil
 		}
-		mis, err := j.managed(ctx, g.t.Project, g.m.Zone, g.rev)
+		mis, err := j.fetchInstances(ctx, g.t.Project, g.m.Zone, g.rev)
 		if err != nil {
 			if gceapi.Classify(err) == gceapi.NotFound {
 				return nil

@@ -10,7 +10,8 @@ import (
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
-// CreateInstanceGroupManagers makes, for each configured manager, the
+// CreateInstanceGroupManagers is the create-instance-group-managers job.
+// It makes, for each configured manager, the
 // managed instance group of its template's current revision in its zone,
 // once that revision's template exists, and records it. A new revision's
 // group starts within what the manager's maximum leaves beside the

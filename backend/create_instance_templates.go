@@ -10,7 +10,8 @@ import (
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
-// CreateInstanceTemplates makes the GCE template of each configured
+// CreateInstanceTemplates is the create-instance-templates job. It makes
+// the GCE template of each configured
 // template's current revision, where it does not exist yet, and records
 // it. A template of that name that does not carry this deployment's label
 // is not ours: it is reported, never adopted.

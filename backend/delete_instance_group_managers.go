@@ -10,9 +10,10 @@ import (
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
-// DeleteDrainedGroups deletes the drained groups that hold no instance
-// any more, and forgets those already gone.
-func (j *Jobs) DeleteDrainedGroups(ctx context.Context) error {
+// DeleteInstanceGroupManagers is the delete-instance-group-managers job:
+// it deletes the drained groups that hold no instance any more, and
+// forgets those already gone.
+func (j *Jobs) DeleteInstanceGroupManagers(ctx context.Context) error {
 	ds := j.drained()
 	return j.each(ctx, len(ds), func(ctx context.Context, i int) error {
 		d := ds[i]
@@ -26,7 +27,7 @@ func (j *Jobs) DeleteDrainedGroups(ctx context.Context) error {
 		if err := j.ownGroup(mig, d); err != nil {
 			return fmt.Errorf("drained group: %w", err)
 		}
-		mis, err := j.managed(ctx, d.Project, d.Zone, d.Name)
+		mis, err := j.fetchInstances(ctx, d.Project, d.Zone, d.Name)
 		if err != nil {
 			return err
 		}
@@ -43,11 +44,7 @@ func (j *Jobs) DeleteDrainedGroups(ctx context.Context) error {
 		return j.update(ctx, func(s *State) {
 			delete(s.Groups, d.key())
 			// It held no instance: those pending deletion are gone.
-			for host := range s.Pending {
-				if !ofAnyGroup(s, host) {
-					delete(s.Pending, host)
-				}
-			}
+			forgetPendingOfNoGroup(s)
 		})
 	})
 }

@@ -10,9 +10,10 @@ import (
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
-// DeleteDrainedTemplates deletes the templates of revisions the
+// DeleteInstanceTemplates is the delete-instance-templates job. It
+// deletes the templates of revisions the
 // configuration no longer uses, once no group of the backend's uses them.
-func (j *Jobs) DeleteDrainedTemplates(ctx context.Context) error {
+func (j *Jobs) DeleteInstanceTemplates(ctx context.Context) error {
 	st, current := j.state(), j.currentTemplates()
 	inUse := map[string]bool{}
 	for _, g := range st.Groups {

@@ -12,11 +12,12 @@ import (
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
-// DeletePending deletes the instances pending deletion through their
-// groups' deleteInstances (so that the group does not replace them until
+// DeleteInstancesPendingDeletion is the delete-instances-pending-deletion
+// job. It deletes the instances pending deletion through their groups'
+// deleteInstances (so that the group does not replace them until
 // it is resized), again on each run until they are gone, and forgets them
 // then. An instance of no group of the backend's is left alone.
-func (j *Jobs) DeletePending(ctx context.Context) error {
+func (j *Jobs) DeleteInstancesPendingDeletion(ctx context.Context) error {
 	st := j.state()
 	if len(st.Pending) == 0 {
 		return nil
@@ -36,7 +37,7 @@ func (j *Jobs) DeletePending(ctx context.Context) error {
 		if mine == 0 {
 			return nil
 		}
-		mis, err := j.managed(ctx, g.Project, g.Zone, g.Name)
+		mis, err := j.fetchInstances(ctx, g.Project, g.Zone, g.Name)
 		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
 			return fmt.Errorf("instances of %s in %s: %w", g.Name, g.Zone, err)
 		}

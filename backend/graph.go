@@ -22,25 +22,25 @@ func (b *Backend) schedule() *Scheduler {
 	}
 	s.Add("create-instance-templates", every, then(j.CreateInstanceTemplates, "create-instance-group-managers"))
 	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "catalog-instances"))
-	s.Add("resize-instance-groups", every, then(j.ResizeGroups, "catalog-instances"))
+	s.Add("resize-instance-groups", every, then(j.ResizeInstanceGroups, "catalog-instances"))
 	s.Add("catalog-instances", every, func(ctx context.Context) error {
 		err := j.CatalogInstances(ctx)
 		b.checkConverged()
 		return err
 	})
-	s.Add("delete-instances-pending-deletion", every, then(j.DeletePending, "catalog-instances", "resize-instance-groups"))
+	s.Add("delete-instances-pending-deletion", every, then(j.DeleteInstancesPendingDeletion, "catalog-instances", "resize-instance-groups"))
 	s.Add("remove-cataloged-instances", every, func(ctx context.Context) error {
 		pending := len(j.state().Pending)
-		err := j.RemoveDrained(ctx)
+		err := j.RemoveCatalogedInstances(ctx)
 		if len(j.state().Pending) != pending {
 			s.Kick("delete-instances-pending-deletion")
 		}
 		return err
 	})
-	s.Add("delete-instance-group-managers", every, then(j.DeleteDrainedGroups, "delete-instance-templates"))
-	s.Add("delete-instance-templates", every, j.DeleteDrainedTemplates)
+	s.Add("delete-instance-group-managers", every, then(j.DeleteInstanceGroupManagers, "delete-instance-templates"))
+	s.Add("delete-instance-templates", every, j.DeleteInstanceTemplates)
 	// The audit lists every instance of its zones: rarely, so that a
 	// fleet at rest costs a list per group per interval and little more.
-	s.Add("audit-instances", 10*every, j.Audit)
+	s.Add("audit-instances", 10*every, j.AuditInstances)
 	return s
 }

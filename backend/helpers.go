@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -194,13 +193,4 @@ func ofTemplate(mi *computepb.ManagedInstance, g GroupRecord) error {
 			gceapi.LastSegment(mi.GetInstance()), g.Name, g.Zone, t, g.Template, errNotOurs)
 	}
 	return nil
-}
-
-func ofAnyGroup(st *State, host string) bool {
-	for _, g := range st.Groups {
-		if strings.HasPrefix(host, g.prefix()) {
-			return true
-		}
-	}
-	return false
 }

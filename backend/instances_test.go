@@ -69,13 +69,13 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := j.Reclaimed(ctx, evs); err != nil {
+	if _, err := j.UpdateCatalogedInstances(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.DeletePending(ctx); err != nil {
+	if err := j.DeleteInstancesPendingDeletion(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.ResizeGroups(ctx); err != nil {
+	if err := j.ResizeInstanceGroups(ctx); err != nil {
 		t.Fatal(err)
 	}
 	g, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-a", InstanceGroupManager: rev})
@@ -152,7 +152,9 @@ func TestRemovedManagerIsDrained(t *testing.T) {
 	group := func() (*computepb.InstanceGroupManager, error) {
 		return j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-b", InstanceGroupManager: rev})
 	}
-	drain := func() { pass(j.RemoveDrained, j.DeletePending, j.DeleteDrainedGroups, j.DeleteDrainedTemplates) }
+	drain := func() {
+		pass(j.RemoveCatalogedInstances, j.DeleteInstancesPendingDeletion, j.DeleteInstanceGroupManagers, j.DeleteInstanceTemplates)
+	}
 	testutil.WaitFor(t, "the idle machine of the removed manager to be deleted", func() bool {
 		drain()
 		g, err := group()
@@ -168,7 +170,7 @@ func TestRemovedManagerIsDrained(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := j.Reclaimed(ctx, evs); err != nil {
+	if _, err := j.UpdateCatalogedInstances(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, "the removed manager's group to be deleted", func() bool {

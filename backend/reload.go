@@ -2,8 +2,6 @@ package backend
 
 import (
 	"context"
-	"crypto/sha256"
-	"os"
 	"time"
 
 	"github.com/gcefleet/gcefleet/store"
@@ -42,26 +40,17 @@ func (b *Backend) watchConfig(ctx context.Context) {
 	}
 }
 
-// Reload reads the configuration file; unless forced, only if it changed.
+// Reload reads the configuration file (import-config); unless forced,
+// only if it changed, it checks it (process-config) and puts it in force:
+// the jobs work to it from their next run, which is now.
 func (b *Backend) Reload(forced bool) {
-	data, err := os.ReadFile(b.opts.ConfigPath)
-	if err == nil {
-		h := sha256.Sum256(data)
-		b.mu.Lock()
-		same := h == b.hash && b.configErr == nil
-		b.hash = h
-		b.mu.Unlock()
-		if same && !forced {
-			return
-		}
+	data, changed, err := b.importConfig()
+	if err == nil && !changed && !forced {
+		return
 	}
 	var cfg Config
 	if err == nil {
-		cfg, err = ParseConfig(b.opts.ConfigPath, data)
-	}
-	if err == nil && b.identified() {
-		// Another name would orphan everything the deployment made.
-		err = sameDeployment(b.jobs.Deployment(), cfg.Settings.Deployment)
+		cfg, err = b.processConfig(data)
 	}
 	b.mu.Lock()
 	b.configErr = err

@@ -10,15 +10,16 @@ import (
 	"github.com/gcefleet/gcefleet/store"
 )
 
-// RemoveDrained takes the idle instances of drained groups out of the
-// catalog and records them for deletion (remove-cataloged-instances). A
+// RemoveCatalogedInstances is the remove-cataloged-instances job. It takes
+// the idle instances of drained groups out of the catalog and records them
+// for deletion. A
 // leased instance stays until its lease ends; the provider then reclaims
 // it and it is deleted like any other.
 //
 // Entries of a drained group's machines that are no longer in the group
 // (cataloged by a pass that began before the configuration changed, then
 // deleted) leave the catalog too.
-func (j *Jobs) RemoveDrained(ctx context.Context) error {
+func (j *Jobs) RemoveCatalogedInstances(ctx context.Context) error {
 	ds := j.drained()
 	if len(ds) == 0 {
 		return nil
@@ -30,7 +31,7 @@ func (j *Jobs) RemoveDrained(ctx context.Context) error {
 	}
 	return j.each(ctx, len(ds), func(ctx context.Context, i int) error {
 		d := ds[i]
-		mis, err := j.managed(ctx, d.Project, d.Zone, d.Name)
+		mis, err := j.fetchInstances(ctx, d.Project, d.Zone, d.Name)
 		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
 			return fmt.Errorf("instances of drained %s in %s: %w", d.Name, d.Zone, err)
 		}

@@ -25,8 +25,9 @@ func Target(m Manager, size, leased, others int) int {
 	return max(want, size)
 }
 
-// ResizeGroups grows each configured group to its Target.
-func (j *Jobs) ResizeGroups(ctx context.Context) error {
+// ResizeInstanceGroups is the resize-instance-groups job: it grows each
+// configured group to its Target.
+func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 	leased, err := j.leasedByGroup(ctx)
 	if err != nil {
 		return err

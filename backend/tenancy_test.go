@@ -85,12 +85,12 @@ func (tn *tenant) pass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tn.j.Reclaimed(ctx, evs); err != nil {
+	if _, err := tn.j.UpdateCatalogedInstances(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
 	for _, job := range []func(context.Context) error{
-		tn.j.CreateInstanceTemplates, tn.j.CreateInstanceGroupManagers, tn.j.ResizeGroups, tn.j.CatalogInstances,
-		tn.j.DeletePending, tn.j.RemoveDrained, tn.j.DeleteDrainedGroups, tn.j.DeleteDrainedTemplates, tn.j.Audit,
+		tn.j.CreateInstanceTemplates, tn.j.CreateInstanceGroupManagers, tn.j.ResizeInstanceGroups, tn.j.CatalogInstances,
+		tn.j.DeleteInstancesPendingDeletion, tn.j.RemoveCatalogedInstances, tn.j.DeleteInstanceGroupManagers, tn.j.DeleteInstanceTemplates, tn.j.AuditInstances,
 	} {
 		if err := job(ctx); err != nil {
 			t.Fatalf("%s: %v", tn.name, err)

@@ -7,10 +7,12 @@ import (
 	"github.com/gcefleet/gcefleet/store"
 )
 
-// Reclaimed records for deletion the instances whose lease the provider
-// reclaimed, from its events, and moves the cursor past them
-// (update-cataloged-instances). It reports whether any was recorded.
-func (j *Jobs) Reclaimed(ctx context.Context, events []store.Event) (bool, error) {
+// UpdateCatalogedInstances is the update-cataloged-instances step, which
+// the backend's event follower runs on each batch of the provider's
+// events: it records for deletion the instances whose lease the provider
+// reclaimed, and moves the cursor past the events. It reports whether any
+// was recorded.
+func (j *Jobs) UpdateCatalogedInstances(ctx context.Context, events []store.Event) (bool, error) {
 	if len(events) == 0 {
 		return false, nil
 	}
@@ -36,7 +38,7 @@ func (b *Backend) follow(ctx context.Context) {
 		evs, err := j.Provider.Events(ctx, j.state().Cursor, 30*time.Second)
 		if err == nil {
 			var any bool
-			if any, err = j.Reclaimed(ctx, evs); any {
+			if any, err = j.UpdateCatalogedInstances(ctx, evs); any {
 				b.sched.Kick("delete-instances-pending-deletion")
 			}
 		}
