@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"strings"
 )
 
 // cleanupEntities is the cleanup-entities step, run at the end of each
@@ -19,26 +18,4 @@ func (j *Jobs) cleanupEntities(ctx context.Context, seen map[string]bool) error 
 		}
 		forgetPendingOfNoGroup(s)
 	})
-}
-
-// forgetPendingOfNoGroup forgets the instances pending deletion that no
-// group of the backend's holds any more: their group is gone, and they
-// with it.
-func forgetPendingOfNoGroup(s *State) {
-	for host := range s.Pending {
-		if !ofAnyGroup(s, host) {
-			delete(s.Pending, host)
-		}
-	}
-}
-
-// ofAnyGroup says whether host is named as an instance of one of the
-// backend's groups.
-func ofAnyGroup(st *State, host string) bool {
-	for _, g := range st.Groups {
-		if strings.HasPrefix(host, g.prefix()) {
-			return true
-		}
-	}
-	return false
 }

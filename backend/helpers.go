@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -193,4 +194,26 @@ func ofTemplate(mi *computepb.ManagedInstance, g GroupRecord) error {
 			gceapi.LastSegment(mi.GetInstance()), g.Name, g.Zone, t, g.Template, errNotOurs)
 	}
 	return nil
+}
+
+// forgetPendingOfNoGroup forgets the instances pending deletion that no
+// group of the backend's holds any more: their group is gone, and they
+// with it.
+func forgetPendingOfNoGroup(s *State) {
+	for host := range s.Pending {
+		if !ofAnyGroup(s, host) {
+			delete(s.Pending, host)
+		}
+	}
+}
+
+// ofAnyGroup says whether host is named as an instance of one of the
+// backend's groups.
+func ofAnyGroup(st *State, host string) bool {
+	for _, g := range st.Groups {
+		if strings.HasPrefix(host, g.prefix()) {
+			return true
+		}
+	}
+	return false
 }
