@@ -23,12 +23,16 @@ import (
 // saw every zone ends with cleanup-entities.
 func (j *Jobs) AuditInstances(ctx context.Context) error {
 	st := j.state()
+	gs, err := j.groups()
+	if err != nil {
+		return err
+	}
 	type place struct{ project, zone string }
 	places := map[place]bool{}
 	for _, g := range st.Groups {
 		places[place{g.Project, g.Zone}] = true
 	}
-	for _, g := range j.groups() {
+	for _, g := range gs {
 		places[place{g.t.Project, g.m.Zone}] = true
 	}
 	list := make([]place, 0, len(places))
@@ -38,7 +42,7 @@ func (j *Jobs) AuditInstances(ctx context.Context) error {
 	now, grace, id := j.now(), j.Config().Settings.AuditGrace, j.Deployment()
 	seen := map[string]bool{}
 	var mu sync.Mutex
-	err := j.each(ctx, len(list), func(ctx context.Context, i int) error {
+	err = j.each(ctx, len(list), func(ctx context.Context, i int) error {
 		p := list[i]
 		var found []*computepb.Instance
 		err := j.retry(ctx, p.project, func() error {

@@ -72,7 +72,7 @@ settings:
 		}
 	}
 	mis, err := j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{Project: "my-project", Zone: "us-central1-a",
-		InstanceGroupManager: j.Revision(j.Config().Templates[0])}).Next()
+		InstanceGroupManager: revision(t, j, j.Config().Templates[0])}).Next()
 	if err != nil || !exists(gceapi.LastSegment(mis.GetInstance())) {
 		t.Errorf("the group's own instance: %v, %v", mis, err)
 	}

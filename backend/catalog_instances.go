@@ -21,7 +21,10 @@ import (
 // (preempted, or deleted behind the backend's back) leaves the catalog,
 // so that nobody leases a machine that is gone.
 func (j *Jobs) CatalogInstances(ctx context.Context) error {
-	gs := j.groups()
+	gs, err := j.groups()
+	if err != nil {
+		return err
+	}
 	st := j.state()
 	all, err := j.Provider.Machines(ctx)
 	if err != nil {
@@ -121,7 +124,13 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		// One call for the group's new instances (a group holds at most
 		// 1,000, a batch's limit), unless the configuration changed under
 		// this pass: then the group drains.
-		if len(batch) > 0 && j.configured(g) {
+		configured := false
+		if len(batch) > 0 {
+			if configured, err = j.configured(g); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if configured {
 			added, addErrs, err := j.Provider.AddMachines(ctx, batch)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("cataloging %d instances: %w", len(batch), err))
@@ -172,7 +181,7 @@ func (j *Jobs) instances(ctx context.Context, g group, names []string) (map[stri
 	err := j.retry(ctx, g.t.Project, func() error {
 		var err error
 		all, err = gceapi.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: g.t.Project, Zone: g.m.Zone,
-			Filter: new(fmt.Sprintf("(labels.%s = %q) AND (labels.%s = %q)", RevisionLabel, g.t.hash(g.deployment), DeploymentLabel, g.deployment))}))
+			Filter: new(fmt.Sprintf("(labels.%s = %q) AND (labels.%s = %q)", RevisionLabel, revisionHash(g.rev), DeploymentLabel, g.deployment))}))
 		return err
 	})
 	for _, in := range all {

@@ -46,15 +46,22 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(failingDesc, prometheus.GaugeValue, failing, g.Name, g.Zone)
 	}
 	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(len(st.Pending)))
-	ch <- prometheus.MustNewConstMetric(drainingDesc, prometheus.GaugeValue, float64(len(c.b.jobs.drained())))
+	// Without the configured revisions (a metadata file unreadable: the
+	// jobs report it), what drains is unknown: the gauge is left out rather
+	// than failing every metric of the registry.
+	if drained, err := c.b.jobs.drained(); err == nil {
+		ch <- prometheus.MustNewConstMetric(drainingDesc, prometheus.GaugeValue, float64(len(drained)))
+	}
 }
 
 // checkConverged notes when the fleet first matches the configuration.
 func (b *Backend) checkConverged() {
 	j := b.jobs
 	st, stats := j.state(), j.Stats()
-	ok := len(st.Pending) == 0 && len(j.drained()) == 0
-	for _, g := range j.groups() {
+	drained, err := j.drained()
+	gs, gerr := j.groups()
+	ok := err == nil && gerr == nil && len(st.Pending) == 0 && len(drained) == 0
+	for _, g := range gs {
 		s, seen := stats[g.record().key()]
 		_, made := st.Groups[g.record().key()]
 		if !made || !seen || s.Failing != "" || s.Current < g.m.MinimumSize || s.Idle+s.Leased != s.Current {

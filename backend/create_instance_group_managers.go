@@ -17,7 +17,14 @@ import (
 // group starts within what the manager's maximum leaves beside the
 // revisions it replaces; resize-instance-groups takes it from there.
 func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
-	gs, drained := j.groups(), j.drained()
+	gs, err := j.groups()
+	if err != nil {
+		return err
+	}
+	drained, err := j.drained()
+	if err != nil {
+		return err
+	}
 	st := j.state()
 	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
 		g := gs[i]

@@ -14,7 +14,10 @@ import (
 // it deletes the drained groups that hold no instance any more, and
 // forgets those already gone.
 func (j *Jobs) DeleteInstanceGroupManagers(ctx context.Context) error {
-	ds := j.drained()
+	ds, err := j.drained()
+	if err != nil {
+		return err
+	}
 	return j.each(ctx, len(ds), func(ctx context.Context, i int) error {
 		d := ds[i]
 		mig, err := j.getGroup(ctx, d.Project, d.Zone, d.Name)

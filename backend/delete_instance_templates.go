@@ -14,7 +14,11 @@ import (
 // deletes the templates of revisions the
 // configuration no longer uses, once no group of the backend's uses them.
 func (j *Jobs) DeleteInstanceTemplates(ctx context.Context) error {
-	st, current := j.state(), j.currentTemplates()
+	st := j.state()
+	current, err := j.currentTemplates()
+	if err != nil {
+		return err
+	}
 	inUse := map[string]bool{}
 	for _, g := range st.Groups {
 		inUse[g.Project+"/"+g.Template] = true

@@ -53,7 +53,10 @@
 // lease or taken idle out of the catalog. Templates are immutable, so a
 // changed template is a new revision ([Template.Revision]); the old
 // revision's groups drain (idle instances now, leased ones when their
-// lease ends), then the groups are deleted, then the template.
+// lease ends), then the groups are deleted, then the template. A revision
+// that cannot be computed (a metadata file that cannot be read) is an
+// error of every job that needs the configured revisions, never a new
+// revision: nothing is rolled out or drained until it can be.
 //
 // Only the leader among replicas runs the jobs, and the State in the
 // provider's store is written fenced by its leadership, so a replica that

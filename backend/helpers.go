@@ -87,47 +87,70 @@ func (g group) record() GroupRecord {
 	return GroupRecord{Project: g.t.Project, Zone: g.m.Zone, Name: g.rev, Template: g.rev, BaseName: g.t.BaseName}
 }
 
-// groups returns the configured groups.
-func (j *Jobs) groups() []group {
+// groups returns the configured groups. It fails if a template's revision
+// cannot be computed: which groups are current, and so which drain, is
+// then unknown.
+func (j *Jobs) groups() ([]group, error) {
 	cfg := j.Config()
-	templates := map[string]Template{}
-	for _, t := range cfg.Templates {
-		templates[t.BaseName] = t
-	}
 	id := j.Deployment()
+	templates := map[string]Template{}
+	revs := map[string]string{}
+	var errs []error
+	for _, t := range cfg.Templates {
+		rev, err := t.Revision(id)
+		templates[t.BaseName], revs[t.BaseName] = t, rev
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	var out []group
 	for _, m := range cfg.Managers {
 		t := templates[m.TemplateBaseName]
-		out = append(out, group{m: m, t: t, rev: t.Revision(id), deployment: id})
+		out = append(out, group{m: m, t: t, rev: revs[m.TemplateBaseName], deployment: id})
 	}
-	return out
+	return out, nil
 }
 
 // configured says whether g is still one of the configured groups.
-func (j *Jobs) configured(g group) bool {
-	for _, c := range j.groups() {
+func (j *Jobs) configured(g group) (bool, error) {
+	gs, err := j.groups()
+	if err != nil {
+		return false, err
+	}
+	for _, c := range gs {
 		if c.record().key() == g.record().key() {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // currentTemplates returns the keys of the configured revisions.
-func (j *Jobs) currentTemplates() map[string]bool {
+func (j *Jobs) currentTemplates() (map[string]bool, error) {
 	out := map[string]bool{}
 	id := j.Deployment()
 	for _, t := range j.Config().Templates {
-		out[t.Project+"/"+t.Revision(id)] = true
+		rev, err := t.Revision(id)
+		if err != nil {
+			return nil, err
+		}
+		out[t.Project+"/"+rev] = true
 	}
-	return out
+	return out, nil
 }
 
 // drained returns the groups the backend made that the configuration no
-// longer names: an old revision's, or a removed manager's.
-func (j *Jobs) drained() []GroupRecord {
+// longer names: an old revision's, or a removed manager's. It fails as
+// groups does: a group is never taken for drained because its revision is
+// unknown.
+func (j *Jobs) drained() ([]GroupRecord, error) {
+	gs, err := j.groups()
+	if err != nil {
+		return nil, err
+	}
 	current := map[string]bool{}
-	for _, g := range j.groups() {
+	for _, g := range gs {
 		current[g.record().key()] = true
 	}
 	var out []GroupRecord
@@ -136,7 +159,7 @@ func (j *Jobs) drained() []GroupRecord {
 			out = append(out, g)
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (j *Jobs) now() time.Time {

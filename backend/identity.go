@@ -133,8 +133,9 @@ func (j *Jobs) SetDeployment(id string) {
 	j.deployment = id
 }
 
-// Revision is the name of t's current revision in this deployment.
-func (j *Jobs) Revision(t Template) string { return t.Revision(j.Deployment()) }
+// Revision is the name of t's current revision in this deployment (see
+// Template.Revision).
+func (j *Jobs) Revision(t Template) (string, error) { return t.Revision(j.Deployment()) }
 
 // ours checks that template name in project is this deployment's (see
 // ownTemplate).

@@ -151,7 +151,7 @@ func TestOthersResourcesAreNotAdopted(t *testing.T) {
 	ctx := context.Background()
 	fleet := tenantFleet("pool")
 	j, _ := jobs(t, fleet)
-	rev := j.Revision(j.Config().Templates[0])
+	rev := revision(t, j, j.Config().Templates[0])
 	op, err := j.Compute.Templates.Insert(ctx, &computepb.InsertInstanceTemplateRequest{Project: "my-project", InstanceTemplateResource: &computepb.InstanceTemplate{
 		Name: new(rev), Properties: &computepb.InstanceProperties{MachineType: new("e2-small"),
 			Labels: map[string]string{backend.TemplateLabel: "pool", backend.DeploymentLabel: "d-other"},
@@ -180,7 +180,7 @@ func TestOthersResourcesAreNotAdopted(t *testing.T) {
 	if err := k.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
 	}
-	krev := k.Revision(k.Config().Templates[0])
+	krev := revision(t, k, k.Config().Templates[0])
 	op, err = j.Compute.Groups.Insert(ctx, &computepb.InsertInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-a",
 		InstanceGroupManagerResource: &computepb.InstanceGroupManager{Name: new(krev), BaseInstanceName: new("squatter"),
 			InstanceTemplate: new("projects/my-project/global/instanceTemplates/" + krev), TargetSize: new(int32(0)), Description: new("a person's")}})

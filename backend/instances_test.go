@@ -2,28 +2,14 @@ package backend_test
 
 import (
 	"context"
-	"log/slog"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/internal/testutil"
-	"github.com/gcefleet/gcefleet/provider"
-	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
 )
-
-// poolTemplate is a backend config's one template, pool, in my-project.
-const poolTemplate = `templates:
-  - base_name: pool
-    project: my-project
-    dimensions: {os: linux}
-    machine_type: e2-standard-2
-    image: projects/debian-cloud/global/images/family/debian-12
-`
 
 // TestReclaimedMachineIsReplaced runs the loop the backend exists for: a
 // group's instances are cataloged, a client leases one and releases it,
@@ -42,7 +28,7 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rev := j.Revision(j.Config().Templates[0])
+	rev := revision(t, j, j.Config().Templates[0])
 	cataloged := func(n int) func() bool {
 		return func() bool {
 			if err := j.CatalogInstances(ctx); err != nil {
@@ -97,26 +83,6 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 	}
 }
 
-// providerFor serves a provider on an in-memory store for j's backend, and
-// returns its clients: the backend's and alice's.
-func providerFor(t *testing.T, j *backend.Jobs) (backendAPI, alice *client.Client) {
-	t.Helper()
-	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(context.Background(), ":memory:")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(provider.New(st, cfg, slog.New(slog.DiscardHandler)).Handler())
-	t.Cleanup(srv.Close)
-	backendAPI = &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"}
-	j.Provider = backendAPI
-	return backendAPI, &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"}
-}
-
 // TestRemovedManagerIsDrained: a manager that leaves the configuration has
 // its group drained (a leased machine kept until its lease ends) and then
 // deleted; its template, still used by another manager, stays.
@@ -148,7 +114,7 @@ func TestRemovedManagerIsDrained(t *testing.T) {
 	cfg := j.Config()
 	cfg.Managers = cfg.Managers[:1]
 	j.SetConfig(cfg)
-	rev := j.Revision(cfg.Templates[0])
+	rev := revision(t, j, cfg.Templates[0])
 	group := func() (*computepb.InstanceGroupManager, error) {
 		return j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-b", InstanceGroupManager: rev})
 	}

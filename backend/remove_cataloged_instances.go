@@ -20,7 +20,10 @@ import (
 // (cataloged by a pass that began before the configuration changed, then
 // deleted) leave the catalog too.
 func (j *Jobs) RemoveCatalogedInstances(ctx context.Context) error {
-	ds := j.drained()
+	ds, err := j.drained()
+	if err != nil {
+		return err
+	}
 	if len(ds) == 0 {
 		return nil
 	}

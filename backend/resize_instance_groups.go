@@ -32,7 +32,14 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gs, drained := j.groups(), j.drained()
+	gs, err := j.groups()
+	if err != nil {
+		return err
+	}
+	drained, err := j.drained()
+	if err != nil {
+		return err
+	}
 	st := j.state()
 	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
 		g := gs[i]

@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
@@ -25,7 +27,11 @@ const (
 // in a project: two deployments with the same template compute different
 // names, so neither adopts the other's. The deployment "" gives the names
 // of the backend from before deployments had identities (legacy).
-func (t Template) Revision(deployment string) string {
+//
+// A metadata file that cannot be read is an error naming it: what it
+// says is part of the revision, so a revision computed without it would
+// be a new one, rolled out in place of the fleet.
+func (t Template) Revision(deployment string) (string, error) {
 	c := t
 	c.Line = 0
 	c.MetadataFromFiles = nil
@@ -34,34 +40,43 @@ func (t Template) Revision(deployment string) string {
 	for k, v := range t.Metadata {
 		md[k] = v
 	}
-	for k, path := range t.MetadataFromFiles {
-		b, _ := os.ReadFile(path)
+	for _, k := range slices.Sorted(maps.Keys(t.MetadataFromFiles)) {
+		b, err := os.ReadFile(t.MetadataFromFiles[k])
+		if err != nil {
+			return "", fmt.Errorf("template %s: metadata_from_files %s: %w; its revision cannot be computed, so its groups are neither rolled out nor drained: restore the file, or change the configuration", t.BaseName, k, err)
+		}
 		md[k] = string(b)
 	}
 	c.Metadata = md
-	b, _ := json.Marshal(c)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("template %s: %w", t.BaseName, err)
+	}
 	if deployment != "" {
 		// A label value holds no NUL: no two deployments hash alike.
 		b = append([]byte(deployment+"\x00"), b...)
 	}
 	sum := sha256.Sum256(b)
-	return t.BaseName + "-" + hex.EncodeToString(sum[:4])
+	return t.BaseName + "-" + hex.EncodeToString(sum[:4]), nil
 }
 
-func (t Template) hash(deployment string) string {
-	r := t.Revision(deployment)
-	return r[len(r)-8:]
-}
+// revisionHash is the hash a revision's name ends with, the value of its
+// RevisionLabel.
+func revisionHash(rev string) string { return rev[len(rev)-8:] }
 
 // resource returns the GCE instance template of t's revision in
 // deployment; its instances get its labels.
 func (t Template) resource(deployment string) (*computepb.InstanceTemplate, error) {
+	rev, err := t.Revision(deployment)
+	if err != nil {
+		return nil, err
+	}
 	labels := map[string]string{}
 	for k, v := range t.Labels {
 		labels[k] = v
 	}
 	// Ours win (the configuration may not set them; see check).
-	labels[TemplateLabel], labels[RevisionLabel], labels[DeploymentLabel] = t.BaseName, t.hash(deployment), deployment
+	labels[TemplateLabel], labels[RevisionLabel], labels[DeploymentLabel] = t.BaseName, revisionHash(rev), deployment
 	var items []*computepb.Items
 	keys := make([]string, 0, len(t.Metadata)+len(t.MetadataFromFiles))
 	values := map[string]string{}
@@ -122,7 +137,7 @@ func (t Template) resource(deployment string) (*computepb.InstanceTemplate, erro
 		props.Scheduling = &computepb.Scheduling{ProvisioningModel: new("SPOT"), InstanceTerminationAction: new("DELETE")}
 	}
 	return &computepb.InstanceTemplate{
-		Name:        new(t.Revision(deployment)),
+		Name:        new(rev),
 		Description: new("gcefleet backend template " + t.BaseName + " in deployment " + deployment),
 		Properties:  props,
 	}, nil

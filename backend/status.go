@@ -12,6 +12,7 @@ var statusSection = template.Must(template.New("backend").Parse(`
 <p>{{if .Leader}}This replica leads and runs the jobs.{{else}}This replica stands by; another leads.{{end}}
 Deployment {{.Deployment}}. Configuration loaded {{.Loaded.UTC.Format "2006-01-02 15:04:05Z"}}.</p>
 {{with .ConfigErr}}<p style="color:#b00"><b>The configuration file was refused; the last good one stays in force:</b><br><pre>{{.}}</pre></p>{{end}}
+{{with .RevisionErr}}<p style="color:#b00"><b>The configured revisions cannot be computed; no group is rolled out or drained until they can:</b><br><pre>{{.}}</pre></p>{{end}}
 <h3>Groups</h3>
 <table><tr><th>group (revision)</th><th>template</th><th>project</th><th>zone</th><th>state</th><th>target</th><th>current</th><th>leased</th><th>idle</th><th>problem</th></tr>
 {{range .Groups}}<tr><td>{{.Name}}</td><td>{{.BaseName}}</td><td>{{.Project}}</td><td>{{.Zone}}</td><td>{{.State}}</td><td>{{.Target}}</td><td>{{.Current}}</td><td>{{.Leased}}</td><td>{{.Idle}}</td><td>{{.Failing}}</td></tr>
@@ -26,7 +27,8 @@ Deployment {{.Deployment}}. Configuration loaded {{.Loaded.UTC.Format "2006-01-0
 func (b *Backend) StatusHTML() template.HTML {
 	st := b.jobs.state()
 	current := map[string]bool{}
-	for _, g := range b.jobs.groups() {
+	gs, revErr := b.jobs.groups()
+	for _, g := range gs {
 		current[g.record().key()] = true
 	}
 	type row struct {
@@ -38,15 +40,18 @@ func (b *Backend) StatusHTML() template.HTML {
 	var groups []row
 	for k, g := range st.Groups {
 		state := "current"
-		if !current[k] {
+		switch {
+		case revErr != nil:
+			state = "unknown"
+		case !current[k]:
 			state = "draining"
 		}
 		groups = append(groups, row{g, stats[k], state})
 	}
 	slices.SortFunc(groups, func(a, b row) int { return strings.Compare(a.key(), b.key()) })
 	b.mu.Lock()
-	data := map[string]any{"Deployment": b.jobs.Deployment(), "Leader": b.leader, "Loaded": b.loaded, "ConfigErr": b.configErr, "Groups": groups,
-		"Pending": len(st.Pending), "Cursor": st.Cursor, "Jobs": b.sched.Status()}
+	data := map[string]any{"Deployment": b.jobs.Deployment(), "Leader": b.leader, "Loaded": b.loaded, "ConfigErr": b.configErr, "RevisionErr": revErr,
+		"Groups": groups, "Pending": len(st.Pending), "Cursor": st.Cursor, "Jobs": b.sched.Status()}
 	b.mu.Unlock()
 	var buf bytes.Buffer
 	if err := statusSection.Execute(&buf, data); err != nil {

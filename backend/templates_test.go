@@ -2,52 +2,15 @@ package backend_test
 
 import (
 	"context"
-	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
-	"google.golang.org/api/iterator"
 
 	"github.com/gcefleet/gcefleet/backend"
-	"github.com/gcefleet/gcefleet/emulator"
-	gceapi "github.com/gcefleet/gcefleet/gce"
-	"github.com/gcefleet/gcefleet/internal/testutil"
 )
-
-func jobs(t *testing.T, yaml string) (*backend.Jobs, *emulator.Emulator) {
-	t.Helper()
-	emu, url := testutil.Emulator(t, emulator.Options{})
-	c, err := gceapi.NewClient(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	cfg, err := backend.ParseConfig("fleet.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return backend.NewJobs(c, nil, cfg, slog.New(slog.DiscardHandler)), emu
-}
-
-func templateNames(t *testing.T, j *backend.Jobs) map[string]*computepb.InstanceTemplate {
-	t.Helper()
-	out := map[string]*computepb.InstanceTemplate{}
-	it := j.Compute.Templates.List(context.Background(), &computepb.ListInstanceTemplatesRequest{Project: "my-project"})
-	for {
-		tm, err := it.Next()
-		if errors.Is(err, iterator.Done) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[tm.GetName()] = tm
-	}
-}
 
 func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 	j, _ := jobs(t, good)
@@ -66,7 +29,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 	}
 	tms := templateNames(t, j)
 	linux := j.Config().Templates[0]
-	tm, ok := tms[j.Revision(linux)]
+	tm, ok := tms[revision(t, j, linux)]
 	if len(tms) != 2 || !ok {
 		t.Fatalf("templates %v; want the two revisions", tms)
 	}
@@ -75,7 +38,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 		p.GetDisks()[0].GetInitializeParams().GetDiskSizeGb() != 50 {
 		t.Errorf("template properties %v", p)
 	}
-	workers := tms[j.Revision(j.Config().Templates[1])].GetProperties()
+	workers := tms[revision(t, j, j.Config().Templates[1])].GetProperties()
 	if workers.GetScheduling().GetProvisioningModel() != "SPOT" || workers.GetMetadata().GetItems()[0].GetKey() != "gce-container-declaration" {
 		t.Errorf("container template %v", workers)
 	}
@@ -83,7 +46,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 		rev := ""
 		for _, tt := range j.Config().Templates {
 			if tt.BaseName == m.TemplateBaseName {
-				rev = j.Revision(tt)
+				rev = revision(t, j, tt)
 			}
 		}
 		g, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: m.Zone, InstanceGroupManager: rev})
@@ -113,12 +76,12 @@ func TestChangedTemplateIsANewRevision(t *testing.T) {
 `
 	j, _ := jobs(t, yaml)
 	ctx := context.Background()
-	first := j.Revision(j.Config().Templates[0])
+	first := revision(t, j, j.Config().Templates[0])
 	if err := j.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(file, []byte("echo two"), 0o600)
-	second := j.Revision(j.Config().Templates[0])
+	second := revision(t, j, j.Config().Templates[0])
 	if first == second {
 		t.Fatal("a changed metadata file did not change the revision")
 	}
