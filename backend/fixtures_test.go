@@ -26,7 +26,6 @@ import (
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 )
 
 func jobs(t *testing.T, yaml string) (*backend.Jobs, *emulator.Emulator) {
@@ -176,7 +175,10 @@ func newFleet(t *testing.T, dbURL string) *fleet {
 		path:  filepath.Join(t.TempDir(), "fleet.yaml"), logs: &testutil.SyncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
-			ms, _ := f.api.Machines(context.Background())
+			ms, err := f.api.Machines(context.Background())
+			if err != nil {
+				t.Logf("catalog at the end: %v", err)
+			}
 			var b strings.Builder
 			for _, m := range ms {
 				fmt.Fprintf(&b, "  %s %s %v\n", m.Hostname, m.State, m.Dimensions["revision"])
@@ -289,22 +291,6 @@ func revisions(t *testing.T, path string, st *store.Store) (linux, win string) {
 		t.Fatal(err)
 	}
 	return revisionIn(t, cfg.Templates[0], id), revisionIn(t, cfg.Templates[1], id)
-}
-
-// gather renders reg's metrics as the text format does.
-func gather(t *testing.T, reg *prometheus.Registry) string {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	for _, mf := range mfs {
-		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return b.String()
 }
 
 // tenant is one deployment of several in a project: a database, a real
@@ -520,4 +506,36 @@ func revisionIn(t testing.TB, tmpl backend.Template, deployment string) string {
 		t.Fatal(err)
 	}
 	return rev
+}
+
+// machines is the provider's catalog as c sees it; the test fails if it
+// cannot be read.
+func machines(t testing.TB, c *client.Client) []store.Machine {
+	t.Helper()
+	ms, err := c.Machines(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+// plan is what j would change; the test fails if it cannot say.
+func plan(t testing.TB, j *backend.Jobs) []backend.Change {
+	t.Helper()
+	changes, err := j.Plan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return changes
+}
+
+// closed waits for ch to be closed, and fails the test if it is not
+// within the limit.
+func closed(t testing.TB, ch <-chan struct{}, within time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(within):
+		t.Fatalf("waited %v for %s", within, what)
+	}
 }

@@ -39,7 +39,7 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 		}
 	}
 	testutil.WaitFor(t, "the group's two instances to be cataloged", cataloged(2))
-	ms, _ := backendAPI.Machines(ctx)
+	ms := machines(t, backendAPI)
 	if d := ms[0].Dimensions; d["os"][0] != "linux" || d["zone"][0] != "us-central1-a" || d["template"][0] != "pool" || ms[0].Connection.Address == "" {
 		t.Errorf("cataloged machine %+v", ms[0])
 	}
@@ -69,7 +69,7 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 		t.Fatalf("group after resize: %v, %v", g.GetTargetSize(), err)
 	}
 	testutil.WaitFor(t, "a fresh instance to be cataloged", cataloged(2))
-	ms, _ = backendAPI.Machines(ctx)
+	ms = machines(t, backendAPI)
 	for _, m := range ms {
 		if m.Hostname == l.Hostname {
 			t.Errorf("the reclaimed machine %s is back in the catalog", l.Hostname)
@@ -104,7 +104,7 @@ func TestRemovedManagerIsDrained(t *testing.T) {
 	pass(j.CreateInstanceTemplates, j.CreateInstanceGroupManagers)
 	testutil.WaitFor(t, "three machines cataloged", func() bool {
 		pass(j.CatalogInstances)
-		ms, _ := api.Machines(ctx)
+		ms := machines(t, api)
 		return len(ms) == 3
 	})
 	l, err := alice.RequestLease(ctx, store.LeaseRequest{RequestID: "r", Dimensions: store.Dimensions{"zone": {"us-central1-b"}}, Term: store.Term{Indefinite: true}})

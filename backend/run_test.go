@@ -54,7 +54,7 @@ func TestFleetConverges(t *testing.T) {
 	if page := string(first.StatusHTML()); !strings.Contains(page, "ZONE_RESOURCE_POOL_EXHAUSTED") || !strings.Contains(page, "create-instance-templates") {
 		t.Errorf("the status page does not show the stockout or the jobs:\n%s", page)
 	}
-	metrics := gather(t, reg)
+	metrics := testutil.Metrics(t, reg)
 	for _, want := range []string{
 		`gcefleet_backend_group_failing{group="` + linux + `",zone="us-central1-c"} 1`,
 		`gcefleet_backend_instances{group="` + linux + `",state="idle",zone="us-central1-a"} 2`,
@@ -71,13 +71,13 @@ func TestFleetConverges(t *testing.T) {
 	f.emu.ClearFaults()
 	testutil.WaitWithin(t, time.Minute, "us-central1-c to converge once it has capacity", f.converged(map[string]int{linux: 6, win: 2}, 0))
 	testutil.WaitWithin(t, time.Minute, "the converged metric", func() bool {
-		m := gather(t, reg)
+		m := testutil.Metrics(t, reg)
 		return strings.Contains(m, "gcefleet_backend_converged 1") && !strings.Contains(m, "gcefleet_backend_converge_seconds 0\n")
 	})
 
 	// A preempted idle instance (Spot, deleted on preemption) leaves the
 	// catalog, and the group's replacement enters it.
-	ms, _ := f.api.Machines(ctx)
+	ms := machines(t, f.api)
 	var victim store.Machine
 	for _, m := range ms {
 		if m.Dimensions["zone"][0] == "us-central1-b" && m.Dimensions["os"][0] == "windows" {
@@ -90,7 +90,7 @@ func TestFleetConverges(t *testing.T) {
 	// The group recreates it under its name, as GCE does; the catalog
 	// gets the new instance's entry.
 	testutil.WaitWithin(t, time.Minute, "the preempted instance's entry to be replaced by its successor's", func() bool {
-		ms, _ := f.api.Machines(ctx)
+		ms := machines(t, f.api)
 		for _, m := range ms {
 			if m.Hostname == victim.Hostname && m.Dimensions["instance_id"][0] == victim.Dimensions["instance_id"][0] {
 				return false
@@ -98,7 +98,7 @@ func TestFleetConverges(t *testing.T) {
 		}
 		return f.converged(map[string]int{linux: 6, win: 2}, 0)()
 	})
-	ms, _ = f.api.Machines(ctx)
+	ms = machines(t, f.api)
 	for _, m := range ms {
 		if m.Dimensions["os"][0] == "linux" {
 			victim = m
@@ -185,10 +185,15 @@ func TestFleetConverges(t *testing.T) {
 	if st := b.Jobs().State(); len(st.Groups) == 0 || st.Cursor == 0 {
 		t.Fatalf("the restarted backend lost its state: %+v", st)
 	}
-	ls, _ := f.alice.Leases(ctx, true)
+	ls, err := f.alice.Leases(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, l := range ls {
 		if l.ID != held.ID {
-			f.alice.Release(ctx, l.ID)
+			if _, err := f.alice.Release(ctx, l.ID); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	testutil.WaitWithin(t, time.Minute, "the old revision to drain but for its leased machine", func() bool {

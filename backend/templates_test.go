@@ -106,16 +106,16 @@ func TestChangedTemplateIsANewRevision(t *testing.T) {
 func TestPlanSaysWhatWouldChange(t *testing.T) {
 	j, _ := jobs(t, good)
 	ctx := context.Background()
-	plan, err := j.Plan(ctx)
+	changes, err := j.Plan(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	count := map[string]int{}
-	for _, c := range plan {
+	for _, c := range changes {
 		count[c.Action]++
 	}
-	if count["create-template"] != 2 || count["create-group"] != 3 || len(plan) != 5 {
-		t.Errorf("plan on an empty project: %v", plan)
+	if count["create-template"] != 2 || count["create-group"] != 3 || len(changes) != 5 {
+		t.Errorf("plan on an empty project: %v", changes)
 	}
 	if err := j.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
@@ -123,29 +123,29 @@ func TestPlanSaysWhatWouldChange(t *testing.T) {
 	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if plan, _ = j.Plan(ctx); len(plan) != 0 {
-		t.Errorf("plan once GCE matches: %v", plan)
+	if p := plan(t, j); len(p) != 0 {
+		t.Errorf("plan once GCE matches: %v", p)
 	}
 	// A changed template leaves its old revision to drain.
 	cfg := j.Config()
 	cfg.Templates[0].MachineType = "e2-standard-16"
 	j.SetConfig(cfg)
-	plan, _ = j.Plan(ctx)
+	changes = plan(t, j)
 	count = map[string]int{}
-	for _, c := range plan {
+	for _, c := range changes {
 		count[c.Action]++
 	}
 	if count["create-template"] != 1 || count["create-group"] != 2 || count["drain-revision"] != 1 || count["drain-group"] != 2 {
-		t.Errorf("plan after a template change: %v", plan)
+		t.Errorf("plan after a template change: %v", changes)
 	}
 	// A manager taken out of the configuration leaves its group to drain,
 	// and its template, still configured, stays.
 	workers := cfg.Managers[2]
 	cfg.Managers = cfg.Managers[:2]
 	j.SetConfig(cfg)
-	plan, _ = j.Plan(ctx)
+	changes = plan(t, j)
 	var drained []string
-	for _, c := range plan {
+	for _, c := range changes {
 		if c.Action == "drain-group" && strings.Contains(c.Detail, "its manager was taken out of the configuration") {
 			drained = append(drained, c.What)
 		}
@@ -154,7 +154,7 @@ func TestPlanSaysWhatWouldChange(t *testing.T) {
 		}
 	}
 	if len(drained) != 1 || !strings.HasPrefix(drained[0], "workers-") || !strings.HasSuffix(drained[0], " in "+workers.Zone) {
-		t.Errorf("plan after a manager was removed drains %v:\n%v", drained, plan)
+		t.Errorf("plan after a manager was removed drains %v:\n%v", drained, changes)
 	}
 }
 
