@@ -4,7 +4,31 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	gceapi "github.com/gcefleet/gcefleet/gce"
 )
+
+// metrics makes the backend's gauges and, if Options name a registry,
+// registers them, the scheduler's, the collector and compute's.
+func (b *Backend) metrics(compute *gceapi.Client) {
+	opts := b.opts
+	b.m.configOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_config_ok",
+		Help: "1 if the configuration file parsed at its last reading, 0 if the last good one is in force instead."})
+	b.m.leader = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_leader",
+		Help: "1 while this replica runs the backend's jobs."})
+	b.m.converge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_converge_seconds",
+		Help: "How long the fleet took to match the configuration after it was last loaded (or the backend started)."})
+	b.m.converged = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_converged",
+		Help: "1 when every configured group is made, at its size, fully cataloged, and nothing drains or waits for deletion."})
+	b.m.configOK.Set(1)
+	if opts.StartErr != nil {
+		b.m.configOK.Set(0)
+	}
+	if opts.Registry != nil {
+		opts.Registry.MustRegister(b.m.configOK, b.m.leader, b.m.converge, b.m.converged, b.sched.durations, collector{b})
+		compute.Register(opts.Registry)
+	}
+}
 
 // collector reports the groups as the last passes saw them.
 type collector struct{ b *Backend }

@@ -93,22 +93,7 @@ func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.C
 		}
 	}
 	b.sched = b.schedule()
-	b.m.configOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_config_ok",
-		Help: "1 if the configuration file parsed at its last reading, 0 if the last good one is in force instead."})
-	b.m.leader = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_leader",
-		Help: "1 while this replica runs the backend's jobs."})
-	b.m.converge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_converge_seconds",
-		Help: "How long the fleet took to match the configuration after it was last loaded (or the backend started)."})
-	b.m.converged = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_converged",
-		Help: "1 when every configured group is made, at its size, fully cataloged, and nothing drains or waits for deletion."})
-	b.m.configOK.Set(1)
-	if opts.StartErr != nil {
-		b.m.configOK.Set(0)
-	}
-	if opts.Registry != nil {
-		opts.Registry.MustRegister(b.m.configOK, b.m.leader, b.m.converge, b.m.converged, b.sched.durations, collector{b})
-		compute.Register(opts.Registry)
-	}
+	b.metrics(compute)
 	b.running.Go(func() { b.watchConfig(ctx) })
 	b.running.Go(func() { b.lead(ctx) })
 	return b

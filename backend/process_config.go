@@ -11,3 +11,11 @@ func (b *Backend) processConfig(data []byte) (Config, error) {
 	}
 	return cfg, err
 }
+
+// identified says whether the jobs' deployment is the store's (or there
+// is no store).
+func (b *Backend) identified() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.opts.Deployment != "" || b.opts.Store == nil
+}

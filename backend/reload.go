@@ -77,14 +77,6 @@ func (b *Backend) Reload(forced bool) {
 	}
 }
 
-// identified says whether the jobs' deployment is the store's (or there
-// is no store).
-func (b *Backend) identified() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.opts.Deployment != "" || b.opts.Store == nil
-}
-
 // saveGood keeps the last good file in the store.
 func (b *Backend) saveGood(ctx context.Context) {
 	b.mu.Lock()
