@@ -539,3 +539,12 @@ func closed(t testing.TB, ch <-chan struct{}, within time.Duration, what string)
 		t.Fatalf("waited %v for %s", within, what)
 	}
 }
+
+// stopped waits, once b's context has ended, for b to stop; the test
+// fails if it does not within a minute.
+func stopped(t testing.TB, b *backend.Backend) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { b.Wait(); close(done) }()
+	closed(t, done, time.Minute, "the backend to stop once its context ended")
+}

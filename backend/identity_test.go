@@ -67,7 +67,9 @@ func TestDeploymentIdentityIsKept(t *testing.T) {
 // database that start together all get the identity the first stored.
 func TestReplicasStartingAtOnceShareOneIdentity(t *testing.T) {
 	url := testutil.PostgresURL(t)
-	ctx := context.Background()
+	// The limit bounds the wait for the replicas below.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	const replicas = 8
 	stores := make([]*store.Store, replicas)
 	for i := range stores {
@@ -125,7 +127,7 @@ func TestRenamedDeploymentIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, stop := f.start("one", nil)
-	defer b.Wait() // its jobs end before the emulator's client closes
+	defer stopped(t, b) // its jobs end before the emulator's client closes
 	defer stop()
 	testutil.WaitWithin(t, time.Minute, "the backend to lead", b.Leader)
 	id := b.Jobs().Deployment()
