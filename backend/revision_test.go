@@ -2,6 +2,7 @@ package backend_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,5 +119,29 @@ managers:
 	}
 	if ms := cataloged(); len(ms) != 1 {
 		t.Errorf("catalog once the file is back: %+v; want the one machine", ms)
+	}
+}
+
+// TestStatusPageSaysWhyRevisionsAreUnknown: the status page names the
+// metadata file that keeps the revisions from being computed.
+func TestStatusPageSaysWhyRevisionsAreUnknown(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "startup.sh")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j, _ := jobs(t, poolTemplate+`    metadata_from_files: {startup-script: `+path+`}
+managers:
+  - {template_base_name: pool, zone: us-central1-a, minimum_size: 1, maximum_size: 1}
+`)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	api, _ := providerFor(t, j)
+	ctx, cancel := context.WithCancel(context.Background())
+	b := backend.Run(ctx, j.Config(), j.Compute, api, backend.Options{}, slog.New(slog.DiscardHandler))
+	defer stopped(t, b)
+	defer cancel()
+	if page := string(b.StatusHTML()); !strings.Contains(page, "cannot be computed") || !strings.Contains(page, path) {
+		t.Errorf("the status page does not say why the revisions are unknown:\n%s", page)
 	}
 }
