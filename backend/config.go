@@ -1,11 +1,8 @@
-// Package backend is the GCE Backend of the Machine Provider: declared
-// instance templates and managed instance groups that reconcile jobs make
-// Compute Engine match, cataloging the instances in the provider and
-// deleting those whose lease was reclaimed.
-//
-// This file is its configuration: the YAML an operator writes, checked as
-// a whole so that every problem is reported at once with its line.
 package backend
+
+// This file is the backend's configuration: the YAML an operator writes,
+// checked as a whole so that every problem is reported at once with its
+// line.
 
 import (
 	"errors"

@@ -8,28 +8,6 @@ import (
 	"github.com/gcefleet/gcefleet/backend"
 )
 
-const good = `templates:
-  - base_name: linux-8
-    project: my-project
-    dimensions: {os: linux, pool: ci}
-    machine_type: e2-standard-8
-    image: projects/debian-cloud/global/images/family/debian-12
-    disk: {type: pd-balanced, size_gb: 50}
-    labels: {team: infra}
-  - base_name: workers
-    project: my-project
-    dimensions: {os: cos}
-    machine_type: n2-highmem-16
-    container_image: gcr.io/my-project/worker:v3
-    spot: true
-managers:
-  - {template_base_name: linux-8, zone: us-central1-a, minimum_size: 2, maximum_size: 10}
-  - {template_base_name: linux-8, zone: us-central1-b, minimum_size: 0, maximum_size: 10}
-  - {template_base_name: workers, zone: europe-west1-b, minimum_size: 1, maximum_size: 1000}
-settings:
-  interval: 30s
-`
-
 func TestGoodConfig(t *testing.T) {
 	cfg, err := backend.ParseConfig("fleet.yaml", []byte(good))
 	if err != nil {

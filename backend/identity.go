@@ -133,5 +133,21 @@ func (j *Jobs) SetDeployment(id string) {
 	j.deployment = id
 }
 
-// Revision is the name of t's current revision in this deployment.
-func (j *Jobs) Revision(t Template) string { return t.Revision(j.Deployment()) }
+// Revision is the name of t's current revision in this deployment (see
+// Template.Revision).
+func (j *Jobs) Revision(t Template) (string, error) { return t.Revision(j.Deployment()) }
+
+// ours checks that template name in project is this deployment's (see
+// ownTemplate).
+func (j *Jobs) ours(ctx context.Context, project, name string, legacy bool) error {
+	var tm *computepb.InstanceTemplate
+	err := j.retry(ctx, project, func() error {
+		var err error
+		tm, err = j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: project, InstanceTemplate: name})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("instance template %s: %w", name, err)
+	}
+	return j.ownTemplate(tm, project, legacy)
+}

@@ -67,7 +67,9 @@ func TestDeploymentIdentityIsKept(t *testing.T) {
 // database that start together all get the identity the first stored.
 func TestReplicasStartingAtOnceShareOneIdentity(t *testing.T) {
 	url := testutil.PostgresURL(t)
-	ctx := context.Background()
+	// The limit bounds the wait for the replicas below.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	const replicas = 8
 	stores := make([]*store.Store, replicas)
 	for i := range stores {
@@ -125,7 +127,7 @@ func TestRenamedDeploymentIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, stop := f.start("one", nil)
-	defer b.Wait() // its jobs end before the emulator's client closes
+	defer stopped(t, b) // its jobs end before the emulator's client closes
 	defer stop()
 	testutil.WaitWithin(t, time.Minute, "the backend to lead", b.Leader)
 	id := b.Jobs().Deployment()
@@ -151,7 +153,7 @@ func TestOthersResourcesAreNotAdopted(t *testing.T) {
 	ctx := context.Background()
 	fleet := tenantFleet("pool")
 	j, _ := jobs(t, fleet)
-	rev := j.Revision(j.Config().Templates[0])
+	rev := revision(t, j, j.Config().Templates[0])
 	op, err := j.Compute.Templates.Insert(ctx, &computepb.InsertInstanceTemplateRequest{Project: "my-project", InstanceTemplateResource: &computepb.InstanceTemplate{
 		Name: new(rev), Properties: &computepb.InstanceProperties{MachineType: new("e2-small"),
 			Labels: map[string]string{backend.TemplateLabel: "pool", backend.DeploymentLabel: "d-other"},
@@ -180,7 +182,7 @@ func TestOthersResourcesAreNotAdopted(t *testing.T) {
 	if err := k.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
 	}
-	krev := k.Revision(k.Config().Templates[0])
+	krev := revision(t, k, k.Config().Templates[0])
 	op, err = j.Compute.Groups.Insert(ctx, &computepb.InsertInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-a",
 		InstanceGroupManagerResource: &computepb.InstanceGroupManager{Name: new(krev), BaseInstanceName: new("squatter"),
 			InstanceTemplate: new("projects/my-project/global/instanceTemplates/" + krev), TargetSize: new(int32(0)), Description: new("a person's")}})

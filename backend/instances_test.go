@@ -2,28 +2,14 @@ package backend_test
 
 import (
 	"context"
-	"log/slog"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/internal/testutil"
-	"github.com/gcefleet/gcefleet/provider"
-	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
 )
-
-// poolTemplate is a backend config's one template, pool, in my-project.
-const poolTemplate = `templates:
-  - base_name: pool
-    project: my-project
-    dimensions: {os: linux}
-    machine_type: e2-standard-2
-    image: projects/debian-cloud/global/images/family/debian-12
-`
 
 // TestReclaimedMachineIsReplaced runs the loop the backend exists for: a
 // group's instances are cataloged, a client leases one and releases it,
@@ -42,7 +28,7 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rev := j.Revision(j.Config().Templates[0])
+	rev := revision(t, j, j.Config().Templates[0])
 	cataloged := func(n int) func() bool {
 		return func() bool {
 			if err := j.CatalogInstances(ctx); err != nil {
@@ -53,7 +39,7 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 		}
 	}
 	testutil.WaitFor(t, "the group's two instances to be cataloged", cataloged(2))
-	ms, _ := backendAPI.Machines(ctx)
+	ms := machines(t, backendAPI)
 	if d := ms[0].Dimensions; d["os"][0] != "linux" || d["zone"][0] != "us-central1-a" || d["template"][0] != "pool" || ms[0].Connection.Address == "" {
 		t.Errorf("cataloged machine %+v", ms[0])
 	}
@@ -69,13 +55,13 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := j.Reclaimed(ctx, evs); err != nil {
+	if _, err := j.UpdateCatalogedInstances(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.DeletePending(ctx); err != nil {
+	if err := j.DeleteInstancesPendingDeletion(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.ResizeGroups(ctx); err != nil {
+	if err := j.ResizeInstanceGroups(ctx); err != nil {
 		t.Fatal(err)
 	}
 	g, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-a", InstanceGroupManager: rev})
@@ -83,7 +69,7 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 		t.Fatalf("group after resize: %v, %v", g.GetTargetSize(), err)
 	}
 	testutil.WaitFor(t, "a fresh instance to be cataloged", cataloged(2))
-	ms, _ = backendAPI.Machines(ctx)
+	ms = machines(t, backendAPI)
 	for _, m := range ms {
 		if m.Hostname == l.Hostname {
 			t.Errorf("the reclaimed machine %s is back in the catalog", l.Hostname)
@@ -95,26 +81,6 @@ func TestReclaimedMachineIsReplaced(t *testing.T) {
 	if _, err := j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: "my-project", Zone: "us-central1-a", Instance: l.Hostname}); err == nil {
 		t.Errorf("the reclaimed instance %s still exists", l.Hostname)
 	}
-}
-
-// providerFor serves a provider on an in-memory store for j's backend, and
-// returns its clients: the backend's and alice's.
-func providerFor(t *testing.T, j *backend.Jobs) (backendAPI, alice *client.Client) {
-	t.Helper()
-	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(context.Background(), ":memory:")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(provider.New(st, cfg, slog.New(slog.DiscardHandler)).Handler())
-	t.Cleanup(srv.Close)
-	backendAPI = &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"}
-	j.Provider = backendAPI
-	return backendAPI, &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"}
 }
 
 // TestRemovedManagerIsDrained: a manager that leaves the configuration has
@@ -138,7 +104,7 @@ func TestRemovedManagerIsDrained(t *testing.T) {
 	pass(j.CreateInstanceTemplates, j.CreateInstanceGroupManagers)
 	testutil.WaitFor(t, "three machines cataloged", func() bool {
 		pass(j.CatalogInstances)
-		ms, _ := api.Machines(ctx)
+		ms := machines(t, api)
 		return len(ms) == 3
 	})
 	l, err := alice.RequestLease(ctx, store.LeaseRequest{RequestID: "r", Dimensions: store.Dimensions{"zone": {"us-central1-b"}}, Term: store.Term{Indefinite: true}})
@@ -148,11 +114,13 @@ func TestRemovedManagerIsDrained(t *testing.T) {
 	cfg := j.Config()
 	cfg.Managers = cfg.Managers[:1]
 	j.SetConfig(cfg)
-	rev := j.Revision(cfg.Templates[0])
+	rev := revision(t, j, cfg.Templates[0])
 	group := func() (*computepb.InstanceGroupManager, error) {
 		return j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-b", InstanceGroupManager: rev})
 	}
-	drain := func() { pass(j.RemoveDrained, j.DeletePending, j.DeleteDrainedGroups, j.DeleteDrainedTemplates) }
+	drain := func() {
+		pass(j.RemoveCatalogedInstances, j.DeleteInstancesPendingDeletion, j.DeleteInstanceGroupManagers, j.DeleteInstanceTemplates)
+	}
 	testutil.WaitFor(t, "the idle machine of the removed manager to be deleted", func() bool {
 		drain()
 		g, err := group()
@@ -168,7 +136,7 @@ func TestRemovedManagerIsDrained(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := j.Reclaimed(ctx, evs); err != nil {
+	if _, err := j.UpdateCatalogedInstances(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, "the removed manager's group to be deleted", func() bool {

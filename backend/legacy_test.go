@@ -2,8 +2,6 @@ package backend_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"path/filepath"
 	"strconv"
@@ -18,60 +16,6 @@ import (
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/store"
 )
-
-// oldGroup makes a template and a group as the backend did before
-// deployments had identities (f0dae50): named by the revision alone,
-// labelled with the template label only, the group described by its
-// base_name.
-func oldGroup(t *testing.T, compute *gceapi.Client, base, rev string, size int32) {
-	t.Helper()
-	ctx := context.Background()
-	hash := rev[len(rev)-8:]
-	op, err := compute.Templates.Insert(ctx, &computepb.InsertInstanceTemplateRequest{Project: "my-project", InstanceTemplateResource: &computepb.InstanceTemplate{
-		Name: new(rev), Description: new("gcefleet backend template " + base),
-		Properties: &computepb.InstanceProperties{
-			MachineType: new("e2-standard-2"),
-			Labels:      map[string]string{backend.TemplateLabel: base, backend.RevisionLabel: hash},
-			Disks: []*computepb.AttachedDisk{{Boot: new(true), AutoDelete: new(true), InitializeParams: &computepb.AttachedDiskInitializeParams{
-				SourceImage: new("projects/debian-cloud/global/images/family/debian-12")}}},
-			NetworkInterfaces: []*computepb.NetworkInterface{{}},
-		}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := op.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256([]byte("us-central1-a"))
-	op, err = compute.Groups.Insert(ctx, &computepb.InsertInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-a",
-		InstanceGroupManagerResource: &computepb.InstanceGroupManager{
-			Name: new(rev), BaseInstanceName: new(rev + "-" + hex.EncodeToString(sum[:2])),
-			InstanceTemplate: new("projects/my-project/global/instanceTemplates/" + rev),
-			TargetSize:       new(size), Description: new("gcefleet backend manager of " + base)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := op.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// running returns the running instances of group name.
-func running(t *testing.T, compute *gceapi.Client, name string) []*computepb.ManagedInstance {
-	t.Helper()
-	mis, err := gceapi.All(compute.Groups.ListManagedInstances(context.Background(), &computepb.ListManagedInstancesInstanceGroupManagersRequest{
-		Project: "my-project", Zone: "us-central1-a", InstanceGroupManager: name}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*computepb.ManagedInstance
-	for _, mi := range mis {
-		if mi.GetInstanceStatus() == "RUNNING" && mi.GetCurrentAction() == "NONE" {
-			out = append(out, mi)
-		}
-	}
-	return out
-}
 
 // TestDatabaseFromBeforeIdentitiesKeepsItsFleet: a provider database whose
 // backend ran before deployments had identities (its state recorded a
@@ -92,7 +36,7 @@ func TestDatabaseFromBeforeIdentitiesKeepsItsFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The name f0dae50 gave this template: legacy names are unchanged.
-	legacy := cfg.Templates[0].Revision("")
+	legacy := revisionIn(t, cfg.Templates[0], "")
 	if legacy != "pool-6542a1f1" {
 		t.Fatalf("the legacy revision name is %s; f0dae50 named it pool-6542a1f1", legacy)
 	}
@@ -158,7 +102,7 @@ func TestDatabaseFromBeforeIdentitiesKeepsItsFleet(t *testing.T) {
 		tn.pass(t)
 		other.pass(t)
 	}
-	rev := tn.j.Revision(cfg.Templates[0])
+	rev := revision(t, tn.j, cfg.Templates[0])
 	testutil.WaitWithin(t, 30*time.Second, "the other deployment to catalog its own two", func() bool {
 		round()
 		return len(other.hosts(t)) == 2

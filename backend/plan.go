@@ -38,8 +38,15 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 	st := j.state()
 	current := map[string]bool{}
 	projects := map[string]bool{}
+	gs, err := j.groups()
+	if err != nil {
+		return nil, err
+	}
 	for _, t := range j.Config().Templates {
-		rev := j.Revision(t)
+		rev, err := j.Revision(t)
+		if err != nil {
+			return nil, err
+		}
 		current[rev] = true
 		projects[t.Project] = true
 		tm, err := j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: t.Project, InstanceTemplate: rev})
@@ -54,7 +61,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 			}
 		}
 	}
-	for _, g := range j.groups() {
+	for _, g := range gs {
 		mig, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev})
 		switch {
 		case gceapi.Classify(err) == gceapi.NotFound:
@@ -77,7 +84,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 	// old revision, or of a manager taken out of the configuration) in any
 	// zone, which drain and are then deleted.
 	configured := map[string]bool{}
-	for _, g := range j.groups() {
+	for _, g := range gs {
 		configured[g.rev+"/"+g.m.Zone] = true
 	}
 	var drains []Change

@@ -3,8 +3,6 @@ package backend_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,197 +10,11 @@ import (
 	"time"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 
-	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/emulator"
-	gceapi "github.com/gcefleet/gcefleet/gce"
 	"github.com/gcefleet/gcefleet/internal/testutil"
-	"github.com/gcefleet/gcefleet/provider"
-	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
 )
-
-// fleet is the world of an end-to-end backend test: the emulator, a real
-// provider on a real store, and the config file the backend reads.
-type fleet struct {
-	t       *testing.T
-	emu     *emulator.Emulator
-	compute *gceapi.Client
-	st      *store.Store
-	api     *client.Client // the backend's token
-	alice   *client.Client
-	path    string
-	logs    *testutil.SyncBuffer
-}
-
-const fleetYAML = `templates:
-  - base_name: linux
-    project: my-project
-    dimensions: {os: linux}
-    machine_type: %s
-    image: projects/debian-cloud/global/images/family/debian-12
-  - base_name: win
-    project: my-project
-    dimensions: {os: windows}
-    machine_type: e2-standard-2
-    image: projects/debian-cloud/global/images/family/debian-12
-    spot: true
-managers:
-  - {template_base_name: linux, zone: us-central1-a, minimum_size: 2, maximum_size: 4}
-  - {template_base_name: linux, zone: us-central1-b, minimum_size: 2, maximum_size: 4}
-  - {template_base_name: linux, zone: us-central1-c, minimum_size: 2, maximum_size: 4}
-  - {template_base_name: win, zone: us-central1-a, minimum_size: 1, maximum_size: 2}
-  - {template_base_name: win, zone: us-central1-b, minimum_size: 1, maximum_size: 2}
-settings:
-  interval: 1s
-`
-
-func newFleet(t *testing.T, dbURL string) *fleet {
-	t.Helper()
-	ctx := context.Background()
-	emu, url := testutil.Emulator(t, emulator.Options{})
-	compute, err := gceapi.NewClient(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { compute.Close() })
-	st, err := store.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := provider.New(st, cfg, slog.New(slog.DiscardHandler))
-	srv := httptest.NewServer(p.Handler())
-	t.Cleanup(srv.Close)
-	pctx, stop := context.WithCancel(ctx)
-	t.Cleanup(stop)
-	go p.Run(pctx) // lease expiry
-	f := &fleet{t: t, emu: emu, compute: compute, st: st,
-		api:   &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"},
-		alice: &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"},
-		path:  filepath.Join(t.TempDir(), "fleet.yaml"), logs: &testutil.SyncBuffer{}}
-	t.Cleanup(func() {
-		if t.Failed() {
-			ms, _ := f.api.Machines(context.Background())
-			var b strings.Builder
-			for _, m := range ms {
-				fmt.Fprintf(&b, "  %s %s %v\n", m.Hostname, m.State, m.Dimensions["revision"])
-			}
-			t.Logf("catalog at the end:\n%s", b.String())
-			t.Logf("backend logs:\n%s", f.logs.String())
-		}
-	})
-	f.write("e2-standard-2")
-	return f
-}
-
-func (f *fleet) write(linuxType string) {
-	if err := os.WriteFile(f.path, []byte(fmt.Sprintf(fleetYAML, linuxType)), 0o600); err != nil {
-		f.t.Fatal(err)
-	}
-}
-
-// start runs a backend replica until the returned func is called.
-func (f *fleet) start(replica string, reload chan struct{}) (*backend.Backend, func()) {
-	b, _, stop := f.startWithMetrics(replica, reload)
-	return b, stop
-}
-
-func (f *fleet) startWithMetrics(replica string, reload chan struct{}) (*backend.Backend, *prometheus.Registry, func()) {
-	f.t.Helper()
-	cfg, err := backend.LoadConfig(f.path)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f.t.Cleanup(cancel)
-	reg := prometheus.NewRegistry()
-	b := backend.Run(ctx, cfg, f.compute, f.api, backend.Options{ConfigPath: f.path, Reload: reload, Store: f.st, Replica: replica, LeaderTTL: 3 * time.Second, Registry: reg},
-		slog.New(slog.NewTextHandler(f.logs, nil)).With("replica", replica))
-	return b, reg, cancel
-}
-
-// catalog counts the idle cataloged machines by revision, and the leased ones.
-func (f *fleet) catalog() (byRevision map[string]int, leased int) {
-	ms, err := f.api.Machines(context.Background())
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	byRevision = map[string]int{}
-	for _, m := range ms {
-		if m.State == store.Leased {
-			leased++
-			continue
-		}
-		byRevision[m.Dimensions["revision"][0]]++
-	}
-	return byRevision, leased
-}
-
-func (f *fleet) converged(want map[string]int, leased int) func() bool {
-	return func() bool {
-		got, l := f.catalog()
-		if l != leased || len(got) != len(want) {
-			return false
-		}
-		for rev, n := range want {
-			if got[rev] != n {
-				return false
-			}
-		}
-		return true
-	}
-}
-
-func (f *fleet) exists(get func() error) bool {
-	err := get()
-	if err != nil && gceapi.Classify(err) != gceapi.NotFound {
-		f.t.Fatal(err)
-	}
-	return err == nil
-}
-
-func (f *fleet) instanceExists(zone, name string) bool {
-	return f.exists(func() error {
-		_, err := f.compute.Instances.Get(context.Background(), &computepb.GetInstanceRequest{Project: "my-project", Zone: zone, Instance: name})
-		return err
-	})
-}
-
-func (f *fleet) groupExists(zone, name string) bool {
-	return f.exists(func() error {
-		_, err := f.compute.Groups.Get(context.Background(), &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: zone, InstanceGroupManager: name})
-		return err
-	})
-}
-
-func (f *fleet) templateExists(name string) bool {
-	return f.exists(func() error {
-		_, err := f.compute.Templates.Get(context.Background(), &computepb.GetInstanceTemplateRequest{Project: "my-project", InstanceTemplate: name})
-		return err
-	})
-}
-
-// revisions names the fleet's revisions in its deployment: the one its
-// backend gets from the store (made there by the first to ask).
-func revisions(t *testing.T, path string, st *store.Store) (linux, win string) {
-	t.Helper()
-	cfg, err := backend.LoadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := backend.Deployment(context.Background(), st, cfg.Settings.Deployment)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.Templates[0].Revision(id), cfg.Templates[1].Revision(id)
-}
 
 // TestFleetConverges is the backend end to end, against the emulator and
 // the real provider: a fleet of two templates in three zones converges
@@ -242,7 +54,7 @@ func TestFleetConverges(t *testing.T) {
 	if page := string(first.StatusHTML()); !strings.Contains(page, "ZONE_RESOURCE_POOL_EXHAUSTED") || !strings.Contains(page, "create-instance-templates") {
 		t.Errorf("the status page does not show the stockout or the jobs:\n%s", page)
 	}
-	metrics := gather(t, reg)
+	metrics := testutil.Metrics(t, reg)
 	for _, want := range []string{
 		`gcefleet_backend_group_failing{group="` + linux + `",zone="us-central1-c"} 1`,
 		`gcefleet_backend_instances{group="` + linux + `",state="idle",zone="us-central1-a"} 2`,
@@ -259,13 +71,13 @@ func TestFleetConverges(t *testing.T) {
 	f.emu.ClearFaults()
 	testutil.WaitWithin(t, time.Minute, "us-central1-c to converge once it has capacity", f.converged(map[string]int{linux: 6, win: 2}, 0))
 	testutil.WaitWithin(t, time.Minute, "the converged metric", func() bool {
-		m := gather(t, reg)
+		m := testutil.Metrics(t, reg)
 		return strings.Contains(m, "gcefleet_backend_converged 1") && !strings.Contains(m, "gcefleet_backend_converge_seconds 0\n")
 	})
 
 	// A preempted idle instance (Spot, deleted on preemption) leaves the
 	// catalog, and the group's replacement enters it.
-	ms, _ := f.api.Machines(ctx)
+	ms := machines(t, f.api)
 	var victim store.Machine
 	for _, m := range ms {
 		if m.Dimensions["zone"][0] == "us-central1-b" && m.Dimensions["os"][0] == "windows" {
@@ -278,7 +90,7 @@ func TestFleetConverges(t *testing.T) {
 	// The group recreates it under its name, as GCE does; the catalog
 	// gets the new instance's entry.
 	testutil.WaitWithin(t, time.Minute, "the preempted instance's entry to be replaced by its successor's", func() bool {
-		ms, _ := f.api.Machines(ctx)
+		ms := machines(t, f.api)
 		for _, m := range ms {
 			if m.Hostname == victim.Hostname && m.Dimensions["instance_id"][0] == victim.Dimensions["instance_id"][0] {
 				return false
@@ -286,7 +98,7 @@ func TestFleetConverges(t *testing.T) {
 		}
 		return f.converged(map[string]int{linux: 6, win: 2}, 0)()
 	})
-	ms, _ = f.api.Machines(ctx)
+	ms = machines(t, f.api)
 	for _, m := range ms {
 		if m.Dimensions["os"][0] == "linux" {
 			victim = m
@@ -373,10 +185,15 @@ func TestFleetConverges(t *testing.T) {
 	if st := b.Jobs().State(); len(st.Groups) == 0 || st.Cursor == 0 {
 		t.Fatalf("the restarted backend lost its state: %+v", st)
 	}
-	ls, _ := f.alice.Leases(ctx, true)
+	ls, err := f.alice.Leases(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, l := range ls {
 		if l.ID != held.ID {
-			f.alice.Release(ctx, l.ID)
+			if _, err := f.alice.Release(ctx, l.ID); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	testutil.WaitWithin(t, time.Minute, "the old revision to drain but for its leased machine", func() bool {
@@ -449,20 +266,4 @@ func TestReplicasElectOneLeader(t *testing.T) {
 	if f.compute.Calls() == calls {
 		t.Error("the new leader made no Compute call")
 	}
-}
-
-// gather renders reg's metrics as the text format does.
-func gather(t *testing.T, reg *prometheus.Registry) string {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	for _, mf := range mfs {
-		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return b.String()
 }

@@ -20,21 +20,24 @@ func TestSchedulerRunsKickedJobsAtOnce(t *testing.T) {
 	done := make(chan struct{})
 	first := s.Ran("delete")
 	go func() { s.Run(ctx); close(done) }()
-	<-first // every job runs once as the scheduler starts
+	t.Cleanup(func() {
+		cancel()
+		closed(t, done, 10*time.Second, "the scheduler to stop once its context ended")
+	})
+	closed(t, first, 10*time.Second, "every job's first run as the scheduler starts")
 	// An hour-long interval, yet a kick runs it now.
 	next := s.Ran("delete")
 	s.Kick("delete")
-	<-next
+	closed(t, next, 10*time.Second, "the kicked job to run again, an hour before its interval")
 	if runs.Load() != 2 {
 		t.Errorf("runs %d, want 2", runs.Load())
 	}
-	// A failing job tries again after a short backoff, not its interval.
-	<-s.Ran("broken")
-	<-s.Ran("broken")
+	// A failing job tries again after a short backoff (a second, then
+	// two), not its interval.
+	closed(t, s.Ran("broken"), 10*time.Second, "the failing job to run again after its backoff")
+	closed(t, s.Ran("broken"), 10*time.Second, "the failing job to run again after its backoff")
 	st := s.Status()
 	if len(st) != 2 || st[0].Name != "broken" || st[0].LastErr != "zone on fire" || st[0].Runs < 2 || st[1].LastErr != "" {
 		t.Errorf("status %+v", st)
 	}
-	cancel()
-	<-done
 }

@@ -2,52 +2,15 @@ package backend_test
 
 import (
 	"context"
-	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
-	"google.golang.org/api/iterator"
 
 	"github.com/gcefleet/gcefleet/backend"
-	"github.com/gcefleet/gcefleet/emulator"
-	gceapi "github.com/gcefleet/gcefleet/gce"
-	"github.com/gcefleet/gcefleet/internal/testutil"
 )
-
-func jobs(t *testing.T, yaml string) (*backend.Jobs, *emulator.Emulator) {
-	t.Helper()
-	emu, url := testutil.Emulator(t, emulator.Options{})
-	c, err := gceapi.NewClient(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	cfg, err := backend.ParseConfig("fleet.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return backend.NewJobs(c, nil, cfg, slog.New(slog.DiscardHandler)), emu
-}
-
-func templateNames(t *testing.T, j *backend.Jobs) map[string]*computepb.InstanceTemplate {
-	t.Helper()
-	out := map[string]*computepb.InstanceTemplate{}
-	it := j.Compute.Templates.List(context.Background(), &computepb.ListInstanceTemplatesRequest{Project: "my-project"})
-	for {
-		tm, err := it.Next()
-		if errors.Is(err, iterator.Done) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[tm.GetName()] = tm
-	}
-}
 
 func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 	j, _ := jobs(t, good)
@@ -66,7 +29,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 	}
 	tms := templateNames(t, j)
 	linux := j.Config().Templates[0]
-	tm, ok := tms[j.Revision(linux)]
+	tm, ok := tms[revision(t, j, linux)]
 	if len(tms) != 2 || !ok {
 		t.Fatalf("templates %v; want the two revisions", tms)
 	}
@@ -75,7 +38,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 		p.GetDisks()[0].GetInitializeParams().GetDiskSizeGb() != 50 {
 		t.Errorf("template properties %v", p)
 	}
-	workers := tms[j.Revision(j.Config().Templates[1])].GetProperties()
+	workers := tms[revision(t, j, j.Config().Templates[1])].GetProperties()
 	if workers.GetScheduling().GetProvisioningModel() != "SPOT" || workers.GetMetadata().GetItems()[0].GetKey() != "gce-container-declaration" {
 		t.Errorf("container template %v", workers)
 	}
@@ -83,7 +46,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 		rev := ""
 		for _, tt := range j.Config().Templates {
 			if tt.BaseName == m.TemplateBaseName {
-				rev = j.Revision(tt)
+				rev = revision(t, j, tt)
 			}
 		}
 		g, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: m.Zone, InstanceGroupManager: rev})
@@ -113,12 +76,12 @@ func TestChangedTemplateIsANewRevision(t *testing.T) {
 `
 	j, _ := jobs(t, yaml)
 	ctx := context.Background()
-	first := j.Revision(j.Config().Templates[0])
+	first := revision(t, j, j.Config().Templates[0])
 	if err := j.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(file, []byte("echo two"), 0o600)
-	second := j.Revision(j.Config().Templates[0])
+	second := revision(t, j, j.Config().Templates[0])
 	if first == second {
 		t.Fatal("a changed metadata file did not change the revision")
 	}
@@ -143,16 +106,16 @@ func TestChangedTemplateIsANewRevision(t *testing.T) {
 func TestPlanSaysWhatWouldChange(t *testing.T) {
 	j, _ := jobs(t, good)
 	ctx := context.Background()
-	plan, err := j.Plan(ctx)
+	changes, err := j.Plan(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	count := map[string]int{}
-	for _, c := range plan {
+	for _, c := range changes {
 		count[c.Action]++
 	}
-	if count["create-template"] != 2 || count["create-group"] != 3 || len(plan) != 5 {
-		t.Errorf("plan on an empty project: %v", plan)
+	if count["create-template"] != 2 || count["create-group"] != 3 || len(changes) != 5 {
+		t.Errorf("plan on an empty project: %v", changes)
 	}
 	if err := j.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
@@ -160,29 +123,29 @@ func TestPlanSaysWhatWouldChange(t *testing.T) {
 	if err := j.CreateInstanceGroupManagers(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if plan, _ = j.Plan(ctx); len(plan) != 0 {
-		t.Errorf("plan once GCE matches: %v", plan)
+	if p := plan(t, j); len(p) != 0 {
+		t.Errorf("plan once GCE matches: %v", p)
 	}
 	// A changed template leaves its old revision to drain.
 	cfg := j.Config()
 	cfg.Templates[0].MachineType = "e2-standard-16"
 	j.SetConfig(cfg)
-	plan, _ = j.Plan(ctx)
+	changes = plan(t, j)
 	count = map[string]int{}
-	for _, c := range plan {
+	for _, c := range changes {
 		count[c.Action]++
 	}
 	if count["create-template"] != 1 || count["create-group"] != 2 || count["drain-revision"] != 1 || count["drain-group"] != 2 {
-		t.Errorf("plan after a template change: %v", plan)
+		t.Errorf("plan after a template change: %v", changes)
 	}
 	// A manager taken out of the configuration leaves its group to drain,
 	// and its template, still configured, stays.
 	workers := cfg.Managers[2]
 	cfg.Managers = cfg.Managers[:2]
 	j.SetConfig(cfg)
-	plan, _ = j.Plan(ctx)
+	changes = plan(t, j)
 	var drained []string
-	for _, c := range plan {
+	for _, c := range changes {
 		if c.Action == "drain-group" && strings.Contains(c.Detail, "its manager was taken out of the configuration") {
 			drained = append(drained, c.What)
 		}
@@ -191,7 +154,7 @@ func TestPlanSaysWhatWouldChange(t *testing.T) {
 		}
 	}
 	if len(drained) != 1 || !strings.HasPrefix(drained[0], "workers-") || !strings.HasSuffix(drained[0], " in "+workers.Zone) {
-		t.Errorf("plan after a manager was removed drains %v:\n%v", drained, plan)
+		t.Errorf("plan after a manager was removed drains %v:\n%v", drained, changes)
 	}
 }
 

@@ -2,154 +2,15 @@ package backend_test
 
 import (
 	"context"
-	"log/slog"
-	"net/http/httptest"
 	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"cloud.google.com/go/compute/apiv1/computepb"
-
 	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/emulator"
-	gceapi "github.com/gcefleet/gcefleet/gce"
 	"github.com/gcefleet/gcefleet/internal/testutil"
-	"github.com/gcefleet/gcefleet/provider"
-	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
 )
-
-// tenant is one deployment of several in a project: a database, a real
-// provider on it, and the backend's jobs, with a Compute client of its
-// own on the shared emulator.
-type tenant struct {
-	name  string
-	j     *backend.Jobs
-	st    *store.Store
-	api   *client.Client // the backend's token
-	alice *client.Client
-	logs  *testutil.SyncBuffer
-}
-
-func newTenant(t *testing.T, name, url, dbURL, yaml string) *tenant {
-	t.Helper()
-	ctx := context.Background()
-	compute, err := gceapi.NewClient(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { compute.Close() })
-	st, err := store.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	pcfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(provider.New(st, pcfg, slog.New(slog.DiscardHandler)).Handler())
-	t.Cleanup(srv.Close)
-	cfg, err := backend.ParseConfig(name+".yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn := &tenant{name: name, st: st, logs: &testutil.SyncBuffer{},
-		api:   &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"},
-		alice: &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"}}
-	tn.j = backend.NewJobs(compute, tn.api, cfg, slog.New(slog.NewTextHandler(tn.logs, nil)).With("deployment", name))
-	id, err := backend.Deployment(ctx, st, cfg.Settings.Deployment)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn.j.SetDeployment(id)
-	if err := tn.j.LoadState(ctx, st, store.Fence{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s's backend logs:\n%s", name, tn.logs.String())
-		}
-	})
-	return tn
-}
-
-// pass runs every job once, as the scheduler does, and the event
-// follower's step; the audit's grace has passed since the last pass.
-func (tn *tenant) pass(t *testing.T) {
-	t.Helper()
-	ctx := context.Background()
-	evs, err := tn.api.Events(ctx, tn.j.State().Cursor, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tn.j.Reclaimed(ctx, evs); err != nil {
-		t.Fatal(err)
-	}
-	for _, job := range []func(context.Context) error{
-		tn.j.CreateInstanceTemplates, tn.j.CreateInstanceGroupManagers, tn.j.ResizeGroups, tn.j.CatalogInstances,
-		tn.j.DeletePending, tn.j.RemoveDrained, tn.j.DeleteDrainedGroups, tn.j.DeleteDrainedTemplates, tn.j.Audit,
-	} {
-		if err := job(ctx); err != nil {
-			t.Fatalf("%s: %v", tn.name, err)
-		}
-	}
-}
-
-// hosts returns the tenant's catalog by hostname.
-func (tn *tenant) hosts(t *testing.T) map[string]store.Machine {
-	t.Helper()
-	ms, err := tn.api.Machines(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]store.Machine{}
-	for _, m := range ms {
-		out[m.Hostname] = m
-	}
-	return out
-}
-
-// zoneInstances returns every instance of my-project in us-central1-a.
-func zoneInstances(t *testing.T, compute *gceapi.Client) map[string]*computepb.Instance {
-	t.Helper()
-	all, err := gceapi.All(compute.Instances.List(context.Background(), &computepb.ListInstancesRequest{Project: "my-project", Zone: "us-central1-a"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]*computepb.Instance{}
-	for _, in := range all {
-		out[in.GetName()] = in
-	}
-	return out
-}
-
-// createInstance makes an instance by hand, as a person would.
-func createInstance(t *testing.T, compute *gceapi.Client, name string, labels map[string]string) {
-	t.Helper()
-	ctx := context.Background()
-	op, err := compute.Instances.Insert(ctx, &computepb.InsertInstanceRequest{Project: "my-project", Zone: "us-central1-a",
-		InstanceResource: &computepb.Instance{Name: new(name), MachineType: new("zones/us-central1-a/machineTypes/e2-small"), Labels: labels,
-			Disks: []*computepb.AttachedDisk{{Boot: new(true), AutoDelete: new(true), InitializeParams: &computepb.AttachedDiskInitializeParams{
-				SourceImage: new("projects/debian-cloud/global/images/family/debian-12")}}},
-			NetworkInterfaces: []*computepb.NetworkInterface{{}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := op.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func tenantFleet(base string) string {
-	return strings.Replace(poolTemplate, "base_name: pool", "base_name: "+base, 1) + `managers:
-  - {template_base_name: ` + base + `, zone: us-central1-a, minimum_size: 2, maximum_size: 4}
-settings:
-  audit_grace: 10m
-`
-}
 
 // TestTwoDeploymentsShareAProject: two deployments (two databases, one
 // SQLite and one PostgreSQL, two providers, two backends) in one project
@@ -262,13 +123,4 @@ func TestTwoDeploymentsShareAProject(t *testing.T) {
 			}
 		})
 	}
-}
-
-func keys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

@@ -6,29 +6,14 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 
-	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
 	gceapi "github.com/gcefleet/gcefleet/gce"
 	"github.com/gcefleet/gcefleet/store"
 )
 
-// managed lists a group's instances with their status and action
-// (fetch-instances).
-func (j *Jobs) managed(ctx context.Context, project, zone, name string) ([]*computepb.ManagedInstance, error) {
-	var out []*computepb.ManagedInstance
-	err := j.retry(ctx, project, func() error {
-		var err error
-		out, err = gceapi.All(j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{
-			Project: project, Zone: zone, InstanceGroupManager: name}))
-		return err
-	})
-	return out, err
-}
-
-// CatalogInstances adds every running instance of the configured groups
+// CatalogInstances is the catalog-instances job. It adds every running instance of the configured groups
 // to the provider's catalog, with its template's dimensions and where it
 // stands. Cataloging is idempotent, so the job just runs again.
 //
@@ -36,7 +21,10 @@ func (j *Jobs) managed(ctx context.Context, project, zone, name string) ([]*comp
 // (preempted, or deleted behind the backend's back) leaves the catalog,
 // so that nobody leases a machine that is gone.
 func (j *Jobs) CatalogInstances(ctx context.Context) error {
-	gs := j.groups()
+	gs, err := j.groups()
+	if err != nil {
+		return err
+	}
 	st := j.state()
 	all, err := j.Provider.Machines(ctx)
 	if err != nil {
@@ -59,7 +47,7 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		if _, made := st.Groups[g.record().key()]; !made {
 			return nil
 		}
-		mis, err := j.managed(ctx, g.t.Project, g.m.Zone, g.rev)
+		mis, err := j.fetchInstances(ctx, g.t.Project, g.m.Zone, g.rev)
 		if err != nil {
 			if gceapi.Classify(err) == gceapi.NotFound {
 				return nil
@@ -136,7 +124,13 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		// One call for the group's new instances (a group holds at most
 		// 1,000, a batch's limit), unless the configuration changed under
 		// this pass: then the group drains.
-		if len(batch) > 0 && j.configured(g) {
+		configured := false
+		if len(batch) > 0 {
+			if configured, err = j.configured(g); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if configured {
 			added, addErrs, err := j.Provider.AddMachines(ctx, batch)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("cataloging %d instances: %w", len(batch), err))
@@ -187,7 +181,7 @@ func (j *Jobs) instances(ctx context.Context, g group, names []string) (map[stri
 	err := j.retry(ctx, g.t.Project, func() error {
 		var err error
 		all, err = gceapi.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: g.t.Project, Zone: g.m.Zone,
-			Filter: new(fmt.Sprintf("(labels.%s = %q) AND (labels.%s = %q)", RevisionLabel, g.t.hash(g.deployment), DeploymentLabel, g.deployment))}))
+			Filter: new(fmt.Sprintf("(labels.%s = %q) AND (labels.%s = %q)", RevisionLabel, revisionHash(g.rev), DeploymentLabel, g.deployment))}))
 		return err
 	})
 	for _, in := range all {
@@ -248,192 +242,4 @@ func (g group) machine(in *computepb.Instance) store.Machine {
 		m.Connection.Address = nics[0].GetNetworkIP()
 	}
 	return m
-}
-
-// Reclaimed records for deletion the instances whose lease the provider
-// reclaimed, from its events, and moves the cursor past them
-// (update-cataloged-instances). It reports whether any was recorded.
-func (j *Jobs) Reclaimed(ctx context.Context, events []store.Event) (bool, error) {
-	if len(events) == 0 {
-		return false, nil
-	}
-	now := j.now()
-	any := false
-	err := j.update(ctx, func(s *State) {
-		for _, e := range events {
-			if e.Kind == "reclaimed" && e.OnReclaim != "RECYCLE" && s.Pending[e.Hostname].IsZero() {
-				s.Pending[e.Hostname] = now
-				any = true
-			}
-		}
-		s.Cursor = events[len(events)-1].ID
-	})
-	return any, err
-}
-
-// DeletePending deletes the instances pending deletion through their
-// groups' deleteInstances (so that the group does not replace them until
-// it is resized), again on each run until they are gone, and forgets them
-// then. An instance of no group of the backend's is left alone.
-func (j *Jobs) DeletePending(ctx context.Context) error {
-	st := j.state()
-	if len(st.Pending) == 0 {
-		return nil
-	}
-	groups := make([]GroupRecord, 0, len(st.Groups))
-	for _, g := range st.Groups {
-		groups = append(groups, g)
-	}
-	return j.each(ctx, len(groups), func(ctx context.Context, i int) error {
-		g := groups[i]
-		mine := 0
-		for host := range st.Pending {
-			if strings.HasPrefix(host, g.prefix()) {
-				mine++
-			}
-		}
-		if mine == 0 {
-			return nil
-		}
-		mis, err := j.managed(ctx, g.Project, g.Zone, g.Name)
-		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
-			return fmt.Errorf("instances of %s in %s: %w", g.Name, g.Zone, err)
-		}
-		present := map[string]bool{}
-		var urls []string
-		var errs []error
-		for _, mi := range mis {
-			name := gceapi.LastSegment(mi.GetInstance())
-			if st.Pending[name].IsZero() {
-				continue
-			}
-			present[name] = true
-			if err := ofTemplate(mi, g); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if mi.GetCurrentAction() != "DELETING" && mi.GetCurrentAction() != "ABANDONING" {
-				urls = append(urls, mi.GetInstance())
-			}
-		}
-		if err := j.forgetGone(ctx, g, st, present); err != nil {
-			return err
-		}
-		if len(urls) == 0 {
-			return errors.Join(errs...)
-		}
-		req := &computepb.DeleteInstancesInstanceGroupManagerRequest{Project: g.Project, Zone: g.Zone, InstanceGroupManager: g.Name,
-			RequestId: new(gceapi.RequestID()),
-			InstanceGroupManagersDeleteInstancesRequestResource: &computepb.InstanceGroupManagersDeleteInstancesRequest{Instances: urls}}
-		err = j.mutate(ctx, g.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.DeleteInstances(ctx, req) })
-		if err != nil {
-			return fmt.Errorf("deleting %d instances of %s in %s: %w", len(urls), g.Name, g.Zone, err)
-		}
-		j.changes.Add(1)
-		// The group is smaller now; resize-instance-groups reads this.
-		j.setStats(g.key(), func(s *GroupStats) { s.Current = max(0, len(mis)-len(urls)) })
-		j.Log.Info("deleted instances", "group", g.Name, "zone", g.Zone, "count", len(urls))
-		return errors.Join(errs...)
-	})
-}
-
-// ofTemplate checks, before an instance of g is deleted, that g made it
-// from g's template, which carries the deployment's label: a group's
-// instance lists say which template each instance was made from.
-func ofTemplate(mi *computepb.ManagedInstance, g GroupRecord) error {
-	if t := gceapi.LastSegment(mi.GetVersion().GetInstanceTemplate()); t != g.Template {
-		return fmt.Errorf("instance %s of group %s in %s was made from template %q, not the group's %s: %w, left alone",
-			gceapi.LastSegment(mi.GetInstance()), g.Name, g.Zone, t, g.Template, errNotOurs)
-	}
-	return nil
-}
-
-// forgetGone forgets the pending instances of g that it no longer holds.
-// Instance names carry their group's zone, so no other group has them.
-func (j *Jobs) forgetGone(ctx context.Context, g GroupRecord, st State, present map[string]bool) error {
-	var gone []string
-	for host := range st.Pending {
-		if strings.HasPrefix(host, g.prefix()) && !present[host] {
-			gone = append(gone, host)
-		}
-	}
-	if len(gone) == 0 {
-		return nil
-	}
-	return j.update(ctx, func(s *State) {
-		for _, h := range gone {
-			delete(s.Pending, h)
-		}
-	})
-}
-
-// RemoveDrained takes the idle instances of drained groups out of the
-// catalog and records them for deletion (remove-cataloged-instances). A
-// leased instance stays until its lease ends; the provider then reclaims
-// it and it is deleted like any other.
-//
-// Entries of a drained group's machines that are no longer in the group
-// (cataloged by a pass that began before the configuration changed, then
-// deleted) leave the catalog too.
-func (j *Jobs) RemoveDrained(ctx context.Context) error {
-	ds := j.drained()
-	if len(ds) == 0 {
-		return nil
-	}
-	st := j.state()
-	catalog, err := j.Provider.Machines(ctx)
-	if err != nil {
-		return fmt.Errorf("the provider's catalog: %w", err)
-	}
-	return j.each(ctx, len(ds), func(ctx context.Context, i int) error {
-		d := ds[i]
-		mis, err := j.managed(ctx, d.Project, d.Zone, d.Name)
-		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
-			return fmt.Errorf("instances of drained %s in %s: %w", d.Name, d.Zone, err)
-		}
-		var idle []string
-		var errs []error
-		member := map[string]bool{}
-		for _, mi := range mis {
-			member[gceapi.LastSegment(mi.GetInstance())] = true
-		}
-		for _, m := range catalog {
-			if !strings.HasPrefix(m.Hostname, d.prefix()) || member[m.Hostname] || m.State != store.Available {
-				continue
-			}
-			if err := j.Provider.DeleteMachine(ctx, m.Hostname); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrLeased) {
-				errs = append(errs, fmt.Errorf("removing gone %s from the catalog: %w", m.Hostname, err))
-			}
-		}
-		for _, mi := range mis {
-			name := gceapi.LastSegment(mi.GetInstance())
-			if !st.Pending[name].IsZero() {
-				continue
-			}
-			if err := ofTemplate(mi, d); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			err := j.Provider.DeleteMachine(ctx, name)
-			switch {
-			case err == nil, errors.Is(err, store.ErrNotFound):
-				idle = append(idle, name)
-			case errors.Is(err, store.ErrLeased):
-			default:
-				errs = append(errs, fmt.Errorf("removing %s from the catalog: %w", name, err))
-			}
-		}
-		if len(idle) > 0 {
-			now := j.now()
-			if err := j.update(ctx, func(s *State) {
-				for _, h := range idle {
-					s.Pending[h] = now
-				}
-			}); err != nil {
-				return err
-			}
-			j.Log.Info("draining group", "group", d.Name, "zone", d.Zone, "idle", len(idle), "instances", len(mis))
-		}
-		return errors.Join(errs...)
-	})
 }

@@ -13,21 +13,26 @@ import (
 	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
-// Audit finds instances labelled as this deployment's (they carry its
-// DeploymentLabel) that none of its groups explains, in every zone where
+// AuditInstances is the audit-instances job. It finds instances labelled
+// as this deployment's (they carry its DeploymentLabel) that none of its groups explains, in every zone where
 // it has or had a group: leaked by a crash between steps, or left by a
 // group deleted behind its back. Each is deleted once it has been seen
 // for the configured grace; an instance without the label is never
 // touched, whatever its name and other labels: another deployment's, a
-// person's, or one made before deployments had identities.
-func (j *Jobs) Audit(ctx context.Context) error {
+// person's, or one made before deployments had identities. A pass that
+// saw every zone ends with cleanup-entities.
+func (j *Jobs) AuditInstances(ctx context.Context) error {
 	st := j.state()
+	gs, err := j.groups()
+	if err != nil {
+		return err
+	}
 	type place struct{ project, zone string }
 	places := map[place]bool{}
 	for _, g := range st.Groups {
 		places[place{g.Project, g.Zone}] = true
 	}
-	for _, g := range j.groups() {
+	for _, g := range gs {
 		places[place{g.t.Project, g.m.Zone}] = true
 	}
 	list := make([]place, 0, len(places))
@@ -37,7 +42,7 @@ func (j *Jobs) Audit(ctx context.Context) error {
 	now, grace, id := j.now(), j.Config().Settings.AuditGrace, j.Deployment()
 	seen := map[string]bool{}
 	var mu sync.Mutex
-	err := j.each(ctx, len(list), func(ctx context.Context, i int) error {
+	err = j.each(ctx, len(list), func(ctx context.Context, i int) error {
 		p := list[i]
 		var found []*computepb.Instance
 		err := j.retry(ctx, p.project, func() error {
@@ -79,23 +84,10 @@ func (j *Jobs) Audit(ctx context.Context) error {
 		}
 		return errors.Join(errs...)
 	})
-	// cleanup-entities: forget leftovers that are gone or explained now,
-	// and pending deletions of groups that are gone.
-	if err == nil {
-		err = j.update(ctx, func(s *State) {
-			for k := range s.Leftovers {
-				if !seen[k] {
-					delete(s.Leftovers, k)
-				}
-			}
-			for host := range s.Pending {
-				if !ofAnyGroup(s, host) {
-					delete(s.Pending, host)
-				}
-			}
-		})
+	if err != nil {
+		return err
 	}
-	return err
+	return j.cleanupEntities(ctx, seen)
 }
 
 // explained says whether an instance belongs to one of the backend's
@@ -103,15 +95,6 @@ func (j *Jobs) Audit(ctx context.Context) error {
 func explained(st State, project, zone, name string) bool {
 	for _, g := range st.Groups {
 		if g.Project == project && g.Zone == zone && strings.HasPrefix(name, g.prefix()) {
-			return true
-		}
-	}
-	return false
-}
-
-func ofAnyGroup(st *State, host string) bool {
-	for _, g := range st.Groups {
-		if strings.HasPrefix(host, g.prefix()) {
 			return true
 		}
 	}

@@ -1,18 +1,16 @@
 package backend
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 
-	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
-
-	gceapi "github.com/gcefleet/gcefleet/gce"
 )
 
 // Labels the backend puts on what it makes, beside DeploymentLabel; it
@@ -29,7 +27,11 @@ const (
 // in a project: two deployments with the same template compute different
 // names, so neither adopts the other's. The deployment "" gives the names
 // of the backend from before deployments had identities (legacy).
-func (t Template) Revision(deployment string) string {
+//
+// A metadata file that cannot be read is an error naming it: what it
+// says is part of the revision, so a revision computed without it would
+// be a new one, rolled out in place of the fleet.
+func (t Template) Revision(deployment string) (string, error) {
 	c := t
 	c.Line = 0
 	c.MetadataFromFiles = nil
@@ -38,34 +40,43 @@ func (t Template) Revision(deployment string) string {
 	for k, v := range t.Metadata {
 		md[k] = v
 	}
-	for k, path := range t.MetadataFromFiles {
-		b, _ := os.ReadFile(path)
+	for _, k := range slices.Sorted(maps.Keys(t.MetadataFromFiles)) {
+		b, err := os.ReadFile(t.MetadataFromFiles[k])
+		if err != nil {
+			return "", fmt.Errorf("template %s: metadata_from_files %s: %w; its revision cannot be computed, so its groups are neither rolled out nor drained: restore the file, or change the configuration", t.BaseName, k, err)
+		}
 		md[k] = string(b)
 	}
 	c.Metadata = md
-	b, _ := json.Marshal(c)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("template %s: %w", t.BaseName, err)
+	}
 	if deployment != "" {
 		// A label value holds no NUL: no two deployments hash alike.
 		b = append([]byte(deployment+"\x00"), b...)
 	}
 	sum := sha256.Sum256(b)
-	return t.BaseName + "-" + hex.EncodeToString(sum[:4])
+	return t.BaseName + "-" + hex.EncodeToString(sum[:4]), nil
 }
 
-func (t Template) hash(deployment string) string {
-	r := t.Revision(deployment)
-	return r[len(r)-8:]
-}
+// revisionHash is the hash a revision's name ends with, the value of its
+// RevisionLabel.
+func revisionHash(rev string) string { return rev[len(rev)-8:] }
 
 // resource returns the GCE instance template of t's revision in
 // deployment; its instances get its labels.
 func (t Template) resource(deployment string) (*computepb.InstanceTemplate, error) {
+	rev, err := t.Revision(deployment)
+	if err != nil {
+		return nil, err
+	}
 	labels := map[string]string{}
 	for k, v := range t.Labels {
 		labels[k] = v
 	}
 	// Ours win (the configuration may not set them; see check).
-	labels[TemplateLabel], labels[RevisionLabel], labels[DeploymentLabel] = t.BaseName, t.hash(deployment), deployment
+	labels[TemplateLabel], labels[RevisionLabel], labels[DeploymentLabel] = t.BaseName, revisionHash(rev), deployment
 	var items []*computepb.Items
 	keys := make([]string, 0, len(t.Metadata)+len(t.MetadataFromFiles))
 	values := map[string]string{}
@@ -126,89 +137,8 @@ func (t Template) resource(deployment string) (*computepb.InstanceTemplate, erro
 		props.Scheduling = &computepb.Scheduling{ProvisioningModel: new("SPOT"), InstanceTerminationAction: new("DELETE")}
 	}
 	return &computepb.InstanceTemplate{
-		Name:        new(t.Revision(deployment)),
+		Name:        new(rev),
 		Description: new("gcefleet backend template " + t.BaseName + " in deployment " + deployment),
 		Properties:  props,
 	}, nil
-}
-
-// CreateInstanceTemplates makes the GCE template of each configured
-// template's current revision, where it does not exist yet, and records
-// it. A template of that name that does not carry this deployment's label
-// is not ours: it is reported, never adopted.
-func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
-	cfg := j.Config()
-	return j.each(ctx, len(cfg.Templates), func(ctx context.Context, i int) error {
-		t := cfg.Templates[i]
-		res, err := t.resource(j.Deployment())
-		if err != nil {
-			return err
-		}
-		rec := TemplateRecord{Project: t.Project, Name: res.GetName(), BaseName: t.BaseName}
-		if j.state().Templates[rec.key()].Name != "" {
-			return nil // made already
-		}
-		req := &computepb.InsertInstanceTemplateRequest{Project: t.Project, InstanceTemplateResource: res, RequestId: new(gceapi.RequestID())}
-		err = j.mutate(ctx, t.Project, func() (*computeapi.Operation, error) { return j.Compute.Templates.Insert(ctx, req) })
-		switch {
-		case err == nil:
-			j.changes.Add(1)
-			j.Log.Info("created instance template", "template", rec.Name, "project", t.Project)
-		case gceapi.Classify(err) == gceapi.Exists:
-			if err := j.ours(ctx, t.Project, rec.Name, false); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("instance template %s: %w", rec.Name, err)
-		}
-		return j.update(ctx, func(s *State) { s.Templates[rec.key()] = rec })
-	})
-}
-
-// ours checks that template name in project is this deployment's (see
-// ownTemplate).
-func (j *Jobs) ours(ctx context.Context, project, name string, legacy bool) error {
-	var tm *computepb.InstanceTemplate
-	err := j.retry(ctx, project, func() error {
-		var err error
-		tm, err = j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: project, InstanceTemplate: name})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("instance template %s: %w", name, err)
-	}
-	return j.ownTemplate(tm, project, legacy)
-}
-
-// DeleteDrainedTemplates deletes the templates of revisions the
-// configuration no longer uses, once no group of the backend's uses them.
-func (j *Jobs) DeleteDrainedTemplates(ctx context.Context) error {
-	st, current := j.state(), j.currentTemplates()
-	inUse := map[string]bool{}
-	for _, g := range st.Groups {
-		inUse[g.Project+"/"+g.Template] = true
-	}
-	var drained []TemplateRecord
-	for k, t := range st.Templates {
-		if !current[k] && !inUse[k] {
-			drained = append(drained, t)
-		}
-	}
-	return j.each(ctx, len(drained), func(ctx context.Context, i int) error {
-		t := drained[i]
-		err := j.ours(ctx, t.Project, t.Name, t.Legacy)
-		if gceapi.Classify(err) == gceapi.NotFound {
-			return j.update(ctx, func(s *State) { delete(s.Templates, t.key()) })
-		}
-		if err != nil {
-			return err
-		}
-		req := &computepb.DeleteInstanceTemplateRequest{Project: t.Project, InstanceTemplate: t.Name, RequestId: new(gceapi.RequestID())}
-		err = j.mutate(ctx, t.Project, func() (*computeapi.Operation, error) { return j.Compute.Templates.Delete(ctx, req) })
-		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
-			return fmt.Errorf("deleting drained template %s: %w", t.Name, err)
-		}
-		j.Log.Info("deleted drained instance template", "template", t.Name, "project", t.Project)
-		return j.update(ctx, func(s *State) { delete(s.Templates, t.key()) })
-	})
 }

@@ -53,14 +53,14 @@ settings:
 		_, err := j.Compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: "my-project", Zone: "us-central1-a", Instance: name})
 		return err == nil
 	}
-	if err := j.Audit(ctx); err != nil {
+	if err := j.AuditInstances(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if !exists("leaked") || len(j.State().Leftovers) != 1 {
 		t.Fatalf("first sight: leaked exists %v, leftovers %v; want it kept for the grace and recorded", exists("leaked"), j.State().Leftovers)
 	}
 	now = now.Add(11 * time.Minute)
-	if err := j.Audit(ctx); err != nil {
+	if err := j.AuditInstances(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if exists("leaked") {
@@ -72,11 +72,11 @@ settings:
 		}
 	}
 	mis, err := j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{Project: "my-project", Zone: "us-central1-a",
-		InstanceGroupManager: j.Revision(j.Config().Templates[0])}).Next()
+		InstanceGroupManager: revision(t, j, j.Config().Templates[0])}).Next()
 	if err != nil || !exists(gceapi.LastSegment(mis.GetInstance())) {
 		t.Errorf("the group's own instance: %v, %v", mis, err)
 	}
-	if err := j.Audit(ctx); err != nil {
+	if err := j.AuditInstances(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(j.State().Leftovers); n != 0 {

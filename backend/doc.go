@@ -1,0 +1,89 @@
+// Package backend is the GCE Backend of the Machine Provider: declared
+// instance templates and managed instance groups that reconcile jobs make
+// Compute Engine match, cataloging the instances in the provider and
+// deleting those whose lease was reclaimed.
+//
+// # Why jobs
+//
+// The backend is a set of small jobs rather than one loop that walks the
+// fleet. Each job does one kind of change, reads what it needs afresh
+// (from Compute Engine, the provider's catalog and the backend's State)
+// and records what it did, so that any job can fail, be stopped by a lost
+// leadership or a crash at any point, and simply run again: the next run,
+// here or on the replica that leads next, takes up where Compute Engine
+// and the State say things are. No job hands data to another; a job only
+// kicks another to run sooner than its interval would.
+//
+// Each job is a method of [Jobs] named for the job, in a file named for
+// it: create-instance-templates is [Jobs.CreateInstanceTemplates] in
+// create_instance_templates.go, and so on. What several jobs share is in
+// helpers.go (rate-limited calls, the configured groups, the drained
+// ones), state.go (the State and how it is kept) and identity.go (the
+// ownership checks). The lifecycle of a replica is in lifecycle.go, its
+// leader election in leader.go, the configuration's reload in reload.go,
+// the job graph in graph.go, the metrics in collector.go and the status
+// page in status.go.
+//
+// # Invariants
+//
+// Every job is idempotent: run twice, the second run changes nothing once
+// Compute Engine matches the configuration. A change is recorded in the
+// State only after Compute Engine made it, and a resource found existing
+// under the name a job would give it is checked to be this deployment's
+// before it is recorded, so a crash between the two is healed by the next
+// run. The scheduler never runs one job twice at once.
+//
+// Only resources carrying this deployment's identity are touched: an
+// instance template or instance must carry [DeploymentLabel] with the
+// deployment's identity, a group must use such a template and say the
+// deployment's name in its description (a group has no labels), and an
+// instance is deleted through its group, after the group's list shows it
+// made from that template, or by the audit, which lists only instances
+// with the label and deletes one only when no group of the deployment's
+// has explained it for the configured grace. A resource of the right name
+// without the identity is reported and left alone, never adopted,
+// resized, drained or deleted. What a state from before deployments had
+// identities recorded is the one exception: it carries the backend's
+// labels but no deployment's, and is known as this deployment's because
+// its state names it (see [Jobs.LoadState]).
+//
+// A group is never shrunk by a resize, which would let Compute Engine
+// pick the instances to delete, leased ones among them: instances leave a
+// group only through deleteInstances, once they were reclaimed from their
+// lease or taken idle out of the catalog. Templates are immutable, so a
+// changed template is a new revision ([Template.Revision]); the old
+// revision's groups drain (idle instances now, leased ones when their
+// lease ends), then the groups are deleted, then the template. A revision
+// that cannot be computed (a metadata file that cannot be read) is an
+// error of every job that needs the configured revisions, never a new
+// revision: nothing is rolled out or drained until it can be.
+//
+// Only the leader among replicas runs the jobs, and the State in the
+// provider's store is written fenced by its leadership, so a replica that
+// lost it cannot overwrite its successor's.
+//
+// # Jobs and the kick graph
+//
+// Every job runs on the configured interval (the audit on ten times it)
+// and at once when kicked. A job kicks the ones that wait for its work
+// only when it changed something on Compute Engine or failed, so that a
+// fleet at rest kicks nothing:
+//
+//	create-instance-templates          -> create-instance-group-managers
+//	create-instance-group-managers     -> catalog-instances
+//	resize-instance-groups             -> catalog-instances
+//	delete-instances-pending-deletion  -> catalog-instances, resize-instance-groups
+//	remove-cataloged-instances         -> delete-instances-pending-deletion (when it recorded any)
+//	delete-instance-group-managers     -> delete-instance-templates
+//	catalog-instances, delete-instance-templates, audit-instances: kick none
+//
+// Outside the scheduler: the event follower runs update-cataloged-instances
+// on each batch of the provider's events and kicks
+// delete-instances-pending-deletion when a reclaimed instance was
+// recorded; a reload of the configuration (import-config, then
+// process-config) kicks every job. Two steps run inside jobs rather than
+// on their own: fetch-instances, the list of a group's instances each job
+// that works on them begins with, and cleanup-entities, which ends each
+// complete audit pass by forgetting the leftovers and pending deletions
+// that are gone.
+package backend

@@ -1,0 +1,112 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	computeapi "cloud.google.com/go/compute/apiv1"
+	"cloud.google.com/go/compute/apiv1/computepb"
+
+	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/store"
+)
+
+// Target is the size a group should have (the LUCI GCE Backend's rule):
+// room for a tenth more than its leased machines, at least the minimum,
+// at most the maximum less what older revisions in the zone still hold
+// (so a rollout grows the new revision as the old drains), growing by at
+// most 100 at a time. It never shrinks a group: shrinking deletes
+// instances GCE picks, leased ones among them; a group loses instances
+// only by deleteInstances of ones known idle.
+func Target(m Manager, size, leased, others int) int {
+	want := max(m.MinimumSize, int(math.Ceil(float64(leased)*1.1)))
+	want = min(want, m.MaximumSize-others, size+100)
+	return max(want, size)
+}
+
+// ResizeInstanceGroups is the resize-instance-groups job: it grows each
+// configured group to its Target.
+func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
+	leased, err := j.leasedByGroup(ctx)
+	if err != nil {
+		return err
+	}
+	gs, err := j.groups()
+	if err != nil {
+		return err
+	}
+	drained, err := j.drained()
+	if err != nil {
+		return err
+	}
+	st := j.state()
+	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
+		g := gs[i]
+		key := g.record().key()
+		if _, made := st.Groups[key]; !made {
+			return nil
+		}
+		// The catalog pass counted the group's instances (a group lists
+		// one per unit of its target size, CREATING ones included): a
+		// group at rest costs no call here.
+		if seen, ok := j.Stats()[key]; ok && seen.Current > 0 && len(drained) == 0 &&
+			Target(g.m, seen.Current, leased[key], 0) == seen.Current {
+			return nil
+		}
+		mig, err := j.getGroup(ctx, g.t.Project, g.m.Zone, g.rev)
+		if err != nil {
+			if gceapi.Classify(err) == gceapi.NotFound {
+				return nil
+			}
+			return fmt.Errorf("group %s in %s: %w", g.rev, g.m.Zone, err)
+		}
+		if err := j.ownGroup(mig, g.record()); err != nil {
+			return err
+		}
+		others, err := j.othersSize(ctx, g, drained)
+		if err != nil {
+			return err
+		}
+		size := int(mig.GetTargetSize())
+		want := Target(g.m, size, leased[key], others)
+		j.setStats(key, func(s *GroupStats) { s.Target = size })
+		if want == size {
+			return nil
+		}
+		if failing := j.Stats()[key].Failing; failing != "" && want > g.m.MinimumSize {
+			// The zone has no room (stockout, quota): asking for more
+			// would only queue more failures. Back off until it has.
+			return nil
+		}
+		req := &computepb.ResizeInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev,
+			Size: int32(want), RequestId: new(gceapi.RequestID())}
+		err = j.mutate(ctx, g.t.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.Resize(ctx, req) })
+		if err != nil {
+			return fmt.Errorf("resizing %s in %s: %w", g.rev, g.m.Zone, err)
+		}
+		j.changes.Add(1)
+		j.setStats(key, func(s *GroupStats) { s.Target = want })
+		j.Log.Info("resized group", "group", g.rev, "zone", g.m.Zone, "from", size, "to", want, "leased", leased[key])
+		return nil
+	})
+}
+
+// leasedByGroup counts the backend's leased machines by group.
+func (j *Jobs) leasedByGroup(ctx context.Context) (map[string]int, error) {
+	out := map[string]int{}
+	if j.Provider == nil {
+		return out, nil
+	}
+	ms, err := j.Provider.Machines(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("the provider's catalog: %w", err)
+	}
+	for _, m := range ms {
+		if m.State != store.Leased || len(m.Dimensions["project"]) == 0 || len(m.Dimensions["zone"]) == 0 || len(m.Dimensions["revision"]) == 0 {
+			continue
+		}
+		out[m.Dimensions["project"][0]+"/"+m.Dimensions["zone"][0]+"/"+m.Dimensions["revision"][0]]++
+	}
+	return out, nil
+}
