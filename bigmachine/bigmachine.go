@@ -80,17 +80,15 @@ func WithOutput(w io.Writer) Option { return func(b *B) { b.output = w } }
 func WithStartTimeout(d time.Duration) Option { return func(b *B) { b.timeout = d } }
 
 // Start returns the B of the driver. In a worker process (one whose
-// environment carries EnvConfig) it serves the driver instead and never
+// environment names its configuration's descriptor in EnvConfig) it serves the driver instead and never
 // returns, so a program calls it before doing anything else.
 func Start(system System, opts ...Option) *B {
 	b := &B{system: system, log: slog.Default(), output: os.Stderr, timeout: 2 * time.Minute}
 	for _, o := range opts {
 		o(b)
 	}
-	if env, ok := os.LookupEnv(EnvConfig); ok {
-		os.Unsetenv(EnvConfig) // the credentials are not for children
+	if cfg, ok, err := ReadWorkerConfig(); ok {
 		b.worker = true
-		cfg, err := DecodeWorkerConfig(env)
 		if err != nil {
 			b.log.Error(err.Error())
 			system.Exit(2)

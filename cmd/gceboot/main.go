@@ -7,8 +7,8 @@
 // On Compute Engine (the gce system) it is the container that the
 // instance's gce-container-declaration runs, and it waits for its
 // configuration in the instance metadata (bigmachine-config). Started by
-// the local system, it finds its configuration in the environment
-// variable GCEFLEET_BIGMACHINE.
+// the local system, it reads its configuration from the inherited pipe
+// whose descriptor GCEFLEET_BIGMACHINE names.
 package main
 
 import (
@@ -36,10 +36,11 @@ func main() {
 		exit = os.Exit
 		err  error
 	)
-	if env, ok := os.LookupEnv(bigmachine.EnvConfig); ok {
-		if cfg, err = bigmachine.DecodeWorkerConfig(env); err != nil {
-			fail(2, err)
+	if c, ok, cerr := bigmachine.ReadWorkerConfig(); ok {
+		if cerr != nil {
+			fail(2, cerr)
 		}
+		cfg = c
 		ln, err = local.New().Listen(cfg.Listen)
 	} else {
 		log.Info("gceboot waiting for its configuration in the instance metadata", "key", instance.ConfigKey)
