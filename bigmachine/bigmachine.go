@@ -235,6 +235,8 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	specs, startErr := b.system.Start(ctx, StartRequest{
 		N:      n,
 		Config: b.workerConfig,
+		CA:     b.ca.CertPEM,
+		Sign:   b.ca.IssueFor,
 		Binary: p.binary, Digest: p.digest, Args: p.args, Env: p.env,
 	})
 	machines := make([]*Machine, len(specs))
@@ -416,6 +418,11 @@ func (b *B) withConsole(m *Machine, err error) error {
 // boot takes a machine from its first answer to Running: ship the binary
 // if the machine runs another, then register the services.
 func (b *B) boot(ctx context.Context, m *Machine, p params, services []registerRequest) error {
+	if e, ok := b.system.(Enroller); ok {
+		if err := e.Enroll(ctx, m); err != nil {
+			return fmt.Errorf("enrolling: %w", err)
+		}
+	}
 	info, err := m.waitInfo(ctx, p.size, func(Info) bool { return true })
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package bigmachine
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -59,6 +60,15 @@ type Console interface {
 	ConsoleTail(ctx context.Context, m *Machine) (string, error)
 }
 
+// An Enroller is a System whose machines make their own keys and prove
+// who they are before the driver issues their certificates, so that no
+// private key leaves its machine. The driver calls Enroll for each machine
+// before it first calls the machine; Enroll returns once the machine holds
+// its certificate (signed with the StartRequest's Sign) or cannot get one.
+type Enroller interface {
+	Enroll(ctx context.Context, m *Machine) error
+}
+
 // StartRequest is what a System is asked to start.
 type StartRequest struct {
 	// N is the number of machines.
@@ -67,6 +77,12 @@ type StartRequest struct {
 	// its credentials, to hand to it (through an inherited pipe, see
 	// WorkerConfig.Pipe).
 	Config func(name string, listen string) (WorkerConfig, error)
+	// CA is the run's CA certificate (PEM), which machines trust the
+	// driver by; Sign issues machine name's certificate, signed by that
+	// CA, for a public key the machine made and proved it holds. They are
+	// for systems whose machines make their own keys (see Enroller).
+	CA   []byte
+	Sign func(name string, pub crypto.PublicKey) (certPEM []byte, err error)
 	// Binary, Args and Env are the driver's program as it should run on
 	// the machine, for systems that start it directly; such a system sets
 	// the WorkerConfig's Digest to Digest, the binary's, so the machine

@@ -82,6 +82,10 @@ func (e *Emulator) metadataHandler(in *instance) http.Handler {
 			e.serveToken(w, in)
 			return
 		}
+		if acct, ok := strings.CutPrefix(path, "instance/service-accounts/"); ok && strings.HasSuffix(acct, "/identity") {
+			e.serveIdentity(w, r, in, strings.TrimSuffix(acct, "/identity"))
+			return
+		}
 		node, etag, gen, found := e.lookupMetadata(in, path)
 		if q.Get("wait_for_change") == "true" {
 			last := q.Get("last_etag")
