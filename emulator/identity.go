@@ -43,11 +43,19 @@ const identityTokenLifetime = time.Hour
 
 // identitySigner is the key the emulator signs identity tokens with.
 type identitySigner struct {
-	mu     sync.Mutex
-	key    *rsa.PrivateKey
-	kid    string
-	cert   []byte // PEM, self-signed, as Google publishes at oauth2/v1/certs
-	signer jose.Signer
+	warmOnce sync.Once
+	mu       sync.Mutex
+	key      *rsa.PrivateKey
+	kid      string
+	cert     []byte // PEM, self-signed, as Google publishes at oauth2/v1/certs
+	signer   jose.Signer
+}
+
+// warm makes the key in the background, once: an instance with a
+// metadata server may soon ask for a token, and should not wait for the
+// key to be made.
+func (s *identitySigner) warm() {
+	s.warmOnce.Do(func() { go s.get() })
 }
 
 // get returns the signer, made on first use: an RSA key takes a while to

@@ -53,6 +53,7 @@ func (e *Emulator) startMetadata(in *instance) error {
 }
 
 func (e *Emulator) metadataHandler(in *instance) http.Handler {
+	e.identity.warm()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Metadata-Flavor", "Google")
 		w.Header().Set("Server", "Metadata Server for VM")
