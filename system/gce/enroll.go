@@ -31,17 +31,19 @@ func (s *System) Enroll(ctx context.Context, m *bigmachine.Machine) error {
 		p, err := e.Proof(cctx, m.Addr)
 		cancel()
 		if err == nil {
-			csr, err := s.verifier.VerifyProof(ctx, p, want, s.nonce)
-			if err != nil {
-				return fmt.Errorf("instance %s: %w", h.Name, err)
+			csr, verr := s.verifier.VerifyProof(ctx, p, want, s.nonce)
+			if verr == nil {
+				cert, err := h.sign(h.Name, csr.PublicKey)
+				if err != nil {
+					return fmt.Errorf("signing the certificate of %s: %w", h.Name, err)
+				}
+				return e.Deliver(ctx, m.Addr, cert)
 			}
-			cert, err := h.sign(h.Name, csr.PublicKey)
-			if err != nil {
-				return fmt.Errorf("signing the certificate of %s: %w", h.Name, err)
-			}
-			return e.Deliver(ctx, m.Addr, cert)
+			// A refused proof is final; failing to fetch Google's keys
+			// is not, and is tried again.
+			err = verr
 		}
-		if !errors.Is(err, identity.ErrNotServing) {
+		if errors.Is(err, identity.ErrRefused) {
 			return fmt.Errorf("instance %s: %w", h.Name, err)
 		}
 		// A machine boots for a while before it answers; one that is
@@ -51,7 +53,7 @@ func (s *System) Enroll(ctx context.Context, m *bigmachine.Machine) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no proof of identity from %s before the start timeout: %w", m.Addr, err)
+			return fmt.Errorf("no verified proof of identity from %s before the start timeout: %w", m.Addr, err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 250*time.Millisecond)

@@ -2,6 +2,12 @@
 // instances. Each boots Container-Optimized OS with a container declaration
 // that runs gceboot, which receives the driver's binary and execs it.
 //
+// No key leaves its machine: instance metadata, which every viewer of the
+// project can read, holds only the run's CA certificate and a nonce; each
+// machine makes its own key and proves with its instance identity token
+// that it is the instance the driver made before the driver signs its
+// certificate (Enroll, and package gcefleet/gce/identity).
+//
 // Nothing leaks: every instance is labelled with its run and owner, carries
 // a maxRunDuration after which GCE deletes it, and deletes itself when its
 // driver stops renewing its keepalive; Shutdown deletes exactly the
