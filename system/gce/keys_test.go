@@ -14,6 +14,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +33,8 @@ import (
 // peer that holds everything the metadata holds (the run's CA certificate
 // and nonce) tries to call a machine's service, as the driver and as a
 // machine of the run, with certificates of its own making: the machines
-// refuse it. A service call by the driver still works.
+// refuse it. A service call by the driver still works, and the worker's
+// /proc/PID/environ and cmdline hold no key either.
 func TestMetadataHoldsNoKey(t *testing.T) {
 	w := newWorld(t)
 	_, ms, err := start(t, gce.New(w.config("us-central1-a")), 2)
@@ -89,8 +92,26 @@ func TestMetadataHoldsNoKey(t *testing.T) {
 		if _, err := e.Proof(ctx, m.Addr); err == nil {
 			t.Errorf("%s still serves its enrollment after it was enrolled", m.Name())
 		}
-		if err := m.Call(ctx, "Hello.Pid", struct{}{}, new(int)); err != nil {
-			t.Errorf("the driver's call to %s: %v", m.Name(), err)
+		var pid int
+		if err := m.Call(ctx, "Hello.Pid", struct{}{}, &pid); err != nil {
+			t.Fatalf("the driver's call to %s: %v", m.Name(), err)
+		}
+		// Nor is the key in the exec'd worker's environment or arguments.
+		for _, f := range []string{"environ", "cmdline"} {
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, kv := range bytes.Split(b, []byte{0}) {
+				if why := keyIn(kv, 0); why != "" {
+					t.Errorf("/proc/%d/%s of %s %s", pid, f, m.Name(), why)
+				}
+				if v, ok := bytes.CutPrefix(kv, []byte(bigmachine.EnvConfig+"=")); ok {
+					if _, err := strconv.Atoi(string(v)); err != nil {
+						t.Errorf("/proc/%d/%s of %s holds %s=%.20s...", pid, f, m.Name(), bigmachine.EnvConfig, v)
+					}
+				}
+			}
 		}
 	}
 }
