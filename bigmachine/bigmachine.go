@@ -80,17 +80,15 @@ func WithOutput(w io.Writer) Option { return func(b *B) { b.output = w } }
 func WithStartTimeout(d time.Duration) Option { return func(b *B) { b.timeout = d } }
 
 // Start returns the B of the driver. In a worker process (one whose
-// environment carries EnvConfig) it serves the driver instead and never
+// environment names its configuration's descriptor in EnvConfig) it serves the driver instead and never
 // returns, so a program calls it before doing anything else.
 func Start(system System, opts ...Option) *B {
 	b := &B{system: system, log: slog.Default(), output: os.Stderr, timeout: 2 * time.Minute}
 	for _, o := range opts {
 		o(b)
 	}
-	if env, ok := os.LookupEnv(EnvConfig); ok {
-		os.Unsetenv(EnvConfig) // the credentials are not for children
+	if cfg, ok, err := ReadWorkerConfig(); ok {
 		b.worker = true
-		cfg, err := DecodeWorkerConfig(env)
 		if err != nil {
 			b.log.Error(err.Error())
 			system.Exit(2)
@@ -237,6 +235,8 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	specs, startErr := b.system.Start(ctx, StartRequest{
 		N:      n,
 		Config: b.workerConfig,
+		CA:     b.ca.CertPEM,
+		Sign:   b.ca.IssueFor,
 		Binary: p.binary, Digest: p.digest, Args: p.args, Env: p.env,
 	})
 	machines := make([]*Machine, len(specs))
@@ -418,6 +418,11 @@ func (b *B) withConsole(m *Machine, err error) error {
 // boot takes a machine from its first answer to Running: ship the binary
 // if the machine runs another, then register the services.
 func (b *B) boot(ctx context.Context, m *Machine, p params, services []registerRequest) error {
+	if e, ok := b.system.(Enroller); ok {
+		if err := e.Enroll(ctx, m); err != nil {
+			return fmt.Errorf("enrolling: %w", err)
+		}
+	}
 	info, err := m.waitInfo(ctx, p.size, func(Info) bool { return true })
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -237,8 +238,22 @@ func (s *supervisor) Exec(ctx context.Context, req ExecRequest, _ *struct{}) err
 	if s.deadline != nil {
 		s.deadline.Stop()
 	}
-	env := append(withoutConfig(os.Environ()), req.Env...)
-	env = append(env, EnvConfig+"="+cfg.Encode())
+	// The new program gets its configuration as this one did: through a
+	// fresh pipe it inherits, never in its environment or arguments.
+	pipe, err := cfg.Pipe()
+	if err != nil {
+		s.execing = false
+		return err
+	}
+	// A duplicate is inherited across exec (os.Pipe's are close-on-exec).
+	fd, err := syscall.Dup(int(pipe.Fd()))
+	pipe.Close()
+	if err != nil {
+		s.execing = false
+		return fmt.Errorf("passing the configuration to the new program: %w", err)
+	}
+	env := append(withoutConfig(os.Environ()), withoutConfig(req.Env)...)
+	env = append(env, EnvConfig+"="+strconv.Itoa(fd))
 	args := append([]string{s.uploaded}, req.Args...)
 	path, stop := s.uploaded, s.stop
 	go func() {
@@ -247,6 +262,7 @@ func (s *supervisor) Exec(ctx context.Context, req ExecRequest, _ *struct{}) err
 		stop()
 		err := syscall.Exec(path, args, env)
 		s.log.Error("exec of the uploaded binary failed", "err", err)
+		syscall.Close(fd)
 		removeProgram(path)
 		s.exit(1)
 	}()

@@ -2,13 +2,17 @@ package bigmachine
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"time"
 )
 
@@ -56,14 +60,29 @@ type Console interface {
 	ConsoleTail(ctx context.Context, m *Machine) (string, error)
 }
 
+// An Enroller is a System whose machines make their own keys and prove
+// who they are before the driver issues their certificates, so that no
+// private key leaves its machine. The driver calls Enroll for each machine
+// before it first calls the machine; Enroll returns once the machine holds
+// its certificate (signed with the StartRequest's Sign) or cannot get one.
+type Enroller interface {
+	Enroll(ctx context.Context, m *Machine) error
+}
+
 // StartRequest is what a System is asked to start.
 type StartRequest struct {
 	// N is the number of machines.
 	N int
 	// Config returns the configuration of the machine named name, with
-	// its credentials, to hand to it (through its environment as
-	// EnvConfig, or through instance metadata).
+	// its credentials, to hand to it (through an inherited pipe, see
+	// WorkerConfig.Pipe).
 	Config func(name string, listen string) (WorkerConfig, error)
+	// CA is the run's CA certificate (PEM), which machines trust the
+	// driver by; Sign issues machine name's certificate, signed by that
+	// CA, for a public key the machine made and proved it holds. They are
+	// for systems whose machines make their own keys (see Enroller).
+	CA   []byte
+	Sign func(name string, pub crypto.PublicKey) (certPEM []byte, err error)
 	// Binary, Args and Env are the driver's program as it should run on
 	// the machine, for systems that start it directly; such a system sets
 	// the WorkerConfig's Digest to Digest, the binary's, so the machine
@@ -92,10 +111,19 @@ type Keepalive struct {
 	Timeout time.Duration
 }
 
-// EnvConfig is the environment variable that carries a WorkerConfig to a
-// worker process. A process started with it set is a worker: Start serves
-// and never returns.
+// EnvConfig is the environment variable that marks a worker process: a
+// process started with it set is a worker, and Start serves and never
+// returns. Its value is only the number of an inherited file descriptor
+// (a pipe) that holds the worker's configuration, which the worker reads
+// once and closes: what a process's environment or command line holds
+// stays readable in /proc/PID for as long as it runs, so no secret goes
+// there.
 const EnvConfig = "GCEFLEET_BIGMACHINE"
+
+// maxConfig bounds a worker configuration: a few certificates, and far
+// less than a pipe's buffer, so that it is written whole before the
+// worker starts.
+const maxConfig = 32 << 10
 
 // WorkerConfig is what a machine needs to serve the driver: its name, where
 // to listen, and its credentials.
@@ -117,7 +145,63 @@ type WorkerConfig struct {
 	Digest string `json:"digest,omitempty"`
 }
 
-// Encode returns c as one environment-safe string.
+// Pipe returns the read end of a pipe that holds c, for a worker to
+// inherit (through exec.Cmd.ExtraFiles, or an exec) with EnvConfig set to
+// the descriptor's number in the worker. All of c is written and the
+// write end closed before Pipe returns, so the worker may start after, or
+// replace, the process that made it. The caller closes the read end once
+// the worker has it.
+func (c WorkerConfig) Pipe() (*os.File, error) {
+	enc := c.Encode()
+	if len(enc) > maxConfig {
+		return nil, fmt.Errorf("bigmachine: worker configuration of %d bytes exceeds %d", len(enc), maxConfig)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("bigmachine: a pipe for the worker configuration: %w", err)
+	}
+	// A pipe's buffer takes far more than maxConfig; the deadline only
+	// keeps a system with a smaller one from blocking here for good.
+	w.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.WriteString(w, enc)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("bigmachine: writing the worker configuration to its pipe: %w", err)
+	}
+	return r, nil
+}
+
+// ReadWorkerConfig reads this process's worker configuration from the
+// descriptor that EnvConfig names, closes the descriptor and unsets
+// EnvConfig, so that neither reaches a child. It reports ok false when
+// this process is not a worker.
+func ReadWorkerConfig() (c WorkerConfig, ok bool, err error) {
+	v, ok := os.LookupEnv(EnvConfig)
+	if !ok {
+		return c, false, nil
+	}
+	os.Unsetenv(EnvConfig)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return c, true, fmt.Errorf("bigmachine: %s=%q is not the number of an inherited descriptor (3 or more) holding the worker configuration; a worker is started by its driver's system, not by hand", EnvConfig, v)
+	}
+	f := os.NewFile(uintptr(fd), "bigmachine-config")
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfig+1))
+	if err != nil {
+		return c, true, fmt.Errorf("bigmachine: reading the worker configuration from descriptor %d (%s): %w", fd, EnvConfig, err)
+	}
+	if len(b) > maxConfig {
+		return c, true, fmt.Errorf("bigmachine: the worker configuration on descriptor %d exceeds %d bytes", fd, maxConfig)
+	}
+	c, err = DecodeWorkerConfig(string(b))
+	return c, true, err
+}
+
+// Encode returns c as one printable string, as Pipe writes it.
 func (c WorkerConfig) Encode() string {
 	b, _ := json.Marshal(c)
 	return base64.RawStdEncoding.EncodeToString(b)
@@ -131,10 +215,10 @@ func DecodeWorkerConfig(s string) (WorkerConfig, error) {
 		err = json.Unmarshal(b, &c)
 	}
 	if err != nil {
-		return c, fmt.Errorf("bigmachine: bad worker configuration in %s: %w", EnvConfig, err)
+		return c, fmt.Errorf("bigmachine: bad worker configuration: %w", err)
 	}
 	if c.Name == "" || c.Listen == "" || len(c.Cert) == 0 || len(c.Key) == 0 || len(c.CA) == 0 {
-		return c, fmt.Errorf("bigmachine: worker configuration in %s lacks its name, address or credentials", EnvConfig)
+		return c, errors.New("bigmachine: worker configuration lacks its name, address or credentials")
 	}
 	return c, nil
 }

@@ -118,6 +118,8 @@ type Emulator struct {
 	stockout []Stockout
 	closed   bool
 
+	identity identitySigner // signs instance identity tokens
+
 	done chan struct{}  // closed by Close
 	wg   sync.WaitGroup // background goroutines, waited for by Close
 }

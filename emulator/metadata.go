@@ -62,6 +62,7 @@ func (e *Emulator) startMetadata(in *instance) error {
 }
 
 func (e *Emulator) metadataHandler(in *instance) http.Handler {
+	e.identity.warm()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Metadata-Flavor", "Google")
 		w.Header().Set("Server", "Metadata Server for VM")
@@ -89,6 +90,10 @@ func (e *Emulator) metadataHandler(in *instance) http.Handler {
 		q := r.URL.Query()
 		if path == "instance/service-accounts/default/token" || strings.HasSuffix(path, "/token") {
 			e.serveToken(w, in)
+			return
+		}
+		if acct, ok := strings.CutPrefix(path, "instance/service-accounts/"); ok && strings.HasSuffix(acct, "/identity") {
+			e.serveIdentity(w, r, in, strings.TrimSuffix(acct, "/identity"))
 			return
 		}
 		node, etag, gen, found := e.lookupMetadata(in, path)

@@ -107,6 +107,7 @@ func (e *Emulator) routes() {
 			"The emulator does not implement " + r.Method + " " + r.URL.Path}).write(w)
 	})
 	e.adminRoutes()
+	e.identityRoutes()
 }
 
 // api wraps a handler with what every API call goes through: the project,

@@ -5,10 +5,14 @@
 // and on Compute Engine it deletes its instance first.
 //
 // On Compute Engine (the gce system) it is the container that the
-// instance's gce-container-declaration runs, and it waits for its
-// configuration in the instance metadata (bigmachine-config). Started by
-// the local system, it finds its configuration in the environment
-// variable GCEFLEET_BIGMACHINE.
+// instance's gce-container-declaration runs. The instance metadata
+// (bigmachine-boot) gives it only public things: the run's CA certificate
+// and nonce. It makes its own key, and serves a proof that it is this
+// instance (its identity token, for the nonce and its key) until the
+// driver hands it a certificate for that key; see package
+// gcefleet/gce/identity. Started by
+// the local system, it reads its configuration from the inherited pipe
+// whose descriptor GCEFLEET_BIGMACHINE names.
 package main
 
 import (
@@ -36,16 +40,13 @@ func main() {
 		exit = os.Exit
 		err  error
 	)
-	if env, ok := os.LookupEnv(bigmachine.EnvConfig); ok {
-		if cfg, err = bigmachine.DecodeWorkerConfig(env); err != nil {
-			fail(2, err)
+	if c, ok, cerr := bigmachine.ReadWorkerConfig(); ok {
+		if cerr != nil {
+			fail(2, cerr)
 		}
+		cfg = c
 		ln, err = local.New().Listen(cfg.Listen)
 	} else {
-		log.Info("gceboot waiting for its configuration in the instance metadata", "key", instance.ConfigKey)
-		if cfg, err = instance.Config(ctx); err != nil {
-			fail(1, fmt.Errorf("reading %s from the metadata server: %w", instance.ConfigKey, err))
-		}
 		exit = func(code int) {
 			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -54,7 +55,21 @@ func main() {
 			}
 			os.Exit(code)
 		}
-		ln, err = instance.Listen(cfg.Listen)
+		bctx, cancel := context.WithTimeout(ctx, time.Minute)
+		bc, berr := instance.Boot(bctx)
+		cancel()
+		if berr != nil {
+			fail(1, berr)
+		}
+		// A machine no driver enrolls has lost its driver: it goes, as
+		// one whose keepalive lapses does.
+		ectx, cancel := context.WithTimeout(ctx, enrollTimeout)
+		cfg, ln, err = instance.Enroll(ectx, bc, log)
+		cancel()
+		if err != nil {
+			log.Error("gceboot", "err", err)
+			exit(1)
+		}
 	}
 	if err != nil {
 		fail(1, fmt.Errorf("listening on %s: %w", cfg.Listen, err))
@@ -62,6 +77,9 @@ func main() {
 	log.Info("gceboot serving", "machine", cfg.Name, "addr", ln.Addr().String())
 	fail(1, bigmachine.Bootstrap(cfg, ln, log, exit))
 }
+
+// enrollTimeout is how long gceboot waits for its driver to enroll it.
+const enrollTimeout = 10 * time.Minute
 
 func fail(code int, err error) {
 	fmt.Fprintln(os.Stderr, "gceboot:", err)

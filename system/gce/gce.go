@@ -2,6 +2,12 @@
 // instances. Each boots Container-Optimized OS with a container declaration
 // that runs gceboot, which receives the driver's binary and execs it.
 //
+// No key leaves its machine: instance metadata, which every viewer of the
+// project can read, holds only the run's CA certificate and a nonce; each
+// machine makes its own key and proves with its instance identity token
+// that it is the instance the driver made before the driver signs its
+// certificate (Enroll, and package gcefleet/gce/identity).
+//
 // Nothing leaks: every instance is labelled with its run and owner, carries
 // a maxRunDuration after which GCE deletes it, and deletes itself when its
 // driver stops renewing its keepalive; Shutdown deletes exactly the
@@ -10,8 +16,10 @@ package gce
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,25 +28,26 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
 	"github.com/gcefleet/gcefleet/bigmachine/rpc"
 	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gce/identity"
 	"github.com/gcefleet/gcefleet/system/gce/instance"
 )
 
 // Metadata keys and labels the system uses.
 const (
-	// ConfigKey holds a machine's bigmachine.WorkerConfig, its
-	// credentials included; it is set on each instance alone.
-	ConfigKey = instance.ConfigKey
+	// BootKey holds a machine's instance.BootConfig: the run's CA
+	// certificate, nonce and port, nothing secret. Machines make their
+	// own keys and prove who they are for their certificates (Enroll).
+	BootKey = instance.BootKey
 	// EndpointKey holds the Compute endpoint a machine deletes itself
 	// through; absent on real GCE.
 	EndpointKey = instance.EndpointKey
@@ -52,9 +61,10 @@ const (
 
 // System makes machines on Compute Engine. Create it with New.
 type System struct {
-	cfg Config
-	run string
-	log *slog.Logger
+	cfg   Config
+	run   string
+	nonce string
+	log   *slog.Logger
 
 	mu       sync.Mutex
 	client   *gceapi.Client
@@ -62,22 +72,14 @@ type System struct {
 	firewall bool // the run's firewall rule exists
 	zones    map[string]bool
 	status   map[string]*zoneStatus
-	configs  map[string]*configOp // by instance name, until known DONE
-}
-
-// configOp is the setMetadata operation that gave a machine its
-// configuration. It is looked at only when the machine is slow to answer,
-// so that a machine that starts costs no call for it.
-type configOp struct {
-	zone, name string
-	checkAt    time.Time
-	req        *computepb.SetMetadataInstanceRequest
-	resent     bool
+	verifier *identity.Verifier
 }
 
 // Machine is the system's record of one instance.
 type Machine struct {
 	Zone, Name string
+	id         string // the instance's id, which its identity token names
+	sign       func(name string, pub crypto.PublicKey) ([]byte, error)
 }
 
 // New returns a gce system with cfg. It checks nothing and calls nothing:
@@ -87,7 +89,12 @@ func New(cfg Config) *System {
 	rand.Read(b)
 	// Run ids start with a letter, so that names built on them are valid.
 	run := "r" + hex.EncodeToString(b)
-	return &System{cfg: cfg, run: run, log: slog.Default(), zones: map[string]bool{}, status: map[string]*zoneStatus{}, configs: map[string]*configOp{}}
+	// The nonce each machine's identity token binds: it is public (in
+	// metadata), and makes a token of another run worthless here.
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	return &System{cfg: cfg, run: run, nonce: base64.RawURLEncoding.EncodeToString(nonce), log: slog.Default(), zones: map[string]bool{}, status: map[string]*zoneStatus{},
+		verifier: identity.NewVerifier(identity.CertsURL(cfg.Endpoint), &http.Client{Timeout: 30 * time.Second})}
 }
 
 // Name returns "gce".
@@ -130,8 +137,10 @@ func (s *System) labels() map[string]string {
 
 func (s *System) runFilter() string { return fmt.Sprintf("labels.%s = %q", RunLabel, s.run) }
 
-// Start makes n instances, zone by zone, gives each its configuration
-// through its metadata, and returns them with their addresses.
+// Start makes n instances, zone by zone, with only public things in their
+// metadata (the run's CA certificate and nonce), and returns them with
+// their addresses. Each machine makes its own key and gets its
+// certificate when the driver enrolls it (Enroll).
 func (s *System) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigmachine.Spec, error) {
 	if err := s.cfg.Validate(); err != nil {
 		return nil, err
@@ -156,7 +165,7 @@ func (s *System) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigm
 			if err != nil {
 				return nil, err
 			}
-			ins, err := s.insert(ctx, c, zone, remaining, spot)
+			ins, err := s.insert(ctx, c, zone, remaining, spot, req.CA)
 			for _, in := range ins {
 				made = append(made, madeInstance{in, cpus})
 			}
@@ -180,25 +189,9 @@ func (s *System) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigm
 		spot = false
 	}
 
-	// Give each machine its own credentials, through its own metadata.
-	var wg sync.WaitGroup
-	errs := make([]error, len(made))
-	sem := make(chan struct{}, 32)
-	for i, in := range made {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			errs[i] = s.configure(ctx, c, in.in, req)
-		})
-	}
-	wg.Wait()
 	var out []bigmachine.Spec
-	for i, in := range made {
-		if errs[i] != nil {
-			failures = append(failures, in.in.GetName()+": "+errs[i].Error())
-			continue
-		}
-		out = append(out, in.spec(s.cfg))
+	for _, in := range made {
+		out = append(out, in.spec(s.cfg, req.Sign))
 	}
 	if len(out) < req.N {
 		return out, fmt.Errorf("gce: %d of %d machines made: %s", len(out), req.N, strings.Join(failures, "; "))
@@ -212,7 +205,7 @@ type madeInstance struct {
 	cpus int
 }
 
-func (m madeInstance) spec(cfg Config) bigmachine.Spec {
+func (m madeInstance) spec(cfg Config, sign func(string, crypto.PublicKey) ([]byte, error)) bigmachine.Spec {
 	nic := m.in.GetNetworkInterfaces()[0]
 	ip := nic.GetNetworkIP()
 	if cfg.ExternalIP {
@@ -222,7 +215,7 @@ func (m madeInstance) spec(cfg Config) bigmachine.Spec {
 	}
 	return bigmachine.Spec{
 		Name: m.in.GetName(), Addr: net.JoinHostPort(ip, itoa(cfg.Port)), Maxprocs: max(m.cpus, 1),
-		Handle: &Machine{Zone: gceapi.LastSegment(m.in.GetZone()), Name: m.in.GetName()},
+		Handle: &Machine{Zone: gceapi.LastSegment(m.in.GetZone()), Name: m.in.GetName(), id: strconv.FormatUint(m.in.GetId(), 10), sign: sign},
 	}
 }
 
@@ -242,7 +235,7 @@ func (s *System) guestCPUs(ctx context.Context, c *gceapi.Client, zone string) (
 
 // insert makes up to n instances in zone with one bulkInsert, and returns
 // those that exist afterwards.
-func (s *System) insert(ctx context.Context, c *gceapi.Client, zone string, n int, spot bool) ([]*computepb.Instance, error) {
+func (s *System) insert(ctx context.Context, c *gceapi.Client, zone string, n int, spot bool, ca []byte) ([]*computepb.Instance, error) {
 	s.mu.Lock()
 	names := map[string]*computepb.BulkInsertInstanceResourcePerInstanceProperties{}
 	for range n {
@@ -260,7 +253,8 @@ func (s *System) insert(ctx context.Context, c *gceapi.Client, zone string, n in
     tty: false
   restartPolicy: Never
 `, s.cfg.Image)
-	items := []*computepb.Items{{Key: new("gce-container-declaration"), Value: &decl}, {Key: new("google-logging-enabled"), Value: new("true")}}
+	boot := instance.BootConfig{CA: ca, Nonce: s.nonce, Listen: ":" + itoa(s.cfg.Port), Timeout: s.cfg.KeepaliveTimeout}.Encode()
+	items := []*computepb.Items{{Key: new("gce-container-declaration"), Value: &decl}, {Key: new("google-logging-enabled"), Value: new("true")}, {Key: new(BootKey), Value: &boot}}
 	if s.cfg.Endpoint != "" {
 		items = append(items, &computepb.Items{Key: new(EndpointKey), Value: new(s.cfg.Endpoint)})
 	}
@@ -358,94 +352,6 @@ func (s *System) list(ctx context.Context, c *gceapi.Client, zone string) ([]*co
 	return out, nil
 }
 
-// configure puts the machine's configuration, with its credentials, in its
-// metadata, where gceboot waits for it.
-func (s *System) configure(ctx context.Context, c *gceapi.Client, in *computepb.Instance, req bigmachine.StartRequest) error {
-	wc, err := req.Config(in.GetName(), ":"+itoa(s.cfg.Port))
-	if err != nil {
-		return err
-	}
-	md := in.GetMetadata()
-	items := append(md.GetItems(), &computepb.Items{Key: new(ConfigKey), Value: new(wc.Encode())})
-	r := &computepb.SetMetadataInstanceRequest{
-		Project: s.cfg.Project, Zone: gceapi.LastSegment(in.GetZone()), Instance: in.GetName(), RequestId: new(gceapi.RequestID()),
-		MetadataResource: &computepb.Metadata{Items: items, Fingerprint: md.Fingerprint},
-	}
-	// The operation is not waited on: the machine answering with its
-	// configuration is the proof it arrived. KeepaliveFailed looks at the
-	// operation of a machine that is slow to answer.
-	var op *computeapi.Operation
-	err = gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
-		op, err = c.Instances.SetMetadata(ctx, r)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.configs[in.GetName()] = &configOp{zone: r.Zone, name: op.Name(), checkAt: time.Now().Add(s.configCheckAfter()), req: r}
-	s.mu.Unlock()
-	return nil
-}
-
-// configCheckAfter is how long a machine may take to answer before its
-// configuration's operation is looked at: twice the time a worker lives
-// without a keepalive (a minute by default), long enough for an instance to
-// boot and pull its image, so that a machine that starts costs no call
-// for it, and well before the start timeout.
-func (s *System) configCheckAfter() time.Duration { return 2 * s.cfg.KeepaliveTimeout }
-
-// configCheckEvery is how often it is looked at again until it is DONE.
-func (s *System) configCheckEvery() time.Duration { return s.cfg.KeepaliveTimeout / 2 }
-
-// configFailed reports why the machine never received its configuration,
-// or nil when that is not known to be so. It asks GCE only after
-// configCheckAfter, at most once per configCheckEvery per machine, and
-// only until the operation is DONE. A configuration whose operation failed
-// is sent once more (a failed setMetadata changed nothing) before the
-// machine is given up.
-func (s *System) configFailed(ctx context.Context, h *Machine) error {
-	now := time.Now()
-	s.mu.Lock()
-	co := s.configs[h.Name]
-	if co == nil || now.Before(co.checkAt) {
-		s.mu.Unlock()
-		return nil
-	}
-	co.checkAt = now.Add(s.configCheckEvery())
-	c := s.client
-	s.mu.Unlock()
-	p, err := c.ZoneOps.Get(ctx, &computepb.GetZoneOperationRequest{Project: s.cfg.Project, Zone: co.zone, Operation: co.name})
-	if err != nil || p.GetStatus() != computepb.Operation_DONE {
-		return nil
-	}
-	s.mu.Lock()
-	delete(s.configs, h.Name)
-	s.mu.Unlock()
-	oerr := gceapi.OperationError(p)
-	if oerr == nil {
-		return nil
-	}
-	if !co.resent {
-		r := proto.Clone(co.req).(*computepb.SetMetadataInstanceRequest)
-		r.RequestId = new(gceapi.RequestID())
-		var op *computeapi.Operation
-		err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() (err error) {
-			op, err = c.Instances.SetMetadata(ctx, r)
-			return err
-		})
-		if err == nil {
-			s.log.Warn("a machine's configuration did not arrive; sending it again", "machine", h.Name, "operation", co.name, "err", oerr)
-			s.mu.Lock()
-			s.configs[h.Name] = &configOp{zone: co.zone, name: op.Name(), checkAt: time.Now().Add(s.configCheckAfter()), req: r, resent: true}
-			s.mu.Unlock()
-			return nil
-		}
-		oerr = fmt.Errorf("%w; sending it again failed too: %v", oerr, err)
-	}
-	return fmt.Errorf("instance %s in %s never received its configuration (operation %s): %w", h.Name, h.Zone, co.name, oerr)
-}
-
 // ensureFirewall makes the run's firewall rule, once.
 func (s *System) ensureFirewall(ctx context.Context, c *gceapi.Client) error {
 	s.mu.Lock()
@@ -514,8 +420,7 @@ func outboundIP(endpoint string) (string, error) {
 }
 
 // KeepaliveFailed asks GCE about the instance: one that is gone, stopped
-// or preempted will not answer again, nor will one whose configuration
-// failed to arrive. Machines of a zone share one list call, at most a
+// or preempted will not answer again. Machines of a zone share one list call, at most a
 // second old for running machines and bootCheckEvery for booting ones, so
 // that many machines failing at once (or booting) cost few API calls.
 func (s *System) KeepaliveFailed(ctx context.Context, m *bigmachine.Machine) (bool, error) {
@@ -546,11 +451,6 @@ func (s *System) KeepaliveFailed(ctx context.Context, m *bigmachine.Machine) (bo
 		return true, fmt.Errorf("instance %s in %s was deleted", h.Name, h.Zone)
 	case st == "STOPPING" || st == "STOPPED" || st == "TERMINATED" || st == "SUSPENDING" || st == "SUSPENDED":
 		return true, fmt.Errorf("instance %s in %s is %s", h.Name, h.Zone, st)
-	}
-	if m.State() < bigmachine.Running {
-		if why := s.configFailed(ctx, h); why != nil {
-			return true, why
-		}
 	}
 	return false, nil
 }
@@ -662,7 +562,6 @@ func (s *System) Shutdown(ctx context.Context) error {
 		zones = append(zones, z)
 	}
 	firewall := s.firewall
-	s.configs = map[string]*configOp{} // and the credentials they carry
 	s.mu.Unlock()
 	if c == nil {
 		return nil

@@ -21,6 +21,7 @@ import (
 	"github.com/gcefleet/gcefleet/emulator"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/system/gce"
+	"github.com/gcefleet/gcefleet/system/gce/instance"
 )
 
 const (
@@ -184,9 +185,9 @@ func TestStartCallShutdown(t *testing.T) {
 		if !strings.Contains(decl, "image: "+image+":v1") || !strings.Contains(decl, "restartPolicy: Never") {
 			t.Errorf("%s container declaration:\n%s", in.GetName(), decl)
 		}
-		wc, err := bigmachine.DecodeWorkerConfig(md[gce.ConfigKey])
-		if err != nil || wc.Name != in.GetName() || wc.Listen != ":8443" {
-			t.Errorf("%s config: %+v, %v", in.GetName(), wc, err)
+		bc, err := instance.DecodeBootConfig(md[gce.BootKey])
+		if err != nil || bc.Listen != ":8443" || bc.Nonce == "" || !strings.Contains(string(bc.CA), "BEGIN CERTIFICATE") {
+			t.Errorf("%s boot configuration: %+v, %v", in.GetName(), bc, err)
 		}
 		s := in.GetScheduling()
 		if s.GetMaxRunDuration().GetSeconds() != 12*3600 || s.GetInstanceTerminationAction() != "DELETE" {
@@ -278,7 +279,7 @@ func TestPartialStartSaysWhy(t *testing.T) {
 
 func TestRateLimitsAreRetried(t *testing.T) {
 	w := newWorld(t)
-	for _, m := range []string{"compute.instances.bulkInsert", "compute.instances.setMetadata", "compute.instances.list"} {
+	for _, m := range []string{"compute.instances.bulkInsert", "compute.instances.list"} {
 		w.emu.AddFault(emulator.Fault{Method: m, ErrorCode: 403, Count: 2})
 	}
 	w.emu.AddFault(emulator.Fault{Method: "compute.firewalls.insert", ErrorCode: 503, Count: 2})
@@ -377,35 +378,6 @@ func TestKilledDriver(t *testing.T) {
 		return len(w.instances(t, "us-central1-a")) == 0
 	})
 	t.Logf("instances gone %v after the driver was killed", time.Since(killed))
-}
-
-// TestFailedConfigurationIsNoticed: a machine whose setMetadata operation
-// fails, and fails again when sent once more, never receives its
-// configuration; Start says so, with GCE's error, instead of waiting out
-// the start timeout.
-func TestFailedConfigurationIsNoticed(t *testing.T) {
-	w := newWorld(t)
-	w.emu.AddFault(emulator.Fault{Method: "compute.instances.setMetadata", OperationError: "RESOURCE_NOT_READY", Count: 2})
-	_, ms, err := start(t, gce.New(w.config("us-central1-a")), 1, bigmachine.WithStartTimeout(10*time.Minute))
-	if len(ms) != 0 || err == nil || !strings.Contains(err.Error(), "never received its configuration") || strings.Count(err.Error(), "RESOURCE_NOT_READY") != 1 {
-		t.Fatalf("start with a configuration that fails twice: %d machines, %v", len(ms), err)
-	}
-}
-
-// TestFailedConfigurationIsSentAgain: a setMetadata operation that fails
-// once is sent again, and the machine starts.
-func TestFailedConfigurationIsSentAgain(t *testing.T) {
-	w := newWorld(t)
-	w.emu.AddFault(emulator.Fault{Method: "compute.instances.setMetadata", OperationError: "RESOURCE_NOT_READY", Count: 1})
-	_, ms, err := start(t, gce.New(w.config("us-central1-a")), 2, bigmachine.WithStartTimeout(10*time.Minute))
-	if err != nil || len(ms) != 2 {
-		t.Fatalf("start with a configuration that failed once: %d machines, %v", len(ms), err)
-	}
-	for _, m := range ms {
-		if err := m.Call(context.Background(), "Hello.Pid", struct{}{}, new(int)); err != nil {
-			t.Errorf("%s: %v", m.Name(), err)
-		}
-	}
 }
 
 // TestFailedStartShowsConsole: a machine whose container cannot start

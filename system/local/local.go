@@ -118,14 +118,21 @@ func (s *System) start(req bigmachine.StartRequest, maxprocs int) (bigmachine.Sp
 	} else {
 		cfg.Digest = req.Digest
 	}
+	// The configuration, with the machine's key, goes through a pipe the
+	// process inherits as descriptor 4: the environment names only that.
+	cfgPipe, err := cfg.Pipe()
+	if err != nil {
+		return bigmachine.Spec{}, err
+	}
+	defer cfgPipe.Close()
 	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), req.Env...)
 	cmd.Env = append(cmd.Env,
-		bigmachine.EnvConfig+"="+cfg.Encode(),
+		bigmachine.EnvConfig+"=4",
 		listenerEnv+"=3",
 		fmt.Sprintf("GOMAXPROCS=%d", maxprocs),
 	)
-	cmd.ExtraFiles = []*os.File{lnFile}
+	cmd.ExtraFiles = []*os.File{lnFile, cfgPipe}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return bigmachine.Spec{}, err

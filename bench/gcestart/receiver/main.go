@@ -3,9 +3,8 @@
 // the RPC's settings), writes the body to a memory file, runs it, answers
 // and exits. It prints its address first.
 //
-// Its certificate and key come PEM-encoded in RECEIVER_CERT and
-// RECEIVER_KEY; it runs a binary only from a client that presents that
-// same certificate. The binary it runs gets GCESTART_FLOOR=1.
+// Its certificate and key come PEM-encoded on its standard input; it runs
+// a binary only from a client that presents that same certificate. The binary it runs gets GCESTART_FLOOR=1.
 package main
 
 import (
@@ -32,7 +31,11 @@ func main() {
 }
 
 func run() error {
-	cert, err := tls.X509KeyPair([]byte(os.Getenv("RECEIVER_CERT")), []byte(os.Getenv("RECEIVER_KEY")))
+	pems, err := io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
+	if err != nil {
+		return err
+	}
+	cert, err := tls.X509KeyPair(pems, pems) // each takes its own blocks
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 // Package instance is what a bigmachine machine on Compute Engine knows of
-// itself, through the metadata server: its configuration, its address, and
-// how to delete its own instance. It is small on purpose: gceboot, the
+// itself, through the metadata server: its boot configuration, its
+// address, how to prove who it is for its certificate, and how to delete
+// its own instance. It is small on purpose: gceboot, the
 // bootstrap every instance boots, is built on it and nothing heavier.
 package instance
 
@@ -9,72 +10,77 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"cloud.google.com/go/compute/metadata"
-
-	"github.com/gcefleet/gcefleet/bigmachine"
 )
 
-// Metadata keys the gce system sets on each instance.
+// Metadata keys the gce system sets on each instance. Instance metadata is
+// readable by every viewer of the project, so they hold nothing secret.
 const (
-	// ConfigKey holds the machine's bigmachine.WorkerConfig, its
-	// credentials included; it is set on each instance alone.
-	ConfigKey = "bigmachine-config"
+	// BootKey holds the machine's BootConfig, set at insert.
+	BootKey = "bigmachine-boot"
 	// EndpointKey holds the Compute endpoint the machine deletes itself
 	// through; absent on real GCE.
 	EndpointKey = "bigmachine-compute-endpoint"
 )
 
-// Config waits for the driver to put this machine's configuration in its
-// metadata and returns it.
-func Config(ctx context.Context) (bigmachine.WorkerConfig, error) {
-	host := os.Getenv("GCE_METADATA_HOST")
-	if host == "" {
-		host = "169.254.169.254"
+// BootConfig is what a machine learns from its metadata: only public
+// things. It makes its own key and proves who it is to get its
+// certificate (see Enroll).
+type BootConfig struct {
+	// CA is the run's CA certificate (PEM): the machine accepts only a
+	// certificate it issued, and only the driver it certified.
+	CA []byte `json:"ca"`
+	// Nonce is the run's, bound into the machine's identity token.
+	Nonce string `json:"nonce"`
+	// Listen is the address the machine serves on, such as ":8443".
+	Listen string `json:"listen"`
+	// Timeout is how long the worker waits for a keepalive.
+	Timeout time.Duration `json:"timeout"`
+}
+
+// Encode returns c as metadata holds it.
+func (c BootConfig) Encode() string {
+	b, _ := json.Marshal(c)
+	return string(b)
+}
+
+// DecodeBootConfig parses what Encode returned.
+func DecodeBootConfig(s string) (BootConfig, error) {
+	var c BootConfig
+	if err := json.Unmarshal([]byte(s), &c); err != nil {
+		return c, fmt.Errorf("bad %s in the instance metadata: %w", BootKey, err)
 	}
-	base := "http://" + host + "/computeMetadata/v1/instance/attributes/?recursive=true&alt=json"
-	etag := ""
+	if len(c.CA) == 0 || c.Nonce == "" || c.Listen == "" {
+		return c, fmt.Errorf("%s in the instance metadata lacks the CA, nonce or address", BootKey)
+	}
+	return c, nil
+}
+
+// Boot returns this machine's BootConfig from the metadata server, asking
+// again while the metadata server does not answer, until ctx ends.
+func Boot(ctx context.Context) (BootConfig, error) {
 	for {
-		u := base
-		if etag != "" {
-			u += "&wait_for_change=true&timeout_sec=60&last_etag=" + url.QueryEscape(etag)
+		v, err := metadata.InstanceAttributeValueWithContext(ctx, BootKey)
+		var undef metadata.NotDefinedError
+		switch {
+		case err == nil:
+			return DecodeBootConfig(v)
+		case errors.As(err, &undef):
+			return BootConfig{}, fmt.Errorf("the instance metadata has no %s: this instance was not made by a bigmachine driver", BootKey)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return bigmachine.WorkerConfig{}, err
+		select { // the metadata server is not up yet; ask again soon
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return BootConfig{}, fmt.Errorf("reading %s from the metadata server: %w", BootKey, err)
 		}
-		req.Header.Set("Metadata-Flavor", "Google")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			if ctx.Err() != nil {
-				return bigmachine.WorkerConfig{}, err
-			}
-			etag = ""
-			select { // the metadata server is restarting; ask again soon
-			case <-time.After(time.Second):
-			case <-ctx.Done():
-				return bigmachine.WorkerConfig{}, ctx.Err()
-			}
-			continue
-		}
-		var attrs map[string]string
-		err = json.NewDecoder(resp.Body).Decode(&attrs)
-		resp.Body.Close()
-		if err != nil {
-			return bigmachine.WorkerConfig{}, fmt.Errorf("instance attributes: %w", err)
-		}
-		if v, ok := attrs[ConfigKey]; ok {
-			return bigmachine.DecodeWorkerConfig(v)
-		}
-		etag = resp.Header.Get("ETag")
 	}
 }
 
