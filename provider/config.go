@@ -10,6 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gcefleet/gcefleet/internal/confyaml"
+	"github.com/gcefleet/gcefleet/store"
 )
 
 // Roles a token can have.
@@ -37,9 +38,17 @@ type Config struct {
 	// id answers with it) before it is deleted, and how long events are
 	// kept for backends and watchers to read; 30 days if unset.
 	LeaseRetention time.Duration `yaml:"lease_retention"`
+	// MaxPendingPerClient is how many lease requests one client may have
+	// waiting for a machine; store.DefaultMaxPending (1,000) if unset.
+	MaxPendingPerClient int `yaml:"max_pending_per_client"`
 
-	retentionLine int
+	retentionLine, maxPendingLine int
 }
+
+// maxMaxPending bounds max_pending_per_client: each queued request costs
+// the store a row or two, and a client that needs more is better served
+// by more machines.
+const maxMaxPending = 1_000_000
 
 // DefaultLeaseRetention is how long ended leases are kept by default.
 const DefaultLeaseRetention = 30 * 24 * time.Hour
@@ -103,6 +112,9 @@ func ParseConfig(name string, data []byte) (Config, error) {
 			}
 			if doc.Content[i].Value == "lease_retention" {
 				cfg.retentionLine = doc.Content[i].Line
+			}
+			if doc.Content[i].Value == "max_pending_per_client" {
+				cfg.maxPendingLine = doc.Content[i].Line
 			}
 			if doc.Content[i].Value == "tokens" {
 				for j, item := range doc.Content[i+1].Content {
@@ -180,6 +192,12 @@ func ParseConfig(name string, data []byte) (Config, error) {
 		cfg.LeaseRetention = DefaultLeaseRetention
 	case cfg.LeaseRetention < time.Hour:
 		bad(cfg.retentionLine, "lease_retention %v: keep ended leases at least an hour (clients repeat a request by its id within that time), e.g. lease_retention: 720h", cfg.LeaseRetention)
+	}
+	switch {
+	case cfg.MaxPendingPerClient == 0:
+		cfg.MaxPendingPerClient = store.DefaultMaxPending
+	case cfg.MaxPendingPerClient < 0 || cfg.MaxPendingPerClient > maxMaxPending:
+		bad(cfg.maxPendingLine, "max_pending_per_client %d: give how many lease requests one client may have waiting, 1 to %d (the default is %d)", cfg.MaxPendingPerClient, maxMaxPending, store.DefaultMaxPending)
 	}
 	if b := cfg.Backend; b != nil {
 		if b.Config == "" {

@@ -54,6 +54,12 @@ func startOn(t *testing.T, database string) *world {
 	if database != "" {
 		cfg.Database = database
 	}
+	return startWith(t, cfg)
+}
+
+// startWith starts a server with cfg.
+func startWith(t *testing.T, cfg provider.Config) *world {
+	t.Helper()
 	st, err := store.Open(context.Background(), cfg.Database)
 	if err != nil {
 		t.Fatal(err)

@@ -162,6 +162,8 @@ var migrations = []migration{
 	){{withoutRowid}};
 	CREATE INDEX leases_pending_client ON leases (client) WHERE state = 'PENDING'`,
 		sqliteWhole: queueSQLite, postgres: queuePostgres},
+	// 10: PostgreSQL's notifications say which lease changed (see Listen).
+	{postgres: changesPostgres},
 }
 
 // pgIndexOnly makes PostgreSQL functions plan their statements as index

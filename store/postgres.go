@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -460,16 +461,27 @@ func (s *Store) pipeline(ctx context.Context, batch []*work) (errs []error, onSe
 }
 
 // changesChannel is the channel that PostgreSQL notifies, on commit, of
-// every new event and every change of a lease's state (migration 6).
+// every change of a lease (the payload "lease ID") and of new events of
+// a backend ("events BACKEND"); before migration 10, of either with an
+// empty payload.
 const changesChannel = "gcefleet_changes"
 
+// A Change is what Listen hears: a change of lease Lease, or new events
+// of backend Backend (Events), or, with neither, anything (as when
+// listening begins).
+type Change struct {
+	Lease   string
+	Events  bool
+	Backend string
+}
+
 // Listen calls changed each time a process using the same database
-// commits a new event or a change of a lease's state, and once when it
-// starts to listen (what came before is unknown to the caller), until ctx
-// ends or the connection fails. It is how replicas on one PostgreSQL
-// database wake each other's long polls. On SQLite, which one process
-// uses, there is nothing to hear: it returns nil at once.
-func (s *Store) Listen(ctx context.Context, changed func()) error {
+// commits a change of a lease or new events, and once with the zero
+// Change when it starts to listen (what came before is unknown to the
+// caller), until ctx ends or the connection fails. It is how replicas on
+// one PostgreSQL database wake each other's long polls. On SQLite, which
+// one process uses, there is nothing to hear: it returns nil at once.
+func (s *Store) Listen(ctx context.Context, changed func(Change)) error {
 	if !s.postgres {
 		return nil
 	}
@@ -481,14 +493,41 @@ func (s *Store) Listen(ctx context.Context, changed func()) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+changesChannel); err != nil {
 		return fmt.Errorf("store: listen: %w", err)
 	}
-	changed()
+	changed(Change{})
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("store: waiting for changes: %w", err)
 		}
-		changed()
+		var c Change
+		if id, ok := strings.CutPrefix(n.Payload, "lease "); ok {
+			c.Lease = id
+		} else if b, ok := strings.CutPrefix(n.Payload, "events "); ok {
+			c.Events, c.Backend = true, b
+		}
+		changed(c)
 	}
+}
+
+// changesPostgres (migration 10) says in each notification what changed:
+// which lease, or that there are new events, so that a replica wakes only
+// the long polls that wait for it.
+var changesPostgres = []string{
+	`CREATE FUNCTION gcefleet_lease_changed() RETURNS trigger AS $$
+	BEGIN
+		PERFORM pg_notify('` + changesChannel + `', 'lease ' || NEW.id);
+		RETURN NULL;
+	END $$ LANGUAGE plpgsql`,
+	`CREATE FUNCTION gcefleet_events_changed() RETURNS trigger AS $$
+	BEGIN
+		PERFORM pg_notify('` + changesChannel + `', 'events ' || NEW.backend);
+		RETURN NULL;
+	END $$ LANGUAGE plpgsql`,
+	`DROP TRIGGER leases_changed ON leases`,
+	`CREATE TRIGGER leases_changed AFTER UPDATE ON leases FOR EACH ROW EXECUTE FUNCTION gcefleet_lease_changed()`,
+	`DROP TRIGGER events_changed ON events`,
+	`CREATE TRIGGER events_changed AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION gcefleet_events_changed()`,
 }

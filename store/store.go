@@ -1168,13 +1168,13 @@ func (s *Store) onReclaim() string {
 }
 
 // Expire ends the leases whose time is up and denies the requests whose
-// deadline passed. It returns how many it ended and when the next one is
-// due (zero if none).
-func (s *Store) Expire(ctx context.Context) (int, time.Time, error) {
+// deadline passed. It returns the ids of those it ended (for the long
+// polls that wait for them) and when the next one is due (zero if none).
+func (s *Store) Expire(ctx context.Context) ([]string, time.Time, error) {
 	now := s.Now()
-	ended := 0
+	var ended []string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		ended = 0
+		ended = nil
 		if s.postgres {
 			// Before any row lock: see eventsLock.
 			if _, err := s.execTx(ctx, tx, "SELECT pg_advisory_xact_lock("+eventsLock+")"); err != nil {
@@ -1214,12 +1214,12 @@ func (s *Store) Expire(ctx context.Context) (int, time.Time, error) {
 			if err := s.end(ctx, tx, d.id, d.host, to, now); err != nil {
 				return err
 			}
-			ended++
+			ended = append(ended, d.id)
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("store: expiring leases: %w", err)
+		return nil, time.Time{}, fmt.Errorf("store: expiring leases: %w", err)
 	}
 	var next sql.NullInt64
 	err = s.read(ctx, func(tx *sql.Tx) error {
