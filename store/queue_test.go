@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/store"
 )
 
@@ -159,60 +156,5 @@ func TestQueueCapDefault(t *testing.T) {
 	}
 	if _, _, err := s.RequestLease(ctx, "a", request("over", store.Dimensions{"os": {"linux"}})); !errors.Is(err, store.ErrQueueFull) {
 		t.Fatalf("request %d: %v; want ErrQueueFull", store.DefaultMaxPending+1, err)
-	}
-}
-
-// BenchmarkAddMachineQueued measures adding a machine that no pending
-// request wants, with 10,000 pending requests from 10 clients (1,000
-// each, the default cap). "disjoint": the requests ask for os=windows and
-// a pool of their client's; "overlap": for os=linux, which the machines
-// have, and such a pool, which they do not. It reports the p99 of an add.
-//
-//	go test ./store -run '^$' -bench AddMachineQueued -benchtime 2000x
-func BenchmarkAddMachineQueued(b *testing.B) {
-	for _, db := range []string{"sqlite", "postgres"} {
-		for _, shape := range []string{"disjoint", "overlap"} {
-			b.Run(db+"/"+shape, func(b *testing.B) {
-				url := "sqlite:" + filepath.Join(b.TempDir(), "bench.db")
-				if db == "postgres" {
-					url = testutil.PostgresURL(b)
-				}
-				ctx := context.Background()
-				s, err := store.Open(ctx, url)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
-				os := "windows"
-				if shape == "overlap" {
-					os = "linux"
-				}
-				for c := range 10 {
-					for i := range 1000 {
-						d := store.Dimensions{"os": {os}, "pool": {fmt.Sprint("pool-", c)}}
-						if _, _, err := s.RequestLease(ctx, fmt.Sprint("client-", c), request(fmt.Sprint(i), d)); err != nil {
-							b.Fatal(err)
-						}
-					}
-				}
-				if err := s.Maintain(ctx); err != nil {
-					b.Fatal(err)
-				}
-				lat := make([]time.Duration, 0, b.N)
-				b.ResetTimer()
-				for i := range b.N {
-					t := time.Now()
-					m, err := s.AddMachine(ctx, machine(fmt.Sprintf("vm-%07d", i), linux8))
-					if err != nil || m.LeaseID != "" {
-						b.Fatalf("add: %+v, %v; want no lease", m, err)
-					}
-					lat = append(lat, time.Since(t))
-				}
-				b.StopTimer()
-				slices.Sort(lat)
-				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
-				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-			})
-		}
 	}
 }
