@@ -141,6 +141,9 @@ func wakeupsBy(t *testing.T, w *world, answer string) float64 {
 // waiting is refused the next with 429 and a message that names the cap
 // and the setting; another client is not.
 func TestQueueFullIs429(t *testing.T) {
+	if cfg, err := provider.ParseConfig("test.yaml", []byte(config)); err != nil || cfg.MaxPendingPerClient != 1000 {
+		t.Errorf("max_pending_per_client by default: %d, %v; want 1000", cfg.MaxPendingPerClient, err)
+	}
 	cfg, err := provider.ParseConfig("test.yaml", []byte(config+"max_pending_per_client: 2\n"))
 	if err != nil {
 		t.Fatal(err)
