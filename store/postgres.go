@@ -219,7 +219,7 @@ var queuePostgres = []string{
 	`CREATE OR REPLACE FUNCTION gcefleet_add_machine(p_host TEXT, p_backend TEXT, p_body TEXT, p_now BIGINT,
 		p_kv TEXT[]) RETURNS TABLE (o_status TEXT, o_lease TEXT) AS $$
 	DECLARE
-		v_old TEXT; v_id TEXT; l leases%ROWTYPE;
+		v_old TEXT; v_id TEXT; v_shapes TEXT[]; l leases%ROWTYPE;
 	BEGIN
 		PERFORM pg_advisory_xact_lock_shared(` + matchLock + `);
 		SELECT body INTO v_old FROM machines WHERE hostname = p_host;
@@ -236,14 +236,18 @@ var queuePostgres = []string{
 		END IF;
 		INSERT INTO machines (hostname, backend, body, state, added_at, kv) VALUES (p_host, p_backend, p_body, 'AVAILABLE', p_now, p_kv);
 		o_status := 'added';
-		-- The candidates from the queue, oldest first (a query on leases
-		-- ordered by age would walk all pending leases to find them).
-		FOR v_id IN SELECT q.lease_id FROM queue q WHERE q.shape IN (
-				SELECT shape FROM queue_shapes WHERE kv = ANY(array_append(p_kv, '')) GROUP BY shape HAVING COUNT(*) = MIN(ndims))
-			AND q.deadline > p_now ORDER BY q.created_at, q.lease_id LOOP
-			SELECT * INTO l FROM leases WHERE id = v_id AND state = 'PENDING' FOR UPDATE SKIP LOCKED;
-			EXIT WHEN FOUND;
-		END LOOP;
+		-- The shapes it satisfies, then their requests, oldest first: a
+		-- query on leases ordered by age, or a join, would walk all
+		-- pending requests to find them.
+		SELECT array_agg(shape) INTO v_shapes FROM (SELECT shape FROM queue_shapes WHERE kv = ANY(array_append(p_kv, ''))
+			GROUP BY shape HAVING COUNT(*) = MIN(ndims)) AS fits;
+		IF v_shapes IS NOT NULL THEN
+			FOR v_id IN SELECT q.lease_id FROM queue q WHERE q.shape = ANY(v_shapes) AND q.deadline > p_now
+				ORDER BY q.created_at, q.lease_id LOOP
+				SELECT * INTO l FROM leases WHERE id = v_id AND state = 'PENDING' FOR UPDATE SKIP LOCKED;
+				EXIT WHEN FOUND;
+			END LOOP;
+		END IF;
 		IF l.id IS NOT NULL THEN
 			PERFORM gcefleet_assign(l.id, l.duration_ns, l.expires_at, l.indefinite, p_host, p_backend, p_body, p_now);
 			o_lease := l.id;
