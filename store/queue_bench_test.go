@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,13 +43,26 @@ func BenchmarkAddMachineQueued(b *testing.B) {
 				if shape == "empty" {
 					clients = 0
 				}
+				// The requests, 64 at a time (the store batches them).
+				var wg sync.WaitGroup
+				errs := make(chan error, clients)
 				for c := range clients {
-					for i := range 1000 {
-						d := store.Dimensions{"os": {os}, "pool": {fmt.Sprint("pool-", c)}}
-						if _, _, err := s.RequestLease(ctx, fmt.Sprint("client-", c), request(fmt.Sprint(i), d)); err != nil {
-							b.Fatal(err)
-						}
+					for part := range 64 / clients {
+						wg.Go(func() {
+							for i := part; i < 1000; i += 64 / clients {
+								d := store.Dimensions{"os": {os}, "pool": {fmt.Sprint("pool-", c)}}
+								if _, _, err := s.RequestLease(ctx, fmt.Sprint("client-", c), request(fmt.Sprint(i), d)); err != nil {
+									errs <- err
+									return
+								}
+							}
+						})
 					}
+				}
+				wg.Wait()
+				close(errs)
+				if err := <-errs; err != nil {
+					b.Fatal(err)
 				}
 				if err := s.Maintain(ctx); err != nil {
 					b.Fatal(err)
