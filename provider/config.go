@@ -10,6 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gcefleet/gcefleet/internal/confyaml"
+	"github.com/gcefleet/gcefleet/store"
 )
 
 // Roles a token can have.
@@ -42,9 +43,17 @@ type Config struct {
 	// process's descriptor limit (RLIMIT_NOFILE), less an eighth for the
 	// database and the backend.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxPendingPerClient is how many lease requests one client may have
+	// waiting for a machine; store.DefaultMaxPending (1,000) if unset.
+	MaxPendingPerClient int `yaml:"max_pending_per_client"`
 
-	retentionLine int
+	retentionLine, maxPendingLine, maxConnectionsLine int
 }
+
+// maxMaxPending bounds max_pending_per_client: each queued request costs
+// the store a row or two, and a client that needs more is better served
+// by more machines.
+const maxMaxPending = 1_000_000
 
 // DefaultLeaseRetention is how long ended leases are kept by default.
 const DefaultLeaseRetention = 30 * 24 * time.Hour
@@ -108,6 +117,12 @@ func ParseConfig(name string, data []byte) (Config, error) {
 			}
 			if doc.Content[i].Value == "lease_retention" {
 				cfg.retentionLine = doc.Content[i].Line
+			}
+			if doc.Content[i].Value == "max_pending_per_client" {
+				cfg.maxPendingLine = doc.Content[i].Line
+			}
+			if doc.Content[i].Value == "max_connections" {
+				cfg.maxConnectionsLine = doc.Content[i].Line
 			}
 			if doc.Content[i].Value == "tokens" {
 				for j, item := range doc.Content[i+1].Content {
@@ -187,7 +202,13 @@ func ParseConfig(name string, data []byte) (Config, error) {
 		bad(cfg.retentionLine, "lease_retention %v: keep ended leases at least an hour (clients repeat a request by its id within that time), e.g. lease_retention: 720h", cfg.LeaseRetention)
 	}
 	if cfg.MaxConnections < 0 || cfg.MaxConnections > 0 && cfg.MaxConnections < 16 {
-		bad(1, "max_connections %d: give at least 16, or 0 to derive it from the descriptor limit", cfg.MaxConnections)
+		bad(cfg.maxConnectionsLine, "max_connections %d: give at least 16, or 0 to derive it from the descriptor limit", cfg.MaxConnections)
+	}
+	switch {
+	case cfg.MaxPendingPerClient == 0:
+		cfg.MaxPendingPerClient = store.DefaultMaxPending
+	case cfg.MaxPendingPerClient < 0 || cfg.MaxPendingPerClient > maxMaxPending:
+		bad(cfg.maxPendingLine, "max_pending_per_client %d: give how many lease requests one client may have waiting, 1 to %d (the default is %d)", cfg.MaxPendingPerClient, maxMaxPending, store.DefaultMaxPending)
 	}
 	if b := cfg.Backend; b != nil {
 		if b.Config == "" {

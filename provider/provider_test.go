@@ -54,6 +54,12 @@ func startOn(t *testing.T, database string) *world {
 	if database != "" {
 		cfg.Database = database
 	}
+	return startWith(t, cfg)
+}
+
+// startWith starts a server with cfg.
+func startWith(t *testing.T, cfg provider.Config) *world {
+	t.Helper()
 	st, err := store.Open(context.Background(), cfg.Database)
 	if err != nil {
 		t.Fatal(err)
@@ -392,6 +398,8 @@ func TestConfigErrors(t *testing.T) {
 		{"tokens:\n  - {name: e, role: admin, token_env: GCEFLEET_TEST_NO_SUCH_VAR}\n", []string{"cfg.yaml:2: token \"e\": environment variable GCEFLEET_TEST_NO_SUCH_VAR is empty"}},
 		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\nlease_retention: 10m\n", []string{"cfg.yaml:3: lease_retention 10m0s: keep ended leases at least an hour"}},
 		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\nlease_retention: soon\n", []string{`cfg.yaml:3: "soon" is not a duration`, "720h"}},
+		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\nmax_pending_per_client: -5\n", []string{"cfg.yaml:3: max_pending_per_client -5: give how many lease requests one client may have waiting, 1 to 1000000"}},
+		{"tokens:\n  - {name: a, role: admin, token: x-x-x-x-x-x-x-x-x-x}\nmax_pending_per_client: 2000000\n", []string{"cfg.yaml:3: max_pending_per_client 2000000"}},
 	} {
 		_, err := provider.ParseConfig("cfg.yaml", []byte(tc.yaml))
 		for _, w := range tc.want {

@@ -50,10 +50,11 @@ type Server struct {
 	// (see follow); until they do, long polls look every second.
 	hearing atomic.Bool
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced when anything changes
-	wakeAt  time.Time     // when Run looks next
-	wake    chan struct{} // wakes Run sooner
+	polls polls // the long polls waiting, by what they wait for
+
+	mu     sync.Mutex
+	wakeAt time.Time     // when Run looks next
+	wake   chan struct{} // wakes Run sooner
 
 	sections []func() template.HTML
 	deferred []func()
@@ -64,6 +65,7 @@ type metrics struct {
 	outcomes *prometheus.CounterVec
 	wait     prometheus.Histogram
 	latency  *prometheus.HistogramVec
+	wakeups  *prometheus.CounterVec
 }
 
 // New returns a server for st with the tokens of cfg.
@@ -72,7 +74,12 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	if retention == 0 {
 		retention = DefaultLeaseRetention
 	}
-	s := &Server{st: st, tokens: cfg.Tokens, retention: retention, log: log, reg: prometheus.NewRegistry(), changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+	s := &Server{st: st, tokens: cfg.Tokens, retention: retention, log: log, reg: prometheus.NewRegistry(), wake: make(chan struct{}, 1)}
+	// The store refuses requests beyond the cap; it is the provider's
+	// configuration that sets it.
+	st.MaxPending = cfg.MaxPendingPerClient
+	s.polls.leases = map[string]map[*poll]struct{}{}
+	s.polls.events = map[*poll]struct{}{}
 	s.m = metrics{
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gcefleet_provider_requests_in_flight",
@@ -92,7 +99,19 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 			Help:    "API request latency by route and status.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"route", "code"}),
+		wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gcefleet_provider_long_poll_wakeups_total",
+			Help: "Long polls woken by a change of what they wait for, by how they looked at it: read (from the store again) or change (the change's own value, no read).",
+		}, []string{"answer"}),
 	}
+	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gcefleet_provider_long_polls_waiting",
+		Help: "Long polls waiting for a change.",
+	}, func() float64 {
+		s.polls.mu.Lock()
+		defer s.polls.mu.Unlock()
+		return float64(s.polls.n)
+	})
 	hearing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gcefleet_provider_hearing_replicas",
 		Help: "1 when the changes other replicas commit wake this one's long polls at once; 0 while long polls look every second instead.",
@@ -102,7 +121,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 		}
 		return 0
 	})
-	s.reg.MustRegister(s.m.inFlight, s.m.outcomes, s.m.wait, s.m.latency, hearing, &gauges{s})
+	s.reg.MustRegister(s.m.inFlight, s.m.outcomes, s.m.wait, s.m.latency, s.m.wakeups, waiting, hearing, &gauges{s})
 	return s
 }
 
@@ -167,18 +186,144 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// notify wakes everyone waiting for a change.
-func (s *Server) notify() {
-	s.mu.Lock()
-	close(s.changed)
-	s.changed = make(chan struct{})
-	s.mu.Unlock()
+// polls are the long polls waiting, by what wakes them: a change of
+// their lease, or new events of their backend. A change wakes only the
+// polls that wait for it (with thousands waiting, waking all for each
+// change made each re-read its lease, most for nothing).
+type polls struct {
+	mu     sync.Mutex
+	leases map[string]map[*poll]struct{} // by lease id
+	events map[*poll]struct{}
+	n      int // polls waiting
 }
 
-func (s *Server) changes() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.changed
+// poll is one long poll waiting.
+type poll struct {
+	lease   string // the lease it waits on, or "" for events
+	while   string // a lease poll waits while its lease is in this state
+	backend string // an event poll reads this backend's events ("" all)
+
+	wake chan struct{} // 1-buffered: a change happened (got or stale)
+
+	mu    sync.Mutex
+	got   *store.Lease // the lease as a change left it, out of while
+	stale bool         // something changed that only a read tells
+}
+
+// watch registers p, before its first look, so that no change after that
+// look goes unseen; the func it returns unregisters it.
+func (s *Server) watch(p *poll) func() {
+	p.wake = make(chan struct{}, 1)
+	ps := &s.polls
+	ps.mu.Lock()
+	ps.n++
+	if p.lease == "" {
+		ps.events[p] = struct{}{}
+	} else {
+		if ps.leases[p.lease] == nil {
+			ps.leases[p.lease] = map[*poll]struct{}{}
+		}
+		ps.leases[p.lease][p] = struct{}{}
+	}
+	ps.mu.Unlock()
+	return func() {
+		ps.mu.Lock()
+		defer ps.mu.Unlock()
+		ps.n--
+		if p.lease == "" {
+			delete(ps.events, p)
+			return
+		}
+		delete(ps.leases[p.lease], p)
+		if len(ps.leases[p.lease]) == 0 {
+			delete(ps.leases, p.lease)
+		}
+	}
+}
+
+// tell wakes p with l, the lease as a change left it, or, with l nil, to
+// read again.
+func (p *poll) tell(l *store.Lease) {
+	p.mu.Lock()
+	switch {
+	case l == nil:
+		p.stale = true
+	case l.State == p.while:
+		// Not what it waits for (an extension of a lease watched for its
+		// end): nothing to do.
+		p.mu.Unlock()
+		return
+	case p.got == nil:
+		p.got = l
+	}
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// taken returns and clears what p was told.
+func (p *poll) taken() (got *store.Lease, stale bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	got, stale = p.got, p.stale
+	p.got, p.stale = nil, false
+	return got, stale
+}
+
+// leaseChanged wakes the polls of lease l.ID with its new value: they
+// answer with it, without reading it again.
+func (s *Server) leaseChanged(l store.Lease) {
+	s.polls.mu.Lock()
+	defer s.polls.mu.Unlock()
+	for p := range s.polls.leases[l.ID] {
+		p.tell(&l)
+	}
+}
+
+// leaseTouched wakes the polls of lease id to read it again: it changed,
+// in a way this server does not know the result of.
+func (s *Server) leaseTouched(id string) {
+	s.polls.mu.Lock()
+	defer s.polls.mu.Unlock()
+	for p := range s.polls.leases[id] {
+		p.tell(nil)
+	}
+}
+
+// eventsAdded wakes the event polls of backend (all for "").
+func (s *Server) eventsAdded(backend string) {
+	s.polls.mu.Lock()
+	defer s.polls.mu.Unlock()
+	for p := range s.polls.events {
+		if backend == "" || p.backend == "" || p.backend == backend {
+			p.tell(nil)
+		}
+	}
+}
+
+// notify wakes every poll to read again: anything may have changed.
+func (s *Server) notify() {
+	s.polls.mu.Lock()
+	defer s.polls.mu.Unlock()
+	for _, ps := range s.polls.leases {
+		for p := range ps {
+			p.tell(nil)
+		}
+	}
+	for p := range s.polls.events {
+		p.tell(nil)
+	}
+}
+
+// leased wakes the polls that lease l's fulfilment answers: its own
+// and its machine's backend's event feed (a "leased" event).
+func (s *Server) leased(l store.Lease) {
+	s.leaseChanged(l)
+	if l.Machine != nil {
+		s.eventsAdded(l.Machine.Backend)
+	}
 }
 
 // Run ends leases as they expire and requests as their deadline passes,
@@ -208,9 +353,12 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.Error("expiring leases", "err", err)
 			next = time.Now().Add(5 * time.Second)
 		}
-		if ended > 0 {
-			s.m.outcomes.WithLabelValues("ended_by_time").Add(float64(ended))
-			s.notify()
+		if len(ended) > 0 {
+			s.m.outcomes.WithLabelValues("ended_by_time").Add(float64(len(ended)))
+			for _, id := range ended {
+				s.leaseTouched(id)
+			}
+			s.eventsAdded("") // "reclaimed", for the leases that had machines
 		}
 		// Look again at least every few seconds, for the leases other
 		// replicas make.
@@ -234,14 +382,22 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // follow wakes long polls when other replicas on the same database commit
-// a change, until ctx ends.
+// a change, until ctx ends: only those of the lease that changed, or the
+// event polls for new events.
 func (s *Server) follow(ctx context.Context) {
 	backoff := time.Second
 	for {
-		err := s.st.Listen(ctx, func() {
+		err := s.st.Listen(ctx, func(c store.Change) {
 			s.hearing.Store(true)
 			backoff = time.Second
-			s.notify()
+			switch {
+			case c.Lease != "":
+				s.leaseTouched(c.Lease)
+			case c.Events:
+				s.eventsAdded(c.Backend)
+			default:
+				s.notify()
+			}
 		})
 		s.hearing.Store(false)
 		if ctx.Err() != nil {
@@ -530,7 +686,6 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request, p Principal)
 		return err
 	}
 	s.added(r.Context(), m)
-	s.notify()
 	return writeJSON(w, http.StatusOK, m)
 }
 
@@ -578,7 +733,6 @@ func (s *Server) addMachines(w http.ResponseWriter, r *http.Request, p Principal
 		s.added(r.Context(), m)
 		out[i].Machine = &ms[i]
 	}
-	s.notify()
 	return writeJSON(w, http.StatusOK, map[string]any{"results": out})
 }
 
@@ -611,16 +765,24 @@ func checkMachine(fields map[string]string, prefix string, m *store.Machine, p P
 	}
 }
 
-// added counts a machine that went at once to a waiting request.
+// added counts a machine that went at once to a waiting request, and
+// answers that request's long polls with the lease read here, once.
 func (s *Server) added(ctx context.Context, m store.Machine) {
 	if m.LeaseID == "" {
 		return
 	}
-	if l, err := s.st.Lease(ctx, m.LeaseID); err == nil && l.Hostname == m.Hostname {
+	l, err := s.st.Lease(ctx, m.LeaseID)
+	if err != nil {
+		s.leaseTouched(m.LeaseID)
+		s.eventsAdded(m.Backend)
+		return
+	}
+	if l.Hostname == m.Hostname {
 		s.m.outcomes.WithLabelValues("fulfilled_from_queue").Inc()
 		s.m.wait.Observe(l.Fulfilled.Sub(l.Created).Seconds())
 		s.due(l.ExpiresAt)
 	}
+	s.leased(l)
 }
 
 func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -634,7 +796,6 @@ func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request, p Princip
 	if err := s.st.DeleteMachine(r.Context(), backend, r.PathValue("hostname")); err != nil {
 		return err
 	}
-	s.notify()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -663,19 +824,24 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 		return invalid(fields)
 	}
 	l, created, err := s.st.RequestLease(r.Context(), p.Name, req)
+	if errors.Is(err, store.ErrQueueFull) {
+		return &apiError{Status: http.StatusTooManyRequests, Code: "queue_full", Message: err.Error()}
+	}
 	if err != nil {
 		return err
 	}
 	if created {
+		// A new lease: no poll waits on it yet, but a lease fulfilled at
+		// once wrote an event.
 		if l.State == store.Fulfilled {
 			s.m.outcomes.WithLabelValues("fulfilled_at_once").Inc()
 			s.due(l.ExpiresAt)
+			s.leased(l)
 		} else {
 			s.m.outcomes.WithLabelValues("queued").Inc()
 			s.due(l.Request.Deadline)
 		}
 	}
-	s.notify()
 	return writeJSON(w, http.StatusOK, l)
 }
 
@@ -715,7 +881,13 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) e
 		return invalid(map[string]string{"while": "PENDING (the default: wait for fulfilment) or FULFILLED (wait for the lease to end)"})
 	}
 	var l store.Lease
-	err = s.longPoll(r, func() (bool, error) {
+	err = s.longPoll(r, &poll{lease: id, while: while}, func(got *store.Lease) (bool, error) {
+		if got != nil {
+			// The change's value: the first look, a read, found the lease
+			// p's, and a lease's client does not change.
+			l = *got
+			return true, nil
+		}
 		var err error
 		l, err = s.owned(r.Context(), p, id)
 		return err != nil || l.State != while, err
@@ -727,9 +899,13 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) e
 }
 
 // longPoll calls ready until it says the answer is ready, the request's
-// ?wait= passes, or the request ends. It looks again on every change,
-// this server's or (see follow) another replica's.
-func (s *Server) longPoll(r *http.Request, ready func() (bool, error)) error {
+// ?wait= passes, or the request ends: first with nil (ready reads what it
+// needs), then each time a change wakes p, with the lease as the change
+// left it when this server knows that (ready answers with it) or nil
+// (ready reads again). Changes that are not p's do not wake it. While
+// other replicas' changes go unheard (see follow), it reads again every
+// second.
+func (s *Server) longPoll(r *http.Request, p *poll, ready func(got *store.Lease) (bool, error)) error {
 	var wait time.Duration
 	if v := r.URL.Query().Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -739,11 +915,16 @@ func (s *Server) longPoll(r *http.Request, ready func() (bool, error)) error {
 		wait = d
 	}
 	deadline := time.Now().Add(wait)
-	for {
-		ch := s.changes()
-		done, err := ready()
-		if err != nil || done {
-			return err
+	if wait > 0 {
+		defer s.watch(p)()
+	}
+	var got *store.Lease
+	for look := true; ; {
+		if look {
+			done, err := ready(got)
+			if err != nil || done {
+				return err
+			}
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -755,8 +936,17 @@ func (s *Server) longPoll(r *http.Request, ready func() (bool, error)) error {
 		}
 		t := time.NewTimer(recheck)
 		select {
-		case <-ch:
+		case <-p.wake:
+			var stale bool
+			got, stale = p.taken()
+			switch look = got != nil || stale; {
+			case got != nil:
+				s.m.wakeups.WithLabelValues("change").Inc()
+			case stale:
+				s.m.wakeups.WithLabelValues("read").Inc()
+			}
 		case <-t.C:
+			got, look = nil, true
 		case <-r.Context().Done():
 			t.Stop()
 			return r.Context().Err()
@@ -810,7 +1000,7 @@ func (s *Server) extendLease(w http.ResponseWriter, r *http.Request, p Principal
 		return err
 	}
 	s.due(l.ExpiresAt)
-	s.notify()
+	s.leaseChanged(l)
 	return writeJSON(w, http.StatusOK, l)
 }
 
@@ -831,7 +1021,10 @@ func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request, p Principa
 	}
 	if ended {
 		s.m.outcomes.WithLabelValues("released").Inc()
-		s.notify()
+		s.leaseChanged(l)
+		if l.Machine != nil {
+			s.eventsAdded(l.Machine.Backend) // "reclaimed"
+		}
 	}
 	return writeJSON(w, http.StatusOK, l)
 }
@@ -853,7 +1046,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p Principal) err
 		return err
 	}
 	var evs []store.Event
-	err = s.longPoll(r, func() (bool, error) {
+	err = s.longPoll(r, &poll{backend: backend}, func(*store.Lease) (bool, error) {
 		var err error
 		evs, err = s.st.Events(r.Context(), backend, after, 500)
 		return len(evs) > 0, err

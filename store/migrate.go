@@ -15,6 +15,9 @@ type migration struct {
 	sql string
 	// sqlite is for SQLite only, split at ";" and run before sql.
 	sqlite string
+	// sqliteWhole is for SQLite only, each statement run whole (trigger
+	// bodies hold ";"), after sql.
+	sqliteWhole []string
 	// postgres is for PostgreSQL only, each statement run whole (function
 	// bodies hold ";"), after sql.
 	postgres []string
@@ -141,6 +144,26 @@ var migrations = []migration{
 		END $$ LANGUAGE plpgsql`,
 		`CREATE TRIGGER events_in_order BEFORE INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION gcefleet_events_in_order()`,
 	}},
+	// 9: a machine is matched against the queue by index (see
+	// queueSQLite), and the queue is capped per client
+	// (leases_pending_client counts a client's pending requests).
+	{sql: `CREATE TABLE queue (
+		shape      TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		lease_id   TEXT NOT NULL,
+		deadline   BIGINT NOT NULL,
+		PRIMARY KEY (shape, created_at, lease_id)
+	){{withoutRowid}};
+	CREATE TABLE queue_shapes (
+		kv    TEXT NOT NULL,
+		shape TEXT NOT NULL,
+		ndims INTEGER NOT NULL,
+		PRIMARY KEY (kv, shape)
+	){{withoutRowid}};
+	CREATE INDEX leases_pending_client ON leases (client) WHERE state = 'PENDING'`,
+		sqliteWhole: queueSQLite, postgres: queuePostgres},
+	// 10: PostgreSQL's notifications say which lease changed (see Listen).
+	{postgres: changesPostgres},
 }
 
 // pgIndexOnly makes PostgreSQL functions plan their statements as index
@@ -218,6 +241,8 @@ func (s *Store) migrate(ctx context.Context, migrations []migration) error {
 		stmts = append(stmts, strings.Split(s.dialect(migrations[v].sql), ";")...)
 		if s.postgres {
 			stmts = append(stmts, migrations[v].postgres...)
+		} else {
+			stmts = append(stmts, migrations[v].sqliteWhole...)
 		}
 		for _, stmt := range stmts {
 			if strings.TrimSpace(stmt) == "" {
@@ -241,7 +266,7 @@ func (s *Store) migrate(ctx context.Context, migrations []migration) error {
 
 func (s *Store) dialect(stmt string) string {
 	if s.postgres {
-		return strings.NewReplacer("{{serial}}", "BIGSERIAL PRIMARY KEY", "{{bool}}", "BOOLEAN").Replace(stmt)
+		return strings.NewReplacer("{{serial}}", "BIGSERIAL PRIMARY KEY", "{{bool}}", "BOOLEAN", "{{withoutRowid}}", "").Replace(stmt)
 	}
-	return strings.NewReplacer("{{serial}}", "INTEGER PRIMARY KEY AUTOINCREMENT", "{{bool}}", "INTEGER").Replace(stmt)
+	return strings.NewReplacer("{{serial}}", "INTEGER PRIMARY KEY AUTOINCREMENT", "{{bool}}", "INTEGER", "{{withoutRowid}}", " WITHOUT ROWID").Replace(stmt)
 }

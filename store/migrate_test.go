@@ -127,3 +127,63 @@ func TestOpenCurrentChangesNothing(t *testing.T) {
 	}
 	s.Close()
 }
+
+// TestMigration9QueuesWaitingRequests: requests waiting before the queue
+// was indexed by shape (migration 9) are offered new machines after, in
+// order, on both databases.
+func TestMigration9QueuesWaitingRequests(t *testing.T) {
+	ctx := context.Background()
+	deadline := fmt.Sprint(time.Now().Add(time.Hour).UnixNano())
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			url := "sqlite:" + t.TempDir() + "/old.db"
+			kvs := []string{`'["os=mac"]'`, `'["cpus=8","os=mac"]'`, `'[]'`}
+			if db == "postgres" {
+				url = testutil.PostgresURL(t)
+				kvs = []string{`'{os=mac}'`, `'{os=mac,cpus=8}'`, `'{}'`}
+			}
+			var conn *sql.DB
+			var err error
+			if db == "postgres" {
+				conn, err = sql.Open("pgx", url)
+			} else {
+				conn, err = sql.Open("sqlite", "file:"+url[len("sqlite:"):])
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			old := &Store{db: conn, postgres: db == "postgres", Now: time.Now}
+			if err := old.migrate(ctx, migrations[:8]); err != nil {
+				t.Fatal(err)
+			}
+			for i, kv := range kvs {
+				if _, err := conn.ExecContext(ctx, `INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite, kv)
+					VALUES ('l`+fmt.Sprint(i)+`', 'c', 'r`+fmt.Sprint(i)+`', '{"term":{"indefinite":true}}', 'PENDING', `+fmt.Sprint(i+1)+`, `+deadline+`, 0, 0, `+map[bool]string{true: "TRUE", false: "1"}[db == "postgres"]+`, `+kv+`)`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conn.Close()
+			s, err := Open(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			for _, c := range []struct {
+				host  string
+				dims  Dimensions
+				lease string
+			}{
+				{"linux1", Dimensions{"os": {"linux"}, "cpus": {"8"}}, "l2"}, // only the request for nothing
+				{"mac1", Dimensions{"os": {"mac"}, "cpus": {"8"}}, "l0"},
+				{"mac2", Dimensions{"os": {"mac"}, "cpus": {"8"}}, "l1"},
+				{"mac3", Dimensions{"os": {"mac"}, "cpus": {"8"}}, ""},
+			} {
+				m, err := s.AddMachine(ctx, Machine{Hostname: c.host, Backend: "gce", Dimensions: c.dims})
+				if err != nil || m.LeaseID != c.lease {
+					t.Errorf("adding %s: lease %q, %v; want %q", c.host, m.LeaseID, err, c.lease)
+				}
+			}
+		})
+	}
+}

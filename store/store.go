@@ -49,6 +49,32 @@ type Store struct {
 
 	// Now is the clock; tests may replace it before use.
 	Now func() time.Time
+	// MaxPending is how many pending requests one client may have
+	// (DefaultMaxPending if 0); a request beyond it that finds no machine
+	// fails with ErrQueueFull. Set it before use.
+	MaxPending int
+}
+
+// DefaultMaxPending is how many pending requests a client may have by
+// default: enough for any one job's burst, few enough that one client
+// cannot fill the queue for all.
+const DefaultMaxPending = 1000
+
+// ErrQueueFull refuses a request that would queue beyond the client's
+// MaxPending.
+var ErrQueueFull = errors.New("too many pending requests")
+
+// maxPending is MaxPending or its default.
+func (s *Store) maxPending() int {
+	if s.MaxPending > 0 {
+		return s.MaxPending
+	}
+	return DefaultMaxPending
+}
+
+// queueFull is the error for a client whose queue is full.
+func queueFull(client string, max int) error {
+	return fmt.Errorf("%w: client %s has %d pending lease requests, the most it may have; wait for some to be fulfilled or release them, or raise max_pending_per_client in the provider's configuration", ErrQueueFull, client, max)
 }
 
 // Open opens the database at url and applies migrations: a PostgreSQL URL
@@ -597,16 +623,64 @@ func (s *Store) sqliteAddMachine(ctx context.Context, m Machine, body string, no
 	return m, err
 }
 
+// The queue is indexed by shape, the set of dimensions a request asks
+// for (migration 9), so that a new machine finds the requests it
+// satisfies without reading those it does not: queue holds each pending
+// request under its shape, oldest first, and queue_shapes each shape in
+// the queue once a "key=value" of it, ndims its number of them (a shape
+// of no dimensions has one row, kv "", which every machine's lookup
+// includes). A machine satisfies the shapes all ndims of whose rows are
+// among its own, and the oldest request of those shapes gets it. There
+// are few shapes (clients ask for a few kinds of machine), so a machine
+// reads a row or two for each shape that shares a dimension with it and
+// the requests of the shapes it satisfies; none of the others. Triggers
+// keep both tables: a request enters with its PENDING lease and leaves
+// when the lease leaves that state, on every path.
+//
+// A shape's key on SQLite is its "key=value" strings sorted, as a JSON
+// array.
+const sqliteShape = `(SELECT json_group_array(value) FROM (SELECT value FROM json_each({{kv}}) ORDER BY value))`
+
+var queueSQLite = []string{
+	`CREATE TRIGGER leases_queue_in AFTER INSERT ON leases WHEN NEW.state = 'PENDING' BEGIN
+		INSERT INTO queue (shape, created_at, lease_id, deadline) VALUES (` + shapeOf("NEW.kv") + `, NEW.created_at, NEW.id, NEW.deadline);
+		INSERT OR IGNORE INTO queue_shapes (kv, shape, ndims)
+			SELECT value, ` + shapeOf("NEW.kv") + `, json_array_length(NEW.kv) FROM json_each(NEW.kv)
+			UNION ALL SELECT '', ` + shapeOf("NEW.kv") + `, 1 WHERE json_array_length(NEW.kv) = 0;
+	END`,
+	`CREATE TRIGGER leases_queue_out AFTER UPDATE OF state ON leases WHEN OLD.state = 'PENDING' AND NEW.state <> 'PENDING' BEGIN` + sqliteDequeue + `END`,
+	`CREATE TRIGGER leases_queue_gone AFTER DELETE ON leases WHEN OLD.state = 'PENDING' BEGIN` + sqliteDequeue + `END`,
+	// The requests queued before this migration.
+	`INSERT INTO queue (shape, created_at, lease_id, deadline)
+		SELECT ` + shapeOf("l.kv") + `, l.created_at, l.id, l.deadline FROM leases l WHERE l.state = 'PENDING'`,
+	`INSERT OR IGNORE INTO queue_shapes (kv, shape, ndims)
+		SELECT j.value, ` + shapeOf("l.kv") + `, json_array_length(l.kv) FROM leases l, json_each(l.kv) j WHERE l.state = 'PENDING'
+		UNION ALL SELECT '', ` + shapeOf("l.kv") + `, 1 FROM leases l WHERE l.state = 'PENDING' AND json_array_length(l.kv) = 0`,
+}
+
+// sqliteDequeue takes lease OLD out of the queue, and its shape with it
+// when it was the last of it.
+var sqliteDequeue = `
+		DELETE FROM queue WHERE shape = ` + shapeOf("OLD.kv") + ` AND created_at = OLD.created_at AND lease_id = OLD.id;
+		DELETE FROM queue_shapes WHERE kv IN (SELECT value FROM json_each(OLD.kv) UNION ALL SELECT '') AND shape = ` + shapeOf("OLD.kv") + `
+			AND NOT EXISTS (SELECT 1 FROM queue WHERE shape = ` + shapeOf("OLD.kv") + `);
+	`
+
+func shapeOf(kv string) string { return strings.ReplaceAll(sqliteShape, "{{kv}}", kv) }
+
 // offerMachine gives an available machine, whose dimensions are dims
 // (kvJSON), to the oldest pending request whose every dimension it has,
 // if any, and returns that lease's id. SQLite only.
 func (s *Store) offerMachine(ctx context.Context, host, backend, body, dims string, now time.Time) (string, error) {
 	var id string
 	var t term
-	err := s.rowTx(ctx, nil, `SELECT l.id, l.duration_ns, l.expires_at, l.indefinite FROM leases l
-		WHERE l.state = 'PENDING' AND l.deadline > ? AND NOT EXISTS (
-			SELECT 1 FROM json_each(l.kv) d WHERE d.value NOT IN (SELECT value FROM json_each(?)))
-		ORDER BY l.created_at, l.id LIMIT 1`, nanos(now), dims).Scan(&id, &t.durNs, &t.expNs, &t.indefinite)
+	// Only the queue_shapes rows of the machine's own dimensions are
+	// read, and the requests of the shapes it satisfies.
+	err := s.rowTx(ctx, nil, `SELECT l.id, l.duration_ns, l.expires_at, l.indefinite FROM leases l WHERE l.id = (
+		SELECT q.lease_id FROM queue q WHERE q.shape IN (
+			SELECT shape FROM queue_shapes WHERE kv IN (SELECT value FROM json_each(?) UNION ALL SELECT '') GROUP BY shape HAVING COUNT(*) = MIN(ndims))
+		AND q.deadline > ? ORDER BY q.created_at, q.lease_id LIMIT 1)
+		AND l.state = 'PENDING'`, dims, nanos(now)).Scan(&id, &t.durNs, &t.expNs, &t.indefinite)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -803,6 +877,15 @@ func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r L
 			}
 			row = c.row()
 			return s.event(ctx, nil, backend, "leased", host, id, "", now)
+		}
+		// At most max are counted: the count costs no more than that.
+		var pending int
+		max := s.maxPending()
+		if err := s.rowTx(ctx, nil, "SELECT COUNT(*) FROM (SELECT 1 FROM leases WHERE client = ? AND state = 'PENDING' LIMIT ?)", client, max).Scan(&pending); err != nil {
+			return err
+		}
+		if pending >= max {
+			return queueFull(client, max)
 		}
 		c := leaseCols{id: id, client: client, requestID: r.RequestID, body: body, state: Pending, created: nanos(now), deadline: nanos(r.Deadline), expires: t.expNs}
 		if _, err := s.execTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite, kv)
@@ -1085,13 +1168,13 @@ func (s *Store) onReclaim() string {
 }
 
 // Expire ends the leases whose time is up and denies the requests whose
-// deadline passed. It returns how many it ended and when the next one is
-// due (zero if none).
-func (s *Store) Expire(ctx context.Context) (int, time.Time, error) {
+// deadline passed. It returns the ids of those it ended (for the long
+// polls that wait for them) and when the next one is due (zero if none).
+func (s *Store) Expire(ctx context.Context) ([]string, time.Time, error) {
 	now := s.Now()
-	ended := 0
+	var ended []string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		ended = 0
+		ended = nil
 		if s.postgres {
 			// Before any row lock: see eventsLock.
 			if _, err := s.execTx(ctx, tx, "SELECT pg_advisory_xact_lock("+eventsLock+")"); err != nil {
@@ -1131,12 +1214,12 @@ func (s *Store) Expire(ctx context.Context) (int, time.Time, error) {
 			if err := s.end(ctx, tx, d.id, d.host, to, now); err != nil {
 				return err
 			}
-			ended++
+			ended = append(ended, d.id)
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("store: expiring leases: %w", err)
+		return nil, time.Time{}, fmt.Errorf("store: expiring leases: %w", err)
 	}
 	var next sql.NullInt64
 	err = s.read(ctx, func(tx *sql.Tx) error {

@@ -333,7 +333,7 @@ func TestExpiry(t *testing.T) {
 		}
 		clock = clock.Add(6 * time.Minute)
 		ended, next, _ := s.Expire(ctx)
-		if l, _ := s.Lease(ctx, forever.ID); l.State != store.Denied || ended != 1 {
+		if l, _ := s.Lease(ctx, forever.ID); l.State != store.Denied || len(ended) != 1 || ended[0] != forever.ID {
 			t.Errorf("request past its deadline: %s", l.State)
 		}
 		if !next.Equal(clock.Add(4 * time.Minute)) {

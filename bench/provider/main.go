@@ -5,6 +5,12 @@
 //
 //	go run ./bench/provider                        # SQLite and PostgreSQL
 //	go run ./bench/provider -store=sqlite -clients=32 -for=10s
+//	go run ./bench/provider -polls=2000            # without, then with 2,000 long polls open
+//
+// With -polls, each store is measured twice in the same run: first as
+// above, then with that many long polls open (GET /v1/leases/ID?wait=...)
+// on pending requests that no machine satisfies, made by pollers of their
+// own (500 requests each, under the provider's default cap a client).
 //
 // PostgreSQL is GCEFLEET_TEST_POSTGRES or postgres@127.0.0.1:5432; the
 // benchmark makes a database of its own and drops it after.
@@ -15,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -40,6 +47,7 @@ func main() {
 	clients := flag.Int("clients", 32, "concurrent clients")
 	machines := flag.Int("machines", 10000, "cataloged machines")
 	dur := flag.Duration("for", 10*time.Second, "how long to measure each store")
+	polls := flag.Int("polls", 0, "measure again with this many long polls open on pending leases")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured part to `file` ({store} in it is replaced by the store's name)")
 	flag.Parse()
 	gc := "GOGC=" + os.Getenv("GOGC")
@@ -53,7 +61,7 @@ func main() {
 	// processor lets figures from different days be told apart.
 	fmt.Printf("host: %s, %d CPUs\n\n", processor(), runtime.NumCPU())
 	for _, s := range strings.Split(*which, ",") {
-		if err := measure(s, *clients, *machines, *dur, *cpuprofile); err != nil {
+		if err := measure(s, *clients, *machines, *polls, *dur, *cpuprofile); err != nil {
 			fmt.Fprintf(os.Stderr, "provider bench (%s): %v\n", s, err)
 			os.Exit(1)
 		}
@@ -62,7 +70,7 @@ func main() {
 
 // measure runs the benchmark on one store; with a profile path, it
 // writes a CPU profile of the measured part (not of filling the catalog).
-func measure(kind string, clients, machines int, dur time.Duration, profile string) error {
+func measure(kind string, clients, machines, polls int, dur time.Duration, profile string) error {
 	ctx := context.Background()
 	url, cleanup, err := database(ctx, kind)
 	if err != nil {
@@ -74,10 +82,12 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 		return err
 	}
 	defer st.Close()
-	cfg, err := provider.ParseConfig("bench", []byte(`tokens:
-  - {name: gce, role: backend, token: backend-token-0123456789}
-  - {name: bench, role: client, token: client-token-0123456789}
-`))
+	pollers := (polls + pollsPerPoller - 1) / pollsPerPoller
+	tokens := "tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: bench, role: client, token: client-token-0123456789}\n"
+	for i := range pollers {
+		tokens += fmt.Sprintf("  - {name: poller-%d, role: client, token: poller-token-%d-0123456789}\n", i, i)
+	}
+	cfg, err := provider.ParseConfig("bench", []byte(tokens))
 	if err != nil {
 		return err
 	}
@@ -120,6 +130,7 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 	// added in batches (as the GCE backend catalogs a group's new
 	// instances) by a few workers, so that the catalog stays full.
 	bctx, stopBackend := context.WithCancel(ctx)
+	defer stopBackend()
 	var bwg sync.WaitGroup
 	adds := make(chan []store.Machine, 64)
 	for range 4 {
@@ -157,6 +168,32 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 		}
 	})
 
+	if err := pairs(ctx, kind, "", lessee, clients, dur); err != nil {
+		return err
+	}
+	if polls > 0 {
+		stop, err := openPolls(ctx, srv.URL, polls, pollers)
+		if err != nil {
+			return err
+		}
+		err = pairs(ctx, kind, fmt.Sprintf("with %d long polls open", polls), lessee, clients, dur)
+		stop()
+		if err != nil {
+			return err
+		}
+	}
+	stopBackend()
+	bwg.Wait()
+	return nil
+}
+
+// pollsPerPoller is how many pending requests each poller makes: half
+// the provider's default cap on a client's queue.
+const pollsPerPoller = 500
+
+// pairs measures lease+release pairs for dur with clients callers and
+// prints the figures, labeled with what else is going on.
+func pairs(ctx context.Context, kind, label string, lessee *client.Client, clients int, dur time.Duration) error {
 	var mu sync.Mutex
 	var lat []time.Duration
 	var errs int
@@ -164,14 +201,15 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 	var wg sync.WaitGroup
 	cpu0, _ := usage()
 	host0 := hostTicks()
-	start = time.Now()
+	start := time.Now()
+	phase := start.UnixNano() // request ids of this measure's own
 	for c := range clients {
 		wg.Go(func() {
 			var mine []time.Duration
 			bad := 0
 			for i := 0; time.Now().Before(deadline); i++ {
 				t := time.Now()
-				l, err := lessee.RequestLease(ctx, store.LeaseRequest{RequestID: fmt.Sprintf("c%d-%d", c, i),
+				l, err := lessee.RequestLease(ctx, store.LeaseRequest{RequestID: fmt.Sprintf("%d-c%d-%d", phase, c, i),
 					Dimensions: store.Dimensions{"os": {"linux"}}, Term: store.Term{Duration: time.Hour}})
 				if err == nil && l.State == store.Fulfilled {
 					_, err = lessee.Release(ctx, l.ID)
@@ -196,17 +234,49 @@ func measure(kind string, clients, machines int, dur time.Duration, profile stri
 	cpu, maxRSS := usage()
 	cpu -= cpu0
 	host := hostTicks().since(host0)
-	stopBackend()
-	bwg.Wait()
 	slices.Sort(lat)
 	if len(lat) == 0 {
 		return fmt.Errorf("no pair completed (%d failed)", errs)
+	}
+	if label != "" {
+		fmt.Printf("%-9s %s:\n", kind, label)
 	}
 	fmt.Printf("%-9s %7.0f pairs/s  pair latency p50 %v  p99 %v  this process's CPU %v a pair, max RSS %d MiB  (%d pairs, %d not fulfilled at once)\n", kind,
 		float64(len(lat))/took.Seconds(), lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond),
 		(cpu / time.Duration(len(lat))).Round(time.Microsecond), maxRSS>>20, len(lat), errs)
 	fmt.Printf("%-9s whole machine during the run: %s\n\n", "", host)
 	return nil
+}
+
+// openPolls makes polls pending requests, pollers clients' worth, that
+// no machine satisfies, and keeps a long poll open on each until the
+// func it returns is called.
+func openPolls(ctx context.Context, url string, polls, pollers int) (func(), error) {
+	// Connections enough for every poll at once.
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: polls, MaxConnsPerHost: 0}}
+	var ids []string
+	var who []*client.Client
+	for i := range polls {
+		c := &client.Client{BaseURL: url, Token: fmt.Sprintf("poller-token-%d-0123456789", i/pollsPerPoller), HTTP: hc}
+		l, err := c.RequestLease(ctx, store.LeaseRequest{RequestID: fmt.Sprint("poll-", i),
+			Dimensions: store.Dimensions{"os": {"plan9"}}, Term: store.Term{Duration: time.Hour}})
+		if err != nil {
+			return nil, fmt.Errorf("queueing a request to poll: %w", err)
+		}
+		ids, who = append(ids, l.ID), append(who, c)
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			for pctx.Err() == nil {
+				who[i].Lease(pctx, id, time.Minute)
+			}
+		})
+	}
+	// Every poll sent and waiting: long before this, on this machine.
+	time.Sleep(3 * time.Second)
+	return func() { cancel(); wg.Wait(); hc.CloseIdleConnections() }, nil
 }
 
 // processor names this machine's CPU as /proc/cpuinfo does: model name,
