@@ -384,11 +384,13 @@ type listParams struct {
 	maxResults int
 	order      string  // orderByName or orderByNewest
 	after      *cursor // where the previous page ended; nil on the first
+	list       string  // the list's path, for its page tokens
 }
 
 // A cursor is what a page token carries: the order it was made for and the
 // last item of its page, so that the next page starts after it.
 type cursor struct {
+	List    string `json:"l"` // the list's path: a token is for its own list
 	Order   string `json:"o"`
 	Created string `json:"c,omitempty"`
 	Key     string `json:"k"`
@@ -396,10 +398,10 @@ type cursor struct {
 
 // parseListParams reads filter, orderBy, maxResults and pageToken as GCE
 // does: maxResults is 0 to 500 and 0 means the default, 500; a page token
-// continues only the order it was made for.
+// continues only the list and the order it was made for.
 func parseListParams(r *http.Request) (listParams, error) {
 	q := r.URL.Query()
-	lp := listParams{maxResults: 500, order: orderByName}
+	lp := listParams{maxResults: 500, order: orderByName, list: r.URL.Path}
 	f, err := parseFilter(q.Get("filter"))
 	if err != nil {
 		return lp, errInvalid("Invalid value for field 'filter': '%s'. Invalid list filter expression: %v.", q.Get("filter"), err)
@@ -429,7 +431,7 @@ func parseListParams(r *http.Request) (listParams, error) {
 		if err == nil {
 			err = json.Unmarshal(b, &c)
 		}
-		if err != nil || c.Key == "" || c.Order != lp.order {
+		if err != nil || c.Key == "" || c.Order != lp.order || c.List != r.URL.Path {
 			return lp, errInvalid("Invalid value for field 'pageToken': '%s'. Invalid page token.", tok)
 		}
 		lp.after = &c
@@ -500,7 +502,7 @@ func page[T any](lp listParams, items []T, key func(T) string) ([]T, string) {
 		return out, ""
 	}
 	last := keep[n-1]
-	c := cursor{Order: lp.order, Key: last.key}
+	c := cursor{List: lp.list, Order: lp.order, Key: last.key}
 	if lp.order == orderByNewest {
 		c.Created = last.created.Format(time.RFC3339Nano)
 	}

@@ -87,9 +87,14 @@ func TestListOrderBy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ops, err = e.svc.GlobalOperations.List(proj).MaxResults(2).Do()
+	if err != nil || ops.NextPageToken == "" {
+		t.Fatalf("operations in pages of 2: %v, token %q", err, ops.NextPageToken)
+	}
 	for _, bad := range []struct{ why, order, token string }{
 		{"a token of the name order used with another", "creationTimestamp desc", first.NextPageToken},
 		{"not a token", "", "nonsense"},
+		{"a token of another list", "", ops.NextPageToken},
 		{"base64 of no cursor", "", "YWZ0ZXI6Znct"},
 	} {
 		_, err := e.svc.Firewalls.List(proj).OrderBy(bad.order).PageToken(bad.token).Do()
