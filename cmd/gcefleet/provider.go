@@ -314,7 +314,7 @@ func leaseCommand() *command {
 		help: `Asks the Machine Provider for a machine whose dimensions all match. The lease
 is fulfilled at once if such a machine is free; otherwise it waits its turn
 (first come, first served) until --deadline. With --wait the command waits
-for it too, and prints the machine.
+for it too, saying every 30s how long it has waited, and prints the machine.
 
 Example:
   gcefleet lease --dim os=linux --dim cpus=8 --duration 2h --wait`,
@@ -504,8 +504,9 @@ func watchCommand() *command {
 		takesArgs: true,
 		summary:   "follow a lease until it ends",
 		usage:     "LEASE_ID",
-		help: `Prints a lease, then each change of its state, until it ends: released,
-expired, or denied when no machine came before its deadline. A pending
+		help: `Prints a lease, then each change of its state or term (an extension),
+until it ends: released, expired, or denied when no machine came before its
+deadline. A pending
 lease is followed through its fulfilment. With --json, each is a line of JSON.
 
 Example:
