@@ -42,8 +42,9 @@ type command struct {
 type environ struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
-	// progress is how often a long wait says how it goes; 0 is each
-	// command's default. Tests shorten it.
+	// progress is how often a long wait looks again and says how it
+	// goes (lease --wait, watch); 0 is each command's default. Tests
+	// shorten it.
 	progress time.Duration
 }
 

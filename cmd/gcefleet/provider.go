@@ -429,11 +429,10 @@ func (t *termFlags) term(cmd string) (store.Term, error) {
 
 func extendCommand() *command {
 	return &command{
-		name:      "extend",
-		takesArgs: true,
-		summary:   "give fulfilled leases a new term from now",
-		usage:     "(--duration D | --until TIME | --indefinite) LEASE_ID...",
-		help:      "Extends leases: each gets the new term from now (at most 21 days, unless indefinite).\n\nExample:\n  gcefleet extend --duration 4h 7f3c9e02a1",
+		name:    "extend",
+		summary: "give fulfilled leases a new term from now",
+		usage:   "(--duration D | --until TIME | --indefinite) LEASE_ID...",
+		help:    "Extends leases: each gets the new term from now (at most 21 days, unless indefinite).\n\nExample:\n  gcefleet extend --duration 4h 7f3c9e02a1",
 		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
 			var pf providerFlags
 			pf.register(fs)
@@ -454,6 +453,7 @@ func extendCommand() *command {
 				return eachLease(env, pf, args, func(id string) (store.Lease, error) { return c.Extend(ctx, id, term) })
 			}
 		},
+		takesArgs: true,
 	}
 }
 
@@ -476,11 +476,10 @@ func eachLease(env *environ, pf providerFlags, ids []string, do func(id string) 
 
 func releaseCommand() *command {
 	return &command{
-		name:      "release",
-		takesArgs: true,
-		summary:   "release a lease before it expires",
-		usage:     "LEASE_ID...",
-		help:      "Ends leases; their machines are reclaimed.\n\nExample:\n  gcefleet release 7f3c9e02a1",
+		name:    "release",
+		summary: "release a lease before it expires",
+		usage:   "LEASE_ID...",
+		help:    "Ends leases; their machines are reclaimed.\n\nExample:\n  gcefleet release 7f3c9e02a1",
 		flags: func(fs *flag.FlagSet) func(context.Context, *environ, []string) error {
 			var pf providerFlags
 			pf.register(fs)
@@ -495,15 +494,15 @@ func releaseCommand() *command {
 				return eachLease(env, pf, args, func(id string) (store.Lease, error) { return c.Release(ctx, id) })
 			}
 		},
+		takesArgs: true,
 	}
 }
 
 func watchCommand() *command {
 	return &command{
-		name:      "watch",
-		takesArgs: true,
-		summary:   "follow a lease until it ends",
-		usage:     "LEASE_ID",
+		name:    "watch",
+		summary: "follow a lease until it ends",
+		usage:   "LEASE_ID",
 		help: `Prints a lease, then each change of its state or term (an extension),
 until it ends: released, expired, or denied when no machine came before its
 deadline. A pending
@@ -556,6 +555,7 @@ Example:
 				return nil
 			}
 		},
+		takesArgs: true,
 	}
 }
 
