@@ -139,6 +139,23 @@ func TestListOrderByCloudClientLibrary(t *testing.T) {
 		t.Errorf("orderBy labels.team: %d %q, want 400 naming orderBy", ge.Code, ge.Message)
 	}
 
+	// bulkInsert numbers after the highest existing match here too.
+	e.ok(t)(e.svc.Instances.Insert(proj, zone, vm("n-07")).Do())
+	op, err := c.instances.BulkInsert(ctx, &computepb.BulkInsertInstanceRequest{Project: proj, Zone: zone,
+		BulkInsertInstanceResourceResource: &computepb.BulkInsertInstanceResource{
+			Count: new(int64(1)), NamePattern: new("n-##"),
+			InstanceProperties: &computepb.InstanceProperties{
+				MachineType: new("e2-small"),
+				Disks: []*computepb.AttachedDisk{{Boot: new(true), InitializeParams: &computepb.AttachedDiskInitializeParams{
+					SourceImage: new("projects/cos-cloud/global/images/family/cos-stable")}}},
+				NetworkInterfaces: []*computepb.NetworkInterface{{}},
+			},
+		}})
+	done(t, op, err)
+	if got := names(all(t, c.instances.List(ctx, &computepb.ListInstancesRequest{Project: proj, Zone: zone}).Next)); !slices.Equal(got, []string{"n-07", "n-08"}) {
+		t.Errorf("bulkInsert n-## of 1 after n-07: %v, want [n-07 n-08]", got)
+	}
+
 	// machineTypes.aggregatedList: every zone's catalogue, paged.
 	perZone := map[string]int{}
 	it := c.types.AggregatedList(ctx, &computepb.AggregatedListMachineTypesRequest{Project: proj, MaxResults: new(uint32(100)), Filter: new(`name eq "e2-.*"`)})
