@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -121,7 +123,11 @@ func LoadConfig(path string) (Config, error) {
 // each of which gives name:line and what to change.
 func ParseConfig(name string, data []byte) (Config, error) {
 	var cfg Config
-	if err := confyaml.Decode(name, data, &cfg); err != nil {
+	err := confyaml.Decode(name, data, &cfg)
+	// A value of the wrong type leaves the rest decoded: check it too, so
+	// that one mistake does not hide the others.
+	var te *confyaml.TypeError
+	if err != nil && !errors.As(err, &te) {
 		return cfg, err
 	}
 	var root yaml.Node
@@ -137,20 +143,65 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	if cfg.Settings.Interval == 0 {
 		cfg.Settings.Interval = time.Minute
 	}
-	if cfg.Settings.ComputeRate == 0 {
+	if cfg.Settings.ComputeRate == 0 && cfg.Settings.lines["compute_rate"] == 0 { // not written
 		cfg.Settings.ComputeRate = 20
 	}
 	if cfg.Settings.AuditGrace == 0 {
 		cfg.Settings.AuditGrace = 15 * time.Minute
 	}
-	return cfg, cfg.check(name)
+	if te == nil {
+		te = &confyaml.TypeError{}
+	}
+	// A value of the wrong type decodes as zero: its key's other
+	// complaints (maximum_size: ten is "required") would say it twice.
+	skip := func(line int, msg string) bool {
+		for _, k := range te.Keys {
+			if k.Line == line && k.Name != "" && strings.Contains(msg, k.Name) {
+				return true
+			}
+		}
+		return false
+	}
+	return cfg, byLine(name, err, cfg.check(name, skip))
+}
+
+// byLine joins the problems of errs, each "name:line: ...", in the order
+// of their lines.
+func byLine(name string, errs ...error) error {
+	type problem struct {
+		line int
+		err  error
+	}
+	var all []problem
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		list := []error{err}
+		if j, ok := errors.Unwrap(err).(interface{ Unwrap() []error }); ok {
+			list = j.Unwrap() // a *confyaml.TypeError's
+		} else if j, ok := err.(interface{ Unwrap() []error }); ok {
+			list = j.Unwrap()
+		}
+		for _, e := range list {
+			n, _, _ := strings.Cut(strings.TrimPrefix(e.Error(), name+":"), ":")
+			line, _ := strconv.Atoi(n)
+			all = append(all, problem{line, e})
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].line < all[j].line })
+	out := make([]error, len(all))
+	for i, p := range all {
+		out[i] = p.err
+	}
+	return errors.Join(out...)
 }
 
 func at(lines []int, i int) int {
-	if i < len(lines) {
+	if i < len(lines) && lines[i] > 0 {
 		return lines[i]
 	}
-	return 0
+	return 1
 }
 
 // itemLines returns the line of each item of the top-level sequences.
@@ -161,17 +212,26 @@ func itemLines(root *yaml.Node) map[string][]int {
 	}
 	doc := root.Content[0]
 	for i := 0; i+1 < len(doc.Content); i += 2 {
-		for _, item := range doc.Content[i+1].Content {
+		seq := doc.Content[i+1]
+		if seq.Kind == yaml.AliasNode && seq.Alias != nil {
+			seq = seq.Alias // managers: *t has the items where t is written
+		}
+		for _, item := range seq.Content {
 			out[doc.Content[i].Value] = append(out[doc.Content[i].Value], item.Line)
 		}
 	}
 	return out
 }
 
-func (cfg *Config) check(name string) error {
+func (cfg *Config) check(name string, skip func(line int, msg string) bool) error {
 	var errs []error
 	bad := func(line int, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, args...)))
+		if msg := fmt.Sprintf(format, args...); !skip(line, msg) {
+			errs = append(errs, fmt.Errorf("%s:%d: %s", name, line, msg))
+		}
+	}
+	if len(cfg.Templates) == 0 {
+		bad(1, "no templates: declare the instance templates under templates:, each with base_name, project, machine_type, image (or container_image) and dimensions")
 	}
 	templates := map[string]int{}
 	for _, t := range cfg.Templates {
@@ -240,6 +300,8 @@ func (cfg *Config) check(name string) error {
 		}
 		managers[p] = m.Line
 		switch {
+		case m.MaximumSize < 1:
+			bad(m.Line, "manager of %s in %s: maximum_size is required: the most instances the group may have, at least 1, e.g. maximum_size: 10", m.TemplateBaseName, m.Zone)
 		case m.MinimumSize < 0:
 			bad(m.Line, "manager of %s in %s: minimum_size %d is negative", m.TemplateBaseName, m.Zone, m.MinimumSize)
 		case m.MaximumSize > MaxGroupSize:
@@ -251,6 +313,11 @@ func (cfg *Config) check(name string) error {
 	if d := cfg.Settings.Deployment; d != "" && !deploymentRE.MatchString(d) {
 		bad(cfg.Settings.line("deployment"), "settings.deployment %q: lowercase letters, digits and -, starting with a letter and not ending with -, at most 63 (it goes into GCE labels), e.g. deployment: ci-fleet", d)
 	}
+	if e := cfg.Settings.Endpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(cfg.Settings.line("endpoint"), "settings.endpoint %q is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE", e)
+		}
+	}
 	if cfg.Settings.Interval < time.Second {
 		bad(cfg.Settings.line("interval"), "settings.interval %v: at least 1s", cfg.Settings.Interval)
 	}
@@ -258,7 +325,7 @@ func (cfg *Config) check(name string) error {
 	// (or none), and a negative grace would let the audit delete an
 	// instance the moment it appears, before its group is known.
 	if r := cfg.Settings.ComputeRate; !(r > 0) || math.IsInf(r, 1) {
-		bad(cfg.Settings.line("compute_rate"), "settings.compute_rate %v: Compute calls a second per project, a positive number such as 20", r)
+		bad(cfg.Settings.line("compute_rate"), "settings.compute_rate %v: the Compute API calls per second per project must be above 0, e.g. compute_rate: 20 (the default)", r)
 	}
 	if cfg.Settings.AuditGrace < 0 {
 		bad(cfg.Settings.line("audit_grace"), "settings.audit_grace %v is negative: give how long an unexplained instance may live, such as 15m", cfg.Settings.AuditGrace)

@@ -57,7 +57,7 @@ managers:
 		}},
 		// Found by FuzzParseConfig: these were accepted.
 		{"settings out of range", "settings:\n  interval: 30s\n  compute_rate: -1\n  audit_grace: -1h\n", []string{
-			"fleet.yaml:3: settings.compute_rate -1: Compute calls a second per project, a positive number",
+			"fleet.yaml:3: settings.compute_rate -1: the Compute API calls per second per project must be above 0",
 			"fleet.yaml:4: settings.audit_grace -1h0m0s is negative",
 		}},
 		{"rate not a number", "settings: {compute_rate: .nan}\n", []string{"fleet.yaml:1: settings.compute_rate NaN"}},
@@ -73,5 +73,63 @@ managers:
 				t.Errorf("%s: error lacks %q:\n%v", tc.name, w, err)
 			}
 		}
+	}
+}
+
+// TestConfigErrorsTeach: each problem of a file is reported, alone, at its
+// own line: an endpoint without a scheme, a compute_rate not above 0, a
+// manager without maximum_size, a file with no templates, and values of
+// the wrong type alongside the file's other problems.
+func TestConfigErrorsTeach(t *testing.T) {
+	const tmpl = `templates:
+  - base_name: pool
+    project: my-project
+    dimensions: {os: linux}
+    machine_type: e2-standard-2
+    image: projects/debian-cloud/global/images/family/debian-12
+`
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // the whole error, line by line
+	}{
+		{"endpoint without a scheme", tmpl + "settings:\n  endpoint: 127.0.0.1:8780\n", []string{
+			`fleet.yaml:8: settings.endpoint "127.0.0.1:8780" is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE`}},
+		{"endpoint not a URL", tmpl + "settings:\n  interval: 30s\n  endpoint: emulator\n", []string{
+			`fleet.yaml:9: settings.endpoint "emulator" is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE`}},
+		{"compute_rate 0", tmpl + "settings:\n  compute_rate: 0\n", []string{
+			`fleet.yaml:8: settings.compute_rate 0: the Compute API calls per second per project must be above 0, e.g. compute_rate: 20 (the default)`}},
+		{"compute_rate negative", tmpl + "settings:\n  compute_rate: -5\n", []string{
+			`fleet.yaml:8: settings.compute_rate -5: the Compute API calls per second per project must be above 0, e.g. compute_rate: 20 (the default)`}},
+		{"no maximum_size", tmpl + "managers:\n  - {template_base_name: pool, zone: us-central1-a, minimum_size: 1}\n", []string{
+			`fleet.yaml:8: manager of pool in us-central1-a: maximum_size is required: the most instances the group may have, at least 1, e.g. maximum_size: 10`}},
+		{"empty file", "", []string{
+			`fleet.yaml:1: no templates: declare the instance templates under templates:, each with base_name, project, machine_type, image (or container_image) and dimensions`}},
+		{"only comments", "# nothing yet\n", []string{
+			`fleet.yaml:1: no templates: declare the instance templates under templates:, each with base_name, project, machine_type, image (or container_image) and dimensions`}},
+		{"a type error and other problems", tmpl + `managers:
+  - {template_base_name: pool, zone: moon, minimum_size: 1, maximum_size: ten}
+settings:
+  interval: soon
+  endpoint: nowhere
+`, []string{
+			`fleet.yaml:8: "ten" is not a number`,
+			`fleet.yaml:8: manager of pool: zone "moon" is not a zone such as us-central1-a`,
+			`fleet.yaml:10: "soon" is not a duration: write a number with a unit, such as 90s, 15m or 720h`,
+			`fleet.yaml:11: settings.endpoint "nowhere" is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE`,
+		}},
+		{"a tab", "templates:\n  - base_name: pool\n\tproject: my-project\n", []string{
+			`fleet.yaml:3: a tab indents this line: YAML indents with spaces only`}},
+	} {
+		_, err := backend.ParseConfig("fleet.yaml", []byte(tc.yaml))
+		if err == nil {
+			t.Errorf("%s: accepted", tc.name)
+			continue
+		}
+		if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+			t.Errorf("%s: error\n%s\nwant\n%s", tc.name, err, strings.Join(tc.want, "\n"))
+		}
+	}
+	if _, err := backend.ParseConfig("fleet.yaml", []byte(tmpl+"settings:\n  endpoint: http://127.0.0.1:8780\n  compute_rate: 2.5\n")); err != nil {
+		t.Errorf("an endpoint URL and a compute_rate of 2.5: %v", err)
 	}
 }

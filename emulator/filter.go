@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"reflect"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // A filter is a parsed list filter expression in GCE's syntax:
@@ -379,23 +381,52 @@ func (p *filterParser) term() (filter, error) {
 	return c, nil
 }
 
-// listParams are the paging and filtering parameters of a list call.
+// The orders a list can be asked for: GCE sorts by name, or by
+// creationTimestamp newest first, and refuses any other orderBy.
+const (
+	orderByName   = "name"
+	orderByNewest = "creationTimestamp desc"
+)
+
+// listParams are the paging, ordering and filtering parameters of a list
+// call.
 type listParams struct {
 	filter     filter
 	maxResults int
-	after      string // the last name of the previous page
+	order      string  // orderByName or orderByNewest
+	after      *cursor // where the previous page ended; nil on the first
+	list       string  // the list's path, for its page tokens
 }
 
-// parseListParams reads filter, maxResults and pageToken as GCE does:
-// maxResults defaults to 500 and may not exceed it.
+// A cursor is what a page token carries: the order it was made for and the
+// last item of its page, so that the next page starts after it.
+type cursor struct {
+	List    string `json:"l"` // the list's path: a token is for its own list
+	Order   string `json:"o"`
+	Created string `json:"c,omitempty"`
+	Key     string `json:"k"`
+}
+
+// parseListParams reads filter, orderBy, maxResults and pageToken as GCE
+// does: maxResults is 0 to 500 and 0 means the default, 500; a page token
+// continues only the list and the order it was made for.
 func parseListParams(r *http.Request) (listParams, error) {
 	q := r.URL.Query()
-	lp := listParams{maxResults: 500}
+	lp := listParams{maxResults: 500, order: orderByName, list: r.URL.Path}
 	f, err := parseFilter(q.Get("filter"))
 	if err != nil {
 		return lp, errInvalid("Invalid value for field 'filter': '%s'. Invalid list filter expression: %v.", q.Get("filter"), err)
 	}
 	lp.filter = f
+	if s := q.Get("orderBy"); s != "" {
+		switch strings.Join(strings.Fields(s), " ") {
+		case orderByName:
+		case orderByNewest:
+			lp.order = orderByNewest
+		default:
+			return lp, errInvalid("Invalid value for field 'orderBy': '%s'. Only 'name' and 'creationTimestamp desc' are supported.", s)
+		}
+	}
 	if s := q.Get("maxResults"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 || n > 500 {
@@ -406,33 +437,88 @@ func parseListParams(r *http.Request) (listParams, error) {
 		}
 	}
 	if tok := q.Get("pageToken"); tok != "" {
+		var c cursor
 		b, err := base64.RawURLEncoding.DecodeString(tok)
-		if err != nil || !strings.HasPrefix(string(b), "after:") {
+		if err == nil {
+			err = json.Unmarshal(b, &c)
+		}
+		if err != nil || c.Key == "" || c.Order != lp.order || c.List != r.URL.Path {
 			return lp, errInvalid("Invalid value for field 'pageToken': '%s'. Invalid page token.", tok)
 		}
-		lp.after = strings.TrimPrefix(string(b), "after:")
+		lp.after = &c
 	}
 	return lp, nil
 }
 
-// page filters items, orders them by name and cuts one page out of them. It
-// returns the page and the token of the next one ("" on the last page).
-func page[T any](lp listParams, items []T, name func(T) string) ([]T, string) {
-	var keep []T
+// creationOf is an item's creationTimestamp: every Compute resource has the
+// field, but operations leave it empty and sort by insertTime, as GCE's
+// docs suggest for "the newest operation first". Listed things without
+// either sort by key alone.
+func creationOf(v any) time.Time {
+	rv := reflect.Indirect(reflect.ValueOf(v))
+	if rv.Kind() != reflect.Struct {
+		return time.Time{}
+	}
+	for _, name := range []string{"CreationTimestamp", "InsertTime"} {
+		if f := rv.FieldByName(name); f.IsValid() && f.Kind() == reflect.String && f.String() != "" {
+			t, _ := time.Parse(time.RFC3339Nano, f.String())
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// page filters items, orders them as lp asks (key breaks ties, and is the
+// whole order by name) and cuts one page out of them. It returns the page
+// and the token of the next one ("" on the last page).
+func page[T any](lp listParams, items []T, key func(T) string) ([]T, string) {
+	type entry struct {
+		it      T
+		key     string
+		created time.Time
+	}
+	cmp := func(a, b entry) int {
+		if lp.order == orderByNewest {
+			if c := b.created.Compare(a.created); c != 0 {
+				return c
+			}
+		}
+		return strings.Compare(a.key, b.key)
+	}
+	var after entry
+	if lp.after != nil {
+		after.key = lp.after.Key
+		after.created, _ = time.Parse(time.RFC3339Nano, lp.after.Created)
+	}
+	var keep []entry
 	for _, it := range items {
-		if lp.after != "" && name(it) <= lp.after {
+		e := entry{it: it, key: key(it)}
+		if lp.order == orderByNewest {
+			e.created = creationOf(it)
+		}
+		if lp.after != nil && cmp(e, after) <= 0 {
 			continue
 		}
 		if lp.filter.match(reflect.ValueOf(it)) {
-			keep = append(keep, it)
+			keep = append(keep, e)
 		}
 	}
-	slices.SortFunc(keep, func(a, b T) int { return strings.Compare(name(a), name(b)) })
-	if len(keep) <= lp.maxResults {
-		return keep, ""
+	slices.SortFunc(keep, cmp)
+	n := min(len(keep), lp.maxResults)
+	var out []T // nil when empty, as before: lists leave out empty items
+	for _, e := range keep[:n] {
+		out = append(out, e.it)
 	}
-	keep = keep[:lp.maxResults]
-	return keep, base64.RawURLEncoding.EncodeToString([]byte("after:" + name(keep[len(keep)-1])))
+	if len(keep) <= lp.maxResults {
+		return out, ""
+	}
+	last := keep[n-1]
+	c := cursor{List: lp.list, Order: lp.order, Key: last.key}
+	if lp.order == orderByNewest {
+		c.Created = last.created.Format(time.RFC3339Nano)
+	}
+	b, _ := json.Marshal(c) // a struct of strings always encodes
+	return out, base64.RawURLEncoding.EncodeToString(b)
 }
 
 // byZone arranges a page of an aggregated list by scope ("zones/NAME"), as

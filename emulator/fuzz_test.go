@@ -361,13 +361,10 @@ func TestBulkInsertCounts(t *testing.T) {
 	if code != http.StatusBadRequest || !strings.Contains(string(body), "maxRunDuration.nanos") {
 		t.Errorf("maxRunDuration.nanos -9e18: %d %s; want 400 on it", code, body)
 	}
+	// GCE allows at most 18 '#'; more is refused, not overflowed.
 	code, body = serve(emu, "POST", path, strings.NewReader(`{"count":"2","namePattern":"w`+strings.Repeat("#", 40)+`","instanceProperties":`+fuzzProps+`}`))
 	checkAnswer(t, code, body, "40 #")
-	if code != http.StatusOK {
-		t.Fatalf("namePattern of 40 '#': %d %s; want 200", code, body)
-	}
-	want := "w" + strings.Repeat("0", 39) + "2"
-	if code, body := serve(emu, "GET", "/compute/v1/projects/p/zones/"+fuzzZone+"/instances/"+want, nil); code != http.StatusOK {
-		t.Errorf("GET %s: %d %s; want the second instance", want, code, body)
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "resource.namePattern") {
+		t.Errorf("namePattern of 40 '#': %d %s; want 400 on resource.namePattern", code, body)
 	}
 }

@@ -133,6 +133,38 @@ func (e *Emulator) listMachineTypes(c *call) (any, error) {
 	return &compute.MachineTypeList{Kind: "compute#machineTypeList", Id: fmt.Sprintf("projects/%s/zones/%s/machineTypes", c.p.name, c.zone), Items: items, NextPageToken: next, SelfLink: zoneURL(c.p.name, c.zone) + "/machineTypes"}, nil
 }
 
+// aggregatedListMachineTypes lists the catalogue in every zone of the
+// project, paged across zones as instances.aggregatedList is.
+func (e *Emulator) aggregatedListMachineTypes(c *call) (any, error) {
+	lp, err := parseListParams(c.r)
+	if err != nil {
+		return nil, err
+	}
+	var all []*compute.MachineType
+	for z := range c.p.zones {
+		for _, mt := range machineTypes {
+			all = append(all, machineTypeResource(c.p.name, z, mt))
+		}
+	}
+	items, next := page(lp, all, func(m *compute.MachineType) string { return m.Zone + "/" + m.Name })
+	scoped := byZone(c.p, items, func(m *compute.MachineType) string { return m.Zone },
+		func(l *compute.MachineTypesScopedList, m *compute.MachineType) {
+			l.MachineTypes = append(l.MachineTypes, m)
+		},
+		func(scope, msg string) compute.MachineTypesScopedList {
+			return compute.MachineTypesScopedList{Warning: &compute.MachineTypesScopedListWarning{
+				Code: "NO_RESULTS_ON_PAGE", Message: msg, Data: []*compute.MachineTypesScopedListWarningData{{Key: "scope", Value: scope}},
+			}}
+		})
+	return &compute.MachineTypeAggregatedList{
+		Kind:          "compute#machineTypeAggregatedList",
+		Id:            "projects/" + c.p.name + "/aggregated/machineTypes",
+		Items:         scoped,
+		NextPageToken: next,
+		SelfLink:      projectURL(c.p.name) + "/aggregated/machineTypes",
+	}, nil
+}
+
 func (e *Emulator) getMachineType(c *call) (any, error) {
 	mt, ok := findMachineType(c.param("name"))
 	if !ok {

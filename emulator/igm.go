@@ -513,7 +513,7 @@ func (e *Emulator) listManagedInstances(c *call) (any, error) {
 	}
 	if g.api.ListManagedInstancesResults != "PAGINATED" {
 		lp.maxResults = 1 << 30
-		lp.after = ""
+		lp.after = nil
 	}
 	z := c.p.zones[c.zone]
 	var all []*compute.ManagedInstance

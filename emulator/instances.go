@@ -886,10 +886,11 @@ func (e *Emulator) bulkInsertInstances(c *call) (any, error) {
 	}
 	slices.Sort(names)
 	if int64(len(names)) < req.Count {
-		gen, err := patternNames(req.NamePattern, int(req.Count)-len(names), func(n string) bool {
-			_, taken := z.instances[n]
-			return taken || slices.Contains(names, n)
-		})
+		existing := slices.Clone(names)
+		for n := range z.instances {
+			existing = append(existing, n)
+		}
+		gen, err := patternNames(req.NamePattern, int(req.Count)-len(names), existing)
 		if err != nil {
 			return nil, err
 		}
@@ -942,8 +943,10 @@ func (e *Emulator) bulkInsertInstances(c *call) (any, error) {
 }
 
 // patternNames makes n names from a bulkInsert namePattern: the run of '#'
-// becomes a zero-padded sequence number starting at 1, skipping taken names.
-func patternNames(pattern string, n int, taken func(string) bool) ([]string, error) {
+// becomes a zero-padded sequence number. As GCE documents, numbering starts
+// after the highest number of an existing name that matches the pattern
+// (inst-0050 makes the next inst-0051), so gaps are not filled.
+func patternNames(pattern string, n int, existing []string) ([]string, error) {
 	i := strings.IndexByte(pattern, '#')
 	if i < 0 {
 		return nil, errInvalidField("resource.namePattern", pattern, "Must contain a sequence of '#' characters, e.g. 'inst-####'.")
@@ -956,19 +959,31 @@ func patternNames(pattern string, n int, taken func(string) bool) ([]string, err
 		return nil, errInvalidField("resource.namePattern", pattern, "Must contain only one sequence of '#' characters.")
 	}
 	width := j - i
-	limit := 1
-	for range min(width, 18) { // 10^19 is past an int: any count fits in 18 digits
-		limit *= 10
+	if width > 18 {
+		return nil, errInvalidField("resource.namePattern", pattern, "The '#' placeholder can have at most 18 characters.")
 	}
-	var names []string
-	for k := 1; len(names) < n; k++ {
-		if k >= limit {
-			return nil, errInvalidField("resource.namePattern", pattern, "Has too few '#' characters for the requested count.")
-		}
-		name := fmt.Sprintf("%s%0*d%s", pattern[:i], width, k, pattern[j:])
-		if taken(name) {
+	prefix, suffix := pattern[:i], pattern[j:]
+	var highest uint64
+	for _, name := range existing {
+		num, okp := strings.CutPrefix(name, prefix)
+		num, oks := strings.CutSuffix(num, suffix)
+		if !okp || !oks || len(num) != width {
 			continue
 		}
+		if k, err := strconv.ParseUint(num, 10, 64); err == nil && k > highest {
+			highest = k
+		}
+	}
+	var limit uint64 = 1
+	for range width {
+		limit *= 10
+	}
+	if highest+uint64(n) >= limit {
+		return nil, errInvalidField("resource.namePattern", pattern, fmt.Sprintf("Has too few '#' characters for %d more instances after %s%0*d%s.", n, prefix, width, highest, suffix))
+	}
+	names := make([]string, 0, n)
+	for k := highest + 1; len(names) < n; k++ {
+		name := fmt.Sprintf("%s%0*d%s", prefix, width, k, suffix)
 		if err := validName("resource.namePattern", name); err != nil {
 			return nil, err
 		}

@@ -41,6 +41,7 @@ func (e *Emulator) routes() {
 		{"GET " + r, "compute.regions.get", e.getRegion, false},
 		{"GET " + z + "/machineTypes", "compute.machineTypes.list", e.listMachineTypes, false},
 		{"GET " + z + "/machineTypes/{name}", "compute.machineTypes.get", e.getMachineType, false},
+		{"GET " + v1 + "/aggregated/machineTypes", "compute.machineTypes.aggregatedList", e.aggregatedListMachineTypes, false},
 		{"GET " + g + "/images", "compute.images.list", e.listImages, false},
 		{"GET " + g + "/images/{name}", "compute.images.get", e.getImage, false},
 		{"GET " + g + "/images/family/{family}", "compute.images.getFromFamily", e.getImageFromFamily, false},

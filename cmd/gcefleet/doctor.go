@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -34,6 +35,10 @@ var neededPermissions = map[string]string{
 	"compute.globalOperations.get":          "roles/compute.securityAdmin",
 	"iam.serviceAccounts.actAs":             "roles/iam.serviceAccountUser",
 }
+
+// projectID is the form of a Google Cloud project id, as bigpi checks it
+// (system/gce): 6-30 characters.
+var projectID = regexp.MustCompile(`^[a-z][-a-z0-9]{4,28}[a-z0-9]$`)
 
 func doctorCommand() *command {
 	return &command{
@@ -71,6 +76,12 @@ func doctor(ctx context.Context, env *environ, project, endpoint string) error {
 		}
 	}
 
+	// A name that cannot be a project id (a display name, a number) would
+	// only fail every check below with the API's words.
+	if !projectID.MatchString(project) {
+		bad("gcloud projects list (its PROJECT_ID column)", "project %q is not a project id: 6-30 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen", project)
+		return fmt.Errorf("doctor: 1 problem")
+	}
 	c, err := gceapi.NewClient(ctx, endpoint)
 	if err != nil {
 		bad("gcloud auth application-default login", "credentials: %v", err)

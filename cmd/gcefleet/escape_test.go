@@ -58,7 +58,7 @@ func TestCLIEscapesWhatTheServerSends(t *testing.T) {
 	// watch prints each change with printChange.
 	var b strings.Builder
 	l.Machine = &store.Machine{Connection: store.Connection{Address: "10.0.0.1\x1b[8m", Port: 22}}
-	if err := printChange(&b, l, false); err != nil {
+	if err := printChange(&b, l, false, false); err != nil {
 		t.Fatal(err)
 	}
 	if out := b.String(); strings.Contains(out, "\x1b") || !strings.Contains(out, `machine vm\x1b[2J`) || !strings.Contains(out, `at 10.0.0.1\x1b[8m:22`) {

@@ -107,17 +107,17 @@ func TestGCSaysItRetries(t *testing.T) {
 func TestDoctor(t *testing.T) {
 	emu, url, _ := startEmulator(t)
 	env := map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}
-	code, out, stderr := runCLI(t, env, "doctor", "--project", "p-doc")
+	code, out, stderr := runCLI(t, env, "doctor", "--project", "doc-project")
 	if code != 0 || !strings.Contains(out, "ok    all 14 permissions") || !strings.Contains(out, "all good") {
 		t.Errorf("doctor on a healthy project: exit %d:\n%s%s", code, out, stderr)
 	}
-	emu.DenyPermissions("p-doc", "compute.firewalls.create", "iam.serviceAccounts.actAs")
-	code, out, stderr = runCLI(t, env, "doctor", "--project", "p-doc")
+	emu.DenyPermissions("doc-project", "compute.firewalls.create", "iam.serviceAccounts.actAs")
+	code, out, stderr = runCLI(t, env, "doctor", "--project", "doc-project")
 	for _, want := range []string{
 		"FAIL  missing compute.firewalls.create",
 		"--role=roles/compute.securityAdmin",
 		"FAIL  missing iam.serviceAccounts.actAs",
-		"gcloud projects add-iam-policy-binding p-doc",
+		"gcloud projects add-iam-policy-binding doc-project",
 		"--role=roles/iam.serviceAccountUser",
 	} {
 		if !strings.Contains(out, want) {
@@ -126,6 +126,14 @@ func TestDoctor(t *testing.T) {
 	}
 	if code != 1 || !strings.Contains(stderr, "doctor: 2 problems") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	// A project id of the wrong form is refused before any call.
+	for _, bad := range []string{"My Project", "p-doc", "1234567890", "project-"} {
+		code, out, stderr = runCLI(t, env, "doctor", "--project", bad)
+		want := "FAIL  project \"" + bad + "\" is not a project id: 6-30 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen\n      fix: gcloud projects list (its PROJECT_ID column)\n"
+		if code != 1 || out != want || stderr != "gcefleet: doctor: 1 problem\n" {
+			t.Errorf("doctor --project %q: exit %d\n%s%s", bad, code, out, stderr)
+		}
 	}
 }
 

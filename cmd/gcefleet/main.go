@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/gcefleet/gcefleet/provider/client"
 )
@@ -28,6 +29,9 @@ type command struct {
 	summary string // one line for the command list
 	usage   string // argument synopsis, after "gcefleet NAME"
 	help    string // what it does and an example, for NAME --help
+	// takesArgs says the command takes arguments after its flags (lease
+	// ids); the others refuse any.
+	takesArgs bool
 	// flags declares the command's flags on fs and returns the function that
 	// runs it once they are parsed.
 	flags func(fs *flag.FlagSet) func(ctx context.Context, env *environ, args []string) error
@@ -38,6 +42,10 @@ type command struct {
 type environ struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// progress is how often a long wait looks again and says how it
+	// goes (lease --wait, watch); 0 is each command's default. Tests
+	// shorten it.
+	progress time.Duration
 }
 
 // logger returns a logger that writes to the command's standard error,
@@ -99,12 +107,24 @@ func run(ctx context.Context, env *environ, args []string) int {
 		return 2
 	default:
 		// An error can carry a server's message: clean it as its data.
-		fmt.Fprintf(env.stderr, "gcefleet: %s\n", cleanLines(err.Error()))
+		fmt.Fprintf(env.stderr, "gcefleet: %s\n", cleanLines(withoutLayers(err)))
 		if errors.Is(err, client.ErrUnreachable) {
 			fmt.Fprintln(env.stderr, "gcefleet: is gcefleet serve running there? --provider (or GCEFLEET_PROVIDER) gives its address")
 		}
 		return 1
 	}
+}
+
+// withoutLayers is err's message without the names of the layers it went
+// through ("provider: ", "store: "), which tell a user nothing: an API
+// error reads as the provider's message alone.
+func withoutLayers(err error) string {
+	msg := err.Error()
+	var ae *client.Error
+	if errors.As(err, &ae) {
+		msg = strings.Replace(msg, ae.Error(), ae.Message, 1)
+	}
+	return strings.ReplaceAll(msg, "store: ", "")
 }
 
 func dispatch(ctx context.Context, env *environ, args []string) error {
@@ -151,17 +171,92 @@ func (c *command) run(ctx context.Context, env *environ, args []string) error {
 	fs := flag.NewFlagSet("gcefleet "+c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	body := c.flags(fs)
-	fs.Usage = func() { c.printHelp(env.stdout, fs) }
+	// The flag package prints the usage on every error; a mistake deserves
+	// one line, so the help is printed only when asked for.
+	fs.Usage = func() {}
+	bad := teach(fs)
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) { // Parse has called fs.Usage
+		if errors.Is(err, flag.ErrHelp) {
+			c.printHelp(env.stdout, fs)
 			return err
 		}
-		return usagef("%s: %v (see 'gcefleet %s --help')", c.name, err, c.name)
+		if *bad != nil {
+			return usagef("%s: %v", c.name, *bad)
+		}
+		return usagef("%s: %v (see 'gcefleet %s --help')", c.name, strings.Replace(err.Error(), " -", " --", 1), c.name)
 	}
 	if err := setFromEnv(fs, env.getenv); err != nil {
 		return usagef("%s: %v", c.name, err)
 	}
+	if !c.takesArgs && fs.NArg() > 0 {
+		return usagef("%s takes no arguments, but was given %q; flags are written --name value, and go before any argument", c.name, fs.Args())
+	}
 	return body(ctx, env, fs.Args())
+}
+
+// teachingValue is a flag's value whose parse error says what is wrong and
+// how to write it, rather than the flag package's "parse error".
+type teachingValue struct {
+	flag.Value
+	name string
+	bad  *error // where the last error goes, for run to report alone
+}
+
+func (v *teachingValue) Set(s string) error {
+	err := v.Value.Set(s)
+	if err == nil {
+		return nil
+	}
+	switch v.Value.(flag.Getter).Get().(type) {
+	case time.Duration:
+		err = fmt.Errorf("--%s: %q is not a duration: write 90s, 15m or 2h", v.name, s)
+	case bool:
+		err = fmt.Errorf("--%s: %q is not a boolean: write --%s, --%s=true or --%s=false", v.name, s, v.name, v.name, v.name)
+	case int, int64, uint, uint64:
+		err = fmt.Errorf("--%s: %q is not a whole number: write, for example, 10", v.name, s)
+	case float64:
+		err = fmt.Errorf("--%s: %q is not a number: write, for example, 0.5", v.name, s)
+	default:
+		err = fmt.Errorf("--%s: %q: %w", v.name, s, err)
+	}
+	*v.bad = err
+	return err
+}
+
+// boolTeachingValue keeps a boolean flag a boolean flag (--json without a
+// value) for the flag package.
+type boolTeachingValue struct{ *teachingValue }
+
+func (boolTeachingValue) IsBoolFlag() bool { return true }
+
+// teach makes every flag of fs explain its bad values, and returns where
+// the last one's explanation is kept.
+func teach(fs *flag.FlagSet) *error {
+	bad := new(error)
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, ok := f.Value.(flag.Getter); !ok {
+			return // a flag of our own type explains itself
+		}
+		tv := &teachingValue{Value: f.Value, name: f.Name, bad: bad}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			f.Value = boolTeachingValue{tv}
+		} else {
+			f.Value = tv
+		}
+	})
+	return bad
+}
+
+// unteach returns f as it was declared, for flag.UnquoteUsage's type names.
+func unteach(f *flag.Flag) *flag.Flag {
+	g := *f
+	switch v := f.Value.(type) {
+	case *teachingValue:
+		g.Value = v.Value
+	case boolTeachingValue:
+		g.Value = v.Value
+	}
+	return &g
 }
 
 func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
@@ -173,7 +268,7 @@ func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
 	}
 	fmt.Fprintf(w, "\nFlags (each also read from the environment variable shown):\n")
 	fs.VisitAll(func(f *flag.Flag) {
-		typ, usage := flag.UnquoteUsage(f)
+		typ, usage := flag.UnquoteUsage(unteach(f))
 		fmt.Fprintf(w, "  --%s %s\t[%s]\n      %s", f.Name, typ, envName(f.Name), usage)
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
 			fmt.Fprintf(w, " (default %s)", f.DefValue)
@@ -202,7 +297,7 @@ func setFromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 			return
 		}
 		if e := fs.Set(f.Name, v); e != nil {
-			err = fmt.Errorf("%s=%q: %v", envName(f.Name), v, e)
+			err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
 		}
 	})
 	return err

@@ -10,11 +10,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -281,6 +284,9 @@ func (p *providerFlags) register(fs *flag.FlagSet) {
 }
 
 func (p *providerFlags) client(name string) (*client.Client, error) {
+	if u, err := url.Parse(p.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usagef("%s: --provider %q is not a URL: write http://HOST:PORT, such as http://127.0.0.1:8790", name, p.url)
+	}
 	if p.token == "" {
 		return nil, usagef("%s: no token: set --token or GCEFLEET_TOKEN to a token from the provider's configuration", name)
 	}
@@ -308,7 +314,7 @@ func leaseCommand() *command {
 		help: `Asks the Machine Provider for a machine whose dimensions all match. The lease
 is fulfilled at once if such a machine is free; otherwise it waits its turn
 (first come, first served) until --deadline. With --wait the command waits
-for it too, and prints the machine.
+for it too, saying every 30s how long it has waited, and prints the machine.
 
 Example:
   gcefleet lease --dim os=linux --dim cpus=8 --duration 2h --wait`,
@@ -323,12 +329,12 @@ Example:
 			deadline := fs.Duration("deadline", 24*time.Hour, "how long the request may wait for a machine")
 			requestID := fs.String("request-id", "", "idempotency `id` (default: random); repeating it returns the same lease")
 			return func(ctx context.Context, env *environ, args []string) error {
+				if len(dims) == 0 {
+					return usagef("lease: give at least one --dim, such as --dim os=linux")
+				}
 				c, err := pf.client("lease")
 				if err != nil {
 					return err
-				}
-				if len(dims) == 0 {
-					return usagef("lease: give at least one --dim, such as --dim os=linux")
 				}
 				term, err := tf.term("lease")
 				if err != nil {
@@ -346,7 +352,7 @@ Example:
 				}
 				if *wait && l.State == store.Pending {
 					fmt.Fprintf(env.stderr, "lease %s is queued; waiting for a machine...\n", clean(l.ID))
-					if l, err = c.WaitLease(ctx, l.ID); err != nil {
+					if l, err = waitWithProgress(ctx, env, c, l); err != nil {
 						return err
 					}
 				}
@@ -362,6 +368,35 @@ Example:
 		},
 	}
 }
+
+// waitWithProgress waits for a pending lease to be fulfilled or denied,
+// saying every env.progress (30s by default) how long it has waited.
+func waitWithProgress(ctx context.Context, env *environ, c *client.Client, l store.Lease) (store.Lease, error) {
+	every := env.progress
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	began := time.Now()
+	for l.State == store.Pending {
+		var err error
+		if l, err = c.Lease(ctx, l.ID, every); err != nil {
+			return l, err
+		}
+		if l.State == store.Pending {
+			gives := ""
+			if d := l.Request.Deadline; !d.IsZero() {
+				gives = "; the request gives up at " + d.Local().Format(timeLayout)
+			}
+			fmt.Fprintf(env.stderr, "lease %s: still waiting for a machine with %s (%s so far%s)\n",
+				clean(l.ID), dimString(l.Request.Dimensions), time.Since(began).Round(time.Second), gives)
+		}
+	}
+	return l, nil
+}
+
+// timeLayout is how the commands print times: to the second, with the
+// time zone, so that they read the same wherever they are pasted.
+const timeLayout = "2006-01-02 15:04:05 MST"
 
 // termFlags are the flags that give a lease's term.
 type termFlags struct {
@@ -383,7 +418,7 @@ func (t *termFlags) term(cmd string) (store.Term, error) {
 	if t.until != "" {
 		var err error
 		if term.ExpiresAt, err = time.Parse(time.RFC3339, t.until); err != nil {
-			return term, usagef("%s: --until %q is not an RFC 3339 time like 2026-12-01T18:00:00Z", cmd, t.until)
+			return term, usagef("%s: --until: %q is not a time: write it in RFC 3339, such as 2026-12-01T18:00:00Z or 2026-12-01T18:00:00+01:00", cmd, t.until)
 		}
 	}
 	if err := term.Validate(time.Now()); err != nil {
@@ -418,6 +453,7 @@ func extendCommand() *command {
 				return eachLease(env, pf, args, func(id string) (store.Lease, error) { return c.Extend(ctx, id, term) })
 			}
 		},
+		takesArgs: true,
 	}
 }
 
@@ -458,6 +494,7 @@ func releaseCommand() *command {
 				return eachLease(env, pf, args, func(id string) (store.Lease, error) { return c.Release(ctx, id) })
 			}
 		},
+		takesArgs: true,
 	}
 }
 
@@ -466,8 +503,9 @@ func watchCommand() *command {
 		name:    "watch",
 		summary: "follow a lease until it ends",
 		usage:   "LEASE_ID",
-		help: `Prints a lease, then each change of its state, until it ends: released,
-expired, or denied when no machine came before its deadline. A pending
+		help: `Prints a lease, then each change of its state or term (an extension),
+until it ends: released, expired, or denied when no machine came before its
+deadline. A pending
 lease is followed through its fulfilment. With --json, each is a line of JSON.
 
 Example:
@@ -484,23 +522,46 @@ Example:
 					return err
 				}
 				l, err := c.Lease(ctx, args[0], 0)
-				for ; err == nil; l, err = c.WatchLease(ctx, l.ID, l.State) {
-					if err := printChange(env.stdout, l, pf.json); err != nil {
+				if err != nil {
+					return err
+				}
+				if err := printChange(env.stdout, l, pf.json, false); err != nil {
+					return err
+				}
+				// The provider's long poll ends when the state does; an
+				// extension keeps the state, so a fulfilled lease is looked
+				// at again every few seconds to see it.
+				every := env.progress
+				if every <= 0 {
+					every = 2 * time.Second
+				}
+				for l.State == store.Pending || l.State == store.Fulfilled {
+					wait := time.Minute
+					if l.State == store.Fulfilled {
+						wait = every
+					}
+					n, err := c.LeaseWhile(ctx, l.ID, l.State, wait)
+					if err != nil {
 						return err
 					}
-					if l.State != store.Pending && l.State != store.Fulfilled {
-						return nil
+					extended := n.State == store.Fulfilled && l.State == store.Fulfilled && !n.ExpiresAt.Equal(l.ExpiresAt)
+					if n.State != l.State || extended {
+						if err := printChange(env.stdout, n, pf.json, extended); err != nil {
+							return err
+						}
 					}
+					l = n
 				}
-				return err
+				return nil
 			}
 		},
+		takesArgs: true,
 	}
 }
 
 // printChange prints a lease as watch follows it: a line of JSON, or its
-// id, its state and what that state means.
-func printChange(w io.Writer, l store.Lease, asJSON bool) error {
+// id, its state and what that state means; extended says its term changed.
+func printChange(w io.Writer, l store.Lease, asJSON, extended bool) error {
 	if asJSON {
 		return json.NewEncoder(w).Encode(l)
 	}
@@ -510,16 +571,19 @@ func printChange(w io.Writer, l store.Lease, asJSON bool) error {
 		what = "waiting for a machine with " + dimString(l.Request.Dimensions)
 	case store.Fulfilled:
 		what = fmt.Sprintf("machine %s", clean(l.Hostname))
-		if m := l.Machine; m != nil && m.Connection.Address != "" {
-			what += fmt.Sprintf(" at %s:%d", clean(m.Connection.Address), m.Connection.Port)
+		if extended {
+			what = "extended: " + what
+		}
+		if a := address(l.Machine); a != "-" {
+			what += " at " + a
 		}
 		if l.ExpiresAt.IsZero() {
 			what += ", until released"
 		} else {
-			what += ", expires " + l.ExpiresAt.Local().Format("2006-01-02 15:04:05")
+			what += ", expires " + l.ExpiresAt.Local().Format(timeLayout)
 		}
 	default:
-		what = "ended " + l.Ended.Local().Format("2006-01-02 15:04:05")
+		what = "ended " + l.Ended.Local().Format(timeLayout)
 	}
 	_, err := fmt.Fprintf(w, "%s  %-9s  %s\n", clean(l.ID), clean(l.State), what)
 	return err
@@ -594,19 +658,28 @@ func printLeases(w io.Writer, ls []store.Lease) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LEASE\tSTATE\tMACHINE\tADDRESS\tEXPIRES\tDIMENSIONS")
 	for _, l := range ls {
-		addr, expires := "-", "-"
-		if l.Machine != nil && l.Machine.Connection.Address != "" {
-			addr = fmt.Sprintf("%s:%d", clean(l.Machine.Connection.Address), l.Machine.Connection.Port)
-		}
+		addr, expires := address(l.Machine), "-"
 		switch {
 		case l.State == store.Fulfilled && l.ExpiresAt.IsZero():
 			expires = "never"
 		case !l.ExpiresAt.IsZero():
-			expires = l.ExpiresAt.Local().Format("2006-01-02 15:04")
+			expires = l.ExpiresAt.Local().Format(timeLayout)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", clean(l.ID), clean(l.State), dash(l.Hostname), addr, expires, dimString(l.Request.Dimensions))
 	}
 	tw.Flush()
+}
+
+// address is how a machine is reached, HOST:PORT, or HOST alone when it
+// names no port, or - for none.
+func address(m *store.Machine) string {
+	switch {
+	case m == nil || m.Connection.Address == "":
+		return "-"
+	case m.Connection.Port == 0:
+		return clean(m.Connection.Address)
+	}
+	return net.JoinHostPort(clean(m.Connection.Address), strconv.Itoa(m.Connection.Port))
 }
 
 // dash returns s cleaned for printing, or - for nothing.

@@ -18,9 +18,28 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// A TypeError reports values of the wrong type. The rest of the file was
+// decoded, so that a caller can check it too and report every problem.
+type TypeError struct {
+	// Keys are where the values of the wrong type are: the line and the
+	// key of each, "" when the value is not a mapping's.
+	Keys []Key
+	err  error
+}
+
+// Key is a mapping key at its line.
+type Key struct {
+	Line int
+	Name string
+}
+
+func (e *TypeError) Error() string { return e.err.Error() }
+func (e *TypeError) Unwrap() error { return e.err }
+
 // Decode decodes data, the contents of the file name, into v. An empty
 // file leaves v as it is. A file holds one YAML document: a second one is
-// an error rather than silently ignored.
+// an error rather than silently ignored. Values of the wrong type are a
+// *TypeError.
 func Decode(name string, data []byte, v any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -43,11 +62,26 @@ func Decode(name string, data []byte, v any) error {
 		}
 	}
 	if te := (*yaml.TypeError)(nil); errors.As(err, &te) {
+		out := &TypeError{}
+		var root yaml.Node
+		yaml.Unmarshal(data, &root) // it decoded once; the tree is for the keys
 		errs := make([]error, len(te.Errors))
 		for i, e := range te.Errors {
-			errs[i] = fmt.Errorf("%s:%s", name, explain(strings.TrimPrefix(e, "line ")))
+			msg := strings.TrimPrefix(e, "line ")
+			if m := badValue.FindStringSubmatch(msg); m != nil {
+				line, _ := strconv.Atoi(m[1])
+				out.Keys = append(out.Keys, Key{Line: line, Name: keyOf(&root, line, m[3])})
+			}
+			errs[i] = fmt.Errorf("%s:%s", name, explain(msg))
 		}
-		return errors.Join(errs...)
+		out.err = errors.Join(errs...)
+		return out
+	}
+	// The library blames a tab on the line before it, or in words about
+	// tokens: a tab in an indentation is the commonest cause, so say so
+	// at its own line.
+	if line := tabIndented(data); line > 0 {
+		return fmt.Errorf("%s:%d: a tab indents this line: YAML indents with spaces only", name, line)
 	}
 	return syntaxError(name, data, err, reflect.TypeOf(v))
 }
@@ -152,6 +186,35 @@ func firstBadRune(b []byte) rune {
 		case r == '\t' || r == '\n' || r == '\r' || r == 0x85:
 		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0xfffe || r == 0xffff:
 			return r
+		}
+	}
+	return 0
+}
+
+// keyOf returns the key whose scalar value at line is value, or "".
+func keyOf(n *yaml.Node, line int, value string) string {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if v := n.Content[i+1]; v.Kind == yaml.ScalarNode && v.Line == line && v.Value == value {
+				return n.Content[i].Value
+			}
+		}
+	}
+	for _, c := range n.Content {
+		if k := keyOf(c, line, value); k != "" {
+			return k
+		}
+	}
+	return ""
+}
+
+// tabIndented returns the number of the first line whose indentation
+// holds a tab, or 0.
+func tabIndented(data []byte) int {
+	for i, line := range strings.Split(string(data), "\n") {
+		rest := strings.TrimLeft(line, " \t")
+		if strings.ContainsRune(line[:len(line)-len(rest)], '\t') {
+			return i + 1
 		}
 	}
 	return 0

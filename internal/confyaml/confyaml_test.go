@@ -1,6 +1,8 @@
 package confyaml
 
 import (
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +30,8 @@ func TestDecode(t *testing.T) {
 		{yaml: "name: [x\n", err: []string{"f.yaml:1: did not find expected"}},
 		// The library says line 2 for these, or no line at all.
 		{yaml: "count: 1\nenabled: true\nname: [x\n", err: []string{"f.yaml:3: did not find expected ',' or ']'"}},
-		{yaml: "count: 1\nenabled: true\n\t\tname: x\n", err: []string{"f.yaml:3: found a tab character"}},
-		{yaml: "\t\tname: x\n", err: []string{"f.yaml:1: found character that cannot start any token"}},
+		{yaml: "count: 1\nenabled: true\n\t\tname: x\n", err: []string{"f.yaml:3: a tab indents this line"}},
+		{yaml: "\t\tname: x\n", err: []string{"f.yaml:1: a tab indents this line"}},
 		{yaml: "count: 1\nname: \"a\x00\"\n", err: []string{"f.yaml:2: control character U+0000 is not allowed"}},
 		{yaml: "count: 1\nname: \xff\n", err: []string{"f.yaml:2: the file is not valid UTF-8 text: save it as UTF-8"}},
 		{yaml: "name: x\ncount: !!int x\n", err: []string{"f.yaml:2: cannot decode !!str `x` as a !!int"}},
@@ -61,5 +63,38 @@ func TestDecode(t *testing.T) {
 				t.Errorf("%q: error %d is\n%s\nwant it to begin\n%s", tc.yaml, i, lines[i], want)
 			}
 		}
+	}
+}
+
+// TestTabIsReportedAtItsLine: the YAML library blames a tab on the line
+// before it; Decode names the tab's own line and says what to do.
+func TestTabIsReportedAtItsLine(t *testing.T) {
+	for _, data := range []string{
+		"name: x\nevery: 5s\n\tcount: 2\n",
+		"name: x\nevery: 5s\n \tcount: 2\n",
+	} {
+		var got conf
+		err := Decode("f.yaml", []byte(data), &got)
+		if err == nil || err.Error() != "f.yaml:3: a tab indents this line: YAML indents with spaces only" {
+			t.Errorf("%q: %v", data, err)
+		}
+	}
+	var got conf
+	if err := Decode("f.yaml", []byte("name: \"a\tb\"\n"), &got); err != nil || got.Name != "a\tb" {
+		t.Errorf("a tab inside a value: %+v, %v", got, err)
+	}
+}
+
+// TestTypeErrorSaysWhereAndDecodesTheRest: values of the wrong type are a
+// *TypeError naming each one's line and key, and the rest is decoded.
+func TestTypeErrorSaysWhereAndDecodesTheRest(t *testing.T) {
+	var got conf
+	err := Decode("f.yaml", []byte("name: x\nevery: soon\ncount: many\n"), &got)
+	var te *TypeError
+	if !errors.As(err, &te) {
+		t.Fatalf("%v (%T), want a *TypeError", err, err)
+	}
+	if want := []Key{{2, "every"}, {3, "count"}}; !slices.Equal(te.Keys, want) || got.Name != "x" {
+		t.Errorf("keys %v, name %q; want %v and x decoded", te.Keys, got.Name, want)
 	}
 }

@@ -195,6 +195,12 @@ func (c *Client) leaseWhile(ctx context.Context, id, state string, wait time.Dur
 	return out, c.do(ctx, http.MethodGet, path, nil, &out)
 }
 
+// LeaseWhile returns lease id when it is no longer in state (PENDING or
+// FULFILLED) or wait passes, whichever is first.
+func (c *Client) LeaseWhile(ctx context.Context, id, state string, wait time.Duration) (store.Lease, error) {
+	return c.leaseWhile(ctx, id, state, wait)
+}
+
 // WaitLease waits until lease id is no longer pending, or ctx ends.
 func (c *Client) WaitLease(ctx context.Context, id string) (store.Lease, error) {
 	return c.WatchLease(ctx, id, store.Pending)
