@@ -137,9 +137,13 @@ type series struct {
 }
 
 // charts draws the history as small SVG charts: leases active, requests
-// waiting, the oldest wait and one chart a group.
-func (s *Server) charts(now time.Time) []template.HTML {
+// waiting, the oldest wait and one chart a group. The last point is the
+// fleet as it is now, so that the charts end where the tables do.
+func (s *Server) charts(ctx context.Context, now time.Time) []template.HTML {
 	pts := s.history.snapshot()
+	if p, err := s.sample(ctx); err == nil {
+		pts = append(pts, p)
+	}
 	at := make([]time.Time, len(pts))
 	active, waiting, oldest := make([]float64, len(pts)), make([]float64, len(pts)), make([]float64, len(pts))
 	groups := map[string]bool{}

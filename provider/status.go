@@ -33,8 +33,8 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 .charts{display:flex;flex-wrap:wrap;gap:8px}.chart{margin:0}.chart figcaption{font-size:12px}
 .waiting{color:#b00020;font-weight:bold}form.out{display:inline}header p{margin:4px 0}</style></head>
 <body><header><h1>gcefleet Machine Provider</h1>
-<p id="who">Signed in as <b>{{.Who.Name}}</b> ({{.Who.Role}}){{if .Session}} <form class="out" method="post" action="logout"><button type="submit" id="signout">Sign out</button></form>{{end}}.
-API: <a href="v1/openapi.yaml">v1/openapi.yaml</a>; metrics: <a href="metrics">/metrics</a>. This page refreshes every {{.Refresh}} s; {{.Now}}.</p></header>
+<div id="who">Signed in as <b>{{.Who.Name}}</b> ({{.Who.Role}}){{if .Session}} <form class="out" method="post" action="logout"><button type="submit" id="signout">Sign out</button></form>{{end}}
+&middot; API: <a href="v1/openapi.yaml">v1/openapi.yaml</a> &middot; metrics: <a href="metrics">/metrics</a> &middot; this page refreshes every {{.Refresh}} s (last {{.Now}})</div></header>
 {{with .Charts}}<h2>The last hour</h2>
 <div class="charts" id="charts">{{range .}}{{.}}{{end}}</div>
 {{end}}{{if .ShowMachines}}<h2>Machines ({{.MachineCount}}{{with .MachineStates}}:{{range $i, $c := .}}{{if $i}},{{end}} {{$c}}{{end}}{{end}})</h2>
@@ -154,7 +154,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p Principal) err
 	}
 	var sections []template.HTML
 	if p.Role == Admin {
-		data["Charts"] = s.charts(now)
+		data["Charts"] = s.charts(r.Context(), now)
 		s.mu.Lock()
 		fs := slices.Clone(s.sections)
 		s.mu.Unlock()
