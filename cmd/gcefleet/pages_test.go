@@ -160,3 +160,15 @@ func TestGrafanaDashboardNamesRealMetrics(t *testing.T) {
 		t.Errorf("the dashboard names %d metrics; want the provider's and the backend's", named)
 	}
 }
+
+// TestServeHelpSaysHowToScrape: serve --help tells an operator how
+// Prometheus scrapes /metrics and how a browser signs in.
+func TestServeHelpSaysHowToScrape(t *testing.T) {
+	code, out, stderr := runCLI(t, nil, "serve", "--help")
+	help := out + stderr
+	for _, want := range []string{"/login", "authorization: {type: Bearer, credentials_file:", "scrape_configs:"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("serve --help (exit %d) lacks %q:\n%s", code, want, help)
+		}
+	}
+}
