@@ -50,8 +50,8 @@ func serveFleet(t *testing.T) string {
 // TestStatusPageInABrowser signs in to the provider's status page in
 // headless chromium, checks what the page shows each role, and signs out.
 func TestStatusPageInABrowser(t *testing.T) {
-	url := serveFleet(t)
 	ctx := testutil.Browser(t)
+	url := serveFleet(t)
 
 	// Not signed in, the page is the sign-in form.
 	if err := chromedp.Do(ctx, chromedp.Navigate(url+"/"), chromedp.WaitVisible("#token")); err != nil {

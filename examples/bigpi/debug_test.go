@@ -21,10 +21,10 @@ import (
 // reads its status page in headless chromium while it samples: the run,
 // the system and zones, rounded uptimes and a profile link per machine.
 func TestBigpiDebugPageInABrowser(t *testing.T) {
+	ctx := testutil.Browser(t)
 	bin := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/examples/bigpi")
 	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
 	_, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{"gcr.io/pi-project/gceboot": boot}})
-	ctx := testutil.Browser(t)
 
 	// Enough samples that bigpi runs until the test stops it.
 	cmd := exec.Command(bin, "-system=gce", "-nmach=2", "-samples=1e15", "-debug=127.0.0.1:0",
@@ -64,6 +64,8 @@ func TestBigpiDebugPageInABrowser(t *testing.T) {
 			if u, ok := strings.CutPrefix(l, "status page: "); ok {
 				page = u
 			}
+		case err := <-exited:
+			t.Fatalf("bigpi exited (%v) before it said where its status page is", err)
 		case <-timeout:
 			t.Fatal("bigpi did not say where its status page is within 30s")
 		}
