@@ -175,7 +175,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: s.sessions.start(p, time.Now()), Path: "/",
-		MaxAge: int(sessionTTL / time.Second), HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		MaxAge: int(sessionTTL / time.Second), HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: overTLS(r),
 	})
 	s.log.Info("signed in", "name", p.Name, "role", p.Role, "remote", r.RemoteAddr)
 	http.Redirect(w, r, "./", http.StatusSeeOther)
@@ -188,8 +188,15 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		s.sessions.end(c.Value)
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: overTLS(r)})
 	http.Redirect(w, r, "login", http.StatusSeeOther)
+}
+
+// overTLS says whether the browser reached r over TLS: here, or at a
+// proxy in front that says so. Believing the header can only add Secure
+// to a cookie, which keeps it off plain HTTP; it grants nothing.
+func overTLS(r *http.Request) bool {
+	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
 }
 
 // tokenPrincipal returns whose tok is, comparing it with every token in

@@ -187,6 +187,16 @@ func TestSignInSecureUnderTLS(t *testing.T) {
 	if len(resp.Cookies()) != 1 || !resp.Cookies()[0].Secure {
 		t.Fatalf("sign-in under TLS: %s %v; want one Secure cookie", resp.Status, resp.Header["Set-Cookie"])
 	}
+	// Behind a proxy that ends TLS, as serve is deployed.
+	plain := httptest.NewServer(srv.Config.Handler)
+	defer plain.Close()
+	req, _ = http.NewRequest("POST", plain.URL+"/login", strings.NewReader("token=admin-secret-0123456789"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Forwarded-Proto", "https")
+	resp, _ = do(t, noRedirect, req)
+	if len(resp.Cookies()) != 1 || !resp.Cookies()[0].Secure {
+		t.Fatalf("sign-in behind a TLS proxy: %s %v; want one Secure cookie", resp.Status, resp.Header["Set-Cookie"])
+	}
 }
 
 // TestStatusPageShowsRequests checks the leases table: what a waiting
