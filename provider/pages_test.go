@@ -116,8 +116,14 @@ func TestSignIn(t *testing.T) {
 			t.Errorf("GET %s with only the cookie: %s %s; want 401", u, resp.Status, body)
 		}
 	}
+	req, _ := http.NewRequest("POST", w.url+"/v1/leases", strings.NewReader(`{"request_id":"csrf","dimensions":{"os":["linux"]},"term":{"duration":3600000000000}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.AddCookie(c)
+	if resp, body := do(t, noRedirect, req); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("POST /v1/leases with only the cookie: %s %s; want 401", resp.Status, body)
+	}
 	// Bearer tokens work on the page as before, and a bad one is a 401.
-	req, _ := http.NewRequest("GET", w.url+"/", nil)
+	req, _ = http.NewRequest("GET", w.url+"/", nil)
 	req.Header.Set("Authorization", "Bearer alice-secret-0123456789")
 	if resp, body := do(t, noRedirect, req); resp.StatusCode != 200 || !strings.Contains(body, "Signed in as <b>alice</b> (client)") || strings.Contains(body, `id="signout"`) {
 		t.Errorf("GET / with a bearer token: %s\n%s", resp.Status, body)
