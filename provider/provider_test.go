@@ -225,7 +225,9 @@ func TestAuthorization(t *testing.T) {
 		token string
 		want  map[string]int
 	}{
-		{"no token", "", map[string]int{"list machines": 401, "add machine": 401, "add machines": 401, "request lease": 401, "list leases": 401, "read events": 401, "release lease": 401, "status page": 401, "metrics": 401, "delete machine": 401, "openapi": 200}},
+		// Without a token the status page is the sign-in form it
+		// redirects to (see TestSignIn).
+		{"no token", "", map[string]int{"list machines": 401, "add machine": 401, "add machines": 401, "request lease": 401, "list leases": 401, "read events": 401, "release lease": 401, "status page": 200, "metrics": 401, "delete machine": 401, "openapi": 200}},
 		{"wrong token", "guess-guess-guess-guess", map[string]int{"list machines": 401, "request lease": 401, "status page": 401}},
 		{"client", "bob-secret-0123456789", map[string]int{"list machines": 403, "add machine": 403, "add machines": 403, "read events": 403, "delete machine": 403, "request lease": 200, "list leases": 200, "release lease": 404, "status page": 200, "metrics": 200}},
 		{"backend", "gce-secret-0123456789", map[string]int{"add machines": 200, "request lease": 403, "list leases": 403, "release lease": 403, "list machines": 200, "read events": 200, "delete machine": 404}},

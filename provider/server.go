@@ -58,6 +58,9 @@ type Server struct {
 
 	sections []func() template.HTML
 	deferred []func()
+
+	sessions *sessions // the browsers signed in to the pages
+	history  *history  // the status page's charts
 }
 
 type metrics struct {
@@ -80,6 +83,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	st.MaxPending = cfg.MaxPendingPerClient
 	s.polls.leases = map[string]map[*poll]struct{}{}
 	s.polls.events = map[*poll]struct{}{}
+	s.sessions, s.history = newSessions(), newHistory()
 	s.m = metrics{
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gcefleet_provider_requests_in_flight",
@@ -331,6 +335,7 @@ func (s *Server) leased(l store.Lease) {
 // next pass of a cron: the loop sleeps until the next lease is due, and is
 // woken early when a lease due sooner appears.
 func (s *Server) Run(ctx context.Context) error {
+	go s.sampleHistory(ctx)
 	if s.st.Dialect() == "postgres" {
 		go s.follow(ctx)
 	} else {
@@ -450,11 +455,14 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/leases/{id}/extend", []string{Admin, Client}, s.extendLease)
 	route("POST /v1/leases/{id}/release", []string{Admin, Client}, s.releaseLease)
 	route("GET /v1/events", []string{Admin, Backend}, s.events)
-	route("GET /{$}", all, s.status)
-	mux.Handle("GET /metrics", s.wrap("/metrics", all, func(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	// The pages take a browser's session cookie too (see page); the
+	// API above does not.
+	mux.Handle("GET /{$}", s.page(true, s.wrap("GET /{$}", all, s.status)))
+	mux.Handle("GET /metrics", s.page(false, s.wrap("/metrics", all, func(w http.ResponseWriter, r *http.Request, _ Principal) error {
 		promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		return nil
-	}))
+	})))
+	s.handlePages(mux)
 	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(openAPI)
@@ -571,6 +579,9 @@ func (r *statusRecorder) WriteHeader(code int) {
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (s *Server) principal(r *http.Request) (Principal, bool) {
+	if p, ok := r.Context().Value(sessionKey{}).(Principal); ok {
+		return p, true // a signed-in browser's, on a page (see page)
+	}
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || tok == "" {
 		return Principal{}, false

@@ -40,6 +40,15 @@ func serveCommand() *command {
 state in SQLite (the default, a file) or PostgreSQL (for several replicas).
 SIGINT or SIGTERM stops it after in-flight requests finish.
 
+In a browser, / sends you to /login, where a token of the config signs you
+in (a session cookie; the role decides what the page shows). Prometheus
+scrapes /metrics with a bearer token of its own:
+
+  scrape_configs:
+    - job_name: gcefleet
+      authorization: {type: Bearer, credentials_file: /etc/prometheus/gcefleet.token}
+      static_configs: [{targets: ['HOST:8790']}]
+
 The config file (YAML):
 
   listen: 127.0.0.1:8790

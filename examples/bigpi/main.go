@@ -16,10 +16,13 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -86,6 +89,7 @@ func run() int {
 		samples = flag.String("samples", "1e9", "number of samples, such as 1e9 or 3000000000")
 		single  = flag.Bool("single", false, "sample in this process on one CPU, without machines (the baseline)")
 		timeout = flag.Duration("start-timeout", 2*time.Minute, "how long machines may take to start; those that take longer fail and bigpi goes on without them")
+		debug   = flag.String("debug", "", "serve bigmachine's status page and merged profiles at http://`ADDR`/debug/bigmachine/ while bigpi runs, such as localhost:8080 (empty: none)")
 	)
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `Usage: bigpi [flags]
@@ -95,6 +99,7 @@ prints the estimate, its error and the sampling rate.
 
 Examples:
   go run ./examples/bigpi -system=local -nmach=4 -samples=1e9
+  go run ./examples/bigpi -nmach=4 -samples=1e11 -debug=localhost:8080
   go run ./examples/bigpi -system=gce -nmach=8 -samples=1e11 \
       -gce.project=my-project -gce.zones=us-central1-a,us-central1-b \
       -gce.image=gcr.io/my-project/gceboot:v1
@@ -148,8 +153,20 @@ Flags:
 	b := bigmachine.Start(sys, bigmachine.WithStartTimeout(*timeout))
 	defer b.Shutdown()
 	start := time.Now()
+	facts := []bigmachine.Fact{{Name: "program", Value: fmt.Sprintf("bigpi: %d machines, %d samples", *nmach, n)}}
 	if g, ok := sys.(*gce.System); ok {
 		fmt.Fprintf(os.Stderr, "run %s: instances are labelled %s=%s\n", g.Run(), gce.RunLabel, g.Run())
+		facts = append(facts, bigmachine.Fact{Name: "run", Value: g.Run()}, bigmachine.Fact{Name: "project", Value: gcecfg.Project},
+			bigmachine.Fact{Name: "zones", Value: strings.Join(gcecfg.Zones, ", ")})
+	}
+	if *debug != "" {
+		// Only the driver gets here: on machines, Start never returns.
+		stopDebug, err := serveDebug(*debug, b, facts)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bigpi:", err)
+			return 2
+		}
+		defer stopDebug()
 	}
 	fmt.Fprintf(os.Stderr, "starting %d %s machines...\n", *nmach, sys.Name())
 	stopWatch := watchStart(os.Stderr, b, *nmach, start, startProgressEvery)
@@ -171,6 +188,21 @@ Flags:
 	}
 	report(os.Stdout, in, n, fmt.Sprintf("%d %s machines", len(machines), sys.Name()), time.Since(start))
 	return 0
+}
+
+// serveDebug serves b's debugging pages on addr until stop is called.
+func serveDebug(addr string, b *bigmachine.B, facts []bigmachine.Fact) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-debug %s: %w (give a free host:port, such as localhost:8080)", addr, err)
+	}
+	mux := http.NewServeMux()
+	b.HandleDebug(mux, facts...)
+	mux.Handle("GET /{$}", http.RedirectHandler("/debug/bigmachine/", http.StatusFound))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	fmt.Fprintf(os.Stderr, "status page: http://%s/debug/bigmachine/\n", ln.Addr())
+	return func() { srv.Close() }, nil
 }
 
 // startProgressEvery is how often a slow start says where it is: cloud
