@@ -13,7 +13,7 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // neededPermissions are what the gce system and gc use, with the role that
@@ -71,7 +71,7 @@ func doctor(ctx context.Context, env *environ, project, endpoint string) error {
 		}
 	}
 
-	c, err := gceapi.NewClient(ctx, endpoint)
+	c, err := gcecompute.NewClient(ctx, endpoint)
 	if err != nil {
 		bad("gcloud auth application-default login", "credentials: %v", err)
 		return fmt.Errorf("doctor: 1 problem")

@@ -1,8 +1,8 @@
-// Package gce is a thin layer over the Compute Engine client
+// Package gcecompute is a thin layer over the Compute Engine client
 // (cloud.google.com/go/compute/apiv1): errors sorted into classes a caller
 // can act on, retries under one requestId, operations waited on until DONE
 // with their errors checked, and a count of the API calls made.
-package gce
+package gcecompute
 
 import (
 	"context"
