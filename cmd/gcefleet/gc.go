@@ -122,13 +122,29 @@ func gc(ctx context.Context, env *environ, project, endpoint string, olderThan t
 	}
 	var errs []error
 	for zone, ins := range byZone {
-		errs = append(errs, gce.DeleteInstances(ctx, c, project, zone, ins))
+		errs = append(errs, deleteLeftovers(ctx, c, project, zone, ins))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "deleting %d instances in %s\n", len(doomed), plural(len(byZone), "zone"))
 	return nil
+}
+
+// deleteLeftovers deletes ins, instances of zone, without waiting for the
+// deletions to finish. It refuses an instance that lacks the labels of a
+// bigmachine run, whatever the list that found it asked for.
+func deleteLeftovers(ctx context.Context, c *gcecompute.Client, project, zone string, ins []*computepb.Instance) error {
+	var errs []error
+	var names []string
+	for _, in := range ins {
+		if in.GetLabels()[gce.RunLabel] == "" || in.GetLabels()[gce.RoleLabel] != "bigmachine" {
+			errs = append(errs, fmt.Errorf("refusing to delete %s: it carries no %s label", in.GetName(), gce.RunLabel))
+			continue
+		}
+		names = append(names, in.GetName())
+	}
+	return errors.Join(append(errs, c.DeleteInstances(ctx, project, zone, names))...)
 }
 
 func plural(n int, word string) string {

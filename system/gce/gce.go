@@ -592,7 +592,7 @@ func (s *System) deleteRun(ctx context.Context, c *gcecompute.Client, zone strin
 	if err != nil {
 		return err
 	}
-	if err := DeleteInstances(ctx, c, s.cfg.Project, zone, ins); err != nil {
+	if err := s.deleteInstances(ctx, c, zone, ins); err != nil {
 		return err
 	}
 	backoff := 50 * time.Millisecond
@@ -613,33 +613,19 @@ func (s *System) deleteRun(ctx context.Context, c *gcecompute.Client, zone strin
 	}
 }
 
-// DeleteInstances deletes instances in zone in parallel, each under its
-// own requestId, without waiting for the deletions to finish. It refuses
-// an instance that lacks gcefleet's labels.
-func DeleteInstances(ctx context.Context, c *gcecompute.Client, project, zone string, ins []*computepb.Instance) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(ins))
-	sem := make(chan struct{}, 32)
-	for i, in := range ins {
+// deleteInstances deletes ins, instances of zone, without waiting for the
+// deletions to finish. It refuses an instance that lacks gcefleet's labels.
+func (s *System) deleteInstances(ctx context.Context, c *gcecompute.Client, zone string, ins []*computepb.Instance) error {
+	var errs []error
+	var names []string
+	for _, in := range ins {
 		if in.GetLabels()[RunLabel] == "" || in.GetLabels()[RoleLabel] != roleValue {
-			errs[i] = fmt.Errorf("refusing to delete %s: it carries no %s label", in.GetName(), RunLabel)
+			errs = append(errs, fmt.Errorf("refusing to delete %s: it carries no %s label", in.GetName(), RunLabel))
 			continue
 		}
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			r := &computepb.DeleteInstanceRequest{Project: project, Zone: zone, Instance: in.GetName(), RequestId: new(gcecompute.RequestID())}
-			err := gcecompute.Retry(ctx, func() error {
-				_, err := c.Instances.Delete(ctx, r)
-				return err
-			})
-			if err != nil && gcecompute.Classify(err) != gcecompute.NotFound {
-				errs[i] = fmt.Errorf("deleting %s: %w", in.GetName(), err)
-			}
-		})
+		names = append(names, in.GetName())
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(append(errs, c.DeleteInstances(ctx, s.cfg.Project, zone, names))...)
 }
 
 var _ bigmachine.System = (*System)(nil)
