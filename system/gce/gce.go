@@ -245,16 +245,9 @@ func (s *System) insert(ctx context.Context, c *gcecompute.Client, zone string, 
 	s.zones[zone] = true
 	s.mu.Unlock()
 
-	decl := fmt.Sprintf(`spec:
-  containers:
-  - name: gceboot
-    image: %s
-    stdin: false
-    tty: false
-  restartPolicy: Never
-`, s.cfg.Image)
+	decl := gcecompute.ContainerDeclaration("gceboot", s.cfg.Image, gcecompute.RestartNever)
 	boot := instance.BootConfig{CA: ca, Nonce: s.nonce, Listen: ":" + itoa(s.cfg.Port), Timeout: s.cfg.KeepaliveTimeout}.Encode()
-	items := []*computepb.Items{{Key: new("gce-container-declaration"), Value: &decl}, {Key: new("google-logging-enabled"), Value: new("true")}, {Key: new(BootKey), Value: &boot}}
+	items := []*computepb.Items{{Key: new(gcecompute.ContainerDeclarationKey), Value: &decl}, {Key: new("google-logging-enabled"), Value: new("true")}, {Key: new(BootKey), Value: &boot}}
 	if s.cfg.Endpoint != "" {
 		items = append(items, &computepb.Items{Key: new(EndpointKey), Value: new(s.cfg.Endpoint)})
 	}
