@@ -10,7 +10,7 @@ import (
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // AuditInstances is the audit-instances job. It finds instances labelled
@@ -47,7 +47,7 @@ func (j *Jobs) AuditInstances(ctx context.Context) error {
 		var found []*computepb.Instance
 		err := j.retry(ctx, p.project, func() error {
 			var err error
-			found, err = gceapi.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: p.project, Zone: p.zone,
+			found, err = gcecompute.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: p.project, Zone: p.zone,
 				Filter: new(fmt.Sprintf("labels.%s = %q", DeploymentLabel, id))}))
 			return err
 		})
@@ -74,9 +74,9 @@ func (j *Jobs) AuditInstances(ctx context.Context) error {
 			if now.Sub(first) < grace {
 				continue
 			}
-			req := &computepb.DeleteInstanceRequest{Project: p.project, Zone: p.zone, Instance: in.GetName(), RequestId: new(gceapi.RequestID())}
+			req := &computepb.DeleteInstanceRequest{Project: p.project, Zone: p.zone, Instance: in.GetName(), RequestId: new(gcecompute.RequestID())}
 			err := j.mutate(ctx, p.project, func() (*computeapi.Operation, error) { return j.Compute.Instances.Delete(ctx, req) })
-			if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+			if err != nil && gcecompute.Classify(err) != gcecompute.NotFound {
 				errs = append(errs, fmt.Errorf("deleting leftover %s in %s: %w", in.GetName(), p.zone, err))
 				continue
 			}

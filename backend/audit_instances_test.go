@@ -8,7 +8,7 @@ import (
 	"cloud.google.com/go/compute/apiv1/computepb"
 
 	"github.com/gcefleet/gcefleet/backend"
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // TestAuditDeletesOnlyLabelledLeftovers: an instance labelled as this
@@ -73,7 +73,7 @@ settings:
 	}
 	mis, err := j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{Project: "my-project", Zone: "us-central1-a",
 		InstanceGroupManager: revision(t, j, j.Config().Templates[0])}).Next()
-	if err != nil || !exists(gceapi.LastSegment(mis.GetInstance())) {
+	if err != nil || !exists(gcecompute.LastSegment(mis.GetInstance())) {
 		t.Errorf("the group's own instance: %v, %v", mis, err)
 	}
 	if err := j.AuditInstances(ctx); err != nil {

@@ -9,7 +9,7 @@ import (
 
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/store"
 )
 
@@ -49,7 +49,7 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		}
 		mis, err := j.fetchInstances(ctx, g.t.Project, g.m.Zone, g.rev)
 		if err != nil {
-			if gceapi.Classify(err) == gceapi.NotFound {
+			if gcecompute.Classify(err) == gcecompute.NotFound {
 				return nil
 			}
 			return fmt.Errorf("instances of %s in %s: %w", g.rev, g.m.Zone, err)
@@ -59,7 +59,7 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		failing := ""
 		for _, mi := range mis {
 			if mi.GetInstanceStatus() == "RUNNING" && mi.GetCurrentAction() == "NONE" {
-				running[gceapi.LastSegment(mi.GetInstance())] = strconv.FormatUint(mi.GetId(), 10)
+				running[gcecompute.LastSegment(mi.GetInstance())] = strconv.FormatUint(mi.GetId(), 10)
 			}
 			for _, e := range mi.GetLastAttempt().GetErrors().GetErrors() {
 				if mi.GetCurrentAction() == "CREATING" {
@@ -94,7 +94,7 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		}
 		var add []string
 		for _, mi := range mis {
-			name := gceapi.LastSegment(mi.GetInstance())
+			name := gcecompute.LastSegment(mi.GetInstance())
 			if _, ok := mine[name]; running[name] != "" && st.Pending[name].IsZero() && !ok {
 				add = append(add, name)
 			}
@@ -171,7 +171,7 @@ func (j *Jobs) instances(ctx context.Context, g group, names []string) (map[stri
 			switch {
 			case err == nil:
 				out[name] = in
-			case gceapi.Classify(err) != gceapi.NotFound:
+			case gcecompute.Classify(err) != gcecompute.NotFound:
 				return out, err
 			}
 		}
@@ -180,7 +180,7 @@ func (j *Jobs) instances(ctx context.Context, g group, names []string) (map[stri
 	var all []*computepb.Instance
 	err := j.retry(ctx, g.t.Project, func() error {
 		var err error
-		all, err = gceapi.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: g.t.Project, Zone: g.m.Zone,
+		all, err = gcecompute.All(j.Compute.Instances.List(ctx, &computepb.ListInstancesRequest{Project: g.t.Project, Zone: g.m.Zone,
 			Filter: new(fmt.Sprintf("(labels.%s = %q) AND (labels.%s = %q)", RevisionLabel, revisionHash(g.rev), DeploymentLabel, g.deployment))}))
 		return err
 	})

@@ -5,12 +5,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // metrics makes the backend's gauges and, if Options name a registry,
 // registers them, the scheduler's, the collector and compute's.
-func (b *Backend) metrics(compute *gceapi.Client) {
+func (b *Backend) metrics(compute *gcecompute.Client) {
 	opts := b.opts
 	b.m.configOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "gcefleet_backend_config_ok",
 		Help: "1 if the configuration file parsed at its last reading, 0 if the last good one is in force instead."})

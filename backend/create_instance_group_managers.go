@@ -7,7 +7,7 @@ import (
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // CreateInstanceGroupManagers is the create-instance-group-managers job.
@@ -52,7 +52,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 			return err
 		}
 		size := max(0, min(g.m.MinimumSize, g.m.MaximumSize-others))
-		req := &computepb.InsertInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, RequestId: new(gceapi.RequestID()),
+		req := &computepb.InsertInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, RequestId: new(gcecompute.RequestID()),
 			InstanceGroupManagerResource: &computepb.InstanceGroupManager{
 				Name:             new(g.rev),
 				BaseInstanceName: new(baseInstanceName(g.rev, g.m.Zone)),
@@ -65,7 +65,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		case err == nil:
 			j.changes.Add(1)
 			j.Log.Info("created instance group manager", "group", g.rev, "zone", g.m.Zone, "size", size)
-		case gceapi.Classify(err) == gceapi.Exists:
+		case gcecompute.Classify(err) == gcecompute.Exists:
 			// Ours if it uses our template and says it is this
 			// deployment's (a MIG has no labels).
 			mig, err := j.getGroup(ctx, g.t.Project, g.m.Zone, g.rev)

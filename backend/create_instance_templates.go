@@ -7,7 +7,7 @@ import (
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // CreateInstanceTemplates is the create-instance-templates job. It makes
@@ -27,13 +27,13 @@ func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 		if j.state().Templates[rec.key()].Name != "" {
 			return nil // made already
 		}
-		req := &computepb.InsertInstanceTemplateRequest{Project: t.Project, InstanceTemplateResource: res, RequestId: new(gceapi.RequestID())}
+		req := &computepb.InsertInstanceTemplateRequest{Project: t.Project, InstanceTemplateResource: res, RequestId: new(gcecompute.RequestID())}
 		err = j.mutate(ctx, t.Project, func() (*computeapi.Operation, error) { return j.Compute.Templates.Insert(ctx, req) })
 		switch {
 		case err == nil:
 			j.changes.Add(1)
 			j.Log.Info("created instance template", "template", rec.Name, "project", t.Project)
-		case gceapi.Classify(err) == gceapi.Exists:
+		case gcecompute.Classify(err) == gcecompute.Exists:
 			if err := j.ours(ctx, t.Project, rec.Name, false); err != nil {
 				return err
 			}

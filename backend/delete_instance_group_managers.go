@@ -7,7 +7,7 @@ import (
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // DeleteInstanceGroupManagers is the delete-instance-group-managers job:
@@ -21,7 +21,7 @@ func (j *Jobs) DeleteInstanceGroupManagers(ctx context.Context) error {
 	return j.each(ctx, len(ds), func(ctx context.Context, i int) error {
 		d := ds[i]
 		mig, err := j.getGroup(ctx, d.Project, d.Zone, d.Name)
-		if gceapi.Classify(err) == gceapi.NotFound {
+		if gcecompute.Classify(err) == gcecompute.NotFound {
 			return j.update(ctx, func(s *State) { delete(s.Groups, d.key()) })
 		}
 		if err != nil {
@@ -37,9 +37,9 @@ func (j *Jobs) DeleteInstanceGroupManagers(ctx context.Context) error {
 		if mig.GetTargetSize() > 0 || len(mis) > 0 {
 			return nil // remove-cataloged-instances is emptying it
 		}
-		req := &computepb.DeleteInstanceGroupManagerRequest{Project: d.Project, Zone: d.Zone, InstanceGroupManager: d.Name, RequestId: new(gceapi.RequestID())}
+		req := &computepb.DeleteInstanceGroupManagerRequest{Project: d.Project, Zone: d.Zone, InstanceGroupManager: d.Name, RequestId: new(gcecompute.RequestID())}
 		err = j.mutate(ctx, d.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.Delete(ctx, req) })
-		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+		if err != nil && gcecompute.Classify(err) != gcecompute.NotFound {
 			return fmt.Errorf("deleting drained group %s in %s: %w", d.Name, d.Zone, err)
 		}
 		j.changes.Add(1)

@@ -7,7 +7,7 @@ import (
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // DeleteInstanceTemplates is the delete-instance-templates job. It
@@ -32,15 +32,15 @@ func (j *Jobs) DeleteInstanceTemplates(ctx context.Context) error {
 	return j.each(ctx, len(drained), func(ctx context.Context, i int) error {
 		t := drained[i]
 		err := j.ours(ctx, t.Project, t.Name, t.Legacy)
-		if gceapi.Classify(err) == gceapi.NotFound {
+		if gcecompute.Classify(err) == gcecompute.NotFound {
 			return j.update(ctx, func(s *State) { delete(s.Templates, t.key()) })
 		}
 		if err != nil {
 			return err
 		}
-		req := &computepb.DeleteInstanceTemplateRequest{Project: t.Project, InstanceTemplate: t.Name, RequestId: new(gceapi.RequestID())}
+		req := &computepb.DeleteInstanceTemplateRequest{Project: t.Project, InstanceTemplate: t.Name, RequestId: new(gcecompute.RequestID())}
 		err = j.mutate(ctx, t.Project, func() (*computeapi.Operation, error) { return j.Compute.Templates.Delete(ctx, req) })
-		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+		if err != nil && gcecompute.Classify(err) != gcecompute.NotFound {
 			return fmt.Errorf("deleting drained template %s: %w", t.Name, err)
 		}
 		j.Log.Info("deleted drained instance template", "template", t.Name, "project", t.Project)

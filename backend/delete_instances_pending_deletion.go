@@ -9,7 +9,7 @@ import (
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // DeleteInstancesPendingDeletion is the delete-instances-pending-deletion
@@ -38,14 +38,14 @@ func (j *Jobs) DeleteInstancesPendingDeletion(ctx context.Context) error {
 			return nil
 		}
 		mis, err := j.fetchInstances(ctx, g.Project, g.Zone, g.Name)
-		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+		if err != nil && gcecompute.Classify(err) != gcecompute.NotFound {
 			return fmt.Errorf("instances of %s in %s: %w", g.Name, g.Zone, err)
 		}
 		present := map[string]bool{}
 		var urls []string
 		var errs []error
 		for _, mi := range mis {
-			name := gceapi.LastSegment(mi.GetInstance())
+			name := gcecompute.LastSegment(mi.GetInstance())
 			if st.Pending[name].IsZero() {
 				continue
 			}
@@ -65,7 +65,7 @@ func (j *Jobs) DeleteInstancesPendingDeletion(ctx context.Context) error {
 			return errors.Join(errs...)
 		}
 		req := &computepb.DeleteInstancesInstanceGroupManagerRequest{Project: g.Project, Zone: g.Zone, InstanceGroupManager: g.Name,
-			RequestId: new(gceapi.RequestID()),
+			RequestId: new(gcecompute.RequestID()),
 			InstanceGroupManagersDeleteInstancesRequestResource: &computepb.InstanceGroupManagersDeleteInstancesRequest{Instances: urls}}
 		err = j.mutate(ctx, g.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.DeleteInstances(ctx, req) })
 		if err != nil {

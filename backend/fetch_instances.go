@@ -5,7 +5,7 @@ import (
 
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // fetchInstances is the fetch-instances step: it lists a group's
@@ -19,7 +19,7 @@ func (j *Jobs) fetchInstances(ctx context.Context, project, zone, name string) (
 	var out []*computepb.ManagedInstance
 	err := j.retry(ctx, project, func() error {
 		var err error
-		out, err = gceapi.All(j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{
+		out, err = gcecompute.All(j.Compute.Groups.ListManagedInstances(ctx, &computepb.ListManagedInstancesInstanceGroupManagersRequest{
 			Project: project, Zone: zone, InstanceGroupManager: name}))
 		return err
 	})

@@ -20,7 +20,7 @@ import (
 
 	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/emulator"
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/provider"
 	"github.com/gcefleet/gcefleet/provider/client"
@@ -31,7 +31,7 @@ import (
 func jobs(t *testing.T, yaml string) (*backend.Jobs, *emulator.Emulator) {
 	t.Helper()
 	emu, url := testutil.Emulator(t, emulator.Options{})
-	c, err := gceapi.NewClient(context.Background(), url)
+	c, err := gcecompute.NewClient(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func providerFor(t *testing.T, j *backend.Jobs) (backendAPI, alice *client.Clien
 type fleet struct {
 	t       *testing.T
 	emu     *emulator.Emulator
-	compute *gceapi.Client
+	compute *gcecompute.Client
 	st      *store.Store
 	api     *client.Client // the backend's token
 	alice   *client.Client
@@ -149,7 +149,7 @@ func newFleet(t *testing.T, dbURL string) *fleet {
 	t.Helper()
 	ctx := context.Background()
 	emu, url := testutil.Emulator(t, emulator.Options{})
-	compute, err := gceapi.NewClient(ctx, url)
+	compute, err := gcecompute.NewClient(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func (f *fleet) converged(want map[string]int, leased int) func() bool {
 
 func (f *fleet) exists(get func() error) bool {
 	err := get()
-	if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+	if err != nil && gcecompute.Classify(err) != gcecompute.NotFound {
 		f.t.Fatal(err)
 	}
 	return err == nil
@@ -308,7 +308,7 @@ type tenant struct {
 func newTenant(t *testing.T, name, url, dbURL, yaml string) *tenant {
 	t.Helper()
 	ctx := context.Background()
-	compute, err := gceapi.NewClient(ctx, url)
+	compute, err := gcecompute.NewClient(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,9 +385,9 @@ func (tn *tenant) hosts(t *testing.T) map[string]store.Machine {
 }
 
 // zoneInstances returns every instance of my-project in us-central1-a.
-func zoneInstances(t *testing.T, compute *gceapi.Client) map[string]*computepb.Instance {
+func zoneInstances(t *testing.T, compute *gcecompute.Client) map[string]*computepb.Instance {
 	t.Helper()
-	all, err := gceapi.All(compute.Instances.List(context.Background(), &computepb.ListInstancesRequest{Project: "my-project", Zone: "us-central1-a"}))
+	all, err := gcecompute.All(compute.Instances.List(context.Background(), &computepb.ListInstancesRequest{Project: "my-project", Zone: "us-central1-a"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +399,7 @@ func zoneInstances(t *testing.T, compute *gceapi.Client) map[string]*computepb.I
 }
 
 // createInstance makes an instance by hand, as a person would.
-func createInstance(t *testing.T, compute *gceapi.Client, name string, labels map[string]string) {
+func createInstance(t *testing.T, compute *gcecompute.Client, name string, labels map[string]string) {
 	t.Helper()
 	ctx := context.Background()
 	op, err := compute.Instances.Insert(ctx, &computepb.InsertInstanceRequest{Project: "my-project", Zone: "us-central1-a",
@@ -436,7 +436,7 @@ func keys[V any](m map[string]V) []string {
 // deployments had identities (f0dae50): named by the revision alone,
 // labelled with the template label only, the group described by its
 // base_name.
-func oldGroup(t *testing.T, compute *gceapi.Client, base, rev string, size int32) {
+func oldGroup(t *testing.T, compute *gcecompute.Client, base, rev string, size int32) {
 	t.Helper()
 	ctx := context.Background()
 	hash := rev[len(rev)-8:]
@@ -470,9 +470,9 @@ func oldGroup(t *testing.T, compute *gceapi.Client, base, rev string, size int32
 }
 
 // running returns the running instances of group name.
-func running(t *testing.T, compute *gceapi.Client, name string) []*computepb.ManagedInstance {
+func running(t *testing.T, compute *gcecompute.Client, name string) []*computepb.ManagedInstance {
 	t.Helper()
-	mis, err := gceapi.All(compute.Groups.ListManagedInstances(context.Background(), &computepb.ListManagedInstancesInstanceGroupManagersRequest{
+	mis, err := gcecompute.All(compute.Groups.ListManagedInstances(context.Background(), &computepb.ListManagedInstancesInstanceGroupManagersRequest{
 		Project: "my-project", Zone: "us-central1-a", InstanceGroupManager: name}))
 	if err != nil {
 		t.Fatal(err)

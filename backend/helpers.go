@@ -14,14 +14,14 @@ import (
 	"cloud.google.com/go/compute/apiv1/computepb"
 	"golang.org/x/time/rate"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // retry runs a Compute call for project under the project's rate limit,
 // retrying transient errors (see gce.Retry).
 func (j *Jobs) retry(ctx context.Context, project string, call func() error) error {
 	l := j.limiter(project)
-	return gceapi.Retry(gceapi.WithRetryLog(ctx, j.Log), func() error {
+	return gcecompute.Retry(gcecompute.WithRetryLog(ctx, j.Log), func() error {
 		if err := l.Wait(ctx); err != nil {
 			return err
 		}
@@ -197,7 +197,7 @@ func (j *Jobs) othersSize(ctx context.Context, g group, drained []GroupRecord) (
 			continue
 		}
 		mig, err := j.getGroup(ctx, d.Project, d.Zone, d.Name)
-		if gceapi.Classify(err) == gceapi.NotFound {
+		if gcecompute.Classify(err) == gcecompute.NotFound {
 			continue
 		}
 		if err != nil {
@@ -212,9 +212,9 @@ func (j *Jobs) othersSize(ctx context.Context, g group, drained []GroupRecord) (
 // from g's template, which carries the deployment's label: a group's
 // instance lists say which template each instance was made from.
 func ofTemplate(mi *computepb.ManagedInstance, g GroupRecord) error {
-	if t := gceapi.LastSegment(mi.GetVersion().GetInstanceTemplate()); t != g.Template {
+	if t := gcecompute.LastSegment(mi.GetVersion().GetInstanceTemplate()); t != g.Template {
 		return fmt.Errorf("instance %s of group %s in %s was made from template %q, not the group's %s: %w, left alone",
-			gceapi.LastSegment(mi.GetInstance()), g.Name, g.Zone, t, g.Template, errNotOurs)
+			gcecompute.LastSegment(mi.GetInstance()), g.Name, g.Zone, t, g.Template, errNotOurs)
 	}
 	return nil
 }

@@ -10,7 +10,7 @@ import (
 
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/store"
 )
 
@@ -106,7 +106,7 @@ func (j *Jobs) ownGroup(mig *computepb.InstanceGroupManager, g GroupRecord) erro
 	if g.Legacy {
 		want = legacyDescription(g.BaseName)
 	}
-	if tmpl := gceapi.LastSegment(mig.GetInstanceTemplate()); tmpl != g.Template || mig.GetDescription() != want {
+	if tmpl := gcecompute.LastSegment(mig.GetInstanceTemplate()); tmpl != g.Template || mig.GetDescription() != want {
 		return fmt.Errorf("instance group manager %s in %s uses template %s and says %q; this deployment's uses %s and says %q: it is %w, left alone",
 			g.Name, g.Zone, tmpl, mig.GetDescription(), g.Template, want, errNotOurs)
 	}

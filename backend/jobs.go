@@ -11,7 +11,7 @@ import (
 	"cloud.google.com/go/compute/apiv1/computepb"
 	"golang.org/x/time/rate"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/provider/client"
 )
 
@@ -19,7 +19,7 @@ import (
 // makes no change once GCE matches the configuration. They share the
 // configuration in force and the backend's State.
 type Jobs struct {
-	Compute  *gceapi.Client
+	Compute  *gcecompute.Client
 	Provider *client.Client // nil: jobs that need the catalog fail
 	Log      *slog.Logger
 
@@ -75,7 +75,7 @@ func (j *Jobs) setStats(key string, change func(*GroupStats)) {
 // the deployment settings.deployment names or, if it names none, for a
 // deployment of their own (a random identity): SetDeployment sets the one
 // a store keeps.
-func NewJobs(compute *gceapi.Client, prov *client.Client, cfg Config, log *slog.Logger) *Jobs {
+func NewJobs(compute *gcecompute.Client, prov *client.Client, cfg Config, log *slog.Logger) *Jobs {
 	id := cfg.Settings.Deployment
 	if id == "" {
 		id = newDeploymentID()

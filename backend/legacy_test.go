@@ -12,7 +12,7 @@ import (
 
 	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/emulator"
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/store"
 )
@@ -135,7 +135,7 @@ func TestDatabaseFromBeforeIdentitiesKeepsItsFleet(t *testing.T) {
 		_, gerr := compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: "us-central1-a", InstanceGroupManager: legacy})
 		_, terr := compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: "my-project", InstanceTemplate: legacy})
 		st := tn.j.State()
-		return gceapi.Classify(gerr) == gceapi.NotFound && gceapi.Classify(terr) == gceapi.NotFound && len(st.Groups) == 1 && len(st.Templates) == 1 && len(st.Pending) == 0
+		return gcecompute.Classify(gerr) == gcecompute.NotFound && gcecompute.Classify(terr) == gcecompute.NotFound && len(st.Groups) == 1 && len(st.Templates) == 1 && len(st.Pending) == 0
 	})
 	for range 3 {
 		round()

@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
 )
@@ -72,7 +72,7 @@ type Backend struct {
 // the reconcile jobs run on their interval and at once when their input
 // changes (a lease reclaimed, the configuration changed), so that a
 // reclaimed machine is deleted and replaced within seconds.
-func Run(ctx context.Context, cfg Config, compute *gceapi.Client, prov *client.Client, opts Options, log *slog.Logger) *Backend {
+func Run(ctx context.Context, cfg Config, compute *gcecompute.Client, prov *client.Client, opts Options, log *slog.Logger) *Backend {
 	if opts.LeaderTTL == 0 {
 		opts.LeaderTTL = 15 * time.Second
 	}

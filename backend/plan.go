@@ -10,7 +10,7 @@ import (
 	"cloud.google.com/go/compute/apiv1/computepb"
 	"google.golang.org/api/iterator"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // Change is one thing the backend would do.
@@ -51,7 +51,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 		projects[t.Project] = true
 		tm, err := j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: t.Project, InstanceTemplate: rev})
 		switch {
-		case gceapi.Classify(err) == gceapi.NotFound:
+		case gcecompute.Classify(err) == gcecompute.NotFound:
 			out = append(out, Change{"create-template", rev, fmt.Sprintf("%s in %s", t.MachineType, t.Project)})
 		case err != nil:
 			return nil, fmt.Errorf("instance template %s: %w", rev, err)
@@ -64,7 +64,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 	for _, g := range gs {
 		mig, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev})
 		switch {
-		case gceapi.Classify(err) == gceapi.NotFound:
+		case gcecompute.Classify(err) == gcecompute.NotFound:
 			out = append(out, Change{"create-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("size %d, at most %d", g.m.MinimumSize, g.m.MaximumSize)})
 		case err != nil:
 			return nil, fmt.Errorf("group %s in %s: %w", g.rev, g.m.Zone, err)
@@ -89,7 +89,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 	}
 	var drains []Change
 	for project := range projects {
-		tms, err := gceapi.All(j.Compute.Templates.List(ctx, &computepb.ListInstanceTemplatesRequest{Project: project}))
+		tms, err := gcecompute.All(j.Compute.Templates.List(ctx, &computepb.ListInstanceTemplatesRequest{Project: project}))
 		if err != nil {
 			return nil, fmt.Errorf("instance templates of %s: %w", project, err)
 		}
@@ -113,15 +113,15 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 				return nil, fmt.Errorf("instance groups of %s: %w", project, err)
 			}
 			for _, mig := range pair.Value.GetInstanceGroupManagers() {
-				zone := gceapi.LastSegment(mig.GetZone())
-				tmpl := gceapi.LastSegment(mig.GetInstanceTemplate())
+				zone := gcecompute.LastSegment(mig.GetZone())
+				tmpl := gcecompute.LastSegment(mig.GetInstanceTemplate())
 				legacy := st.Groups[project+"/"+zone+"/"+mig.GetName()].Legacy
 				if !ours[tmpl] || configured[mig.GetName()+"/"+zone] ||
 					(!legacy && !strings.HasSuffix(mig.GetDescription(), " in deployment "+j.Deployment())) {
 					continue
 				}
 				why := "its manager was taken out of the configuration"
-				if !current[gceapi.LastSegment(mig.GetInstanceTemplate())] {
+				if !current[gcecompute.LastSegment(mig.GetInstanceTemplate())] {
 					why = "its revision is no longer configured"
 				}
 				drains = append(drains, Change{"drain-group", mig.GetName() + " in " + zone,

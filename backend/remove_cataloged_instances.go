@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/store"
 )
 
@@ -35,14 +35,14 @@ func (j *Jobs) RemoveCatalogedInstances(ctx context.Context) error {
 	return j.each(ctx, len(ds), func(ctx context.Context, i int) error {
 		d := ds[i]
 		mis, err := j.fetchInstances(ctx, d.Project, d.Zone, d.Name)
-		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+		if err != nil && gcecompute.Classify(err) != gcecompute.NotFound {
 			return fmt.Errorf("instances of drained %s in %s: %w", d.Name, d.Zone, err)
 		}
 		var idle []string
 		var errs []error
 		member := map[string]bool{}
 		for _, mi := range mis {
-			member[gceapi.LastSegment(mi.GetInstance())] = true
+			member[gcecompute.LastSegment(mi.GetInstance())] = true
 		}
 		for _, m := range catalog {
 			if !strings.HasPrefix(m.Hostname, d.prefix()) || member[m.Hostname] || m.State != store.Available {
@@ -53,7 +53,7 @@ func (j *Jobs) RemoveCatalogedInstances(ctx context.Context) error {
 			}
 		}
 		for _, mi := range mis {
-			name := gceapi.LastSegment(mi.GetInstance())
+			name := gcecompute.LastSegment(mi.GetInstance())
 			if !st.Pending[name].IsZero() {
 				continue
 			}

@@ -8,7 +8,7 @@ import (
 	computeapi "cloud.google.com/go/compute/apiv1"
 	"cloud.google.com/go/compute/apiv1/computepb"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/store"
 )
 
@@ -56,7 +56,7 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 		}
 		mig, err := j.getGroup(ctx, g.t.Project, g.m.Zone, g.rev)
 		if err != nil {
-			if gceapi.Classify(err) == gceapi.NotFound {
+			if gcecompute.Classify(err) == gcecompute.NotFound {
 				return nil
 			}
 			return fmt.Errorf("group %s in %s: %w", g.rev, g.m.Zone, err)
@@ -80,7 +80,7 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 			return nil
 		}
 		req := &computepb.ResizeInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev,
-			Size: int32(want), RequestId: new(gceapi.RequestID())}
+			Size: int32(want), RequestId: new(gcecompute.RequestID())}
 		err = j.mutate(ctx, g.t.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.Resize(ctx, req) })
 		if err != nil {
 			return fmt.Errorf("resizing %s in %s: %w", g.rev, g.m.Zone, err)

@@ -11,6 +11,8 @@ import (
 	"sort"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
+
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // Labels the backend puts on what it makes, beside DeploymentLabel; it
@@ -93,8 +95,8 @@ func (t Template) resource(deployment string) (*computepb.InstanceTemplate, erro
 	image := t.Image
 	if t.ContainerImage != "" {
 		image = "projects/cos-cloud/global/images/family/cos-stable"
-		decl := fmt.Sprintf("spec:\n  containers:\n  - name: %s\n    image: %s\n  restartPolicy: Always\n", t.BaseName, t.ContainerImage)
-		keys, values["gce-container-declaration"] = append(keys, "gce-container-declaration"), decl
+		decl := gcecompute.ContainerDeclaration(t.BaseName, t.ContainerImage, gcecompute.RestartAlways)
+		keys, values[gcecompute.ContainerDeclarationKey] = append(keys, gcecompute.ContainerDeclarationKey), decl
 	}
 	sort.Strings(keys)
 	for _, k := range keys {

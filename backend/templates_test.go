@@ -10,6 +10,7 @@ import (
 	"cloud.google.com/go/compute/apiv1/computepb"
 
 	"github.com/gcefleet/gcefleet/backend"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
@@ -38,8 +39,11 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 		p.GetDisks()[0].GetInitializeParams().GetDiskSizeGb() != 50 {
 		t.Errorf("template properties %v", p)
 	}
-	workers := tms[revision(t, j, j.Config().Templates[1])].GetProperties()
-	if workers.GetScheduling().GetProvisioningModel() != "SPOT" || workers.GetMetadata().GetItems()[0].GetKey() != "gce-container-declaration" {
+	wt := j.Config().Templates[1]
+	workers := tms[revision(t, j, wt)].GetProperties()
+	md := workers.GetMetadata().GetItems()
+	if workers.GetScheduling().GetProvisioningModel() != "SPOT" || md[0].GetKey() != gcecompute.ContainerDeclarationKey ||
+		md[0].GetValue() != gcecompute.ContainerDeclaration(wt.BaseName, wt.ContainerImage, gcecompute.RestartAlways) {
 		t.Errorf("container template %v", workers)
 	}
 	for _, m := range j.Config().Managers {

@@ -267,3 +267,30 @@ func (m *Machine) fail(err error) {
 	m.b.log.Error("machine stopped", "machine", m.name, "err", err)
 	m.setState(Stopped, err)
 }
+
+// waitInfo asks the machine for its Info until it answers, backing off
+// from a few milliseconds: a machine that starts listens soon.
+func (m *Machine) waitInfo(ctx context.Context, size int64, ready func(Info) bool) (Info, error) {
+	backoff := 2 * time.Millisecond
+	for {
+		var info Info
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := m.call(cctx, "Supervisor.Info", InfoRequest{Size: size}, &info)
+		cancel()
+		if err == nil && ready(info) {
+			return info, nil
+		}
+		if err != nil && !errors.Is(err, rpc.Network) {
+			return info, err
+		}
+		if gone, why := m.b.system.KeepaliveFailed(ctx, m); gone {
+			return info, why
+		}
+		select {
+		case <-ctx.Done():
+			return info, fmt.Errorf("no answer before the start timeout: %w", err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 250*time.Millisecond)
+	}
+}

@@ -27,7 +27,7 @@ import (
 
 	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/emulator"
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/provider"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
@@ -61,7 +61,7 @@ func run(managers, size int, interval time.Duration, rest int) error {
 	}
 	esrv := httptest.NewServer(emu)
 	defer esrv.Close()
-	compute, err := gceapi.NewClient(ctx, esrv.URL)
+	compute, err := gcecompute.NewClient(ctx, esrv.URL)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,7 @@
 // and nonce. It makes its own key, and serves a proof that it is this
 // instance (its identity token, for the nonce and its key) until the
 // driver hands it a certificate for that key; see package
-// gcefleet/gce/identity. Started by
+// gcefleet/identity. Started by
 // the local system, it reads its configuration from the inherited pipe
 // whose descriptor GCEFLEET_BIGMACHINE names.
 package main

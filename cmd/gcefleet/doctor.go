@@ -14,7 +14,7 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 )
 
 // neededPermissions are what the gce system and gc use, with the role that
@@ -82,7 +82,7 @@ func doctor(ctx context.Context, env *environ, project, endpoint string) error {
 		bad("gcloud projects list (its PROJECT_ID column)", "project %q is not a project id: 6-30 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen", project)
 		return fmt.Errorf("doctor: 1 problem")
 	}
-	c, err := gceapi.NewClient(ctx, endpoint)
+	c, err := gcecompute.NewClient(ctx, endpoint)
 	if err != nil {
 		bad("gcloud auth application-default login", "credentials: %v", err)
 		return fmt.Errorf("doctor: 1 problem")

@@ -12,7 +12,7 @@ import (
 	"cloud.google.com/go/compute/apiv1/computepb"
 	"google.golang.org/api/iterator"
 
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/system/gce"
 )
 
@@ -59,8 +59,8 @@ type leftover struct {
 }
 
 func gc(ctx context.Context, env *environ, project, endpoint string, olderThan time.Duration, run string, dryRun bool) error {
-	ctx = gceapi.WithRetryLog(ctx, env.logger())
-	c, err := gceapi.NewClient(ctx, endpoint)
+	ctx = gcecompute.WithRetryLog(ctx, env.logger())
+	c, err := gcecompute.NewClient(ctx, endpoint)
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func gc(ctx context.Context, env *environ, project, endpoint string, olderThan t
 	}
 	var all []leftover
 	newest := map[string]time.Duration{} // run -> age of its newest instance
-	err = gceapi.Retry(ctx, func() error {
+	err = gcecompute.Retry(ctx, func() error {
 		all = all[:0]
 		it := c.Instances.AggregatedList(ctx, &computepb.AggregatedListInstancesRequest{Project: project, Filter: &filter})
 		for {
@@ -84,7 +84,7 @@ func gc(ctx context.Context, env *environ, project, endpoint string, olderThan t
 			}
 			for _, in := range pair.Value.GetInstances() {
 				created, _ := time.Parse(time.RFC3339, in.GetCreationTimestamp())
-				l := leftover{in: in, zone: gceapi.LastSegment(in.GetZone()), run: in.GetLabels()[gce.RunLabel], age: time.Since(created)}
+				l := leftover{in: in, zone: gcecompute.LastSegment(in.GetZone()), run: in.GetLabels()[gce.RunLabel], age: time.Since(created)}
 				if a, ok := newest[l.run]; !ok || l.age < a {
 					newest[l.run] = l.age
 				}
@@ -122,13 +122,29 @@ func gc(ctx context.Context, env *environ, project, endpoint string, olderThan t
 	}
 	var errs []error
 	for zone, ins := range byZone {
-		errs = append(errs, gce.DeleteInstances(ctx, c, project, zone, ins))
+		errs = append(errs, deleteLeftovers(ctx, c, project, zone, ins))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "deleting %d instances in %s\n", len(doomed), plural(len(byZone), "zone"))
 	return nil
+}
+
+// deleteLeftovers deletes ins, instances of zone, without waiting for the
+// deletions to finish. It refuses an instance that lacks the labels of a
+// bigmachine run, whatever the list that found it asked for.
+func deleteLeftovers(ctx context.Context, c *gcecompute.Client, project, zone string, ins []*computepb.Instance) error {
+	var errs []error
+	var names []string
+	for _, in := range ins {
+		if in.GetLabels()[gce.RunLabel] == "" || in.GetLabels()[gce.RoleLabel] != "bigmachine" {
+			errs = append(errs, fmt.Errorf("refusing to delete %s: it carries no %s label", in.GetName(), gce.RunLabel))
+			continue
+		}
+		names = append(names, in.GetName())
+	}
+	return errors.Join(append(errs, c.DeleteInstances(ctx, project, zone, names))...)
 }
 
 func plural(n int, word string) string {

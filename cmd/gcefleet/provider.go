@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/gcefleet/gcefleet/backend"
-	gceapi "github.com/gcefleet/gcefleet/gce"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/provider"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
@@ -134,7 +134,7 @@ func backendStarter(ctx context.Context, cfg provider.Config, configPath string,
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	compute, err := gceapi.NewClient(ctx, bcfg.Settings.Endpoint)
+	compute, err := gcecompute.NewClient(ctx, bcfg.Settings.Endpoint)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +225,7 @@ Example:
 				if err != nil {
 					return err
 				}
-				compute, err := gceapi.NewClient(ctx, cfg.Settings.Endpoint)
+				compute, err := gcecompute.NewClient(ctx, cfg.Settings.Endpoint)
 				if err != nil {
 					return err
 				}

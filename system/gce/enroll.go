@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
-	"github.com/gcefleet/gcefleet/gce/identity"
+	"github.com/gcefleet/gcefleet/identity"
 )
 
 // Enroll has machine m prove that it is the instance this run made, and

@@ -6,7 +6,7 @@
 // project can read, holds only the run's CA certificate and a nonce; each
 // machine makes its own key and proves with its instance identity token
 // that it is the instance the driver made before the driver signs its
-// certificate (Enroll, and package gcefleet/gce/identity).
+// certificate (Enroll, and package gcefleet/identity).
 //
 // Nothing leaks: every instance is labelled with its run and owner, carries
 // a maxRunDuration after which GCE deletes it, and deletes itself when its
@@ -37,8 +37,8 @@ import (
 
 	"github.com/gcefleet/gcefleet/bigmachine"
 	"github.com/gcefleet/gcefleet/bigmachine/rpc"
-	gceapi "github.com/gcefleet/gcefleet/gce"
-	"github.com/gcefleet/gcefleet/gce/identity"
+	"github.com/gcefleet/gcefleet/gcecompute"
+	"github.com/gcefleet/gcefleet/identity"
 	"github.com/gcefleet/gcefleet/system/gce/instance"
 )
 
@@ -67,7 +67,7 @@ type System struct {
 	log   *slog.Logger
 
 	mu       sync.Mutex
-	client   *gceapi.Client
+	client   *gcecompute.Client
 	next     int  // index of the next machine
 	firewall bool // the run's firewall rule exists
 	zones    map[string]bool
@@ -104,13 +104,13 @@ func (s *System) Name() string { return "gce" }
 func (s *System) Run() string { return s.run }
 
 // Client returns the Compute client, made on first use.
-func (s *System) Client(ctx context.Context) (*gceapi.Client, error) {
+func (s *System) Client(ctx context.Context) (*gcecompute.Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.client != nil {
 		return s.client, nil
 	}
-	c, err := gceapi.NewClient(ctx, s.cfg.Endpoint)
+	c, err := gcecompute.NewClient(ctx, s.cfg.Endpoint)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func (s *System) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigm
 			var partial *partialError
 			if err != nil {
 				switch {
-				case errors.As(err, &partial), gceapi.Classify(err) == gceapi.Quota, gceapi.Classify(err) == gceapi.Stockout:
+				case errors.As(err, &partial), gcecompute.Classify(err) == gcecompute.Quota, gcecompute.Classify(err) == gcecompute.Stockout:
 					s.log.Warn("zone cannot take the machines; trying the next", "zone", zone, "err", err)
 					failures = append(failures, zone+": "+err.Error())
 					continue
@@ -215,14 +215,14 @@ func (m madeInstance) spec(cfg Config, sign func(string, crypto.PublicKey) ([]by
 	}
 	return bigmachine.Spec{
 		Name: m.in.GetName(), Addr: net.JoinHostPort(ip, itoa(cfg.Port)), Maxprocs: max(m.cpus, 1),
-		Handle: &Machine{Zone: gceapi.LastSegment(m.in.GetZone()), Name: m.in.GetName(), id: strconv.FormatUint(m.in.GetId(), 10), sign: sign},
+		Handle: &Machine{Zone: gcecompute.LastSegment(m.in.GetZone()), Name: m.in.GetName(), id: strconv.FormatUint(m.in.GetId(), 10), sign: sign},
 	}
 }
 
 // guestCPUs returns the machine type's CPU count in zone.
-func (s *System) guestCPUs(ctx context.Context, c *gceapi.Client, zone string) (int, error) {
+func (s *System) guestCPUs(ctx context.Context, c *gcecompute.Client, zone string) (int, error) {
 	var mt *computepb.MachineType
-	err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
+	err := gcecompute.Retry(gcecompute.WithRetryLog(ctx, s.log), func() error {
 		var err error
 		mt, err = c.MachineTypes.Get(ctx, &computepb.GetMachineTypeRequest{Project: s.cfg.Project, Zone: zone, MachineType: s.cfg.MachineType})
 		return err
@@ -235,7 +235,7 @@ func (s *System) guestCPUs(ctx context.Context, c *gceapi.Client, zone string) (
 
 // insert makes up to n instances in zone with one bulkInsert, and returns
 // those that exist afterwards.
-func (s *System) insert(ctx context.Context, c *gceapi.Client, zone string, n int, spot bool, ca []byte) ([]*computepb.Instance, error) {
+func (s *System) insert(ctx context.Context, c *gcecompute.Client, zone string, n int, spot bool, ca []byte) ([]*computepb.Instance, error) {
 	s.mu.Lock()
 	names := map[string]*computepb.BulkInsertInstanceResourcePerInstanceProperties{}
 	for range n {
@@ -245,16 +245,9 @@ func (s *System) insert(ctx context.Context, c *gceapi.Client, zone string, n in
 	s.zones[zone] = true
 	s.mu.Unlock()
 
-	decl := fmt.Sprintf(`spec:
-  containers:
-  - name: gceboot
-    image: %s
-    stdin: false
-    tty: false
-  restartPolicy: Never
-`, s.cfg.Image)
+	decl := gcecompute.ContainerDeclaration("gceboot", s.cfg.Image, gcecompute.RestartNever)
 	boot := instance.BootConfig{CA: ca, Nonce: s.nonce, Listen: ":" + itoa(s.cfg.Port), Timeout: s.cfg.KeepaliveTimeout}.Encode()
-	items := []*computepb.Items{{Key: new("gce-container-declaration"), Value: &decl}, {Key: new("google-logging-enabled"), Value: new("true")}, {Key: new(BootKey), Value: &boot}}
+	items := []*computepb.Items{{Key: new(gcecompute.ContainerDeclarationKey), Value: &decl}, {Key: new("google-logging-enabled"), Value: new("true")}, {Key: new(BootKey), Value: &boot}}
 	if s.cfg.Endpoint != "" {
 		items = append(items, &computepb.Items{Key: new(EndpointKey), Value: new(s.cfg.Endpoint)})
 	}
@@ -289,13 +282,13 @@ func (s *System) insert(ctx context.Context, c *gceapi.Client, zone string, n in
 		ServiceAccounts:   []*computepb.ServiceAccount{{Email: new(s.cfg.ServiceAccount), Scopes: []string{"https://www.googleapis.com/auth/cloud-platform"}}},
 	}
 	req := &computepb.BulkInsertInstanceRequest{
-		Project: s.cfg.Project, Zone: zone, RequestId: new(gceapi.RequestID()),
+		Project: s.cfg.Project, Zone: zone, RequestId: new(gcecompute.RequestID()),
 		BulkInsertInstanceResourceResource: &computepb.BulkInsertInstanceResource{
 			Count: new(int64(n)), MinCount: new(int64(1)), InstanceProperties: props, PerInstanceProperties: names,
 		},
 	}
 	var opErr error
-	err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
+	err := gcecompute.Retry(gcecompute.WithRetryLog(ctx, s.log), func() error {
 		op, err := c.Instances.BulkInsert(ctx, req)
 		if err != nil {
 			return err
@@ -339,11 +332,11 @@ func (e *partialError) Error() string {
 }
 
 // list returns the run's instances in zone.
-func (s *System) list(ctx context.Context, c *gceapi.Client, zone string) ([]*computepb.Instance, error) {
+func (s *System) list(ctx context.Context, c *gcecompute.Client, zone string) ([]*computepb.Instance, error) {
 	var out []*computepb.Instance
-	err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
+	err := gcecompute.Retry(gcecompute.WithRetryLog(ctx, s.log), func() error {
 		var err error
-		out, err = gceapi.All(c.Instances.List(ctx, &computepb.ListInstancesRequest{Project: s.cfg.Project, Zone: zone, Filter: new(s.runFilter()), MaxResults: new(uint32(500))}))
+		out, err = gcecompute.All(c.Instances.List(ctx, &computepb.ListInstancesRequest{Project: s.cfg.Project, Zone: zone, Filter: new(s.runFilter()), MaxResults: new(uint32(500))}))
 		return err
 	})
 	if err != nil {
@@ -353,7 +346,7 @@ func (s *System) list(ctx context.Context, c *gceapi.Client, zone string) ([]*co
 }
 
 // ensureFirewall makes the run's firewall rule, once.
-func (s *System) ensureFirewall(ctx context.Context, c *gceapi.Client) error {
+func (s *System) ensureFirewall(ctx context.Context, c *gcecompute.Client) error {
 	s.mu.Lock()
 	done := s.firewall || !s.cfg.Firewall
 	s.mu.Unlock()
@@ -372,7 +365,7 @@ func (s *System) ensureFirewall(ctx context.Context, c *gceapi.Client) error {
 	if network == "" {
 		network = "global/networks/default"
 	}
-	req := &computepb.InsertFirewallRequest{Project: s.cfg.Project, RequestId: new(gceapi.RequestID()), FirewallResource: &computepb.Firewall{
+	req := &computepb.InsertFirewallRequest{Project: s.cfg.Project, RequestId: new(gcecompute.RequestID()), FirewallResource: &computepb.Firewall{
 		Name:         new(s.networkTag()),
 		Description:  new("gcefleet bigmachine run " + s.run + ": the driver reaches its machines"),
 		Network:      new(network),
@@ -381,14 +374,14 @@ func (s *System) ensureFirewall(ctx context.Context, c *gceapi.Client) error {
 		TargetTags:   []string{s.networkTag()},
 		Allowed:      []*computepb.Allowed{{IPProtocol: new("tcp"), Ports: []string{itoa(s.cfg.Port)}}},
 	}}
-	err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
+	err := gcecompute.Retry(gcecompute.WithRetryLog(ctx, s.log), func() error {
 		op, err := c.Firewalls.Insert(ctx, req)
 		if err != nil {
 			return err
 		}
 		return c.Wait(ctx, s.cfg.Project, op)
 	})
-	if err != nil && gceapi.Classify(err) != gceapi.Exists {
+	if err != nil && gcecompute.Classify(err) != gcecompute.Exists {
 		return fmt.Errorf("firewall rule %s: %w", s.networkTag(), err)
 	}
 	s.mu.Lock()
@@ -571,14 +564,14 @@ func (s *System) Shutdown(ctx context.Context) error {
 		errs = append(errs, s.deleteRun(ctx, c, zone))
 	}
 	if firewall {
-		err := gceapi.Retry(gceapi.WithRetryLog(ctx, s.log), func() error {
+		err := gcecompute.Retry(gcecompute.WithRetryLog(ctx, s.log), func() error {
 			op, err := c.Firewalls.Delete(ctx, &computepb.DeleteFirewallRequest{Project: s.cfg.Project, Firewall: s.networkTag()})
 			if err != nil {
 				return err
 			}
 			return c.Wait(ctx, s.cfg.Project, op)
 		})
-		if err != nil && gceapi.Classify(err) != gceapi.NotFound {
+		if err != nil && gcecompute.Classify(err) != gcecompute.NotFound {
 			errs = append(errs, fmt.Errorf("deleting firewall rule %s: %w", s.networkTag(), err))
 		}
 	}
@@ -587,12 +580,12 @@ func (s *System) Shutdown(ctx context.Context) error {
 
 // deleteRun deletes the run's instances in zone and waits until a list
 // shows none, which costs fewer calls than waiting on each deletion.
-func (s *System) deleteRun(ctx context.Context, c *gceapi.Client, zone string) error {
+func (s *System) deleteRun(ctx context.Context, c *gcecompute.Client, zone string) error {
 	ins, err := s.list(ctx, c, zone)
 	if err != nil {
 		return err
 	}
-	if err := DeleteInstances(ctx, c, s.cfg.Project, zone, ins); err != nil {
+	if err := s.deleteInstances(ctx, c, zone, ins); err != nil {
 		return err
 	}
 	backoff := 50 * time.Millisecond
@@ -613,33 +606,19 @@ func (s *System) deleteRun(ctx context.Context, c *gceapi.Client, zone string) e
 	}
 }
 
-// DeleteInstances deletes instances in zone in parallel, each under its
-// own requestId, without waiting for the deletions to finish. It refuses
-// an instance that lacks gcefleet's labels.
-func DeleteInstances(ctx context.Context, c *gceapi.Client, project, zone string, ins []*computepb.Instance) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(ins))
-	sem := make(chan struct{}, 32)
-	for i, in := range ins {
+// deleteInstances deletes ins, instances of zone, without waiting for the
+// deletions to finish. It refuses an instance that lacks gcefleet's labels.
+func (s *System) deleteInstances(ctx context.Context, c *gcecompute.Client, zone string, ins []*computepb.Instance) error {
+	var errs []error
+	var names []string
+	for _, in := range ins {
 		if in.GetLabels()[RunLabel] == "" || in.GetLabels()[RoleLabel] != roleValue {
-			errs[i] = fmt.Errorf("refusing to delete %s: it carries no %s label", in.GetName(), RunLabel)
+			errs = append(errs, fmt.Errorf("refusing to delete %s: it carries no %s label", in.GetName(), RunLabel))
 			continue
 		}
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			r := &computepb.DeleteInstanceRequest{Project: project, Zone: zone, Instance: in.GetName(), RequestId: new(gceapi.RequestID())}
-			err := gceapi.Retry(ctx, func() error {
-				_, err := c.Instances.Delete(ctx, r)
-				return err
-			})
-			if err != nil && gceapi.Classify(err) != gceapi.NotFound {
-				errs[i] = fmt.Errorf("deleting %s: %w", in.GetName(), err)
-			}
-		})
+		names = append(names, in.GetName())
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(append(errs, c.DeleteInstances(ctx, s.cfg.Project, zone, names))...)
 }
 
 var _ bigmachine.System = (*System)(nil)

@@ -19,6 +19,7 @@ import (
 	"github.com/gcefleet/gcefleet/bigmachine"
 	"github.com/gcefleet/gcefleet/bigmachine/rpc"
 	"github.com/gcefleet/gcefleet/emulator"
+	"github.com/gcefleet/gcefleet/gcecompute"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/system/gce"
 	"github.com/gcefleet/gcefleet/system/gce/instance"
@@ -181,9 +182,9 @@ func TestStartCallShutdown(t *testing.T) {
 		for _, it := range in.GetMetadata().GetItems() {
 			md[it.GetKey()] = it.GetValue()
 		}
-		decl := md["gce-container-declaration"]
-		if !strings.Contains(decl, "image: "+image+":v1") || !strings.Contains(decl, "restartPolicy: Never") {
-			t.Errorf("%s container declaration:\n%s", in.GetName(), decl)
+		// gceboot, never restarted: a machine that exits is gone.
+		if decl, want := md[gcecompute.ContainerDeclarationKey], gcecompute.ContainerDeclaration("gceboot", image+":v1", gcecompute.RestartNever); decl != want {
+			t.Errorf("%s container declaration:\n%s\nwant:\n%s", in.GetName(), decl, want)
 		}
 		bc, err := instance.DecodeBootConfig(md[gce.BootKey])
 		if err != nil || bc.Listen != ":8443" || bc.Nonce == "" || !strings.Contains(string(bc.CA), "BEGIN CERTIFICATE") {

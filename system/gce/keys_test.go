@@ -22,7 +22,7 @@ import (
 
 	"github.com/gcefleet/gcefleet/bigmachine"
 	"github.com/gcefleet/gcefleet/bigmachine/rpc"
-	"github.com/gcefleet/gcefleet/gce/identity"
+	"github.com/gcefleet/gcefleet/identity"
 	"github.com/gcefleet/gcefleet/system/gce"
 	"github.com/gcefleet/gcefleet/system/gce/instance"
 )

@@ -19,7 +19,7 @@ import (
 	"cloud.google.com/go/compute/metadata"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
-	"github.com/gcefleet/gcefleet/gce/identity"
+	"github.com/gcefleet/gcefleet/identity"
 )
 
 // Enroll makes this machine's key, which never leaves it, and serves its

@@ -1,8 +1,8 @@
-// Package gce is a thin layer over the Compute Engine client
+// Package gcecompute is a thin layer over the Compute Engine client
 // (cloud.google.com/go/compute/apiv1): errors sorted into classes a caller
 // can act on, retries under one requestId, operations waited on until DONE
 // with their errors checked, and a count of the API calls made.
-package gce
+package gcecompute
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -311,6 +312,32 @@ func methodOf(httpMethod, path string) string {
 		verb = strings.ToLower(httpMethod)
 	}
 	return rest[0] + "." + verb
+}
+
+// DeleteInstances deletes the named instances of zone, at most 32 at a
+// time, each under its own requestId, without waiting for the deletions to
+// finish; one already gone is no error. It checks no labels: that an
+// instance is the caller's to delete is the caller's to know.
+func (c *Client) DeleteInstances(ctx context.Context, project, zone string, names []string) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, 32)
+	for i, name := range names {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			r := &computepb.DeleteInstanceRequest{Project: project, Zone: zone, Instance: name, RequestId: new(RequestID())}
+			err := Retry(ctx, func() error {
+				_, err := c.Instances.Delete(ctx, r)
+				return err
+			})
+			if err != nil && Classify(err) != NotFound {
+				errs[i] = fmt.Errorf("deleting %s: %w", name, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Wait waits for op to be DONE, with zoneOperations.wait or

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gcefleet/gcefleet/gce/identity"
+	"github.com/gcefleet/gcefleet/identity"
 )
 
 // testCA is a CA as the driver's run has one.

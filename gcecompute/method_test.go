@@ -1,4 +1,4 @@
-package gce
+package gcecompute
 
 import "testing"
 

@@ -26,7 +26,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/gcefleet/gcefleet/emulator"
-	"github.com/gcefleet/gcefleet/gce/identity"
+	"github.com/gcefleet/gcefleet/identity"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 )
 
