@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -40,6 +42,23 @@ func serveFleet(t *testing.T) string {
 	if l, err := alice.RequestLease(ctx, store.LeaseRequest{RequestID: "job-1", Dimensions: store.Dimensions{"os": {"linux"}}, Term: store.Term{Duration: time.Hour}}); err != nil || l.State != store.Fulfilled {
 		t.Fatalf("lease: %+v, %v", l, err)
 	}
+	// The page shows the backend's view of its group, which catches up
+	// with the lease at its next pass: wait for that, as a person would
+	// wait for the page's next refresh.
+	testutil.WaitFor(t, "the backend to count the leased machine", func() bool {
+		req, err := http.NewRequest("GET", url+"/metrics", nil)
+		if err != nil {
+			return false
+		}
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return err == nil && regexp.MustCompile(`(?m)^gcefleet_backend_instances\{[^}]*state="leased"[^}]*\} 1$`).Match(b)
+	})
 	stuck := store.LeaseRequest{RequestID: "job-2", Dimensions: store.Dimensions{"os": {"linux"}, "gpu": {"t4"}}, Term: store.Term{Duration: time.Hour}}
 	if l, err := alice.RequestLease(ctx, stuck); err != nil || l.State != store.Pending {
 		t.Fatalf("the request no machine meets: %+v, %v", l, err)
