@@ -52,6 +52,9 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 		// group at rest costs no call here.
 		if seen, ok := j.Stats()[key]; ok && seen.Current > 0 && len(drained) == 0 &&
 			Target(g.m, seen.Current, leased[key], 0) == seen.Current {
+			// The list has one instance per unit of target size, so the
+			// group's target is what it holds.
+			j.setStats(key, func(s *GroupStats) { s.Target = seen.Current })
 			return nil
 		}
 		mig, err := j.getGroup(ctx, g.t.Project, g.m.Zone, g.rev)
