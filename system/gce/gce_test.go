@@ -101,7 +101,9 @@ func newWorld(t *testing.T) *world {
 func (w *world) config(zones ...string) gce.Config {
 	cfg := gce.DefaultConfig()
 	cfg.Project, cfg.Zones, cfg.Image, cfg.Endpoint = project, zones, image+":v1", w.url
-	cfg.KeepalivePeriod, cfg.KeepaliveTimeout = 100*time.Millisecond, 2*time.Second
+	// A timeout that a race-built binary's upload on a busy machine does
+	// not outlast; the tests of a lapsing keepalive set their own.
+	cfg.KeepalivePeriod, cfg.KeepaliveTimeout = 250*time.Millisecond, 10*time.Second
 	cfg.Owner = "tester"
 	return cfg
 }
