@@ -96,6 +96,12 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		for _, mi := range mis {
 			name := gceapi.LastSegment(mi.GetInstance())
 			if _, ok := mine[name]; running[name] != "" && st.Pending[name].IsZero() && !ok {
+				// Only what the group made from this deployment's
+				// template, whose contents were checked.
+				if err := ofTemplate(mi, g.record()); err != nil {
+					errs = append(errs, fmt.Errorf("%w: not cataloged", err))
+					continue
+				}
 				add = append(add, name)
 			}
 		}

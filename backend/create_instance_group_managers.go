@@ -44,7 +44,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("instance template %s: %w", g.rev, err)
 		}
-		if err := j.ownTemplate(tmpl, g.t.Project, false); err != nil {
+		if err := j.ownTemplateOf(tmpl, g.t); err != nil {
 			return err
 		}
 		others, err := j.othersSize(ctx, g, drained)

@@ -56,7 +56,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 		case err != nil:
 			return nil, fmt.Errorf("instance template %s: %w", rev, err)
 		default:
-			if err := j.ownTemplate(tm, t.Project, false); err != nil {
+			if err := j.ownTemplateOf(tm, t); err != nil {
 				out = append(out, Change{"conflict", rev, err.Error()})
 			}
 		}
