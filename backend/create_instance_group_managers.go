@@ -58,7 +58,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 				BaseInstanceName: new(baseInstanceName(g.rev, g.m.Zone)),
 				InstanceTemplate: tmpl.SelfLink,
 				TargetSize:       new(int32(size)),
-				Description:      new(groupDescription(g.t.BaseName, g.deployment)),
+				Description:      new(groupDescription(g.t.BaseName, g.deployment, j.Database())),
 			}}
 		err = j.mutate(ctx, g.t.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.Insert(ctx, req) })
 		switch {

@@ -19,7 +19,7 @@ func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 	cfg := j.Config()
 	return j.each(ctx, len(cfg.Templates), func(ctx context.Context, i int) error {
 		t := cfg.Templates[i]
-		res, err := t.resource(j.Deployment())
+		res, err := t.resource(j.Deployment(), j.Database())
 		if err != nil {
 			return err
 		}

@@ -117,7 +117,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 				tmpl := gceapi.LastSegment(mig.GetInstanceTemplate())
 				legacy := st.Groups[project+"/"+zone+"/"+mig.GetName()].Legacy
 				if !ours[tmpl] || configured[mig.GetName()+"/"+zone] ||
-					(!legacy && !strings.HasSuffix(mig.GetDescription(), " in deployment "+j.Deployment())) {
+					(!legacy && !ownDescription(mig.GetDescription(), j.Deployment(), j.Database())) {
 					continue
 				}
 				why := "its manager was taken out of the configuration"

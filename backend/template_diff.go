@@ -18,9 +18,14 @@ func (j *Jobs) ownTemplateOf(tm *computepb.InstanceTemplate, t Template) error {
 	if err := j.ownTemplate(tm, t.Project, false); err != nil {
 		return err
 	}
-	want, err := t.resource(j.Deployment())
+	want, err := t.resource(j.Deployment(), j.Database())
 	if err != nil {
 		return err
+	}
+	if _, ok := tm.GetProperties().GetLabels()[DatabaseLabel]; !ok {
+		// Made before databases had identities (ownTemplate checked one
+		// that has it).
+		delete(want.GetProperties().GetLabels(), DatabaseLabel)
 	}
 	if d := templateDiff(want, tm); len(d) > 0 {
 		return notOurs(fmt.Sprintf("instance template %s in %s exists with other properties (%s): not ours; delete it or rename the base_name", tm.GetName(), t.Project, strings.Join(d, ", ")))
