@@ -56,7 +56,7 @@ func (j *Jobs) AuditInstances(ctx context.Context) error {
 		}
 		var errs []error
 		for _, in := range found {
-			if in.GetLabels()[DeploymentLabel] != id || in.GetLabels()[TemplateLabel] == "" || explained(st, p.project, p.zone, in.GetName()) {
+			if !j.ownInstance(in) || in.GetLabels()[TemplateLabel] == "" || explained(st, p.project, p.zone, in.GetName()) {
 				continue
 			}
 			key := p.project + "/" + p.zone + "/" + in.GetName()

@@ -56,8 +56,12 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		}
 		var errs []error
 		running := map[string]string{} // name -> instance id
+		ids := map[string]string{}     // name -> instance id, whatever its status
 		failing := ""
 		for _, mi := range mis {
+			if mi.GetId() != 0 {
+				ids[gcecompute.LastSegment(mi.GetInstance())] = strconv.FormatUint(mi.GetId(), 10)
+			}
 			if mi.GetInstanceStatus() == "RUNNING" && mi.GetCurrentAction() == "NONE" {
 				running[gcecompute.LastSegment(mi.GetInstance())] = strconv.FormatUint(mi.GetId(), 10)
 			}
@@ -73,6 +77,22 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		}
 
 		for host, m := range mine {
+			// A leased machine whose instance the group lists under
+			// another id was deleted behind the backend's back, or
+			// preempted, and recreated: the lease's machine is gone, and
+			// its client learns it from the lease ending RECLAIMED. The
+			// new instance is a new machine, cataloged below.
+			if id, ok := ids[host]; ok && m.State == store.Leased && !slices.Contains(m.Dimensions["instance_id"], id) {
+				lease, err := j.Provider.MachineGone(ctx, host)
+				if err != nil && !errors.Is(err, store.ErrNotFound) {
+					errs = append(errs, fmt.Errorf("reporting leased %s gone (instance %v replaced by %s): %w", host, m.Dimensions["instance_id"], id, err))
+					continue
+				}
+				delete(mine, host)
+				j.Log.Warn("a leased machine's instance was replaced behind the backend's back (deleted or preempted); its lease ended RECLAIMED", "instance", host,
+					"old_id", m.Dimensions["instance_id"], "new_id", id, "lease", lease)
+				continue
+			}
 			// A group recreates a lost instance under its name: the id
 			// tells the new one from the entry of the old.
 			if id, ok := running[host]; (!ok || !slices.Contains(m.Dimensions["instance_id"], id)) && m.State == store.Available {
@@ -96,6 +116,12 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		for _, mi := range mis {
 			name := gcecompute.LastSegment(mi.GetInstance())
 			if _, ok := mine[name]; running[name] != "" && st.Pending[name].IsZero() && !ok {
+				// Only what the group made from this deployment's
+				// template, whose contents were checked.
+				if err := ofTemplate(mi, g.record()); err != nil {
+					errs = append(errs, fmt.Errorf("%w: not cataloged", err))
+					continue
+				}
 				add = append(add, name)
 			}
 		}

@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -260,6 +262,7 @@ func (cfg *Config) check(name string, skip func(line int, msg string) bool) erro
 		if len(t.Dimensions) == 0 {
 			bad(t.Line, "template %s: no dimensions: clients lease by them, e.g. dimensions: {os: linux}", t.BaseName)
 		}
+		checkDimensions(t, func(format string, args ...any) { bad(t.Line, format, args...) })
 		// In key order, so that the same file says the same each time.
 		for _, k := range slices.Sorted(maps.Keys(t.Labels)) {
 			v := t.Labels[k]
@@ -331,6 +334,42 @@ func (cfg *Config) check(name string, skip func(line int, msg string) bool) erro
 		bad(cfg.Settings.line("audit_grace"), "settings.audit_grace %v is negative: give how long an unexplained instance may live, such as 15m", cfg.Settings.AuditGrace)
 	}
 	return errors.Join(errs...)
+}
+
+// Dimension rules of the provider's API (checkDims and textProblem in
+// provider/validate.go and provider/server.go, which the provider applies
+// to every machine the backend catalogs): kept here until they live in a
+// package of their own that the backend can import, so that a template
+// whose instances the provider would refuse is refused at load instead.
+var dimKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
+
+const (
+	maxDimKeys  = 64
+	maxDimValue = 255
+	// ownDims are the dimensions catalog-instances adds to a template's
+	// (see group.machine and sizeDims).
+	ownDims = 9
+)
+
+// checkDimensions reports each of t's dimensions that the provider would
+// refuse.
+func checkDimensions(t Template, bad func(format string, args ...any)) {
+	if n := len(t.Dimensions); n+ownDims > maxDimKeys {
+		bad("template %s: %d dimensions, and the backend adds %d of its own: at most %d in all", t.BaseName, n, ownDims, maxDimKeys)
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.Dimensions)) {
+		v := t.Dimensions[k]
+		switch {
+		case !dimKeyRE.MatchString(k):
+			bad("template %s: dimension key %q: keys start with a lowercase letter and hold lowercase letters, digits, _, . and - (at most 63)", t.BaseName, k)
+		case v == "" || len(v) > maxDimValue:
+			bad("template %s: dimension %s: values are 1 to %d bytes", t.BaseName, k, maxDimValue)
+		case !utf8.ValidString(v):
+			bad("template %s: dimension %s: values: not valid UTF-8", t.BaseName, k)
+		case strings.ContainsFunc(v, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }):
+			bad("template %s: dimension %s: values: printable characters only: no control characters (%q)", t.BaseName, k, v)
+		}
+	}
 }
 
 // keyLines returns the line of each key of the top-level mapping named key.

@@ -44,7 +44,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("instance template %s: %w", g.rev, err)
 		}
-		if err := j.ownTemplate(tmpl, g.t.Project, false); err != nil {
+		if err := j.ownTemplateOf(tmpl, g.t); err != nil {
 			return err
 		}
 		others, err := j.othersSize(ctx, g, drained)
@@ -58,7 +58,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 				BaseInstanceName: new(baseInstanceName(g.rev, g.m.Zone)),
 				InstanceTemplate: tmpl.SelfLink,
 				TargetSize:       new(int32(size)),
-				Description:      new(groupDescription(g.t.BaseName, g.deployment)),
+				Description:      new(groupDescription(g.t.BaseName, g.deployment, j.Database())),
 			}}
 		err = j.mutate(ctx, g.t.Project, func() (*computeapi.Operation, error) { return j.Compute.Groups.Insert(ctx, req) })
 		switch {

@@ -19,7 +19,7 @@ func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 	cfg := j.Config()
 	return j.each(ctx, len(cfg.Templates), func(ctx context.Context, i int) error {
 		t := cfg.Templates[i]
-		res, err := t.resource(j.Deployment())
+		res, err := t.resource(j.Deployment(), j.Database())
 		if err != nil {
 			return err
 		}
@@ -34,7 +34,16 @@ func (j *Jobs) CreateInstanceTemplates(ctx context.Context) error {
 			j.changes.Add(1)
 			j.Log.Info("created instance template", "template", rec.Name, "project", t.Project)
 		case gcecompute.Classify(err) == gcecompute.Exists:
-			if err := j.ours(ctx, t.Project, rec.Name, false); err != nil {
+			var tm *computepb.InstanceTemplate
+			err := j.retry(ctx, t.Project, func() error {
+				var err error
+				tm, err = j.Compute.Templates.Get(ctx, &computepb.GetInstanceTemplateRequest{Project: t.Project, InstanceTemplate: rec.Name})
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("instance template %s: %w", rec.Name, err)
+			}
+			if err := j.ownTemplateOf(tm, t); err != nil {
 				return err
 			}
 		default:

@@ -47,6 +47,16 @@
 // labels but no deployment's, and is known as this deployment's because
 // its state names it (see [Jobs.LoadState]).
 //
+// Labels can be copied by anyone who may create templates in the
+// project, so a template found under the name of one the backend would
+// make is adopted only if its properties are what the backend would make
+// (template_diff.go), and a group's instances are cataloged only if the
+// group made them from that template. Two databases given one
+// settings.deployment tell their resources apart by the database's own
+// random id ([DatabaseLabel]); what another database made is refused, and
+// what was made before databases had ids (no database label or mention in
+// the description) stays this deployment's.
+//
 // A group is never shrunk by a resize, which would let Compute Engine
 // pick the instances to delete, leased ones among them: instances leave a
 // group only through deleteInstances, once they were reclaimed from their

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"cloud.google.com/go/compute/apiv1/computepb"
 
@@ -53,7 +54,55 @@ func Deployment(ctx context.Context, st *store.Store, name string) (string, erro
 	if err := sameDeployment(stored, name); err != nil {
 		return "", err
 	}
+	// The database's own identity, made with the deployment's: two
+	// databases given the same settings.deployment tell their resources
+	// apart by it (see DatabaseLabel).
+	if _, err := st.PutIfAbsent(ctx, databaseKey, newDatabaseID()); err != nil {
+		return "", err
+	}
 	return stored, nil
+}
+
+// DatabaseLabel carries, on every instance template and instance the
+// backend makes, the random identity of the provider database whose
+// deployment made it (a group says it in its description). A deployment's
+// name is an operator's choice, and two databases may be given the same:
+// this tells them apart, so that neither manages the other's machines.
+const DatabaseLabel = "gcefleet-database"
+
+// databaseKey is where a database's own identity is kept in the store.
+const databaseKey = "gce-backend/database"
+
+// newDatabaseID makes a random database identity that fits a label value.
+func newDatabaseID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "db-" + hex.EncodeToString(b)
+}
+
+// otherDatabase is the error of a resource of this deployment's name made
+// by the deployment of another database.
+func (j *Jobs) otherDatabase(what, theirs string) error {
+	return notOurs(fmt.Sprintf("%s was made by deployment %q of database %s, and this backend's database is %s: another database uses the deployment name %q; left alone: give each deployment its own settings.deployment (a database keeps the name it first started with: start this deployment again on a new database under another name)",
+		what, j.Deployment(), theirs, j.Database(), j.Deployment()))
+}
+
+// Database returns the identity of the provider database the jobs work
+// for, as LoadState read it: empty if it has none (a database no backend
+// of this version has started on, read by plan).
+func (j *Jobs) Database() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.database
+}
+
+// sameDatabase checks a database identity recorded on a resource: one
+// made before databases had identities records none, and stays ours.
+func (j *Jobs) sameDatabase(what, recorded string) error {
+	if db := j.Database(); recorded != "" && db != "" && recorded != db {
+		return j.otherDatabase(what, recorded)
+	}
+	return nil
 }
 
 // StoredDeployment returns the identity kept in st without making one:
@@ -78,8 +127,29 @@ var errNotOurs = errors.New("not this deployment's")
 // says; a group has no labels, so its description names its deployment.
 func legacyDescription(base string) string { return "gcefleet backend manager of " + base }
 
-func groupDescription(base, deployment string) string {
-	return legacyDescription(base) + " in deployment " + deployment
+func groupDescription(base, deployment, database string) string {
+	d := legacyDescription(base) + " in deployment " + deployment
+	if database != "" {
+		d += " of database " + database
+	}
+	return d
+}
+
+// ownDescription says whether a group's description names deployment and
+// no other database than database.
+func ownDescription(desc, deployment, database string) bool {
+	rest, db := splitDatabase(desc)
+	return strings.HasSuffix(rest, " in deployment "+deployment) && (db == "" || database == "" || db == database)
+}
+
+// splitDatabase parses a group's description into what it says without
+// the database and the database's identity ("" in one made before
+// databases had identities).
+func splitDatabase(desc string) (rest, database string) {
+	if i := strings.LastIndex(desc, " of database "); i >= 0 {
+		return desc[:i], desc[i+len(" of database "):]
+	}
+	return desc, ""
 }
 
 // ownTemplate checks that tm is this deployment's: it carries its label,
@@ -92,7 +162,7 @@ func (j *Jobs) ownTemplate(tm *computepb.InstanceTemplate, project string, legac
 	case legacy && labels[TemplateLabel] != "" && labels[DeploymentLabel] == "":
 		return nil
 	case !legacy && labels[DeploymentLabel] == id:
-		return nil
+		return j.sameDatabase(fmt.Sprintf("instance template %s in %s", tm.GetName(), project), labels[DatabaseLabel])
 	case labels[TemplateLabel] == "":
 		return fmt.Errorf("instance template %s in %s exists without the label %s: it is %w; rename the template's base_name or remove that template", tm.GetName(), project, TemplateLabel, errNotOurs)
 	}
@@ -102,20 +172,25 @@ func (j *Jobs) ownTemplate(tm *computepb.InstanceTemplate, project string, legac
 // ownGroup checks that mig is the group this deployment recorded as g:
 // of g's template, and described as this deployment's.
 func (j *Jobs) ownGroup(mig *computepb.InstanceGroupManager, g GroupRecord) error {
-	want := groupDescription(g.BaseName, j.Deployment())
+	want := groupDescription(g.BaseName, j.Deployment(), "")
 	if g.Legacy {
 		want = legacyDescription(g.BaseName)
 	}
-	if tmpl := gcecompute.LastSegment(mig.GetInstanceTemplate()); tmpl != g.Template || mig.GetDescription() != want {
-		return fmt.Errorf("instance group manager %s in %s uses template %s and says %q; this deployment's uses %s and says %q: it is %w, left alone",
-			g.Name, g.Zone, tmpl, mig.GetDescription(), g.Template, want, errNotOurs)
+	desc, db := splitDatabase(mig.GetDescription())
+	if g.Legacy {
+		desc, db = mig.GetDescription(), ""
 	}
-	return nil
+	if tmpl := gcecompute.LastSegment(mig.GetInstanceTemplate()); tmpl != g.Template || desc != want {
+		return fmt.Errorf("instance group manager %s in %s uses template %s and says %q; this deployment's uses %s and says %q: it is %w, left alone",
+			g.Name, g.Zone, tmpl, mig.GetDescription(), g.Template, groupDescription(g.BaseName, j.Deployment(), j.Database()), errNotOurs)
+	}
+	return j.sameDatabase(fmt.Sprintf("instance group manager %s in %s", g.Name, g.Zone), db)
 }
 
-// ownInstance says whether in carries this deployment's label.
+// ownInstance says whether in carries this deployment's label, and no
+// other database's.
 func (j *Jobs) ownInstance(in *computepb.Instance) bool {
-	return in.GetLabels()[DeploymentLabel] == j.Deployment()
+	return in.GetLabels()[DeploymentLabel] == j.Deployment() && j.sameDatabase("", in.GetLabels()[DatabaseLabel]) == nil
 }
 
 // Deployment returns the identity of the deployment the jobs work for.

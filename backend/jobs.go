@@ -31,6 +31,7 @@ type Jobs struct {
 	mu         sync.Mutex
 	cfg        Config
 	deployment string // the identity everything it makes carries
+	database   string // the identity of its provider database (DatabaseLabel)
 	st         State
 	save       func(context.Context, State) error
 	limiters   map[string]*rate.Limiter

@@ -56,7 +56,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 		case err != nil:
 			return nil, fmt.Errorf("instance template %s: %w", rev, err)
 		default:
-			if err := j.ownTemplate(tm, t.Project, false); err != nil {
+			if err := j.ownTemplateOf(tm, t); err != nil {
 				out = append(out, Change{"conflict", rev, err.Error()})
 			}
 		}
@@ -117,7 +117,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 				tmpl := gcecompute.LastSegment(mig.GetInstanceTemplate())
 				legacy := st.Groups[project+"/"+zone+"/"+mig.GetName()].Legacy
 				if !ours[tmpl] || configured[mig.GetName()+"/"+zone] ||
-					(!legacy && !strings.HasSuffix(mig.GetDescription(), " in deployment "+j.Deployment())) {
+					(!legacy && !ownDescription(mig.GetDescription(), j.Deployment(), j.Database())) {
 					continue
 				}
 				why := "its manager was taken out of the configuration"

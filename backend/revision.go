@@ -67,8 +67,10 @@ func (t Template) Revision(deployment string) (string, error) {
 func revisionHash(rev string) string { return rev[len(rev)-8:] }
 
 // resource returns the GCE instance template of t's revision in
-// deployment; its instances get its labels.
-func (t Template) resource(deployment string) (*computepb.InstanceTemplate, error) {
+// deployment, whose provider database is database; its instances get its
+// labels. The database is not part of the revision: a template made before
+// databases had identities is the same revision.
+func (t Template) resource(deployment, database string) (*computepb.InstanceTemplate, error) {
 	rev, err := t.Revision(deployment)
 	if err != nil {
 		return nil, err
@@ -79,6 +81,9 @@ func (t Template) resource(deployment string) (*computepb.InstanceTemplate, erro
 	}
 	// Ours win (the configuration may not set them; see check).
 	labels[TemplateLabel], labels[RevisionLabel], labels[DeploymentLabel] = t.BaseName, revisionHash(rev), deployment
+	if database != "" {
+		labels[DatabaseLabel] = database
+	}
 	var items []*computepb.Items
 	keys := make([]string, 0, len(t.Metadata)+len(t.MetadataFromFiles))
 	values := map[string]string{}

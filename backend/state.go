@@ -79,6 +79,8 @@ const stateKey = "gce-backend/state"
 // and the backend's label, and drain as old revisions do, since the
 // configuration's revisions have new names now. The state is then this
 // deployment's (SetDeployment names it); another deployment's is refused.
+// The database's identity (see DatabaseLabel) is read too, if Deployment
+// made it.
 func (j *Jobs) LoadState(ctx context.Context, st *store.Store, f store.Fence) error {
 	id := j.Deployment()
 	s := newState()
@@ -112,9 +114,14 @@ func (j *Jobs) LoadState(ctx context.Context, st *store.Store, f store.Fence) er
 	default:
 		return fmt.Errorf("backend state in the store is deployment %q's, not %q's", s.Deployment, id)
 	}
+	db, err := st.Get(ctx, databaseKey)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.st = s
+	j.database = db
 	j.save = func(ctx context.Context, s State) error {
 		b, err := json.Marshal(s)
 		if err != nil {

@@ -449,6 +449,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/machines:batchAdd", []string{Admin, Backend}, s.addMachines)
 	route("GET /v1/machines/{hostname}", []string{Admin, Backend}, s.getMachine)
 	route("DELETE /v1/machines/{hostname}", []string{Admin, Backend}, s.deleteMachine)
+	route("POST /v1/machines/{hostname}/gone", []string{Admin, Backend}, s.machineGone)
 	route("POST /v1/leases", []string{Admin, Client}, s.requestLease)
 	route("GET /v1/leases", []string{Admin, Client}, s.listLeases)
 	route("GET /v1/leases/{id}", []string{Admin, Client}, s.getLease)
