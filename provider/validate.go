@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/gcefleet/gcefleet/store"
 	"github.com/go-json-experiment/json/jsontext"
 )
 
@@ -460,4 +462,40 @@ func checkPath(r *http.Request, name string) error {
 		return invalid(fields)
 	}
 	return nil
+}
+
+var dimKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
+
+func checkDims(fields map[string]string, prefix string, d store.Dimensions, required bool) {
+	switch {
+	case required && len(d) == 0:
+		fields[prefix] = "give at least one dimension, such as os=linux"
+	case len(d) > maxDimKeys:
+		fields[prefix] = fmt.Sprintf("at most %d keys", maxDimKeys)
+		return
+	}
+	for k, vs := range d {
+		at := prefix + "." + k
+		if !dimKeyRE.MatchString(k) {
+			if textProblem(k, 63) != "" {
+				at = prefix // the key cannot name the field
+			}
+			fields[at] = "keys start with a lowercase letter and hold lowercase letters, digits, _, . and - (at most 63)"
+			continue
+		}
+		switch {
+		case len(vs) == 0:
+			fields[at] = "give at least one value"
+		case len(vs) > maxDimValues:
+			fields[at] = fmt.Sprintf("at most %d values a key", maxDimValues)
+			continue
+		}
+		for _, v := range vs {
+			if v == "" || len(v) > maxDimValue {
+				fields[at] = fmt.Sprintf("values are 1 to %d bytes", maxDimValue)
+			} else if p := textProblem(v, maxDimValue); p != "" {
+				fields[at] = "values: " + p
+			}
+		}
+	}
 }
