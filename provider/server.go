@@ -108,10 +108,3 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.reg.MustRegister(s.m.inFlight, s.m.outcomes, s.m.wait, s.m.latency, s.m.wakeups, waiting, hearing, &gauges{s})
 	return s
 }
-
-// GCPercent is the garbage collector's target that gcefleet serve runs
-// with unless GOGC is set. A provider's live heap is small (tens of MB)
-// and every request allocates: collecting when the heap reaches 5x the
-// live heap rather than Go's default 2x measured 12-20% more lease+release
-// pairs a second (docs/benchmarks.md) for some tens of MB.
-const GCPercent = 400
