@@ -26,12 +26,12 @@ func (s *Server) principal(r *http.Request) (Principal, bool) {
 func (s *Server) authorize(r *http.Request, roles []string) error {
 	p, ok := s.principal(r)
 	if !ok {
-		return &apiError{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "missing or unknown bearer token: send Authorization: Bearer TOKEN with a token from the provider's configuration"}
+		return newError("unauthenticated", "missing or unknown bearer token: send Authorization: Bearer TOKEN with a token from the provider's configuration")
 	}
 	for _, role := range roles {
 		if p.Role == role {
 			return nil
 		}
 	}
-	return &apiError{Status: http.StatusForbidden, Code: "forbidden", Message: fmt.Sprintf("%s (%s) may not %s %s", p.Name, p.Role, r.Method, r.URL.Path)}
+	return newError("forbidden", fmt.Sprintf("%s (%s) may not %s %s", p.Name, p.Role, r.Method, r.URL.Path))
 }

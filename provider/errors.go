@@ -1,15 +1,13 @@
 package provider
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"slices"
 	"strings"
 
-	"github.com/gcefleet/gcefleet/store"
+	"github.com/gcefleet/gcefleet/provider/api"
 )
 
 // apiError is an error answer: {"error": {...}}.
@@ -41,35 +39,38 @@ func invalid(fields map[string]string) error {
 	for _, k := range keys {
 		parts = append(parts, k+": "+fields[k])
 	}
-	return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "invalid request: " + strings.Join(parts, "; ") + more, Fields: fields}
+	e := newError("invalid", "invalid request: "+strings.Join(parts, "; ")+more)
+	e.Fields = fields
+	return e
 }
 
-// classify turns err into its answer. An error the API does not know is
-// answered with an id and nothing of its text, which is the log's (with
-// the id): it may hold SQL, a driver's message or a path.
+// classify turns err into its answer, with the code and status of api's
+// table. An error the API does not know is answered with an id and
+// nothing of its text, which is the log's (with the id): it may hold SQL,
+// a driver's message or a path.
 func (s *Server) classify(err error) *apiError {
 	var ae *apiError
-	// The store's sentinels' messages are for the client; its layer's
-	// prefix is not.
-	msg := strings.TrimPrefix(err.Error(), "store: ")
-	switch {
-	case errors.As(err, &ae):
+	if errors.As(err, &ae) {
 		return ae
-	case errors.Is(err, store.ErrNotFound):
-		return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: msg}
-	case errors.Is(err, store.ErrConflict):
-		return &apiError{Status: http.StatusConflict, Code: "conflict", Message: msg}
-	case errors.Is(err, store.ErrLeased):
-		return &apiError{Status: http.StatusConflict, Code: "leased", Message: msg}
-	case errors.Is(err, store.ErrNotActive):
-		return &apiError{Status: http.StatusConflict, Code: "not_active", Message: msg}
-	case errors.Is(err, store.ErrRequestIDReuse):
-		return &apiError{Status: http.StatusConflict, Code: "request_id_reuse", Message: msg}
-	case errors.Is(err, store.ErrReclaimed):
-		return &apiError{Status: http.StatusConflict, Code: "reclaimed", Message: msg}
-	case errors.Is(err, context.Canceled):
-		return &apiError{Status: 499, Code: "canceled", Message: "the request was canceled"}
 	}
-	id := errorID()
-	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error (id " + id + ")", id: id}
+	switch c := api.CodeOf(err); c.Code {
+	case "internal":
+		id := errorID()
+		return &apiError{Status: c.Status, Code: c.Code, Message: "internal error (id " + id + ")", id: id}
+	case "canceled":
+		return &apiError{Status: c.Status, Code: c.Code, Message: "the request was canceled"}
+	default:
+		// The store's sentinels' messages are for the client; its
+		// layer's prefix is not.
+		return &apiError{Status: c.Status, Code: c.Code, Message: strings.TrimPrefix(err.Error(), "store: ")}
+	}
+}
+
+// newError returns the answer of code, with the status of api's table.
+func newError(code, msg string) *apiError {
+	c, ok := api.Lookup(code)
+	if !ok {
+		panic("provider: error code " + code + " is not in api.Codes")
+	}
+	return &apiError{Status: c.Status, Code: code, Message: msg}
 }

@@ -3,7 +3,7 @@ package provider
 import (
 	"net/http"
 
-	"github.com/gcefleet/gcefleet/store"
+	"github.com/gcefleet/gcefleet/provider/api"
 )
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -22,8 +22,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p Principal) err
 	if err != nil {
 		return err
 	}
-	var evs []store.Event
-	err = s.longPoll(r, &poll{backend: backend}, func(*store.Lease) (bool, error) {
+	var evs []api.Event
+	err = s.longPoll(r, &poll{backend: backend}, func(*api.Lease) (bool, error) {
 		var err error
 		evs, err = s.st.Events(r.Context(), backend, after, 500)
 		return len(evs) > 0, err

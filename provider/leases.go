@@ -2,19 +2,19 @@ package provider
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"time"
 
-	"github.com/gcefleet/gcefleet/store"
+	"github.com/gcefleet/gcefleet/provider/api"
 )
 
 func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principal) error {
 	if _, err := query(r); err != nil {
 		return err
 	}
-	var req store.LeaseRequest
+	var req api.LeaseRequest
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
@@ -24,26 +24,18 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 		fields["request_id"] = fmt.Sprintf("1 to %d printable characters that make the request idempotent (a UUID, say)", maxRequestID)
 	}
 	checkDims(fields, "dimensions", req.Dimensions, true)
-	if err := req.Term.Validate(now); err != nil {
-		fields["term"] = err.Error()
-	}
-	if !req.Deadline.IsZero() && (!req.Deadline.After(now) || req.Deadline.Sub(now) > 7*24*time.Hour) {
-		fields["deadline"] = "in the future and at most 7 days away"
-	}
+	maps.Copy(fields, req.Validate(now))
 	if len(fields) > 0 {
 		return invalid(fields)
 	}
 	l, created, err := s.st.RequestLease(r.Context(), p.Name, req)
-	if errors.Is(err, store.ErrQueueFull) {
-		return &apiError{Status: http.StatusTooManyRequests, Code: "queue_full", Message: err.Error()}
-	}
 	if err != nil {
 		return err
 	}
 	if created {
 		// A new lease: no poll waits on it yet, but a lease fulfilled at
 		// once wrote an event.
-		if l.State == store.Fulfilled {
+		if l.State == api.Fulfilled {
 			s.m.outcomes.WithLabelValues("fulfilled_at_once").Inc()
 			s.due(l.ExpiresAt)
 			s.leased(l)
@@ -56,13 +48,13 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 }
 
 // owned returns lease id if p may see it.
-func (s *Server) owned(ctx context.Context, p Principal, id string) (store.Lease, error) {
+func (s *Server) owned(ctx context.Context, p Principal, id string) (api.Lease, error) {
 	l, err := s.st.Lease(ctx, id)
 	if err != nil {
 		return l, err
 	}
 	if p.Role != Admin && l.Client != p.Name {
-		return l, fmt.Errorf("lease %s: %w", id, store.ErrNotFound)
+		return l, fmt.Errorf("lease %s: %w", id, api.ErrNotFound)
 	}
 	return l, nil
 }
@@ -82,16 +74,16 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) e
 	if err := checkID(id); err != nil {
 		return err
 	}
-	while := store.Pending
+	while := api.Pending
 	switch v := q.Get("while"); v {
-	case "", store.Pending:
-	case store.Fulfilled:
+	case "", api.Pending:
+	case api.Fulfilled:
 		while = v
 	default:
 		return invalid(map[string]string{"while": "PENDING (the default: wait for fulfilment) or FULFILLED (wait for the lease to end)"})
 	}
-	var l store.Lease
-	err = s.longPoll(r, &poll{lease: id, while: while}, func(got *store.Lease) (bool, error) {
+	var l api.Lease
+	err = s.longPoll(r, &poll{lease: id, while: while}, func(got *api.Lease) (bool, error) {
 		if got != nil {
 			// The change's value: the first look, a read, found the lease
 			// p's, and a lease's client does not change.
@@ -136,7 +128,7 @@ func (s *Server) extendLease(w http.ResponseWriter, r *http.Request, p Principal
 		return err
 	}
 	var body struct {
-		Term store.Term `json:"term"`
+		Term api.Term `json:"term"`
 	}
 	if err := readJSON(r, &body); err != nil {
 		return err

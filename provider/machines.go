@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/gcefleet/gcefleet/store"
+	"github.com/gcefleet/gcefleet/provider/api"
 )
 
 func (s *Server) listMachines(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -33,7 +33,7 @@ func (s *Server) getMachine(w http.ResponseWriter, r *http.Request, p Principal)
 		return err
 	}
 	if p.Role == Backend && m.Backend != p.Name {
-		return fmt.Errorf("machine %s: %w", m.Hostname, store.ErrNotFound)
+		return fmt.Errorf("machine %s: %w", m.Hostname, api.ErrNotFound)
 	}
 	return writeJSON(w, http.StatusOK, m)
 }
@@ -42,7 +42,7 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request, p Principal)
 	if _, err := query(r); err != nil {
 		return err
 	}
-	var m store.Machine
+	var m api.Machine
 	if err := readJSON(r, &m); err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func (s *Server) addMachines(w http.ResponseWriter, r *http.Request, p Principal
 		return err
 	}
 	var req struct {
-		Machines []store.Machine `json:"machines"`
+		Machines []api.Machine `json:"machines"`
 	}
 	if err := readJSON(r, &req); err != nil {
 		return err
@@ -88,8 +88,8 @@ func (s *Server) addMachines(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	ms, errs := s.st.AddMachines(r.Context(), req.Machines)
 	type result struct {
-		Machine *store.Machine `json:"machine,omitempty"`
-		Error   *apiError      `json:"error,omitempty"`
+		Machine *api.Machine `json:"machine,omitempty"`
+		Error   *apiError    `json:"error,omitempty"`
 	}
 	out := make([]result, len(ms))
 	for i, m := range ms {
@@ -108,7 +108,7 @@ func (s *Server) addMachines(w http.ResponseWriter, r *http.Request, p Principal
 
 // checkMachine adds m's problems to fields, each under prefix, and sets
 // a backend's machine's backend to the caller's name.
-func checkMachine(fields map[string]string, prefix string, m *store.Machine, p Principal) {
+func checkMachine(fields map[string]string, prefix string, m *api.Machine, p Principal) {
 	checkHostname(fields, prefix+"hostname", m.Hostname)
 	if p := textProblem(m.Backend, maxName); p != "" {
 		fields[prefix+"backend"] = p
@@ -137,7 +137,7 @@ func checkMachine(fields map[string]string, prefix string, m *store.Machine, p P
 
 // added counts a machine that went at once to a waiting request, and
 // answers that request's long polls with the lease read here, once.
-func (s *Server) added(ctx context.Context, m store.Machine) {
+func (s *Server) added(ctx context.Context, m api.Machine) {
 	if m.LeaseID == "" {
 		return
 	}

@@ -3,7 +3,7 @@ package provider
 import (
 	"context"
 
-	"github.com/gcefleet/gcefleet/store"
+	"github.com/gcefleet/gcefleet/provider/api"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -30,10 +30,10 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		return
 	}
-	for _, st := range []string{store.Available, store.Leased} {
+	for _, st := range []string{api.Available, api.Leased} {
 		ch <- prometheus.MustNewConstMetric(machinesDesc, prometheus.GaugeValue, float64(ms[st]), st)
 	}
-	for _, st := range []string{store.Pending, store.Fulfilled} {
+	for _, st := range []string{api.Pending, api.Fulfilled} {
 		ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(ls[st]), st)
 	}
 }

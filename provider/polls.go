@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gcefleet/gcefleet/store"
+	"github.com/gcefleet/gcefleet/provider/api"
 )
 
 // polls are the long polls waiting, by what wakes them: a change of
@@ -28,8 +28,8 @@ type poll struct {
 	wake chan struct{} // 1-buffered: a change happened (got or stale)
 
 	mu    sync.Mutex
-	got   *store.Lease // the lease as a change left it, out of while
-	stale bool         // something changed that only a read tells
+	got   *api.Lease // the lease as a change left it, out of while
+	stale bool       // something changed that only a read tells
 }
 
 // watch registers p, before its first look, so that no change after that
@@ -65,7 +65,7 @@ func (s *Server) watch(p *poll) func() {
 
 // tell wakes p with l, the lease as a change left it, or, with l nil, to
 // read again.
-func (p *poll) tell(l *store.Lease) {
+func (p *poll) tell(l *api.Lease) {
 	p.mu.Lock()
 	switch {
 	case l == nil:
@@ -86,7 +86,7 @@ func (p *poll) tell(l *store.Lease) {
 }
 
 // taken returns and clears what p was told.
-func (p *poll) taken() (got *store.Lease, stale bool) {
+func (p *poll) taken() (got *api.Lease, stale bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	got, stale = p.got, p.stale
@@ -96,7 +96,7 @@ func (p *poll) taken() (got *store.Lease, stale bool) {
 
 // leaseChanged wakes the polls of lease l.ID with its new value: they
 // answer with it, without reading it again.
-func (s *Server) leaseChanged(l store.Lease) {
+func (s *Server) leaseChanged(l api.Lease) {
 	s.polls.mu.Lock()
 	defer s.polls.mu.Unlock()
 	for p := range s.polls.leases[l.ID] {
@@ -141,7 +141,7 @@ func (s *Server) notify() {
 
 // leased wakes the polls that lease l's fulfilment answers: its own
 // and its machine's backend's event feed (a "leased" event).
-func (s *Server) leased(l store.Lease) {
+func (s *Server) leased(l api.Lease) {
 	s.leaseChanged(l)
 	if l.Machine != nil {
 		s.eventsAdded(l.Machine.Backend)
@@ -155,7 +155,7 @@ func (s *Server) leased(l store.Lease) {
 // (ready reads again). Changes that are not p's do not wake it. While
 // other replicas' changes go unheard (see follow), it reads again every
 // second.
-func (s *Server) longPoll(r *http.Request, p *poll, ready func(got *store.Lease) (bool, error)) error {
+func (s *Server) longPoll(r *http.Request, p *poll, ready func(got *api.Lease) (bool, error)) error {
 	var wait time.Duration
 	if v := r.URL.Query().Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -168,7 +168,7 @@ func (s *Server) longPoll(r *http.Request, p *poll, ready func(got *store.Lease)
 	if wait > 0 {
 		defer s.watch(p)()
 	}
-	var got *store.Lease
+	var got *api.Lease
 	for look := true; ; {
 		if look {
 			done, err := ready(got)
