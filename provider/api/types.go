@@ -84,7 +84,7 @@ type Machine struct {
 	// State and LeaseID are the provider's, not the backend's.
 	State   string    `json:"state,omitempty"`
 	LeaseID string    `json:"lease_id,omitempty"`
-	Added   time.Time `json:"added"`
+	Added   time.Time `json:"added,omitzero"`
 }
 
 // Lease states.
