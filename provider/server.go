@@ -1,7 +1,8 @@
 // Package provider is the Machine Provider: a catalog of machines that
 // backends add, and leases of those machines by dimensions for clients,
 // served as HTTP/JSON under /v1/ with bearer tokens and roles. Its state is
-// a store.Store; Server serves it and Client (in provider/client) calls it.
+// a store.Store; Server serves it and Client (in provider/client) calls it,
+// both with the types of provider/api.
 package provider
 
 import (
