@@ -65,7 +65,7 @@ func startWith(t *testing.T, cfg provider.Config) *world {
 		t.Fatal(err)
 	}
 	s := provider.New(st, cfg, slog.New(slog.DiscardHandler))
-	srv := httptest.NewUnstartedServer(s.Handler())
+	srv := httptest.NewUnstartedServer(conform(t, s.Handler()))
 	conns := new(atomic.Int64)
 	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
 		if state == http.StateNew {

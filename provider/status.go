@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gcefleet/gcefleet/provider/api"
 	"github.com/gcefleet/gcefleet/store"
 )
 
@@ -80,12 +81,12 @@ func waited(now time.Time, l store.Lease) string {
 }
 
 // requestDeadline is when a request stops waiting: its deadline, or a
-// day after it was made.
+// api.DefaultDeadline after it was made.
 func requestDeadline(l store.Lease) time.Time {
 	if !l.Request.Deadline.IsZero() {
 		return l.Request.Deadline
 	}
-	return l.Created.Add(24 * time.Hour)
+	return l.Created.Add(api.DefaultDeadline)
 }
 
 // AddStatus adds a section to the status page, shown to admins: the

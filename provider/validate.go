@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/gcefleet/gcefleet/provider/api"
 	"github.com/go-json-experiment/json/jsontext"
 )
 
@@ -47,12 +49,12 @@ func readJSON(r *http.Request, v any) error {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return &apiError{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("request body larger than %d bytes: send less at once (a batchAdd of fewer machines, say)", maxBody)}
+			return newError("too_large", fmt.Sprintf("request body larger than %d bytes: send less at once (a batchAdd of fewer machines, say)", maxBody))
 		}
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: could not be read in full"}
+		return newError("invalid", "request body: could not be read in full")
 	}
 	if !utf8.Valid(body) {
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: not valid UTF-8"}
+		return newError("invalid", "request body: not valid UTF-8")
 	}
 	fields := map[string]string{}
 	if err := checkKeys(body, reflect.TypeOf(v), fields); err != nil {
@@ -72,30 +74,30 @@ func readJSON(r *http.Request, v any) error {
 func badJSON(err error) error {
 	switch {
 	case errors.Is(err, errTrailing):
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: data after the JSON value: send one JSON object"}
+		return newError("invalid", "request body: data after the JSON value: send one JSON object")
 	case errors.Is(err, errTooDeep):
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: fmt.Sprintf("request body: nested deeper than %d", maxDepth)}
+		return newError("invalid", fmt.Sprintf("request body: nested deeper than %d", maxDepth))
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: the JSON value ends early"}
+		return newError("invalid", "request body: the JSON value ends early")
 	}
 	if se, ok := errors.AsType[*jsontext.SyntacticError](err); ok {
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: fmt.Sprintf("request body: not JSON at byte %d", se.ByteOffset)}
+		return newError("invalid", fmt.Sprintf("request body: not JSON at byte %d", se.ByteOffset))
 	}
 	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: fmt.Sprintf("request body: not JSON at byte %d: %v", se.Offset, se)}
+		return newError("invalid", fmt.Sprintf("request body: not JSON at byte %d: %v", se.Offset, se))
 	}
 	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
 		msg := fmt.Sprintf("%s, not %s", jsonKind(te.Type), te.Value)
 		if te.Field == "" {
-			return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: " + msg}
+			return newError("invalid", "request body: "+msg)
 		}
 		return invalid(map[string]string{te.Field: msg})
 	}
 	if _, ok := errors.AsType[*time.ParseError](err); ok {
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: times are RFC 3339 strings, such as 2026-01-02T15:04:05Z"}
+		return newError("invalid", "request body: times are RFC 3339 strings, such as 2026-01-02T15:04:05Z")
 	}
 	// The decoder's other messages name Go types, not the API's.
-	return &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "request body: not a valid request for this route (see /v1/openapi.yaml)"}
+	return newError("invalid", "request body: not a valid request for this route (see /v1/openapi.yaml)")
 }
 
 // jsonKind names what the API wants of a Go type, in JSON's words.
@@ -363,7 +365,7 @@ func checkID(id string) error {
 func query(r *http.Request, allowed ...string) (url.Values, error) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return nil, &apiError{Status: http.StatusBadRequest, Code: "invalid", Message: "query: malformed: percent-encode the parameters' names and values"}
+		return nil, newError("invalid", "query: malformed: percent-encode the parameters' names and values")
 	}
 	fields := map[string]string{}
 	for k, vs := range q {
@@ -460,4 +462,40 @@ func checkPath(r *http.Request, name string) error {
 		return invalid(fields)
 	}
 	return nil
+}
+
+var dimKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
+
+func checkDims(fields map[string]string, prefix string, d api.Dimensions, required bool) {
+	switch {
+	case required && len(d) == 0:
+		fields[prefix] = "give at least one dimension, such as os=linux"
+	case len(d) > maxDimKeys:
+		fields[prefix] = fmt.Sprintf("at most %d keys", maxDimKeys)
+		return
+	}
+	for k, vs := range d {
+		at := prefix + "." + k
+		if !dimKeyRE.MatchString(k) {
+			if textProblem(k, 63) != "" {
+				at = prefix // the key cannot name the field
+			}
+			fields[at] = "keys start with a lowercase letter and hold lowercase letters, digits, _, . and - (at most 63)"
+			continue
+		}
+		switch {
+		case len(vs) == 0:
+			fields[at] = "give at least one value"
+		case len(vs) > maxDimValues:
+			fields[at] = fmt.Sprintf("at most %d values a key", maxDimValues)
+			continue
+		}
+		for _, v := range vs {
+			if v == "" || len(v) > maxDimValue {
+				fields[at] = fmt.Sprintf("values are 1 to %d bytes", maxDimValue)
+			} else if p := textProblem(v, maxDimValue); p != "" {
+				fields[at] = "values: " + p
+			}
+		}
+	}
 }

@@ -7,11 +7,6 @@ import (
 	"fmt"
 )
 
-// Reclaimed is the state of a lease whose machine went away behind its
-// backend's back (deleted by someone else, or preempted): its backend
-// reported it gone (see MachineGone).
-const Reclaimed = "RECLAIMED"
-
 // MachineGone takes machine hostname of backend ("" for any) out of the
 // catalog because the instance is gone, leased or not; a lease of it ends
 // RECLAIMED, and its id is returned ("" if it was not leased). No

@@ -331,7 +331,7 @@ func (s *Store) pgAddMachine(ctx context.Context, m Machine, body string, now ti
 	case status == "reclaimed":
 		return Machine{}, fmt.Errorf("%w: %s was leased and reclaimed; a machine is cataloged once, its backend makes a fresh one", ErrReclaimed, m.Hostname)
 	}
-	m.Dimensions, m.State, m.Added = m.Dimensions.normalize(), Available, fromNanos(nanos(now))
+	m.Dimensions, m.State, m.Added = m.Dimensions.Normalize(), Available, fromNanos(nanos(now))
 	if detail.Valid {
 		m.State, m.LeaseID = Leased, detail.String
 	}

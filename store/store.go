@@ -60,10 +60,6 @@ type Store struct {
 // cannot fill the queue for all.
 const DefaultMaxPending = 1000
 
-// ErrQueueFull refuses a request that would queue beyond the client's
-// MaxPending.
-var ErrQueueFull = errors.New("too many pending requests")
-
 // maxPending is MaxPending or its default.
 func (s *Store) maxPending() int {
 	if s.MaxPending > 0 {
@@ -520,7 +516,7 @@ func machineBody(m Machine) string {
 		Dimensions Dimensions `json:"dimensions"`
 		Policies   Policies   `json:"policies"`
 		Connection Connection `json:"connection"`
-	}{m.Backend, m.Dimensions.normalize(), m.Policies, m.Connection})
+	}{m.Backend, m.Dimensions.Normalize(), m.Policies, m.Connection})
 	return string(b)
 }
 
@@ -550,7 +546,7 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	if m.Policies.OnReclaim == "" {
 		m.Policies.OnReclaim = "DELETE"
 	}
-	m.Dimensions = m.Dimensions.normalize()
+	m.Dimensions = m.Dimensions.Normalize()
 	body := machineBody(m)
 	now := s.Now()
 	var out Machine
@@ -812,9 +808,9 @@ func (s *Store) DeleteMachine(ctx context.Context, backend, hostname string) err
 func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest) (Lease, bool, error) {
 	now := s.Now()
 	if r.Deadline.IsZero() {
-		r.Deadline = now.Add(24 * time.Hour)
+		r.Deadline = now.Add(defaultDeadline)
 	}
-	r.Dimensions = r.Dimensions.normalize()
+	r.Dimensions = r.Dimensions.Normalize()
 	b, _ := json.Marshal(struct {
 		Dimensions Dimensions `json:"dimensions"`
 		Term       Term       `json:"term"`

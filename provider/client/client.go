@@ -15,7 +15,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gcefleet/gcefleet/store"
+	"github.com/gcefleet/gcefleet/provider/api"
 )
 
 // Client calls one provider with one token. It is safe for concurrent use.
@@ -58,23 +58,11 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("provider: %s (HTTP %d)", e.Message, e.Status)
 }
 
-// Is lets errors.Is match an answer with the store's error of its kind.
+// Is lets errors.Is match an answer with the API's error of its code
+// (see api.Codes), such as api.ErrNotFound.
 func (e *Error) Is(target error) bool {
-	switch e.Code {
-	case "not_found":
-		return target == store.ErrNotFound
-	case "conflict":
-		return target == store.ErrConflict
-	case "leased":
-		return target == store.ErrLeased
-	case "not_active":
-		return target == store.ErrNotActive
-	case "request_id_reuse":
-		return target == store.ErrRequestIDReuse
-	case "reclaimed":
-		return target == store.ErrReclaimed
-	}
-	return false
+	c, ok := api.Lookup(e.Code)
+	return ok && c.Err != nil && c.Err == target
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
@@ -123,23 +111,23 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 }
 
 // AddMachine catalogs m.
-func (c *Client) AddMachine(ctx context.Context, m store.Machine) (store.Machine, error) {
-	var out store.Machine
+func (c *Client) AddMachine(ctx context.Context, m api.Machine) (api.Machine, error) {
+	var out api.Machine
 	return out, c.do(ctx, http.MethodPost, "/v1/machines", m, &out)
 }
 
 // AddMachines catalogs a batch of machines (at most 1,000), each as
 // AddMachine would: errs[i] is ms[i]'s error, if any. The error is for
 // the batch as a whole (an invalid machine refuses all of them).
-func (c *Client) AddMachines(ctx context.Context, ms []store.Machine) (added []store.Machine, errs []error, err error) {
+func (c *Client) AddMachines(ctx context.Context, ms []api.Machine) (added []api.Machine, errs []error, err error) {
 	var out struct {
 		Results []struct {
-			Machine *store.Machine `json:"machine"`
-			Error   *Error         `json:"error"`
+			Machine *api.Machine `json:"machine"`
+			Error   *Error       `json:"error"`
 		} `json:"results"`
 	}
 	in := struct {
-		Machines []store.Machine `json:"machines"`
+		Machines []api.Machine `json:"machines"`
 	}{ms}
 	if err := c.do(ctx, http.MethodPost, "/v1/machines:batchAdd", in, &out); err != nil {
 		return nil, nil, err
@@ -147,7 +135,7 @@ func (c *Client) AddMachines(ctx context.Context, ms []store.Machine) (added []s
 	if len(out.Results) != len(ms) {
 		return nil, nil, fmt.Errorf("provider %s: %d results for %d machines", c.BaseURL, len(out.Results), len(ms))
 	}
-	added, errs = make([]store.Machine, len(ms)), make([]error, len(ms))
+	added, errs = make([]api.Machine, len(ms)), make([]error, len(ms))
 	for i, r := range out.Results {
 		switch {
 		case r.Error != nil:
@@ -162,9 +150,9 @@ func (c *Client) AddMachines(ctx context.Context, ms []store.Machine) (added []s
 }
 
 // Machines lists the catalog the caller may see.
-func (c *Client) Machines(ctx context.Context) ([]store.Machine, error) {
+func (c *Client) Machines(ctx context.Context) ([]api.Machine, error) {
 	var out struct {
-		Machines []store.Machine `json:"machines"`
+		Machines []api.Machine `json:"machines"`
 	}
 	return out.Machines, c.do(ctx, http.MethodGet, "/v1/machines", nil, &out)
 }
@@ -175,19 +163,19 @@ func (c *Client) DeleteMachine(ctx context.Context, hostname string) error {
 }
 
 // RequestLease asks for a machine.
-func (c *Client) RequestLease(ctx context.Context, r store.LeaseRequest) (store.Lease, error) {
-	var out store.Lease
+func (c *Client) RequestLease(ctx context.Context, r api.LeaseRequest) (api.Lease, error) {
+	var out api.Lease
 	return out, c.do(ctx, http.MethodPost, "/v1/leases", r, &out)
 }
 
 // Lease returns a lease; with wait > 0, a pending one is answered when it
 // changes or wait passes.
-func (c *Client) Lease(ctx context.Context, id string, wait time.Duration) (store.Lease, error) {
-	return c.leaseWhile(ctx, id, store.Pending, wait)
+func (c *Client) Lease(ctx context.Context, id string, wait time.Duration) (api.Lease, error) {
+	return c.leaseWhile(ctx, id, api.Pending, wait)
 }
 
-func (c *Client) leaseWhile(ctx context.Context, id, state string, wait time.Duration) (store.Lease, error) {
-	var out store.Lease
+func (c *Client) leaseWhile(ctx context.Context, id, state string, wait time.Duration) (api.Lease, error) {
+	var out api.Lease
 	path := "/v1/leases/" + url.PathEscape(id)
 	if wait > 0 {
 		path += "?wait=" + wait.String() + "&while=" + state
@@ -197,20 +185,20 @@ func (c *Client) leaseWhile(ctx context.Context, id, state string, wait time.Dur
 
 // LeaseWhile returns lease id when it is no longer in state (PENDING or
 // FULFILLED) or wait passes, whichever is first.
-func (c *Client) LeaseWhile(ctx context.Context, id, state string, wait time.Duration) (store.Lease, error) {
+func (c *Client) LeaseWhile(ctx context.Context, id, state string, wait time.Duration) (api.Lease, error) {
 	return c.leaseWhile(ctx, id, state, wait)
 }
 
 // WaitLease waits until lease id is no longer pending, or ctx ends.
-func (c *Client) WaitLease(ctx context.Context, id string) (store.Lease, error) {
-	return c.WatchLease(ctx, id, store.Pending)
+func (c *Client) WaitLease(ctx context.Context, id string) (api.Lease, error) {
+	return c.WatchLease(ctx, id, api.Pending)
 }
 
 // WatchLease waits until lease id is no longer in state (PENDING or
 // FULFILLED), or ctx ends, and returns it as it is then. A lessee watches
 // a fulfilled lease with state FULFILLED to learn when it is released or
 // expires.
-func (c *Client) WatchLease(ctx context.Context, id, state string) (store.Lease, error) {
+func (c *Client) WatchLease(ctx context.Context, id, state string) (api.Lease, error) {
 	for {
 		l, err := c.leaseWhile(ctx, id, state, time.Minute)
 		if err != nil || l.State != state {
@@ -221,30 +209,30 @@ func (c *Client) WatchLease(ctx context.Context, id, state string) (store.Lease,
 
 // Leases lists the caller's leases; active limits them to pending and
 // fulfilled ones.
-func (c *Client) Leases(ctx context.Context, active bool) ([]store.Lease, error) {
+func (c *Client) Leases(ctx context.Context, active bool) ([]api.Lease, error) {
 	var out struct {
-		Leases []store.Lease `json:"leases"`
+		Leases []api.Lease `json:"leases"`
 	}
 	return out.Leases, c.do(ctx, http.MethodGet, "/v1/leases?active="+strconv.FormatBool(active), nil, &out)
 }
 
 // Extend gives a fulfilled lease a new term from now.
-func (c *Client) Extend(ctx context.Context, id string, t store.Term) (store.Lease, error) {
-	var out store.Lease
+func (c *Client) Extend(ctx context.Context, id string, t api.Term) (api.Lease, error) {
+	var out api.Lease
 	return out, c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/extend", map[string]any{"term": t}, &out)
 }
 
 // Release ends a lease.
-func (c *Client) Release(ctx context.Context, id string) (store.Lease, error) {
-	var out store.Lease
+func (c *Client) Release(ctx context.Context, id string) (api.Lease, error) {
+	var out api.Lease
 	return out, c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/release", nil, &out)
 }
 
 // Events returns the caller's events after cursor; with wait > 0, an empty
 // answer waits for one until wait passes.
-func (c *Client) Events(ctx context.Context, after int64, wait time.Duration) ([]store.Event, error) {
+func (c *Client) Events(ctx context.Context, after int64, wait time.Duration) ([]api.Event, error) {
 	var out struct {
-		Events []store.Event `json:"events"`
+		Events []api.Event `json:"events"`
 	}
 	path := "/v1/events?after=" + strconv.FormatInt(after, 10)
 	if wait > 0 {
