@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"regexp"
 	"slices"
 	"strings"
@@ -556,24 +557,40 @@ func TestEndedLeasesArePruned(t *testing.T) {
 
 // TestClientKeepsConnections: a Client without an HTTP client of its own
 // reuses its connections when many goroutines call at once, rather than
-// opening one for most calls (Go's default keeps two idle per host).
+// opening one for most calls (Go's default keeps two idle per host), and
+// opens no more than 64 to one provider however many call at once.
 func TestClientKeepsConnections(t *testing.T) {
-	w := start(t)
-	const callers, calls = 32, 50
-	var wg sync.WaitGroup
-	for range callers {
-		wg.Go(func() {
-			for range calls {
-				if _, err := w.alice.Leases(context.Background(), true); err != nil {
-					t.Error(err)
-					return
-				}
+	const maxConns, calls = 64, 50 // maxConns: the bound of the Client's default HTTP client
+	for _, callers := range []int{32, 100} {
+		w := start(t)
+		// A call that finds no idle connection dials one, and the dial goes
+		// on into the pool when a connection freed by another call reaches
+		// it first: the connections used fresh are at most one a caller,
+		// the ones opened at most the Client's bound.
+		var fresh atomic.Int64
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+			if !info.Reused {
+				fresh.Add(1)
 			}
-		})
-	}
-	wg.Wait()
-	if n := w.conns.Load(); n > callers {
-		t.Errorf("%d callers making %d calls each opened %d connections, want at most %d", callers, calls, n, callers)
+		}})
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Go(func() {
+				for range calls {
+					if _, err := w.alice.Leases(ctx, true); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		testutil.Wait(t, "the callers to finish", &wg)
+		if n := fresh.Load(); n > int64(min(callers, maxConns)) {
+			t.Errorf("%d callers making %d calls each used %d new connections, want at most %d", callers, calls, n, min(callers, maxConns))
+		}
+		if n := w.conns.Load(); n > maxConns {
+			t.Errorf("%d callers making %d calls each opened %d connections, want at most %d", callers, calls, n, maxConns)
+		}
 	}
 }
 
