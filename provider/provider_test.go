@@ -22,7 +22,6 @@ import (
 	"github.com/gcefleet/gcefleet/provider"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/store"
-	dto "github.com/prometheus/client_model/go"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -110,18 +109,18 @@ func TestLeaseThroughTheAPI(t *testing.T) {
 	if _, err := w.bob.Release(ctx, l.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("bob releasing alice's lease: %v", err)
 	}
-	if ls, _ := w.bob.Leases(ctx, false); len(ls) != 0 {
-		t.Errorf("bob's leases: %v", ls)
+	if ls, err := w.bob.Leases(ctx, false); err != nil || len(ls) != 0 {
+		t.Errorf("bob's leases: %v, %v; want none", ls, err)
 	}
 	// A backend sees only its machines and removes only its own.
-	if ms, _ := w.other.Machines(ctx); len(ms) != 0 {
-		t.Errorf("another backend sees %v", ms)
+	if ms, err := w.other.Machines(ctx); err != nil || len(ms) != 0 {
+		t.Errorf("another backend sees %v, %v; want none", ms, err)
 	}
 	if err := w.other.DeleteMachine(ctx, "vm-1"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("another backend deleting: %v", err)
 	}
-	if err := w.gce.DeleteMachine(ctx, "vm-1"); err == nil || !strings.Contains(err.Error(), "leased") {
-		t.Errorf("deleting a leased machine: %v", err)
+	if err := w.gce.DeleteMachine(ctx, "vm-1"); !errors.Is(err, store.ErrLeased) {
+		t.Errorf("deleting a leased machine: %v, want it refused as leased", err)
 	}
 
 	if l, err = w.alice.Release(ctx, l.ID); err != nil || l.State != store.Released {
@@ -131,8 +130,8 @@ func TestLeaseThroughTheAPI(t *testing.T) {
 	if err != nil || len(evs) != 2 || evs[1].Kind != "reclaimed" || evs[1].Hostname != "vm-1" {
 		t.Errorf("gce's events: %+v, %v", evs, err)
 	}
-	if evs, _ := w.other.Events(ctx, 0, 0); len(evs) != 0 {
-		t.Errorf("another backend's events: %v", evs)
+	if evs, err := w.other.Events(ctx, 0, 0); err != nil || len(evs) != 0 {
+		t.Errorf("another backend's events: %v, %v; want none", evs, err)
 	}
 }
 
@@ -145,20 +144,37 @@ func TestWaitingRequestGetsTheNextMachine(t *testing.T) {
 	if err != nil || l.State != store.Pending {
 		t.Fatalf("request: %+v, %v", l, err)
 	}
-	got := make(chan store.Lease)
+	got := make(chan store.Lease, 1)
 	go func() {
-		l, err := w.alice.WaitLease(ctx, l.ID)
+		// A minute's poll: answered at its end rather than at the change,
+		// it comes long after the test below gives up.
+		l, err := w.alice.Lease(ctx, l.ID, time.Minute)
 		if err != nil {
 			t.Error(err)
 		}
 		got <- l
 	}()
+	// The machine comes only once the poll waits at the server, so that
+	// what answers it is the change, not the lease as the poll first read it.
+	testutil.WaitFor(t, "the long poll to be waiting at the server", func() bool { return inFlight(t, w) == 1 })
+	select {
+	case l := <-got:
+		t.Fatalf("the poll answered before a machine came: %+v", l)
+	default:
+	}
+	added := time.Now()
 	if _, err := w.gce.AddMachine(ctx, machine("vm-late")); err != nil {
 		t.Fatal(err)
 	}
-	if l := <-got; l.State != store.Fulfilled || l.Hostname != "vm-late" {
-		t.Errorf("waited lease: %+v", l)
+	select {
+	case l := <-got:
+		if l.State != store.Fulfilled || l.Hostname != "vm-late" {
+			t.Errorf("waited lease: %+v, want it fulfilled with vm-late", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the waiting poll did not answer within 10s of the machine's coming (its wait is a minute)")
 	}
+	t.Logf("the poll answered %v after the machine came", time.Since(added))
 }
 
 // TestExpiryReachesTheBackend: a lease that runs out is reclaimed by the
@@ -166,7 +182,9 @@ func TestWaitingRequestGetsTheNextMachine(t *testing.T) {
 func TestExpiryReachesTheBackend(t *testing.T) {
 	w := start(t)
 	ctx := context.Background()
-	w.gce.AddMachine(ctx, machine("vm-short"))
+	if _, err := w.gce.AddMachine(ctx, machine("vm-short")); err != nil {
+		t.Fatal(err)
+	}
 	l, err := w.alice.RequestLease(ctx, store.LeaseRequest{RequestID: "short", Dimensions: linux, Term: store.Term{Duration: time.Second}})
 	if err != nil || l.State != store.Fulfilled {
 		t.Fatalf("lease: %+v, %v", l, err)
@@ -189,16 +207,21 @@ func TestExpiryReachesTheBackend(t *testing.T) {
 		}
 		after = last.ID
 	}
-	if l, _ := w.alice.Lease(ctx, l.ID, 0); l.State != store.Expired {
-		t.Errorf("lease after its term: %s", l.State)
+	if l, err := w.alice.Lease(ctx, l.ID, 0); err != nil || l.State != store.Expired {
+		t.Errorf("lease after its term: %s, %v; want EXPIRED", l.State, err)
 	}
 }
 
 func TestAuthorization(t *testing.T) {
 	w := start(t)
 	ctx := context.Background()
-	w.gce.AddMachine(ctx, machine("vm-a"))
-	l, _ := w.alice.RequestLease(ctx, lease("mine"))
+	if _, err := w.gce.AddMachine(ctx, machine("vm-a")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := w.alice.RequestLease(ctx, lease("mine"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	type call struct {
 		method, path, body string
 	}
@@ -277,11 +300,11 @@ func TestAddMachinesInABatch(t *testing.T) {
 	if added[2].State != store.Leased || added[2].LeaseID != waiting.ID {
 		t.Errorf("vm-big: %+v, want it leased at once to %s", added[2], waiting.ID)
 	}
-	if ms, _ := w.gce.Machines(ctx); len(ms) != 4 {
-		t.Errorf("catalog after the batch: %d machines, want 4", len(ms))
+	if ms, err := w.gce.Machines(ctx); err != nil || len(ms) != 4 {
+		t.Errorf("catalog after the batch: %d machines, %v; want 4", len(ms), err)
 	}
-	if m, _ := w.ops.Machines(ctx); len(m) != 4 {
-		t.Errorf("admin sees %d machines, want 4", len(m))
+	if m, err := w.ops.Machines(ctx); err != nil || len(m) != 4 {
+		t.Errorf("admin sees %d machines, %v; want 4", len(m), err)
 	}
 
 	// A batch with an invalid machine is refused whole, naming it.
@@ -291,8 +314,8 @@ func TestAddMachinesInABatch(t *testing.T) {
 	if !errors.As(err, &e) || e.Status != 400 || e.Fields["machines[1].hostname"] == "" {
 		t.Errorf("batch with an invalid machine: %+v", err)
 	}
-	if ms, _ := w.gce.Machines(ctx); len(ms) != 4 {
-		t.Errorf("catalog after a refused batch: %d machines, want 4 (nothing of it added)", len(ms))
+	if ms, err := w.gce.Machines(ctx); err != nil || len(ms) != 4 {
+		t.Errorf("catalog after a refused batch: %d machines, %v; want 4 (nothing of it added)", len(ms), err)
 	}
 	if _, _, err := w.gce.AddMachines(ctx, nil); !errors.As(err, &e) || e.Fields["machines"] == "" {
 		t.Errorf("empty batch: %+v", err)
@@ -327,9 +350,14 @@ func TestValidationNamesFields(t *testing.T) {
 func TestMetricsAndStatusPage(t *testing.T) {
 	w := start(t)
 	ctx := context.Background()
-	w.gce.AddMachine(ctx, machine("vm-m1"))
-	w.gce.AddMachine(ctx, machine("vm-m2"))
-	w.alice.RequestLease(ctx, lease("one"))
+	for _, h := range []string{"vm-m1", "vm-m2"} {
+		if _, err := w.gce.AddMachine(ctx, machine(h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.alice.RequestLease(ctx, lease("one")); err != nil {
+		t.Fatal(err)
+	}
 	get := func(path string) string {
 		_, body := getAs(t, w, "admin-secret-0123456789", path)
 		return body
@@ -442,17 +470,8 @@ func TestReplicasWakeEachOthersLongPolls(t *testing.T) {
 
 // gauge reads a server's gauge without labels.
 func gauge(t *testing.T, s *provider.Server, name string) float64 {
-	mfs, err := s.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no %s metric", name)
-	return 0
+	t.Helper()
+	return testutil.Metric(t, s.Registry(), name)[0].GetGauge().GetValue()
 }
 
 // TestOpenAPIMatchesTheServer: every operation the served OpenAPI document
@@ -599,8 +618,11 @@ func TestClientKeepsConnections(t *testing.T) {
 func TestLesseeWatchesItsLease(t *testing.T) {
 	w := start(t)
 	ctx := context.Background()
-	w.gce.AddMachine(ctx, machine("vm-w1"))
-	w.gce.AddMachine(ctx, machine("vm-w2"))
+	for _, h := range []string{"vm-w1", "vm-w2"} {
+		if _, err := w.gce.AddMachine(ctx, machine(h)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	watched, err := w.alice.RequestLease(ctx, lease("watched"))
 	if err != nil || watched.State != store.Fulfilled {
 		t.Fatalf("lease: %+v, %v", watched, err)
@@ -658,14 +680,17 @@ func getAs(t *testing.T, w *world, token, path string) (int, string) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
 	return resp.StatusCode, string(b)
 }
 
 // inFlight reads the server's gauge of requests being served.
 func inFlight(t *testing.T, w *world) float64 {
 	t.Helper()
-	for _, m := range metric(t, w, "gcefleet_provider_requests_in_flight") {
+	for _, m := range testutil.Metric(t, w.server.Registry(), "gcefleet_provider_requests_in_flight") {
 		return m.GetGauge().GetValue()
 	}
 	return 0
@@ -675,7 +700,7 @@ func inFlight(t *testing.T, w *world) float64 {
 func served(t *testing.T, w *world, route string) uint64 {
 	t.Helper()
 	var n uint64
-	for _, m := range metric(t, w, "gcefleet_provider_request_seconds") {
+	for _, m := range testutil.Metric(t, w.server.Registry(), "gcefleet_provider_request_seconds") {
 		for _, l := range m.GetLabel() {
 			if l.GetName() == "route" && l.GetValue() == route {
 				n += m.GetHistogram().GetSampleCount()
@@ -683,20 +708,4 @@ func served(t *testing.T, w *world, route string) uint64 {
 		}
 	}
 	return n
-}
-
-// metric gathers the samples of one of the server's metrics.
-func metric(t *testing.T, w *world, name string) []*dto.Metric {
-	t.Helper()
-	mfs, err := w.server.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return nil
 }
