@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httptrace"
 	"regexp"
 	"slices"
 	"strings"
@@ -40,6 +39,7 @@ type world struct {
 	server                      *provider.Server
 	ops, gce, other, alice, bob *client.Client
 	conns                       *atomic.Int64 // connections the server has accepted
+	peak                        *atomic.Int64 // the most it has had open at once
 }
 
 func start(t *testing.T) *world { return startOn(t, "") }
@@ -60,10 +60,18 @@ func startOn(t *testing.T, database string) *world {
 	}
 	s := provider.New(st, cfg, slog.New(slog.DiscardHandler))
 	srv := httptest.NewUnstartedServer(s.Handler())
-	conns := new(atomic.Int64)
+	conns, open, peak := new(atomic.Int64), new(atomic.Int64), new(atomic.Int64)
 	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
-		if state == http.StateNew {
+		switch state {
+		case http.StateNew:
 			conns.Add(1)
+			for n := open.Add(1); ; {
+				if p := peak.Load(); n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
 		}
 	}
 	srv.Start()
@@ -78,7 +86,7 @@ func startOn(t *testing.T, database string) *world {
 	})
 	c := func(tok string) *client.Client { return &client.Client{BaseURL: srv.URL, Token: tok} }
 	return &world{url: srv.URL, server: s, ops: c("admin-secret-0123456789"), gce: c("gce-secret-0123456789"), other: c("other-secret-0123456789"),
-		alice: c("alice-secret-0123456789"), bob: c("bob-secret-0123456789"), conns: conns}
+		alice: c("alice-secret-0123456789"), bob: c("bob-secret-0123456789"), conns: conns, peak: peak}
 }
 
 var linux = store.Dimensions{"os": {"linux"}, "cpus": {"8"}}
@@ -577,39 +585,37 @@ func TestEndedLeasesArePruned(t *testing.T) {
 // TestClientKeepsConnections: a Client without an HTTP client of its own
 // reuses its connections when many goroutines call at once, rather than
 // opening one for most calls (Go's default keeps two idle per host), and
-// opens no more than 64 to one provider however many call at once.
+// has no more than 64 open to one provider however many call at once.
 func TestClientKeepsConnections(t *testing.T) {
-	const maxConns, calls = 64, 50 // maxConns: the bound of the Client's default HTTP client
+	// Not at most one a caller: a call that finds no connection idle dials
+	// one, and when a connection another call frees reaches it first the
+	// dial still completes into the pool (golang.org/issue/66442), so a
+	// burst of 32 callers opens 33 to 62. The Client's bound holds them.
+	const maxConns, calls = 64, 20
 	for _, callers := range []int{32, 100} {
-		w := start(t)
-		// A call that finds no idle connection dials one, and the dial goes
-		// on into the pool when a connection freed by another call reaches
-		// it first: the connections used fresh are at most one a caller,
-		// the ones opened at most the Client's bound.
-		var fresh atomic.Int64
-		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
-			if !info.Reused {
-				fresh.Add(1)
-			}
-		}})
-		var wg sync.WaitGroup
-		for range callers {
-			wg.Go(func() {
-				for range calls {
-					if _, err := w.alice.Leases(ctx, true); err != nil {
-						t.Error(err)
-						return
+		t.Run(fmt.Sprint(callers, " callers"), func(t *testing.T) {
+			w := start(t)
+			var wg sync.WaitGroup
+			for range callers {
+				wg.Go(func() {
+					for range calls {
+						if _, err := w.alice.Leases(context.Background(), true); err != nil {
+							t.Error(err)
+							return
+						}
 					}
-				}
-			})
-		}
-		testutil.Wait(t, "the callers to finish", &wg)
-		if n := fresh.Load(); n > int64(min(callers, maxConns)) {
-			t.Errorf("%d callers making %d calls each used %d new connections, want at most %d", callers, calls, n, min(callers, maxConns))
-		}
-		if n := w.conns.Load(); n > maxConns {
-			t.Errorf("%d callers making %d calls each opened %d connections, want at most %d", callers, calls, n, maxConns)
-		}
+				})
+			}
+			testutil.Wait(t, "the callers to finish", &wg)
+			// The server counts a close when it reads it, which may be after
+			// the client dialed the connection's replacement: one over.
+			if n := w.peak.Load(); n > maxConns+1 {
+				t.Errorf("%d callers had %d connections open at once, want at most %d", callers, n, maxConns)
+			}
+			if n := w.conns.Load(); n > int64(callers*calls/4) {
+				t.Errorf("%d callers making %d calls each opened %d connections, want most calls to reuse one", callers, calls, n)
+			}
+		})
 	}
 }
 
