@@ -230,12 +230,12 @@ func TestBootstrapShipsTheBinary(t *testing.T) {
 	if !strings.Contains(out.String(), "gceboot serving") {
 		t.Errorf("the bootstrap's output did not reach the driver:\n%s", out)
 	}
-	if left, _ := os.ReadDir(tmp); len(left) != 0 {
-		t.Errorf("TMPDIR holds %v while the machines run", left)
+	if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+		t.Errorf("TMPDIR holds %v, %v while the machines run; want it empty", left, err)
 	}
 	b.Shutdown()
-	if left, _ := os.ReadDir(tmp); len(left) != 0 {
-		t.Errorf("TMPDIR holds %v after Shutdown", left)
+	if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+		t.Errorf("TMPDIR holds %v, %v after Shutdown; want it empty", left, err)
 	}
 }
 

@@ -76,7 +76,9 @@ func TestKilledEmulatorLeavesNoProcess(t *testing.T) {
 		t.Fatalf("container %d is not running", pid)
 	}
 
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitKilled(t, cmd, 10*time.Second, "the emulator")
 	testutil.WaitGone(t, pid, 10*time.Second, "the container of the killed emulator")
 }

@@ -73,7 +73,7 @@ func serveUntil(t *testing.T, config string) (string, func()) {
 	stop := func() {
 		once.Do(func() {
 			cancel()
-			if code := <-done; code != 0 {
+			if code := testutil.Receive(t, 30*time.Second, "serve to exit once stopped", done); code != 0 {
 				t.Errorf("serve exited %d", code)
 			}
 		})
@@ -137,7 +137,7 @@ func TestProviderCommands(t *testing.T) {
 	if _, err := gce.AddMachine(ctx, store.Machine{Hostname: "vm-big", Dimensions: store.Dimensions{"cpus": {"64"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := <-waited; !strings.Contains(got, "FULFILLED  vm-big") || !strings.Contains(got, "never") {
+	if got := testutil.Receive(t, time.Minute, "lease --wait to answer once a machine came", waited); !strings.Contains(got, "FULFILLED  vm-big") || !strings.Contains(got, "never") {
 		t.Errorf("lease --wait:\n%s", got)
 	}
 }
@@ -215,10 +215,12 @@ func TestProviderSurvivesKill9(t *testing.T) {
 		defer mu.Unlock()
 		return len(acked) >= 200
 	})
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitKilled(t, cmd, 10*time.Second, "the server")
 	close(stop)
-	wg.Wait()
+	testutil.Wait(t, "the load to stop", &wg)
 
 	_, url = start()
 	admin := &client.Client{BaseURL: url, Token: adminToken}
@@ -298,10 +300,10 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 		return strings.Contains(adminGet(alice.BaseURL+"/metrics"), "gcefleet_provider_requests_in_flight 2")
 	})
 	cancel()
-	if err := <-answered; err != nil {
+	if err := testutil.Receive(t, 30*time.Second, "the long poll to answer", answered); err != nil {
 		t.Errorf("the in-flight request was cut off: %v", err)
 	}
-	if code := <-done; code != 0 {
+	if code := testutil.Receive(t, 30*time.Second, "serve to exit once drained", done); code != 0 {
 		t.Errorf("serve exited %d", code)
 	}
 }
@@ -480,7 +482,7 @@ func TestBackendLeaderKilled(t *testing.T) {
 	if err := leader.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	leader.cmd.Wait()
+	testutil.WaitKilled(t, leader.cmd, 10*time.Second, "the leading replica")
 
 	alice := &client.Client{BaseURL: survivor.url, Token: aliceToken}
 	admin.BaseURL = survivor.url

@@ -24,18 +24,29 @@ type Client struct {
 	BaseURL string
 	Token   string
 	// HTTP makes the requests; if nil, a client shared by every Client
-	// that keeps up to 64 idle connections to each provider.
+	// that opens at most 64 connections to each provider and keeps them
+	// all. A caller holding more long polls than that at once gives its own.
 	HTTP *http.Client
 }
+
+// maxConns bounds the connections of defaultHTTP to one provider.
+const maxConns = 64
 
 // defaultHTTP is the HTTP client of a Client whose HTTP is nil. Go's
 // default keeps two idle connections per host, so that callers with more
 // requests at once than that (the GCE backend's jobs, a driver's machines)
 // would open and close a connection for most of them: 17% more CPU a
-// lease+release in bench/provider.
+// lease+release in bench/provider. MaxIdleConnsPerHost bounds only the idle
+// connections: a request that finds none idle dials, and when a connection
+// another call frees reaches it first the dial still completes into the
+// pool (net/http does not cancel it, golang.org/issue/66442): a burst of
+// 32 callers opened 33 to 62 connections, 100 callers 100. MaxConnsPerHost
+// bounds them all, dialing ones included, and at the idle bound none is
+// closed for want of room in the pool.
 var defaultHTTP = &http.Client{Transport: func() http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 64
+	t.MaxIdleConnsPerHost = maxConns
+	t.MaxConnsPerHost = maxConns
 	return t
 }()}
 
