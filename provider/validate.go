@@ -461,3 +461,17 @@ func checkPath(r *http.Request, name string) error {
 	}
 	return nil
 }
+
+// truncate shortens s, a value echoed back in a message, to 40 bytes
+// and an ellipsis.
+func truncate(s string) string {
+	const max = 40
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
+}
