@@ -514,6 +514,7 @@ func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, 
 		if err == nil {
 			var p Principal
 			p, _ = s.principal(r)
+			err = ownScope(r, p)
 			// Only an authenticated caller's long poll outlasts the
 			// server's timeouts; queryWait's error is the handler's to give.
 			if strings.Contains(r.URL.RawQuery, "wait=") {
@@ -521,7 +522,9 @@ func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, 
 					holdOpen(rec, wait)
 				}
 			}
-			err = h(rec, r, p)
+			if err == nil {
+				err = h(rec, r, p)
+			}
 		}
 		if err != nil {
 			ae := s.classify(err)
@@ -584,7 +587,7 @@ func (s *Server) principal(r *http.Request) (Principal, bool) {
 		return p, true // a signed-in browser's, on a page (see page)
 	}
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || tok == "" {
+	if !ok || tok == "" || len(r.Header.Values("Authorization")) > 1 { // two: which one is meant?
 		return Principal{}, false
 	}
 	for _, t := range s.tokens {
