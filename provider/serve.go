@@ -68,9 +68,6 @@ const (
 	readTimeout       = 30 * time.Second
 	writeTimeout      = time.Minute
 	idleTimeout       = 2 * time.Minute
-	// bodyReadTimeout is how long an authorized caller has, from the
-	// end of its header, to send its body (at most maxBody bytes).
-	bodyReadTimeout = 10 * time.Second
 )
 
 func newHTTPServer(h http.Handler) *http.Server {
@@ -99,17 +96,12 @@ func (s *Server) runDeferred() {
 // connection closes after the answer. Else net/http would drain the body
 // (up to 256 KiB) after the answer, which a caller with no token could
 // send as slowly as it likes, holding a connection that is never idle
-// and so never closed to make room for others. An authorized request's
-// body gets bodyReadTimeout from now.
-func refuseEarly(w http.ResponseWriter, r *http.Request, err error) {
+// and so never closed to make room for others.
+func refuseEarly(w http.ResponseWriter, err error) {
 	if err != nil {
 		w.Header().Set("Connection", "close")
 		// A deadline passed ends net/http's drain at once; the answer
 		// is still written.
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
-		return
-	}
-	if r.ContentLength != 0 {
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	}
 }

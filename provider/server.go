@@ -510,7 +510,7 @@ func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, 
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
 		err := s.authorize(r, roles)
-		refuseEarly(rec, r, err)
+		refuseEarly(rec, err)
 		if err == nil {
 			var p Principal
 			p, _ = s.principal(r)
