@@ -12,7 +12,7 @@ func (s *Server) principal(r *http.Request) (Principal, bool) {
 		return p, true // a signed-in browser's, on a page (see page)
 	}
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || tok == "" {
+	if !ok || tok == "" || len(r.Header.Values("Authorization")) > 1 { // two: which one is meant?
 		return Principal{}, false
 	}
 	for _, t := range s.tokens {

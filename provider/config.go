@@ -3,9 +3,12 @@ package provider
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -47,7 +50,7 @@ type Config struct {
 	// waiting for a machine; store.DefaultMaxPending (1,000) if unset.
 	MaxPendingPerClient int `yaml:"max_pending_per_client"`
 
-	retentionLine, maxPendingLine, maxConnectionsLine int
+	retentionLine, maxPendingLine, maxConnectionsLine, listenLine, databaseLine int
 }
 
 // maxMaxPending bounds max_pending_per_client: each queued request costs
@@ -124,6 +127,12 @@ func ParseConfig(name string, data []byte) (Config, error) {
 			if doc.Content[i].Value == "max_connections" {
 				cfg.maxConnectionsLine = doc.Content[i].Line
 			}
+			if doc.Content[i].Value == "listen" {
+				cfg.listenLine = doc.Content[i].Line
+			}
+			if doc.Content[i].Value == "database" {
+				cfg.databaseLine = doc.Content[i].Line
+			}
 			if doc.Content[i].Value == "tokens" {
 				for j, item := range doc.Content[i+1].Content {
 					if j < len(cfg.Tokens) {
@@ -150,6 +159,8 @@ func ParseConfig(name string, data []byte) (Config, error) {
 		switch {
 		case t.Name == "":
 			bad(t.line, "token without a name: give each token a name, such as the user or backend it is for")
+		case textProblem(t.Name, maxName) != "":
+			bad(t.line, "token name %q: %s", truncate(t.Name), textProblem(t.Name, maxName))
 		case names[t.Name] != 0:
 			bad(t.line, "token name %q is used already at line %d; names must be unique", t.Name, names[t.Name])
 		default:
@@ -183,6 +194,12 @@ func ParseConfig(name string, data []byte) (Config, error) {
 				continue
 			}
 		}
+		if strings.TrimSpace(t.Token) != t.Token || strings.ContainsFunc(t.Token, unicode.IsControl) {
+			// No caller can send such a secret in a header (net/http
+			// trims a value's spaces), so it would never authenticate.
+			bad(t.line, "token %q: the secret has spaces at its start or end, or control characters; no client can send those in a header: remove them", t.Name)
+			continue
+		}
 		if len(t.Token) < 16 {
 			bad(t.line, "token %q: a secret of at least 16 characters is needed (try: openssl rand -hex 16)", t.Name)
 			continue
@@ -191,6 +208,12 @@ func ParseConfig(name string, data []byte) (Config, error) {
 			bad(t.line, "token %q has the same secret as %q", t.Name, other)
 		}
 		secrets[t.Token] = t.Name
+	}
+	if p := listenProblem(cfg.Listen); p != "" {
+		bad(cfg.listenLine, "listen %q: %s", truncate(cfg.Listen), p)
+	}
+	if scheme, _, ok := strings.Cut(cfg.Database, "://"); ok && scheme != "postgres" && scheme != "postgresql" {
+		bad(cfg.databaseLine, "database: a URL of scheme %q; give a postgres:// (or postgresql://) URL, sqlite:PATH or a SQLite file's path", truncate(scheme))
 	}
 	if len(cfg.Tokens) == 0 {
 		bad(1, "no tokens: the API serves no one without them; add at least an admin token")
@@ -225,4 +248,17 @@ func ParseConfig(name string, data []byte) (Config, error) {
 		}
 	}
 	return cfg, errors.Join(errs...)
+}
+
+// listenProblem says what is wrong with addr as an address to listen on,
+// host:port with a port of 0 to 65535, or "" if nothing.
+func listenProblem(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "give host:port, such as 127.0.0.1:8790 or :8790"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 || strconv.Itoa(n) != port {
+		return "the port is a number from 0 to 65535, such as 127.0.0.1:8790"
+	}
+	return ""
 }

@@ -16,9 +16,11 @@ func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, 
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
 		err := s.authorize(r, roles)
+		refuseEarly(rec, err)
 		if err == nil {
 			var p Principal
 			p, _ = s.principal(r)
+			err = ownScope(r, p)
 			// Only an authenticated caller's long poll outlasts the
 			// server's timeouts; queryWait's error is the handler's to give.
 			if strings.Contains(r.URL.RawQuery, "wait=") {
@@ -26,7 +28,9 @@ func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, 
 					holdOpen(rec, wait)
 				}
 			}
-			err = h(rec, r, p)
+			if err == nil {
+				err = h(rec, r, p)
+			}
 		}
 		if err != nil {
 			ae := s.classify(err)

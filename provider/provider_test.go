@@ -98,7 +98,7 @@ func startWith(t *testing.T, cfg provider.Config) *world {
 var linux = store.Dimensions{"os": {"linux"}, "cpus": {"8"}}
 
 func machine(host string) store.Machine {
-	return store.Machine{Hostname: host, Dimensions: linux, Connection: store.Connection{Address: "10.1.2.3", Port: 8443, CACert: "PEM"}}
+	return store.Machine{Hostname: host, Dimensions: linux, Connection: store.Connection{Address: "10.1.2.3", Port: 8443, CACert: testCertPEM}}
 }
 
 func lease(id string) store.LeaseRequest {

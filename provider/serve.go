@@ -90,3 +90,18 @@ func (s *Server) runDeferred() {
 		fs[i]()
 	}
 }
+
+// refuseEarly readies the answer to a request refused before its
+// handler (err from authorize, or nil): its body is never read, and the
+// connection closes after the answer. Else net/http would drain the body
+// (up to 256 KiB) after the answer, which a caller with no token could
+// send as slowly as it likes, holding a connection that is never idle
+// and so never closed to make room for others.
+func refuseEarly(w http.ResponseWriter, err error) {
+	if err != nil {
+		w.Header().Set("Connection", "close")
+		// A deadline passed ends net/http's drain at once; the answer
+		// is still written.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+}

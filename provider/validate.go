@@ -3,11 +3,14 @@ package provider
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -46,6 +49,9 @@ const (
 // refused by name, and so are a body that is not UTF-8, one larger than
 // maxBody and data after the JSON value.
 func readJSON(r *http.Request, v any) error {
+	if err := checkBodyHeaders(r); err != nil {
+		return err
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -87,7 +93,7 @@ func badJSON(err error) error {
 		return newError("invalid", fmt.Sprintf("request body: not JSON at byte %d: %v", se.Offset, se))
 	}
 	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		msg := fmt.Sprintf("%s, not %s", jsonKind(te.Type), te.Value)
+		msg := fmt.Sprintf("%s, not %s", jsonKind(te.Type), truncate(te.Value))
 		if te.Field == "" {
 			return newError("invalid", "request body: "+msg)
 		}
@@ -162,7 +168,9 @@ func (k *keyChecker) check(t reflect.Type, path string) error {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t == nil || !hasStruct(t) {
+	// A map's keys are checked for repeats (of dimensions, say) even
+	// when it holds no struct.
+	if t == nil || !hasStruct(t) && t.Kind() != reflect.Map {
 		return dec.SkipValue()
 	}
 	switch dec.PeekKind() {
@@ -177,6 +185,8 @@ func (k *keyChecker) check(t reflect.Type, path string) error {
 				names = jsonFields(t)
 				k.names[t] = names
 			}
+		}
+		if t.Kind() == reflect.Struct || t.Kind() == reflect.Map {
 			seen = map[string]bool{}
 		}
 		for dec.PeekKind() != '}' {
@@ -207,6 +217,10 @@ func (k *keyChecker) check(t reflect.Type, path string) error {
 				seen[key] = true
 				et = ft
 			case reflect.Map:
+				if seen[key] {
+					k.fields[at] = "given twice"
+				}
+				seen[key] = true
 				et = t.Elem()
 			}
 			if err := k.check(et, at); err != nil {
@@ -345,7 +359,31 @@ func checkCACert(fields map[string]string, field, pem string) {
 		fields[field] = fmt.Sprintf("at most %d bytes of PEM", maxCACert)
 	case !utf8.ValidString(pem) || strings.ContainsFunc(pem, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' && r != '\n' && r != '\r' && r != '\t' }):
 		fields[field] = "PEM text: printable characters and line breaks only"
+	case pem != "" && !isCertPEM(pem):
+		fields[field] = "PEM of one or more X.509 certificates (-----BEGIN CERTIFICATE-----), and nothing else"
 	}
+}
+
+// isCertPEM reports whether s is one or more PEM CERTIFICATE blocks
+// that parse as X.509 certificates, with nothing but space around them.
+func isCertPEM(s string) bool {
+	rest := []byte(s)
+	n := 0
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" || len(b.Headers) > 0 {
+			return false
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return false
+		}
+		n++
+	}
+	return n > 0 && len(bytes.TrimSpace(rest)) == 0
 }
 
 // checkID answers a lease id from a path that no lease can have.
@@ -407,12 +445,13 @@ func queryBool(q url.Values, name string) (bool, error) {
 
 // queryCursor parses a non-negative int64 parameter; absent is 0.
 func queryCursor(q url.Values, name string) (int64, error) {
-	v := q.Get(name)
-	if v == "" {
+	if !q.Has(name) {
 		return 0, nil
 	}
+	v := q.Get(name)
+	// Only the canonical form: not "", "+1" or "01".
 	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || strconv.FormatInt(n, 10) != v {
 		return 0, invalid(map[string]string{"query." + name: "a whole number from 0 to 9223372036854775807: the id of the last event read"})
 	}
 	return n, nil
@@ -498,4 +537,53 @@ func checkDims(fields map[string]string, prefix string, d api.Dimensions, requir
 			}
 		}
 	}
+}
+
+// truncate shortens s, a value echoed back in a message, to 40 bytes
+// and an ellipsis.
+func truncate(s string) string {
+	const max = 40
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
+}
+
+// checkBodyHeaders refuses a body the API would misread: one sent as
+// another type than JSON, or encoded (gzip, say) in a way the provider
+// does not decode.
+func checkBodyHeaders(r *http.Request) error {
+	if ce := r.Header.Values("Content-Encoding"); len(ce) > 0 && !(len(ce) == 1 && strings.EqualFold(strings.TrimSpace(ce[0]), "identity")) {
+		return newError("unsupported_media_type", fmt.Sprintf("Content-Encoding %q: the API reads bodies unencoded; send plain JSON with no Content-Encoding", truncate(strings.Join(ce, ", "))))
+	}
+	ct := r.Header.Values("Content-Type")
+	if len(ct) == 0 {
+		return nil
+	}
+	if mt, _, err := mime.ParseMediaType(ct[0]); len(ct) > 1 || err != nil || mt != "application/json" {
+		return newError("unsupported_media_type", fmt.Sprintf("Content-Type %q: send the body as JSON, with Content-Type: application/json", truncate(strings.Join(ct, ", "))))
+	}
+	return nil
+}
+
+// ownScope refuses a backend's query for another backend's data: a
+// backend reads only its own (its token's name), which it need not name.
+func ownScope(r *http.Request, p Principal) error {
+	if p.Role != Backend || !strings.Contains(r.URL.RawQuery, "backend") {
+		return nil
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil // the handler's query refuses it
+	}
+	for _, b := range q["backend"] {
+		if b != p.Name {
+			return newError("forbidden", fmt.Sprintf("query.backend: %s reads only its own, not %q's: leave backend out or give %q", p.Name, truncate(b), p.Name))
+		}
+	}
+	return nil
 }

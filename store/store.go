@@ -908,13 +908,14 @@ func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r L
 func (s *Store) findMachine(ctx context.Context, want []string) (host, backend, body string, err error) {
 	// The state is a literal: the index of available machines holds
 	// only those, and SQLite uses it only when the query says so.
-	q := "SELECT m.hostname, m.backend, m.body FROM machines m WHERE m.state = 'AVAILABLE'"
-	var args []any
-	for _, d := range want {
-		q += " AND ? IN (SELECT value FROM json_each(m.kv))"
-		args = append(args, d)
-	}
-	err = s.rowTx(ctx, nil, q+" ORDER BY m.added_at, m.hostname LIMIT 1", args...).Scan(&host, &backend, &body)
+	// One term for all of want, not one a value: SQLite refuses an
+	// expression more than 1,000 deep, and the API takes 4,096 values.
+	// The machine has all of want when as many of its own values are
+	// among want (each list's values are distinct): the IN's list is
+	// built once for the query, not once a machine.
+	q := `SELECT m.hostname, m.backend, m.body FROM machines m WHERE m.state = 'AVAILABLE'
+		AND (SELECT COUNT(*) FROM json_each(m.kv) h WHERE h.value IN (SELECT value FROM json_each(?1))) = json_array_length(?1)`
+	err = s.rowTx(ctx, nil, q+" ORDER BY m.added_at, m.hostname LIMIT 1", kvJSON(want)).Scan(&host, &backend, &body)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", "", "", nil
 	}

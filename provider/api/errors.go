@@ -24,6 +24,8 @@ var (
 	// cap of pending requests.
 	ErrQueueFull = errors.New("too many pending requests")
 	ErrTooLarge  = errors.New("request body too large")
+	// ErrUnsupportedMediaType: a body sent encoded, or as another type than JSON.
+	ErrUnsupportedMediaType = errors.New("unsupported media type")
 )
 
 // A Code is one kind of error answer: its code in the body, its HTTP
@@ -48,6 +50,7 @@ func Codes() []Code {
 		{"request_id_reuse", http.StatusConflict, ErrRequestIDReuse},
 		{"reclaimed", http.StatusConflict, ErrReclaimed},
 		{"too_large", http.StatusRequestEntityTooLarge, ErrTooLarge},
+		{"unsupported_media_type", http.StatusUnsupportedMediaType, ErrUnsupportedMediaType},
 		{"queue_full", http.StatusTooManyRequests, ErrQueueFull},
 		// A client that went away; nginx's status for it.
 		{"canceled", 499, context.Canceled},
