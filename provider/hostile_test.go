@@ -358,6 +358,7 @@ func TestFieldErrors(t *testing.T) {
 		{"1,100 values", "POST", "/v1/leases", clientTok, lr(`"dimensions":{"os":` + distinct(1100) + `}`), 400, "dimensions.os", "at most 64 values"},
 		{"65 values", "POST", "/v1/machines", backendTok, `{"hostname":"vm-x","dimensions":{"os":` + distinct(65) + `}}`, 400, "dimensions.os", "at most 64 values"},
 		{"65 keys", "POST", "/v1/leases", clientTok, lr(`"dimensions":{` + strings.Join(keys65, ",") + `}`), 400, "dimensions", "at most 64 keys"},
+		{"65 values in all", "POST", "/v1/leases", clientTok, lr(`"dimensions":{"os":` + distinct(33) + `,"cpu":` + distinct(32) + `}`), 400, "dimensions", "65 values in all: a request asks for at most 64"},
 		{"long value", "POST", "/v1/leases", clientTok, lr(`"dimensions":{"os":["` + strings.Repeat("x", 256) + `"]}`), 400, "dimensions.os", "1 to 255"},
 		{"bidi override in a value", "POST", "/v1/leases", clientTok, lr(`"dimensions":{"os":["linux\u202e"]}`), 400, "dimensions.os", "control characters"},
 		{"upper-case field", "POST", "/v1/leases", clientTok, `{"REQUEST_ID":"r1","dimensions":{"os":["linux"]},"term":{"duration":3600000000000}}`, 400, "REQUEST_ID", `did you mean "request_id"`},

@@ -24,6 +24,13 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 		fields["request_id"] = fmt.Sprintf("1 to %d printable characters that make the request idempotent (a UUID, say)", maxRequestID)
 	}
 	checkDims(fields, "dimensions", req.Dimensions, true)
+	n := 0
+	for _, vs := range req.Dimensions {
+		n += len(vs)
+	}
+	if n > maxRequestValues && fields["dimensions"] == "" {
+		fields["dimensions"] = fmt.Sprintf("%d values in all: a request asks for at most %d (a machine may have more)", n, maxRequestValues)
+	}
 	maps.Copy(fields, req.Validate(now))
 	if len(fields) > 0 {
 		return invalid(fields)
