@@ -538,3 +538,17 @@ var changesPostgres = []string{
 	`DROP TRIGGER events_changed ON events`,
 	`CREATE TRIGGER events_changed AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION gcefleet_events_changed()`,
 }
+
+// retry runs a PostgreSQL transaction f again when it failed on a
+// serialization failure or deadlock, or on a unique key that a concurrent
+// transaction took first (run again, f sees that key as taken).
+func (s *Store) retry(ctx context.Context, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
+		var pe *pgconn.PgError
+		if err != nil && errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "23505") && attempt < 10 && ctx.Err() == nil {
+			continue
+		}
+		return err
+	}
+}

@@ -1,0 +1,352 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// prepared returns query prepared on SQLite's connection, or nil on
+// PostgreSQL. s.mu is held.
+func (s *Store) prepared(ctx context.Context, query string) *sql.Stmt {
+	if s.conn == nil {
+		return nil
+	}
+	if st, ok := s.stmts[query]; ok {
+		return st
+	}
+	st, err := s.conn.PrepareContext(ctx, query)
+	if err != nil {
+		return nil // the query runs unprepared and reports its error
+	}
+	s.stmts[query] = st
+	return st
+}
+
+// sqliteTx runs f in a transaction on SQLite's one connection, through
+// the committer: f may share its transaction with other callers' (each
+// in a savepoint of its own), because committing (writing the WAL) costs
+// more than all of the statements of a lease request, and a batch writes
+// each page it touches once.
+func (s *Store) sqliteTx(ctx context.Context, f func(*sql.Tx) error) error {
+	return s.submit(ctx, &work{f: f, done: make(chan error, 1)})
+}
+
+// checkpoint copies the WAL into the database file every so often, on a
+// connection of its own: the writer does not wait for it (as it would
+// for SQLite's automatic checkpoints, a stall of tens of milliseconds
+// for every caller in the batch).
+func (s *Store) checkpoint() {
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-t.C:
+			s.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		}
+	}
+}
+
+const checkpointEvery = 200 * time.Millisecond
+
+// runBatch runs each work in a savepoint of one transaction: a work that
+// fails is rolled back alone; if the commit fails, every work fails.
+// (Measured: running a batch without savepoints, and again with them only
+// when a work fails, saves nothing measurable.)
+func (s *Store) runBatch(batch []*work) {
+	ctx := context.Background()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.execTx(ctx, nil, "BEGIN IMMEDIATE"); err != nil {
+		for _, w := range batch {
+			w.done <- fmt.Errorf("store: begin: %w", err)
+		}
+		return
+	}
+	errs := make([]error, len(batch))
+	for i, w := range batch {
+		if _, err := s.execTx(ctx, nil, "SAVEPOINT work"); err != nil {
+			s.abort(batch, err)
+			return
+		}
+		errs[i] = w.f(nil)
+		if errs[i] != nil {
+			if _, err := s.execTx(ctx, nil, "ROLLBACK TO work"); err != nil {
+				s.abort(batch, err)
+				return
+			}
+		}
+		if _, err := s.execTx(ctx, nil, "RELEASE work"); err != nil {
+			s.abort(batch, err)
+			return
+		}
+	}
+	if _, err := s.execTx(ctx, nil, "COMMIT"); err != nil {
+		s.abort(batch, err)
+		return
+	}
+	for i, w := range batch {
+		w.done <- errs[i]
+	}
+}
+
+// abort rolls back a batch that cannot commit and fails all of its work.
+func (s *Store) abort(batch []*work, err error) {
+	s.execTx(context.Background(), nil, "ROLLBACK")
+	for _, w := range batch {
+		w.done <- fmt.Errorf("store: transaction: %w", err)
+	}
+}
+
+// kvJSON is kv as SQLite keeps it.
+func kvJSON(kv []string) string {
+	b, _ := json.Marshal(kv)
+	return string(b)
+}
+
+// sqliteAddMachine is AddMachine on SQLite (gcefleet_add_machine on
+// PostgreSQL).
+func (s *Store) sqliteAddMachine(ctx context.Context, m Machine, body string, now time.Time) (Machine, error) {
+	dims := kvJSON(kv(m.Dimensions)) // before the transaction: every caller waits for it
+	err := s.tx(ctx, func(*sql.Tx) error {
+		var old string
+		err := s.rowTx(ctx, nil, "SELECT body FROM machines WHERE hostname = ?", m.Hostname).Scan(&old)
+		switch {
+		case err == nil && old == body:
+			return errSame
+		case err == nil:
+			return fmt.Errorf("%w: %s is cataloged already with another body: %s", ErrConflict, m.Hostname, old)
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		var reclaimed int
+		if err := s.rowTx(ctx, nil, "SELECT COUNT(*) FROM events WHERE kind = 'reclaimed' AND hostname = ?", m.Hostname).Scan(&reclaimed); err != nil {
+			return err
+		}
+		if reclaimed > 0 {
+			return fmt.Errorf("%w: %s was leased and reclaimed; a machine is cataloged once, its backend makes a fresh one", ErrReclaimed, m.Hostname)
+		}
+		if _, err := s.execTx(ctx, nil, "INSERT INTO machines (hostname, backend, body, state, added_at, kv) VALUES (?, ?, ?, ?, ?, ?)",
+			m.Hostname, m.Backend, body, Available, nanos(now), dims); err != nil {
+			return err
+		}
+		// Answer with what was written: no statement to read it back.
+		m.State, m.Added = Available, fromNanos(nanos(now))
+		if m.LeaseID, err = s.offerMachine(ctx, m.Hostname, m.Backend, body, dims, now); m.LeaseID != "" {
+			m.State = Leased
+		}
+		return err
+	})
+	if errors.Is(err, errSame) {
+		return s.Machine(ctx, m.Hostname)
+	}
+	return m, err
+}
+
+// The queue is indexed by shape, the set of dimensions a request asks
+// for (migration 9), so that a new machine finds the requests it
+// satisfies without reading those it does not: queue holds each pending
+// request under its shape, oldest first, and queue_shapes each shape in
+// the queue once a "key=value" of it, ndims its number of them (a shape
+// of no dimensions has one row, kv "", which every machine's lookup
+// includes). A machine satisfies the shapes all ndims of whose rows are
+// among its own, and the oldest request of those shapes gets it. There
+// are few shapes (clients ask for a few kinds of machine), so a machine
+// reads a row or two for each shape that shares a dimension with it and
+// the requests of the shapes it satisfies; none of the others. Triggers
+// keep both tables: a request enters with its PENDING lease and leaves
+// when the lease leaves that state, on every path.
+//
+// A shape's key on SQLite is its "key=value" strings sorted, as a JSON
+// array.
+const sqliteShape = `(SELECT json_group_array(value) FROM (SELECT value FROM json_each({{kv}}) ORDER BY value))`
+
+var queueSQLite = []string{
+	`CREATE TRIGGER leases_queue_in AFTER INSERT ON leases WHEN NEW.state = 'PENDING' BEGIN
+		INSERT INTO queue (shape, created_at, lease_id, deadline) VALUES (` + shapeOf("NEW.kv") + `, NEW.created_at, NEW.id, NEW.deadline);
+		INSERT OR IGNORE INTO queue_shapes (kv, shape, ndims)
+			SELECT value, ` + shapeOf("NEW.kv") + `, json_array_length(NEW.kv) FROM json_each(NEW.kv)
+			UNION ALL SELECT '', ` + shapeOf("NEW.kv") + `, 1 WHERE json_array_length(NEW.kv) = 0;
+	END`,
+	`CREATE TRIGGER leases_queue_out AFTER UPDATE OF state ON leases WHEN OLD.state = 'PENDING' AND NEW.state <> 'PENDING' BEGIN` + sqliteDequeue + `END`,
+	`CREATE TRIGGER leases_queue_gone AFTER DELETE ON leases WHEN OLD.state = 'PENDING' BEGIN` + sqliteDequeue + `END`,
+	// The requests queued before this migration.
+	`INSERT INTO queue (shape, created_at, lease_id, deadline)
+		SELECT ` + shapeOf("l.kv") + `, l.created_at, l.id, l.deadline FROM leases l WHERE l.state = 'PENDING'`,
+	`INSERT OR IGNORE INTO queue_shapes (kv, shape, ndims)
+		SELECT j.value, ` + shapeOf("l.kv") + `, json_array_length(l.kv) FROM leases l, json_each(l.kv) j WHERE l.state = 'PENDING'
+		UNION ALL SELECT '', ` + shapeOf("l.kv") + `, 1 FROM leases l WHERE l.state = 'PENDING' AND json_array_length(l.kv) = 0`,
+}
+
+// sqliteDequeue takes lease OLD out of the queue, and its shape with it
+// when it was the last of it.
+var sqliteDequeue = `
+		DELETE FROM queue WHERE shape = ` + shapeOf("OLD.kv") + ` AND created_at = OLD.created_at AND lease_id = OLD.id;
+		DELETE FROM queue_shapes WHERE kv IN (SELECT value FROM json_each(OLD.kv) UNION ALL SELECT '') AND shape = ` + shapeOf("OLD.kv") + `
+			AND NOT EXISTS (SELECT 1 FROM queue WHERE shape = ` + shapeOf("OLD.kv") + `);
+	`
+
+func shapeOf(kv string) string { return strings.ReplaceAll(sqliteShape, "{{kv}}", kv) }
+
+// offerMachine gives an available machine, whose dimensions are dims
+// (kvJSON), to the oldest pending request whose every dimension it has,
+// if any, and returns that lease's id. SQLite only.
+func (s *Store) offerMachine(ctx context.Context, host, backend, body, dims string, now time.Time) (string, error) {
+	var id string
+	var t term
+	// Only the queue_shapes rows of the machine's own dimensions are
+	// read, and the requests of the shapes it satisfies.
+	err := s.rowTx(ctx, nil, `SELECT l.id, l.duration_ns, l.expires_at, l.indefinite FROM leases l WHERE l.id = (
+		SELECT q.lease_id FROM queue q WHERE q.shape IN (
+			SELECT shape FROM queue_shapes WHERE kv IN (SELECT value FROM json_each(?) UNION ALL SELECT '') GROUP BY shape HAVING COUNT(*) = MIN(ndims))
+		AND q.deadline > ? ORDER BY q.created_at, q.lease_id LIMIT 1)
+		AND l.state = 'PENDING'`, dims, nanos(now)).Scan(&id, &t.durNs, &t.expNs, &t.indefinite)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return id, s.assign(ctx, id, t, host, backend, body, now)
+}
+
+// assign gives machine host to pending lease id. SQLite only
+// (gcefleet_assign on PostgreSQL).
+func (s *Store) assign(ctx context.Context, id string, t term, host, backend, body string, now time.Time) error {
+	if _, err := s.execTx(ctx, nil, "UPDATE machines SET state = ?, lease_id = ? WHERE hostname = ?", Leased, id, host); err != nil {
+		return err
+	}
+	if _, err := s.execTx(ctx, nil, "UPDATE leases SET state = ?, hostname = ?, machine = ?, fulfilled_at = ?, expires_at = ? WHERE id = ?",
+		Fulfilled, host, body, nanos(now), t.expiry(now), id); err != nil {
+		return err
+	}
+	return s.event(ctx, nil, backend, "leased", host, id, "", now)
+}
+
+// sqliteRequestLease is RequestLease on SQLite (gcefleet_request_lease on
+// PostgreSQL).
+func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r LeaseRequest, t term, now time.Time) (Lease, bool, error) {
+	var row leaseRow
+	repeat := false
+	// Before the transaction: every caller waits for it.
+	want := kv(r.Dimensions)
+	wantJSON := kvJSON(want)
+	err := s.tx(ctx, func(*sql.Tx) error {
+		var id, old string
+		err := s.rowTx(ctx, nil, "SELECT id, body FROM leases WHERE client = ? AND request_id = ?", client, r.RequestID).Scan(&id, &old)
+		switch {
+		case err == nil && old == body:
+			repeat = true
+			row, err = scanLeaseRow(s.rowTx(ctx, nil, "SELECT "+leaseColumns+" FROM leases WHERE id = ?", id))
+			return err
+		case err == nil:
+			return fmt.Errorf("%w: request id %q was used for %s", ErrRequestIDReuse, r.RequestID, old)
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		repeat = false
+		id = newID(now)
+		host, backend, mbody, err := s.findMachine(ctx, want)
+		if err != nil {
+			return err
+		}
+		if host != "" {
+			// Fulfilled at once: the lease is written once, as it is.
+			if _, err := s.execTx(ctx, nil, "UPDATE machines SET state = ?, lease_id = ? WHERE hostname = ?", Leased, id, host); err != nil {
+				return err
+			}
+			// Answer with what is written: no reading it back.
+			c := leaseCols{id: id, client: client, requestID: r.RequestID, body: body, state: Fulfilled, host: host, machine: mbody,
+				created: nanos(now), deadline: nanos(r.Deadline), fulfilled: nanos(now), expires: t.expiry(now)}
+			if _, err := s.execTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, hostname, machine, created_at, deadline,
+				duration_ns, expires_at, indefinite, fulfilled_at, kv) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				c.id, c.client, c.requestID, c.body, c.state, c.host, c.machine, c.created, c.deadline, t.durNs, c.expires, t.indefinite, c.fulfilled, wantJSON); err != nil {
+				return err
+			}
+			row = c.row()
+			return s.event(ctx, nil, backend, "leased", host, id, "", now)
+		}
+		// At most max are counted: the count costs no more than that.
+		var pending int
+		max := s.maxPending()
+		if err := s.rowTx(ctx, nil, "SELECT COUNT(*) FROM (SELECT 1 FROM leases WHERE client = ? AND state = 'PENDING' LIMIT ?)", client, max).Scan(&pending); err != nil {
+			return err
+		}
+		if pending >= max {
+			return queueFull(client, max)
+		}
+		c := leaseCols{id: id, client: client, requestID: r.RequestID, body: body, state: Pending, created: nanos(now), deadline: nanos(r.Deadline), expires: t.expNs}
+		if _, err := s.execTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite, kv)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			c.id, c.client, c.requestID, c.body, c.state, c.created, c.deadline, t.durNs, c.expires, t.indefinite, wantJSON); err != nil {
+			return err
+		}
+		row = c.row()
+		return nil
+	})
+	if err != nil {
+		return Lease{}, false, err
+	}
+	l, err := row.decode()
+	return l, !repeat, err
+}
+
+// findMachine returns the first available machine (in the order they
+// were added) that has every dimension in want (kv), or host "" if none
+// does.
+// No older request wants an available machine (each was offered every
+// machine as it arrived), so the first match is a new request's. SQLite
+// only.
+func (s *Store) findMachine(ctx context.Context, want []string) (host, backend, body string, err error) {
+	// The state is a literal: the index of available machines holds
+	// only those, and SQLite uses it only when the query says so.
+	q := "SELECT m.hostname, m.backend, m.body FROM machines m WHERE m.state = 'AVAILABLE'"
+	var args []any
+	for _, d := range want {
+		q += " AND ? IN (SELECT value FROM json_each(m.kv))"
+		args = append(args, d)
+	}
+	err = s.rowTx(ctx, nil, q+" ORDER BY m.added_at, m.hostname LIMIT 1", args...).Scan(&host, &backend, &body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", "", nil
+	}
+	return host, backend, body, err
+}
+
+// sqliteReleaseLease is ReleaseLease on SQLite (gcefleet_release_lease on
+// PostgreSQL).
+func (s *Store) sqliteReleaseLease(ctx context.Context, client, id string, now time.Time) (Lease, bool, error) {
+	var row leaseRow
+	ended := false
+	err := s.tx(ctx, func(*sql.Tx) error {
+		var err error
+		// Most releases end an active lease of the caller's: one statement.
+		row, err = scanLeaseRow(s.rowTx(ctx, nil, "UPDATE leases SET state = ?, ended_at = ? WHERE id = ? AND (client = ? OR ? = '') AND state IN (?, ?) RETURNING "+leaseColumns,
+			Released, nanos(now), id, client, client, Pending, Fulfilled))
+		if err == nil {
+			ended = true
+			return s.reclaim(ctx, nil, id, row.l.Hostname, now)
+		}
+		ended = false
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		// Someone else's, unknown, or ended already.
+		row, err = scanLeaseRow(s.rowTx(ctx, nil, "SELECT "+leaseColumns+" FROM leases WHERE id = ?", id))
+		if errors.Is(err, sql.ErrNoRows) || err == nil && client != "" && row.l.Client != client {
+			return fmt.Errorf("lease %s: %w", id, ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return Lease{}, false, err
+	}
+	l, err := row.decode()
+	return l, ended, err
+}
