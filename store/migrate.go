@@ -253,7 +253,11 @@ func (s *Store) migrate(ctx context.Context, migrations []migration) error {
 				return fmt.Errorf("store: migration %d: %w", v+1, err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, s.q("UPDATE schema_version SET version = ?"), v+1); err != nil {
+		update := "UPDATE schema_version SET version = ?"
+		if s.postgres {
+			update = numbered(update)
+		}
+		if _, err := tx.ExecContext(ctx, update, v+1); err != nil {
 			tx.Rollback()
 			return err
 		}

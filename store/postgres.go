@@ -31,6 +31,128 @@ const matchLock = "7210"
 // waited for while holding a lock that its holder may want.
 const eventsLock = "7211"
 
+// postgresDB is the engine of a PostgreSQL database: a pool of
+// connections, whose driver caches statements itself, and a committer
+// that sends the hot paths' calls (functions of the database's own, see
+// pgFunctions) together on a connection of its own.
+type postgresDB struct {
+	db   *sql.DB
+	url  string    // for Listen's connection of its own
+	conn *sql.Conn // the committer's
+	c    *committer[pgCall]
+}
+
+// openPostgres opens the database at url.
+func openPostgres(url string) (*sql.DB, error) {
+	db, err := sql.Open("pgx", url)
+	if err == nil {
+		// More connections than this measured no faster on two cores:
+		// the database's own processes need the CPU.
+		db.SetMaxOpenConns(8)
+	}
+	return db, err
+}
+
+// newPostgres starts the engine of db, opened by openPostgres(url) and
+// migrated.
+func newPostgres(db *sql.DB, url string) *postgresDB {
+	d := &postgresDB{db: db, url: url}
+	d.c = newCommitter(d.runPgBatch)
+	return d
+}
+
+func (d *postgresDB) name() string { return "postgres" }
+
+func (d *postgresDB) close() {
+	d.c.close()
+	if d.conn != nil {
+		d.conn.Close()
+	}
+}
+
+// numbered rewrites ? placeholders as PostgreSQL's $1, $2, ...
+func numbered(query string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// exec, query and queryRow run a statement in tx, or outside any
+// transaction when tx is nil (reads).
+func (d *postgresDB) exec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	if tx == nil {
+		return d.db.ExecContext(ctx, numbered(query), args...)
+	}
+	return tx.ExecContext(ctx, numbered(query), args...)
+}
+
+func (d *postgresDB) query(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
+	if tx == nil {
+		return d.db.QueryContext(ctx, numbered(query), args...)
+	}
+	return tx.QueryContext(ctx, numbered(query), args...)
+}
+
+func (d *postgresDB) queryRow(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
+	if tx == nil {
+		return d.db.QueryRowContext(ctx, numbered(query), args...)
+	}
+	return tx.QueryRowContext(ctx, numbered(query), args...)
+}
+
+// tx runs f in a transaction, retrying when PostgreSQL reports a
+// serialization failure or deadlock.
+func (d *postgresDB) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	return d.retry(ctx, func() error {
+		tx, err := d.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("store: begin: %w", err)
+		}
+		if err := f(tx); err != nil {
+			tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	})
+}
+
+// read runs f with tx nil: each of its statements sees what was committed
+// when it began.
+func (d *postgresDB) read(ctx context.Context, f func(*sql.Tx) error) error {
+	return f(nil)
+}
+
+// forUpdate locks selected rows, skipping rows another transaction
+// holds; forShare keeps a row read from changing until commit.
+func (d *postgresDB) forUpdate() string { return " FOR UPDATE SKIP LOCKED" }
+func (d *postgresDB) forShare() string  { return " FOR SHARE" }
+
+// onReclaim is the SQL for a machine's reclamation policy, read from its
+// body in the database (no decoding of the whole body for one field).
+func (d *postgresDB) onReclaim() string {
+	return "COALESCE(body::jsonb #>> '{policies,on_reclaim}', '')"
+}
+
+// lockEvents takes eventsLock for the rest of tx.
+func (d *postgresDB) lockEvents(ctx context.Context, tx *sql.Tx) error {
+	_, err := d.exec(ctx, tx, "SELECT pg_advisory_xact_lock("+eventsLock+")")
+	return err
+}
+
+// maintain refreshes the planner's statistics (see Maintain).
+func (d *postgresDB) maintain(ctx context.Context) error {
+	_, err := d.db.ExecContext(ctx, "ANALYZE machines, leases")
+	return err
+}
+
 // pgFunctions are the PostgreSQL functions behind AddMachine, RequestLease
 // and ReleaseLease. They do what the SQLite paths in store.go do, step for
 // step; the conformance suite holds both to the same behaviour.
@@ -314,18 +436,18 @@ type withPrefix struct {
 
 func (w withPrefix) Scan(dest ...any) error { return w.row.Scan(append(w.prefix, dest...)...) }
 
-// pgAddMachine is AddMachine on PostgreSQL.
-func (s *Store) pgAddMachine(ctx context.Context, m Machine, body string, now time.Time) (Machine, error) {
+// addMachine is AddMachine on PostgreSQL.
+func (d *postgresDB) addMachine(ctx context.Context, m Machine, body string, now time.Time) (Machine, error) {
 	var status string
 	var detail sql.NullString
-	err := s.call(ctx, func(row pgx.Row) error { return row.Scan(&status, &detail) },
+	err := d.call(ctx, func(row pgx.Row) error { return row.Scan(&status, &detail) },
 		"SELECT o_status, o_lease FROM gcefleet_add_machine($1, $2, $3, $4, $5)",
 		m.Hostname, m.Backend, body, nanos(now), kv(m.Dimensions))
 	switch {
 	case err != nil:
 		return Machine{}, err
 	case status == "same":
-		return s.Machine(ctx, m.Hostname)
+		return Machine{}, errSame
 	case status == "conflict":
 		return Machine{}, fmt.Errorf("%w: %s is cataloged already with another body: %s", ErrConflict, m.Hostname, detail.String)
 	case status == "reclaimed":
@@ -338,13 +460,13 @@ func (s *Store) pgAddMachine(ctx context.Context, m Machine, body string, now ti
 	return m, nil
 }
 
-// pgRequestLease is RequestLease on PostgreSQL; id is the new lease's id.
-func (s *Store) pgRequestLease(ctx context.Context, client, id, body string, r LeaseRequest, t term, now time.Time) (Lease, bool, error) {
+// requestLease is RequestLease on PostgreSQL.
+func (d *postgresDB) requestLease(ctx context.Context, client, body string, r LeaseRequest, t term, max int, now time.Time) (Lease, bool, error) {
+	id := newID(now)
 	var status string
 	var old sql.NullString
 	var row leaseRow
-	max := s.maxPending()
-	err := s.call(ctx, func(r pgx.Row) (err error) {
+	err := d.call(ctx, func(r pgx.Row) (err error) {
 		row, err = scanLeaseRow(withPrefix{r, []any{&status, &old}})
 		return err
 	}, "SELECT * FROM gcefleet_request_lease($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -361,11 +483,11 @@ func (s *Store) pgRequestLease(ctx context.Context, client, id, body string, r L
 	return l, status == "new", err
 }
 
-// pgReleaseLease is ReleaseLease on PostgreSQL.
-func (s *Store) pgReleaseLease(ctx context.Context, client, id string, now time.Time) (Lease, bool, error) {
+// releaseLease is ReleaseLease on PostgreSQL.
+func (d *postgresDB) releaseLease(ctx context.Context, client, id string, now time.Time) (Lease, bool, error) {
 	var ended bool
 	var l Lease
-	err := s.call(ctx, func(row pgx.Row) (err error) {
+	err := d.call(ctx, func(row pgx.Row) (err error) {
 		l, err = scanLease(withPrefix{row, []any{&ended}})
 		return err
 	}, "SELECT * FROM gcefleet_release_lease($1, $2, $3)", client, id, nanos(now))
@@ -380,9 +502,20 @@ func (s *Store) pgReleaseLease(ctx context.Context, client, id string, now time.
 // waiting to the database at once, in one implicit transaction, because
 // each commit, round trip and wake-up of a database process cost more
 // than a call's own work.
-func (s *Store) call(ctx context.Context, scan func(pgx.Row) error, query string, args ...any) error {
-	return s.submit(ctx, &work{query: query, args: args, scan: scan, done: make(chan error, 1)})
+func (d *postgresDB) call(ctx context.Context, scan func(pgx.Row) error, query string, args ...any) error {
+	return d.c.submit(ctx, pgCall{query: query, args: args, scan: scan})
 }
+
+// pgCall is a caller's call of one of the functions above: query, with
+// args, whose row scan reads.
+type pgCall struct {
+	query string
+	args  []any
+	scan  func(pgx.Row) error
+}
+
+// pgWork is a caller's call, waiting for the committer.
+type pgWork = work[pgCall]
 
 // batchTimeout bounds a batch, so that a database that stops answering
 // fails its callers instead of holding them.
@@ -391,14 +524,14 @@ const batchTimeout = time.Minute
 // runPgBatch runs the calls of batch together; if one fails on the
 // server, the transaction they shared is rolled back, and each runs again
 // alone so that the failure stays its own.
-func (s *Store) runPgBatch(batch []*work) {
+func (d *postgresDB) runPgBatch(batch []*pgWork) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
-	errs, onServer := s.pipeline(ctx, batch)
+	errs, onServer := d.pipeline(ctx, batch)
 	if onServer && len(batch) > 1 {
 		for i := range batch {
-			errs[i] = s.retry(ctx, func() error {
-				err, _ := s.pipeline(ctx, batch[i:i+1])
+			errs[i] = d.retry(ctx, func() error {
+				err, _ := d.pipeline(ctx, batch[i:i+1])
 				return err[0]
 			})
 		}
@@ -411,25 +544,25 @@ func (s *Store) runPgBatch(batch []*work) {
 // pipeline sends the calls of batch in one round trip and one implicit
 // transaction. If the transaction did not commit, every call has an
 // error; onServer says the server refused one (it then rolled back all).
-func (s *Store) pipeline(ctx context.Context, batch []*work) (errs []error, onServer bool) {
+func (d *postgresDB) pipeline(ctx context.Context, batch []*pgWork) (errs []error, onServer bool) {
 	errs = make([]error, len(batch))
-	if s.pgConn == nil {
-		c, err := s.db.Conn(ctx)
+	if d.conn == nil {
+		c, err := d.db.Conn(ctx)
 		if err != nil {
 			for i := range errs {
 				errs[i] = err
 			}
 			return errs, false
 		}
-		s.pgConn = c
+		d.conn = c
 	}
 	var failed error
-	err := s.pgConn.Raw(func(dc any) error {
+	err := d.conn.Raw(func(dc any) error {
 		conn := dc.(*stdlib.Conn).Conn()
 		var b pgx.Batch
 		b.Queue("SELECT pg_advisory_xact_lock(" + eventsLock + ")")
 		for _, w := range batch {
-			b.Queue(w.query, w.args...)
+			b.Queue(w.do.query, w.do.args...)
 		}
 		br := conn.SendBatch(ctx, &b)
 		if _, err := br.Exec(); err != nil {
@@ -437,7 +570,7 @@ func (s *Store) pipeline(ctx context.Context, batch []*work) (errs []error, onSe
 			return err
 		}
 		for i, w := range batch {
-			errs[i] = w.scan(br.QueryRow())
+			errs[i] = w.do.scan(br.QueryRow())
 			var pe *pgconn.PgError
 			if failed == nil && errors.As(errs[i], &pe) {
 				failed, onServer = errs[i], true
@@ -456,8 +589,8 @@ func (s *Store) pipeline(ctx context.Context, batch []*work) (errs []error, onSe
 	if !onServer {
 		// The connection is broken, or in a state unknown: a new one
 		// next time.
-		s.pgConn.Close()
-		s.pgConn = nil
+		d.conn.Close()
+		d.conn = nil
 	}
 	for i := range errs {
 		if errs[i] == nil || errors.Is(errs[i], pgx.ErrNoRows) {
@@ -473,26 +606,10 @@ func (s *Store) pipeline(ctx context.Context, batch []*work) (errs []error, onSe
 // empty payload.
 const changesChannel = "gcefleet_changes"
 
-// A Change is what Listen hears: a change of lease Lease, or new events
-// of backend Backend (Events), or, with neither, anything (as when
-// listening begins).
-type Change struct {
-	Lease   string
-	Events  bool
-	Backend string
-}
-
-// Listen calls changed each time a process using the same database
-// commits a change of a lease or new events, and once with the zero
-// Change when it starts to listen (what came before is unknown to the
-// caller), until ctx ends or the connection fails. It is how replicas on
-// one PostgreSQL database wake each other's long polls. On SQLite, which
-// one process uses, there is nothing to hear: it returns nil at once.
-func (s *Store) Listen(ctx context.Context, changed func(Change)) error {
-	if !s.postgres {
-		return nil
-	}
-	conn, err := pgx.Connect(ctx, s.url)
+// listen is Listen: a connection of its own LISTENs for what the
+// triggers of migration 10 notify.
+func (d *postgresDB) listen(ctx context.Context, changed func(Change)) error {
+	conn, err := pgx.Connect(ctx, d.url)
 	if err != nil {
 		return fmt.Errorf("store: connecting to listen: %w", err)
 	}
@@ -542,7 +659,7 @@ var changesPostgres = []string{
 // retry runs a PostgreSQL transaction f again when it failed on a
 // serialization failure or deadlock, or on a unique key that a concurrent
 // transaction took first (run again, f sees that key as taken).
-func (s *Store) retry(ctx context.Context, f func() error) error {
+func (d *postgresDB) retry(ctx context.Context, f func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := f()
 		var pe *pgconn.PgError

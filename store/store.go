@@ -2,6 +2,9 @@
 // in SQLite (the embedded default) or PostgreSQL (for several replicas of
 // the service). Every operation is one transaction: a machine is never
 // leased twice, and a crash at any point loses no acknowledged change.
+//
+// This file holds what both databases share; sqlite.go and postgres.go
+// each implement engine, what the Store needs of its database.
 package store
 
 import (
@@ -16,10 +19,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 	_ "modernc.org/sqlite"             // the "sqlite" database/sql driver
 )
@@ -27,24 +28,8 @@ import (
 // Store is an open database.
 type Store struct {
 	db       *sql.DB
-	postgres bool
-	url      string  // PostgreSQL's, for Listen's connection of its own
-	ckpt     *sql.DB // SQLite in a file: the checkpointer's connection
-
-	// SQLite: one connection, used by one operation at a time, with its
-	// statements prepared once (parsing costs SQLite more than running
-	// these). PostgreSQL's driver caches statements itself.
-	mu    sync.Mutex
-	conn  *sql.Conn
-	stmts map[string]*sql.Stmt
-
-	// The committer (see commit) takes work from queue until closed:
-	// SQLite's every transaction, PostgreSQL's hot-path calls, which it
-	// sends on pgConn.
-	queue   chan *work
-	closed  chan struct{}
-	running sync.WaitGroup
-	pgConn  *sql.Conn
+	postgres bool   // for migrate, which runs before engine exists
+	engine   engine // *sqliteDB or *postgresDB
 
 	// Now is the clock; tests may replace it before use.
 	Now func() time.Time
@@ -52,6 +37,49 @@ type Store struct {
 	// (DefaultMaxPending if 0); a request beyond it that finds no machine
 	// fails with ErrQueueFull. Set it before use.
 	MaxPending int
+}
+
+// engine is what the Store needs of a database: statements and
+// transactions in its own way, and the hot paths (adding a machine,
+// requesting and releasing a lease), which each database does in the way
+// measured fastest on it. Everything else is written once, in this file,
+// on top of these.
+type engine interface {
+	// exec, query and queryRow run a statement, written with ?
+	// placeholders, in tx (nil outside a transaction, and always on
+	// SQLite, whose one connection is in a transaction of its own
+	// making).
+	exec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error)
+	query(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error)
+	queryRow(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row
+	// tx runs f in a transaction; read runs f, which only reads.
+	tx(ctx context.Context, f func(*sql.Tx) error) error
+	read(ctx context.Context, f func(*sql.Tx) error) error
+	// forUpdate and forShare end a SELECT that locks its rows; onReclaim
+	// is a machine's reclamation policy read from its body column.
+	forUpdate() string
+	forShare() string
+	onReclaim() string
+	// lockEvents, first in a transaction that writes events, keeps
+	// events committing in the order of their ids.
+	lockEvents(ctx context.Context, tx *sql.Tx) error
+
+	// addMachine catalogs m, whose body is body, or fails with errSame
+	// if it is cataloged already with that body.
+	addMachine(ctx context.Context, m Machine, body string, now time.Time) (Machine, error)
+	// requestLease records client's request r, its body body and term t,
+	// refusing it if it would queue beyond max pending requests.
+	requestLease(ctx context.Context, client, body string, r LeaseRequest, t term, max int, now time.Time) (Lease, bool, error)
+	// releaseLease ends client's lease id (anyone's for client "").
+	releaseLease(ctx context.Context, client, id string, now time.Time) (Lease, bool, error)
+
+	// maintain is Maintain, listen is Listen.
+	maintain(ctx context.Context) error
+	listen(ctx context.Context, changed func(Change)) error
+	// name is Dialect.
+	name() string
+	// close stops the engine's goroutines and connections, not the pool.
+	close()
 }
 
 // DefaultMaxPending is how many pending requests a client may have by
@@ -94,35 +122,15 @@ func OpenCurrent(ctx context.Context, url string) (*Store, error) {
 func open(ctx context.Context, url string, migrate bool) (*Store, error) {
 	s := &Store{Now: time.Now}
 	var err error
+	path := strings.TrimPrefix(url, "sqlite:")
 	switch {
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		s.postgres, s.url = true, url
-		s.db, err = sql.Open("pgx", url)
-		if err == nil {
-			// More connections than this measured no faster on two cores:
-			// the database's own processes need the CPU.
-			s.db.SetMaxOpenConns(8)
-		}
+		s.postgres = true
+		s.db, err = openPostgres(url)
+	case path == "":
+		return nil, errors.New("store: empty database path")
 	default:
-		path := strings.TrimPrefix(url, "sqlite:")
-		if path == "" {
-			return nil, errors.New("store: empty database path")
-		}
-		dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate&_pragma=temp_store(memory)"
-		if path != ":memory:" {
-			// WAL: readers do not block the writer; synchronous NORMAL is
-			// durable against a crash of the process (not of the OS).
-			dsn += "&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=cache_size(-32768)&_pragma=wal_autocheckpoint(0)"
-		}
-		s.db, err = sql.Open("sqlite", dsn)
-		if err == nil {
-			// One connection: SQLite lets one write at a time anyway, and
-			// an in-memory database exists per connection.
-			s.db.SetMaxOpenConns(1)
-		}
-		if err == nil && path != ":memory:" {
-			s.ckpt, err = sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
-		}
+		s.db, err = openSQLite(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", redact(url), err)
@@ -139,20 +147,13 @@ func open(ctx context.Context, url string, migrate bool) (*Store, error) {
 		s.db.Close()
 		return nil, fmt.Errorf("%w (database %s)", err, redact(url))
 	}
-	s.queue = make(chan *work, maxBatch)
-	s.closed = make(chan struct{})
 	if s.postgres {
-		s.running.Go(func() { s.commit(s.runPgBatch) })
+		s.engine = newPostgres(s.db, url)
 		return s, nil
 	}
-	if s.conn, err = s.db.Conn(ctx); err != nil {
+	if s.engine, err = newSQLite(ctx, s.db, path); err != nil {
 		s.db.Close()
-		return nil, err
-	}
-	s.stmts = map[string]*sql.Stmt{}
-	s.running.Go(func() { s.commit(s.runBatch) })
-	if s.ckpt != nil {
-		s.running.Go(s.checkpoint)
+		return nil, fmt.Errorf("store: opening %s: %w", redact(url), err)
 	}
 	return s, nil
 }
@@ -168,216 +169,13 @@ func redact(s string) string {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	close(s.closed)
-	s.running.Wait()
-	if s.pgConn != nil {
-		s.pgConn.Close()
-	}
-	if s.conn != nil {
-		if s.ckpt != nil {
-			s.ckpt.Close()
-		}
-		s.mu.Lock()
-		for _, st := range s.stmts {
-			st.Close()
-		}
-		s.conn.Close()
-		s.mu.Unlock()
-	}
+	s.engine.close()
 	return s.db.Close()
 }
 
 // Dialect returns "sqlite" or "postgres".
 func (s *Store) Dialect() string {
-	if s.postgres {
-		return "postgres"
-	}
-	return "sqlite"
-}
-
-// q rewrites ? placeholders for PostgreSQL.
-func (s *Store) q(query string) string {
-	if !s.postgres {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range query {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// execTx, rowsTx and rowTx run a query: on SQLite on the one connection,
-// prepared once (tx is nil there: the connection is in a transaction of
-// its own making); on PostgreSQL in tx, or outside any transaction when
-// tx is nil (reads).
-//
-// On SQLite a statement is not cancelled with its caller's context: the
-// transaction it runs in holds other callers' work too (see runBatch),
-// and SQLite answers an interrupted write by rolling back the whole
-// transaction. Every statement here takes microseconds.
-func (s *Store) execTx(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
-	switch {
-	case s.conn != nil:
-		ctx = context.Background()
-		if st := s.prepared(ctx, query); st != nil {
-			return st.ExecContext(ctx, args...)
-		}
-		return s.conn.ExecContext(ctx, query, args...)
-	case tx == nil:
-		return s.db.ExecContext(ctx, s.q(query), args...)
-	}
-	return tx.ExecContext(ctx, s.q(query), args...)
-}
-
-func (s *Store) rowsTx(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
-	switch {
-	case s.conn != nil:
-		ctx = context.Background()
-		if st := s.prepared(ctx, query); st != nil {
-			return st.QueryContext(ctx, args...)
-		}
-		return s.conn.QueryContext(ctx, query, args...)
-	case tx == nil:
-		return s.db.QueryContext(ctx, s.q(query), args...)
-	}
-	return tx.QueryContext(ctx, s.q(query), args...)
-}
-
-func (s *Store) rowTx(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
-	switch {
-	case s.conn != nil:
-		ctx = context.Background()
-		if st := s.prepared(ctx, query); st != nil {
-			return st.QueryRowContext(ctx, args...)
-		}
-		return s.conn.QueryRowContext(ctx, query, args...)
-	case tx == nil:
-		return s.db.QueryRowContext(ctx, s.q(query), args...)
-	}
-	return tx.QueryRowContext(ctx, s.q(query), args...)
-}
-
-// read runs f: on SQLite through the committer, whose one connection
-// serves one operation at a time (read connections of their own were
-// measured slower: they make the writer share its WAL index), and with
-// tx nil on PostgreSQL.
-func (s *Store) read(ctx context.Context, f func(*sql.Tx) error) error {
-	if s.postgres {
-		return f(nil)
-	}
-	return s.tx(ctx, f)
-}
-
-// forUpdate locks selected rows on PostgreSQL, skipping rows another
-// transaction holds; SQLite transactions hold the whole database.
-func (s *Store) forUpdate() string {
-	if s.postgres {
-		return " FOR UPDATE SKIP LOCKED"
-	}
-	return ""
-}
-
-// tx runs f in a transaction, retrying when PostgreSQL reports a
-// serialization failure or deadlock.
-func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
-	if s.conn != nil {
-		return s.sqliteTx(ctx, f)
-	}
-	return s.retry(ctx, func() error {
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("store: begin: %w", err)
-		}
-		if err := f(tx); err != nil {
-			tx.Rollback()
-			return err
-		}
-		return tx.Commit()
-	})
-}
-
-// submit queues w for the committer and waits for its result.
-func (s *Store) submit(ctx context.Context, w *work) error {
-	select {
-	case s.queue <- w:
-	case <-s.closed:
-		return errClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-w.done:
-		return err
-	case <-ctx.Done():
-		if w.state.CompareAndSwap(queued, cancelled) {
-			return ctx.Err() // the committer will skip it
-		}
-		// It runs: f writes the caller's variables until it returns.
-		// Statements take microseconds; wait for it.
-		return <-w.done
-	}
-}
-
-// work is one caller's transaction, waiting for the committer: f on
-// SQLite, a call of query on PostgreSQL.
-type work struct {
-	f     func(*sql.Tx) error
-	query string
-	args  []any
-	scan  func(pgx.Row) error
-	done  chan error
-	state atomic.Int32 // queued, taken (by the committer) or cancelled
-}
-
-const (
-	queued = iota
-	taken
-	cancelled
-)
-
-var errClosed = errors.New("store: closed")
-
-// maxBatch bounds how many callers share a transaction, so that one
-// batch does not hold the database for long.
-const maxBatch = 64
-
-// commit runs until Close: it takes whatever work is waiting and has run
-// run it in one transaction.
-func (s *Store) commit(run func([]*work)) {
-	var batch []*work
-	for {
-		batch = batch[:0]
-		select {
-		case w := <-s.queue:
-			if w.state.CompareAndSwap(queued, taken) {
-				batch = append(batch, w)
-			}
-		case <-s.closed:
-			return
-		}
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case w := <-s.queue:
-				if w.state.CompareAndSwap(queued, taken) {
-					batch = append(batch, w)
-				}
-			default:
-				break more
-			}
-		}
-		if len(batch) == 0 {
-			continue
-		}
-		run(batch)
-	}
+	return s.engine.name()
 }
 
 // newID returns a lease id: the time, then random bits. Ids made one
@@ -438,12 +236,9 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	m.Dimensions = m.Dimensions.normalize()
 	body := machineBody(m)
 	now := s.Now()
-	var out Machine
-	var err error
-	if s.postgres {
-		out, err = s.pgAddMachine(ctx, m, body, now)
-	} else {
-		out, err = s.sqliteAddMachine(ctx, m, body, now)
+	out, err := s.engine.addMachine(ctx, m, body, now)
+	if errors.Is(err, errSame) {
+		out, err = s.Machine(ctx, m.Hostname)
 	}
 	if err != nil {
 		return Machine{}, fmt.Errorf("store: adding machine %s: %w", m.Hostname, err)
@@ -488,8 +283,9 @@ func (t term) expiry(now time.Time) int64 {
 	return 0
 }
 
-func (s *Store) event(ctx context.Context, tx *sql.Tx, backend, kind, host, lease, onReclaim string, now time.Time) error {
-	_, err := s.execTx(ctx, tx, "INSERT INTO events (backend, kind, hostname, lease_id, on_reclaim, at) VALUES (?, ?, ?, ?, ?, ?)",
+// event writes an event of backend's machine host.
+func event(ctx context.Context, e engine, tx *sql.Tx, backend, kind, host, lease, onReclaim string, now time.Time) error {
+	_, err := e.exec(ctx, tx, "INSERT INTO events (backend, kind, hostname, lease_id, on_reclaim, at) VALUES (?, ?, ?, ?, ?, ?)",
 		backend, kind, host, lease, onReclaim, nanos(now))
 	return err
 }
@@ -516,7 +312,7 @@ func (s *Store) Machines(ctx context.Context, backend string) ([]Machine, error)
 
 func (s *Store) machines(ctx context.Context, where string, args ...any) ([]Machine, error) {
 	var out []Machine
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.engine.read(ctx, func(tx *sql.Tx) error {
 		var err error
 		out, err = s.machinesTx(ctx, tx, where, args...)
 		return err
@@ -528,7 +324,7 @@ func (s *Store) machines(ctx context.Context, where string, args ...any) ([]Mach
 }
 
 func (s *Store) machinesTx(ctx context.Context, tx *sql.Tx, where string, args ...any) ([]Machine, error) {
-	rows, err := s.rowsTx(ctx, tx, "SELECT hostname, body, state, COALESCE(lease_id, ''), added_at FROM machines "+where, args...)
+	rows, err := s.engine.query(ctx, tx, "SELECT hostname, body, state, COALESCE(lease_id, ''), added_at FROM machines "+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -553,9 +349,9 @@ func (s *Store) machinesTx(ctx context.Context, tx *sql.Tx, where string, args .
 // DeleteMachine removes backend's machine from the catalog; a leased one
 // stays (ErrLeased) until its lease ends.
 func (s *Store) DeleteMachine(ctx context.Context, backend, hostname string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.engine.tx(ctx, func(tx *sql.Tx) error {
 		var state, owner string
-		err := s.rowTx(ctx, tx, ("SELECT state, backend FROM machines WHERE hostname = ?"+s.forUpdate()), hostname).Scan(&state, &owner)
+		err := s.engine.queryRow(ctx, tx, ("SELECT state, backend FROM machines WHERE hostname = ?"+s.engine.forUpdate()), hostname).Scan(&state, &owner)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("store: machine %s: %w", hostname, ErrNotFound)
@@ -566,7 +362,7 @@ func (s *Store) DeleteMachine(ctx context.Context, backend, hostname string) err
 		case state == Leased:
 			return fmt.Errorf("store: machine %s: %w", hostname, ErrLeased)
 		}
-		_, err = s.execTx(ctx, tx, "DELETE FROM machines WHERE hostname = ?", hostname)
+		_, err = s.engine.exec(ctx, tx, "DELETE FROM machines WHERE hostname = ?", hostname)
 		return err
 	})
 }
@@ -587,14 +383,7 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 	}{r.Dimensions, r.Term})
 	body := string(b)
 	t := term{durNs: int64(r.Term.Duration), expNs: nanos(r.Term.ExpiresAt), indefinite: r.Term.Indefinite}
-	var l Lease
-	var created bool
-	var err error
-	if s.postgres {
-		l, created, err = s.pgRequestLease(ctx, client, newID(now), body, r, t, now)
-	} else {
-		l, created, err = s.sqliteRequestLease(ctx, client, body, r, t, now)
-	}
+	l, created, err := s.engine.requestLease(ctx, client, body, r, t, s.maxPending(), now)
 	if err != nil {
 		return Lease{}, false, fmt.Errorf("store: lease request %q: %w", r.RequestID, err)
 	}
@@ -665,9 +454,9 @@ func scanLease(sc interface{ Scan(...any) error }) (Lease, error) {
 // Lease returns lease id.
 func (s *Store) Lease(ctx context.Context, id string) (Lease, error) {
 	var r leaseRow
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.engine.read(ctx, func(tx *sql.Tx) error {
 		var err error
-		r, err = scanLeaseRow(s.rowTx(ctx, tx, "SELECT "+leaseColumns+" FROM leases WHERE id = ?", id))
+		r, err = scanLeaseRow(s.engine.queryRow(ctx, tx, "SELECT "+leaseColumns+" FROM leases WHERE id = ?", id))
 		return err
 	})
 	if errors.Is(err, sql.ErrNoRows) {
@@ -697,9 +486,9 @@ func (s *Store) Leases(ctx context.Context, client string, active bool) ([]Lease
 		q = from + and + "state = 'PENDING' UNION ALL " + from + and + "state = 'FULFILLED'"
 	}
 	var rs []leaseRow
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.engine.read(ctx, func(tx *sql.Tx) error {
 		rs = nil
-		rows, err := s.rowsTx(ctx, tx, q+" ORDER BY created_at DESC, id", args...)
+		rows, err := s.engine.query(ctx, tx, q+" ORDER BY created_at DESC, id", args...)
 		if err != nil {
 			return err
 		}
@@ -730,9 +519,9 @@ func (s *Store) Leases(ctx context.Context, client string, active bool) ([]Lease
 // ExtendLease gives client's fulfilled lease a new term from now.
 func (s *Store) ExtendLease(ctx context.Context, client, id string, t Term) (Lease, error) {
 	now := s.Now()
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
 		var owner, state string
-		err := s.rowTx(ctx, tx, ("SELECT client, state FROM leases WHERE id = ?"+s.forUpdate()), id).Scan(&owner, &state)
+		err := s.engine.queryRow(ctx, tx, ("SELECT client, state FROM leases WHERE id = ?"+s.engine.forUpdate()), id).Scan(&owner, &state)
 		switch {
 		case errors.Is(err, sql.ErrNoRows) || err == nil && client != "" && owner != client:
 			return fmt.Errorf("lease %s: %w", id, ErrNotFound)
@@ -748,7 +537,7 @@ func (s *Store) ExtendLease(ctx context.Context, client, id string, t Term) (Lea
 		case !t.Indefinite:
 			expires = nanos(t.ExpiresAt)
 		}
-		_, err = s.execTx(ctx, tx, "UPDATE leases SET expires_at = ? WHERE id = ?", expires, id)
+		_, err = s.engine.exec(ctx, tx, "UPDATE leases SET expires_at = ? WHERE id = ?", expires, id)
 		return err
 	})
 	if err != nil {
@@ -763,14 +552,7 @@ func (s *Store) ExtendLease(ctx context.Context, client, id string, t Term) (Lea
 // this call ended it (releasing again changes nothing).
 func (s *Store) ReleaseLease(ctx context.Context, client, id string) (Lease, bool, error) {
 	now := s.Now()
-	var l Lease
-	ended := false
-	var err error
-	if s.postgres {
-		l, ended, err = s.pgReleaseLease(ctx, client, id, now)
-	} else {
-		l, ended, err = s.sqliteReleaseLease(ctx, client, id, now)
-	}
+	l, ended, err := s.engine.releaseLease(ctx, client, id, now)
 	if err != nil {
 		return Lease{}, false, fmt.Errorf("store: releasing: %w", err)
 	}
@@ -779,36 +561,27 @@ func (s *Store) ReleaseLease(ctx context.Context, client, id string) (Lease, boo
 
 // end moves lease id to state and reclaims its machine, if any.
 func (s *Store) end(ctx context.Context, tx *sql.Tx, id, host, state string, now time.Time) error {
-	if _, err := s.execTx(ctx, tx, "UPDATE leases SET state = ?, ended_at = ? WHERE id = ?", state, nanos(now), id); err != nil {
+	if _, err := s.engine.exec(ctx, tx, "UPDATE leases SET state = ?, ended_at = ? WHERE id = ?", state, nanos(now), id); err != nil {
 		return err
 	}
-	return s.reclaim(ctx, tx, id, host, now)
+	return reclaim(ctx, s.engine, tx, id, host, now)
 }
 
 // reclaim takes machine host, leased by id, out of the catalog and tells
 // its backend. Nothing happens for host "" (a request never fulfilled).
-func (s *Store) reclaim(ctx context.Context, tx *sql.Tx, id, host string, now time.Time) error {
+func reclaim(ctx context.Context, e engine, tx *sql.Tx, id, host string, now time.Time) error {
 	if host == "" {
 		return nil
 	}
 	var backend, onReclaim string
-	err := s.rowTx(ctx, tx, "DELETE FROM machines WHERE hostname = ? AND lease_id = ? RETURNING backend, "+s.onReclaim(), host, id).Scan(&backend, &onReclaim)
+	err := e.queryRow(ctx, tx, "DELETE FROM machines WHERE hostname = ? AND lease_id = ? RETURNING backend, "+e.onReclaim(), host, id).Scan(&backend, &onReclaim)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	return s.event(ctx, tx, backend, "reclaimed", host, id, onReclaim, now)
-}
-
-// onReclaim is the SQL for a machine's reclamation policy, read from its
-// body in the database (no decoding of the whole body for one field).
-func (s *Store) onReclaim() string {
-	if s.postgres {
-		return "COALESCE(body::jsonb #>> '{policies,on_reclaim}', '')"
-	}
-	return "COALESCE(body ->> '$.policies.on_reclaim', '')"
+	return event(ctx, e, tx, backend, "reclaimed", host, id, onReclaim, now)
 }
 
 // Expire ends the leases whose time is up and denies the requests whose
@@ -817,13 +590,11 @@ func (s *Store) onReclaim() string {
 func (s *Store) Expire(ctx context.Context) ([]string, time.Time, error) {
 	now := s.Now()
 	var ended []string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
 		ended = nil
-		if s.postgres {
-			// Before any row lock: see eventsLock.
-			if _, err := s.execTx(ctx, tx, "SELECT pg_advisory_xact_lock("+eventsLock+")"); err != nil {
-				return err
-			}
+		// Before any row lock: see eventsLock.
+		if err := s.engine.lockEvents(ctx, tx); err != nil {
+			return err
 		}
 		// One query a state, each in the index that holds only the leases
 		// in that state (SQLite scans the table for an OR of the two).
@@ -833,7 +604,7 @@ func (s *Store) Expire(ctx context.Context) ([]string, time.Time, error) {
 			"SELECT id, state, COALESCE(hostname, '') FROM leases WHERE state = 'FULFILLED' AND expires_at > 0 AND expires_at <= ?",
 			"SELECT id, state, COALESCE(hostname, '') FROM leases WHERE state = 'PENDING' AND deadline <= ?",
 		} {
-			rows, err := s.rowsTx(ctx, tx, q+s.forUpdate(), nanos(now))
+			rows, err := s.engine.query(ctx, tx, q+s.engine.forUpdate(), nanos(now))
 			if err != nil {
 				return err
 			}
@@ -866,8 +637,8 @@ func (s *Store) Expire(ctx context.Context) ([]string, time.Time, error) {
 		return nil, time.Time{}, fmt.Errorf("store: expiring leases: %w", err)
 	}
 	var next sql.NullInt64
-	err = s.read(ctx, func(tx *sql.Tx) error {
-		return s.rowTx(ctx, tx, `SELECT MIN(t) FROM (
+	err = s.engine.read(ctx, func(tx *sql.Tx) error {
+		return s.engine.queryRow(ctx, tx, `SELECT MIN(t) FROM (
 		SELECT MIN(expires_at) AS t FROM leases WHERE state = 'FULFILLED' AND expires_at > 0
 		UNION ALL SELECT MIN(deadline) AS t FROM leases WHERE state = 'PENDING') AS due`).Scan(&next)
 	})
@@ -915,8 +686,8 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, limit int) (i
 // how many rows it deleted; what names them in an error.
 func (s *Store) delete(ctx context.Context, what, query string, args ...any) (int, error) {
 	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := s.execTx(ctx, tx, query, args...)
+	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
+		res, err := s.engine.exec(ctx, tx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -937,9 +708,9 @@ func (s *Store) Events(ctx context.Context, backend string, after int64, limit i
 		q, args = q+" AND backend = ?", append(args, backend)
 	}
 	var out []Event
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.engine.read(ctx, func(tx *sql.Tx) error {
 		out = nil
-		rows, err := s.rowsTx(ctx, tx, q+" ORDER BY id LIMIT ?", append(args, limit)...)
+		rows, err := s.engine.query(ctx, tx, q+" ORDER BY id LIMIT ?", append(args, limit)...)
 		if err != nil {
 			return err
 		}
@@ -966,11 +737,11 @@ func (s *Store) Events(ctx context.Context, backend string, after int64, limit i
 // only accumulate, and counting them would read them all.
 func (s *Store) Counts(ctx context.Context) (machines, leases map[string]int, err error) {
 	machines, leases = map[string]int{}, map[string]int{}
-	err = s.read(ctx, func(tx *sql.Tx) error {
+	err = s.engine.read(ctx, func(tx *sql.Tx) error {
 		var total, available, pending, fulfilled int
 		// States are literals so that SQLite counts in the indexes that
 		// hold only the rows in each.
-		if err := s.rowTx(ctx, tx, `SELECT (SELECT COUNT(*) FROM machines), (SELECT COUNT(*) FROM machines WHERE state = 'AVAILABLE'),
+		if err := s.engine.queryRow(ctx, tx, `SELECT (SELECT COUNT(*) FROM machines), (SELECT COUNT(*) FROM machines WHERE state = 'AVAILABLE'),
 			(SELECT COUNT(*) FROM leases WHERE state = 'PENDING'), (SELECT COUNT(*) FROM leases WHERE state = 'FULFILLED')`).Scan(
 			&total, &available, &pending, &fulfilled); err != nil {
 			return err
@@ -988,11 +759,24 @@ func (s *Store) Counts(ctx context.Context) (machines, leases map[string]int, er
 // empty picks plans a hundred times slower. The provider calls it every
 // minute; it takes milliseconds.
 func (s *Store) Maintain(ctx context.Context) error {
-	if !s.postgres {
-		// SQLite's planner does better here on its rules than on
-		// sqlite_stat1 (measured: a quarter of the throughput).
-		return nil
-	}
-	_, err := s.db.ExecContext(ctx, "ANALYZE machines, leases")
-	return err
+	return s.engine.maintain(ctx)
+}
+
+// A Change is what Listen hears: a change of lease Lease, or new events
+// of backend Backend (Events), or, with neither, anything (as when
+// listening begins).
+type Change struct {
+	Lease   string
+	Events  bool
+	Backend string
+}
+
+// Listen calls changed each time a process using the same database
+// commits a change of a lease or new events, and once with the zero
+// Change when it starts to listen (what came before is unknown to the
+// caller), until ctx ends or the connection fails. It is how replicas on
+// one PostgreSQL database wake each other's long polls. On SQLite, which
+// one process uses, there is nothing to hear: it returns nil at once.
+func (s *Store) Listen(ctx context.Context, changed func(Change)) error {
+	return s.engine.listen(ctx, changed)
 }
