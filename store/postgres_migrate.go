@@ -4,17 +4,10 @@ package store
 // says which version each belongs to.
 
 // pgFunctions are the PostgreSQL functions behind AddMachine, RequestLease
-// and ReleaseLease. They do what the SQLite paths in store.go do, step for
-// step; the conformance suite holds both to the same behaviour.
+// and ReleaseLease (migration 3). They do what the SQLite paths in
+// sqlite.go do, step for step; the conformance suite holds both to the
+// same behaviour.
 var pgFunctions = []string{
-	// Dimensions as arrays of "key=value" (keys hold no "="), so that a
-	// match is one containment test on the row (machine_dims and
-	// lease_dims are written no more; migration 7 drops them).
-	`ALTER TABLE machines ADD COLUMN kv TEXT[] NOT NULL DEFAULT '{}'`,
-	`UPDATE machines SET kv = ARRAY(SELECT d.k || '=' || d.v FROM machine_dims d WHERE d.hostname = machines.hostname)`,
-	`ALTER TABLE leases ADD COLUMN kv TEXT[] NOT NULL DEFAULT '{}'`,
-	`UPDATE leases SET kv = ARRAY(SELECT d.k || '=' || d.v FROM lease_dims d WHERE d.lease_id = leases.id)`,
-
 	// gcefleet_assign gives available machine host to pending lease id.
 	`CREATE FUNCTION gcefleet_assign(p_id TEXT, p_dur BIGINT, p_exp BIGINT, p_indef BOOLEAN,
 		p_host TEXT, p_backend TEXT, p_body TEXT, p_now BIGINT) RETURNS VOID AS $$
@@ -268,10 +261,6 @@ var queuePostgres = []string{
 		END IF;
 		RETURN QUERY SELECT v_status, v_old, ` + leaseColumns + ` FROM leases WHERE id = v_id;
 	END $$ LANGUAGE plpgsql`,
-	`ALTER FUNCTION gcefleet_add_machine SET enable_seqscan = off`,
-	`ALTER FUNCTION gcefleet_add_machine SET enable_bitmapscan = off`,
-	`ALTER FUNCTION gcefleet_request_lease(TEXT, TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT, BIGINT, BOOLEAN, TEXT[], INTEGER) SET enable_seqscan = off`,
-	`ALTER FUNCTION gcefleet_request_lease(TEXT, TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT, BIGINT, BOOLEAN, TEXT[], INTEGER) SET enable_bitmapscan = off`,
 }
 
 // changesPostgres (migration 10) says in each notification what changed:
