@@ -67,7 +67,7 @@ func (c *committer[T]) submit(ctx context.Context, do T) error {
 		if w.state.CompareAndSwap(queued, cancelled) {
 			return ctx.Err() // the committer will skip it
 		}
-		// It runs: f writes the caller's variables until it returns.
+		// It runs, and writes the caller's variables until it ends.
 		// Statements take microseconds; wait for it.
 		return <-w.done
 	}
