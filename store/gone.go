@@ -15,10 +15,10 @@ import (
 func (s *Store) MachineGone(ctx context.Context, backend, hostname string) (string, error) {
 	now := s.Now()
 	var lease string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
 		var state, owner string
 		lease = ""
-		err := s.rowTx(ctx, tx, "SELECT state, backend, COALESCE(lease_id, '') FROM machines WHERE hostname = ?", hostname).Scan(&state, &owner, &lease)
+		err := s.engine.queryRow(ctx, tx, "SELECT state, backend, COALESCE(lease_id, '') FROM machines WHERE hostname = ?", hostname).Scan(&state, &owner, &lease)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("machine %s: %w", hostname, ErrNotFound)
@@ -30,11 +30,11 @@ func (s *Store) MachineGone(ctx context.Context, backend, hostname string) (stri
 		// The lease first, then the machine: the order a release locks
 		// them in.
 		if lease != "" {
-			if _, err := s.execTx(ctx, tx, "UPDATE leases SET state = ?, ended_at = ? WHERE id = ? AND state = ?", Reclaimed, nanos(now), lease, Fulfilled); err != nil {
+			if _, err := s.engine.exec(ctx, tx, "UPDATE leases SET state = ?, ended_at = ? WHERE id = ? AND state = ?", Reclaimed, nanos(now), lease, Fulfilled); err != nil {
 				return err
 			}
 		}
-		res, err := s.execTx(ctx, tx, "DELETE FROM machines WHERE hostname = ? AND COALESCE(lease_id, '') = ?", hostname, lease)
+		res, err := s.engine.exec(ctx, tx, "DELETE FROM machines WHERE hostname = ? AND COALESCE(lease_id, '') = ?", hostname, lease)
 		if err != nil {
 			return err
 		}

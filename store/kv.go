@@ -21,8 +21,8 @@ type Fence struct {
 // Get returns the value stored under key, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string) (string, error) {
 	var v string
-	err := s.read(ctx, func(tx *sql.Tx) error {
-		return s.rowTx(ctx, tx, "SELECT v FROM kv WHERE k = ?", key).Scan(&v)
+	err := s.engine.read(ctx, func(tx *sql.Tx) error {
+		return s.engine.queryRow(ctx, tx, "SELECT v FROM kv WHERE k = ?", key).Scan(&v)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("store: %s: %w", key, ErrNotFound)
@@ -39,10 +39,10 @@ func (s *Store) Get(ctx context.Context, key string) (string, error) {
 // successor's state.
 func (s *Store) Put(ctx context.Context, key, value string, f Fence) error {
 	now := s.Now()
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
 		if f != (Fence{}) {
 			var holder string
-			err := s.rowTx(ctx, tx, "SELECT holder FROM leaders WHERE name = ? AND holder = ? AND expires_at > ?"+s.forShare(),
+			err := s.engine.queryRow(ctx, tx, "SELECT holder FROM leaders WHERE name = ? AND holder = ? AND expires_at > ?"+s.engine.forShare(),
 				f.Name, f.Holder, nanos(now)).Scan(&holder)
 			if errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("%s is not held by %s: %w", f.Name, f.Holder, ErrNotLeader)
@@ -51,7 +51,7 @@ func (s *Store) Put(ctx context.Context, key, value string, f Fence) error {
 				return err
 			}
 		}
-		_, err := s.execTx(ctx, tx, "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", key, value)
+		_, err := s.engine.exec(ctx, tx, "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", key, value)
 		return err
 	})
 	if err != nil {
@@ -65,27 +65,19 @@ func (s *Store) Put(ctx context.Context, key, value string, f Fence) error {
 // on one database or several replicas of it, every one gets the first's.
 func (s *Store) PutIfAbsent(ctx context.Context, key, value string) (string, error) {
 	var stored string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
 		// On PostgreSQL the insert waits for a concurrent one of the key
 		// to commit and then does nothing; the select, a statement of its
 		// own under READ COMMITTED, sees the committed row.
-		if _, err := s.execTx(ctx, tx, "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT (k) DO NOTHING", key, value); err != nil {
+		if _, err := s.engine.exec(ctx, tx, "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT (k) DO NOTHING", key, value); err != nil {
 			return err
 		}
-		return s.rowTx(ctx, tx, "SELECT v FROM kv WHERE k = ?", key).Scan(&stored)
+		return s.engine.queryRow(ctx, tx, "SELECT v FROM kv WHERE k = ?", key).Scan(&stored)
 	})
 	if err != nil {
 		return "", fmt.Errorf("store: writing %s: %w", key, err)
 	}
 	return stored, nil
-}
-
-// forShare keeps a row read on PostgreSQL from changing until commit.
-func (s *Store) forShare() string {
-	if s.postgres {
-		return " FOR SHARE"
-	}
-	return ""
 }
 
 // Lead makes holder the leader of name for ttl, if nobody else leads it,
@@ -95,8 +87,8 @@ func (s *Store) forShare() string {
 func (s *Store) Lead(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
 	now := s.Now()
 	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := s.execTx(ctx, tx, `INSERT INTO leaders (name, holder, expires_at) VALUES (?, ?, ?)
+	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
+		res, err := s.engine.exec(ctx, tx, `INSERT INTO leaders (name, holder, expires_at) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
 			WHERE leaders.holder = excluded.holder OR leaders.expires_at <= ?`,
 			name, holder, now.Add(ttl).UnixNano(), nanos(now))
@@ -115,8 +107,8 @@ func (s *Store) Lead(ctx context.Context, name, holder string, ttl time.Duration
 // Resign gives up holder's leadership of name, so that another replica
 // takes over at once rather than after the ttl.
 func (s *Store) Resign(ctx context.Context, name, holder string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := s.execTx(ctx, tx, "DELETE FROM leaders WHERE name = ? AND holder = ?", name, holder)
+	return s.engine.tx(ctx, func(tx *sql.Tx) error {
+		_, err := s.engine.exec(ctx, tx, "DELETE FROM leaders WHERE name = ? AND holder = ?", name, holder)
 		return err
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -82,8 +83,16 @@ var migrations = []migration{
 	{sql: `CREATE INDEX events_hostname ON events (hostname, kind);`},
 	// 3: PostgreSQL does the hot paths (add a machine, request and release
 	// a lease) in one call each: a round trip per statement cost more
-	// than the statements.
-	{postgres: pgFunctions},
+	// than the statements. Its dimensions become arrays of "key=value"
+	// (keys hold no "="), so that a match is one containment test on the
+	// row (machine_dims and lease_dims are written no more; migration 7
+	// drops them).
+	{postgres: slices.Concat([]string{
+		`ALTER TABLE machines ADD COLUMN kv TEXT[] NOT NULL DEFAULT '{}'`,
+		`UPDATE machines SET kv = ARRAY(SELECT d.k || '=' || d.v FROM machine_dims d WHERE d.hostname = machines.hostname)`,
+		`ALTER TABLE leases ADD COLUMN kv TEXT[] NOT NULL DEFAULT '{}'`,
+		`UPDATE leases SET kv = ARRAY(SELECT d.k || '=' || d.v FROM lease_dims d WHERE d.lease_id = leases.id)`,
+	}, pgFunctions)},
 	// 4: state of the services beside the provider (the GCE Backend's),
 	// and who among replicas leads each.
 	{sql: `CREATE TABLE kv (
@@ -146,7 +155,9 @@ var migrations = []migration{
 	}},
 	// 9: a machine is matched against the queue by index (see
 	// queueSQLite), and the queue is capped per client
-	// (leases_pending_client counts a client's pending requests).
+	// (leases_pending_client counts a client's pending requests). On
+	// PostgreSQL, the functions that queuePostgres replaces walk their
+	// indexes, as in migration 5.
 	{sql: `CREATE TABLE queue (
 		shape      TEXT NOT NULL,
 		created_at BIGINT NOT NULL,
@@ -161,7 +172,9 @@ var migrations = []migration{
 		PRIMARY KEY (kv, shape)
 	){{withoutRowid}};
 	CREATE INDEX leases_pending_client ON leases (client) WHERE state = 'PENDING'`,
-		sqliteWhole: queueSQLite, postgres: queuePostgres},
+		sqliteWhole: queueSQLite,
+		postgres: slices.Concat(queuePostgres, pgIndexOnly("gcefleet_add_machine",
+			"gcefleet_request_lease(TEXT, TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT, BIGINT, BOOLEAN, TEXT[], INTEGER)"))},
 	// 10: PostgreSQL's notifications say which lease changed (see Listen).
 	{postgres: changesPostgres},
 }
@@ -253,7 +266,11 @@ func (s *Store) migrate(ctx context.Context, migrations []migration) error {
 				return fmt.Errorf("store: migration %d: %w", v+1, err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, s.q("UPDATE schema_version SET version = ?"), v+1); err != nil {
+		update := "UPDATE schema_version SET version = ?"
+		if s.postgres {
+			update = numbered(update)
+		}
+		if _, err := tx.ExecContext(ctx, update, v+1); err != nil {
 			tx.Rollback()
 			return err
 		}

@@ -2,6 +2,9 @@
 // in SQLite (the embedded default) or PostgreSQL (for several replicas of
 // the service). Every operation is one transaction: a machine is never
 // leased twice, and a crash at any point loses no acknowledged change.
+//
+// This file holds what both databases share; sqlite.go and postgres.go
+// each implement engine, what the Store needs of its database.
 package store
 
 import (
@@ -16,11 +19,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 	_ "modernc.org/sqlite"             // the "sqlite" database/sql driver
 )
@@ -28,24 +28,8 @@ import (
 // Store is an open database.
 type Store struct {
 	db       *sql.DB
-	postgres bool
-	url      string  // PostgreSQL's, for Listen's connection of its own
-	ckpt     *sql.DB // SQLite in a file: the checkpointer's connection
-
-	// SQLite: one connection, used by one operation at a time, with its
-	// statements prepared once (parsing costs SQLite more than running
-	// these). PostgreSQL's driver caches statements itself.
-	mu    sync.Mutex
-	conn  *sql.Conn
-	stmts map[string]*sql.Stmt
-
-	// The committer (see commit) takes work from queue until closed:
-	// SQLite's every transaction, PostgreSQL's hot-path calls, which it
-	// sends on pgConn.
-	queue   chan *work
-	closed  chan struct{}
-	running sync.WaitGroup
-	pgConn  *sql.Conn
+	postgres bool   // for migrate, which runs before engine exists
+	engine   engine // *sqliteDB or *postgresDB
 
 	// Now is the clock; tests may replace it before use.
 	Now func() time.Time
@@ -55,10 +39,54 @@ type Store struct {
 	MaxPending int
 }
 
+// engine is what the Store needs of a database: statements and
+// transactions in its own way, and the hot paths (adding a machine,
+// requesting and releasing a lease), which each database does in the way
+// measured fastest on it. Everything else is written once, in this file,
+// on top of these.
+type engine interface {
+	// exec, query and queryRow run a statement, written with ?
+	// placeholders, in tx (nil outside a transaction, and always on
+	// SQLite, whose one connection is in a transaction of its own
+	// making).
+	exec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error)
+	query(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error)
+	queryRow(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row
+	// tx runs f in a transaction; read runs f, which only reads.
+	tx(ctx context.Context, f func(*sql.Tx) error) error
+	read(ctx context.Context, f func(*sql.Tx) error) error
+	// forUpdate and forShare end a SELECT that locks its rows; onReclaim
+	// is a machine's reclamation policy read from its body column.
+	forUpdate() string
+	forShare() string
+	onReclaim() string
+	// lockEvents, first in a transaction that writes events, keeps
+	// events committing in the order of their ids.
+	lockEvents(ctx context.Context, tx *sql.Tx) error
+
+	// addMachine catalogs m, whose body is body, or fails with errSame
+	// if it is cataloged already with that body.
+	addMachine(ctx context.Context, m Machine, body string, now time.Time) (Machine, error)
+	// requestLease records client's request r, its body body and term t,
+	// refusing it if it would queue beyond max pending requests.
+	requestLease(ctx context.Context, client, body string, r LeaseRequest, t term, max int, now time.Time) (Lease, bool, error)
+	// releaseLease ends client's lease id (anyone's for client "").
+	releaseLease(ctx context.Context, client, id string, now time.Time) (Lease, bool, error)
+
+	// maintain is Maintain, listen is Listen.
+	maintain(ctx context.Context) error
+	listen(ctx context.Context, changed func(Change)) error
+	// name is Dialect.
+	name() string
+	// close stops the engine's goroutines and connections, not the pool.
+	close()
+}
+
 // DefaultMaxPending is how many pending requests a client may have by
 // default: enough for any one job's burst, few enough that one client
 // cannot fill the queue for all.
 const DefaultMaxPending = 1000
+
 
 // maxPending is MaxPending or its default.
 func (s *Store) maxPending() int {
@@ -91,35 +119,15 @@ func OpenCurrent(ctx context.Context, url string) (*Store, error) {
 func open(ctx context.Context, url string, migrate bool) (*Store, error) {
 	s := &Store{Now: time.Now}
 	var err error
+	path := strings.TrimPrefix(url, "sqlite:")
 	switch {
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		s.postgres, s.url = true, url
-		s.db, err = sql.Open("pgx", url)
-		if err == nil {
-			// More connections than this measured no faster on two cores:
-			// the database's own processes need the CPU.
-			s.db.SetMaxOpenConns(8)
-		}
+		s.postgres = true
+		s.db, err = openPostgres(url)
+	case path == "":
+		return nil, errors.New("store: empty database path")
 	default:
-		path := strings.TrimPrefix(url, "sqlite:")
-		if path == "" {
-			return nil, errors.New("store: empty database path")
-		}
-		dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate&_pragma=temp_store(memory)"
-		if path != ":memory:" {
-			// WAL: readers do not block the writer; synchronous NORMAL is
-			// durable against a crash of the process (not of the OS).
-			dsn += "&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=cache_size(-32768)&_pragma=wal_autocheckpoint(0)"
-		}
-		s.db, err = sql.Open("sqlite", dsn)
-		if err == nil {
-			// One connection: SQLite lets one write at a time anyway, and
-			// an in-memory database exists per connection.
-			s.db.SetMaxOpenConns(1)
-		}
-		if err == nil && path != ":memory:" {
-			s.ckpt, err = sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
-		}
+		s.db, err = openSQLite(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", redact(url), err)
@@ -136,20 +144,13 @@ func open(ctx context.Context, url string, migrate bool) (*Store, error) {
 		s.db.Close()
 		return nil, fmt.Errorf("%w (database %s)", err, redact(url))
 	}
-	s.queue = make(chan *work, maxBatch)
-	s.closed = make(chan struct{})
 	if s.postgres {
-		s.running.Go(func() { s.commit(s.runPgBatch) })
+		s.engine = newPostgres(s.db, url)
 		return s, nil
 	}
-	if s.conn, err = s.db.Conn(ctx); err != nil {
+	if s.engine, err = newSQLite(ctx, s.db, path); err != nil {
 		s.db.Close()
-		return nil, err
-	}
-	s.stmts = map[string]*sql.Stmt{}
-	s.running.Go(func() { s.commit(s.runBatch) })
-	if s.ckpt != nil {
-		s.running.Go(s.checkpoint)
+		return nil, fmt.Errorf("store: opening %s: %w", redact(url), err)
 	}
 	return s, nil
 }
@@ -165,324 +166,13 @@ func redact(s string) string {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	close(s.closed)
-	s.running.Wait()
-	if s.pgConn != nil {
-		s.pgConn.Close()
-	}
-	if s.conn != nil {
-		if s.ckpt != nil {
-			s.ckpt.Close()
-		}
-		s.mu.Lock()
-		for _, st := range s.stmts {
-			st.Close()
-		}
-		s.conn.Close()
-		s.mu.Unlock()
-	}
+	s.engine.close()
 	return s.db.Close()
 }
 
 // Dialect returns "sqlite" or "postgres".
 func (s *Store) Dialect() string {
-	if s.postgres {
-		return "postgres"
-	}
-	return "sqlite"
-}
-
-// q rewrites ? placeholders for PostgreSQL.
-func (s *Store) q(query string) string {
-	if !s.postgres {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range query {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// prepared returns query prepared on SQLite's connection, or nil on
-// PostgreSQL. s.mu is held.
-func (s *Store) prepared(ctx context.Context, query string) *sql.Stmt {
-	if s.conn == nil {
-		return nil
-	}
-	if st, ok := s.stmts[query]; ok {
-		return st
-	}
-	st, err := s.conn.PrepareContext(ctx, query)
-	if err != nil {
-		return nil // the query runs unprepared and reports its error
-	}
-	s.stmts[query] = st
-	return st
-}
-
-// execTx, rowsTx and rowTx run a query: on SQLite on the one connection,
-// prepared once (tx is nil there: the connection is in a transaction of
-// its own making); on PostgreSQL in tx, or outside any transaction when
-// tx is nil (reads).
-//
-// On SQLite a statement is not cancelled with its caller's context: the
-// transaction it runs in holds other callers' work too (see runBatch),
-// and SQLite answers an interrupted write by rolling back the whole
-// transaction. Every statement here takes microseconds.
-func (s *Store) execTx(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
-	switch {
-	case s.conn != nil:
-		ctx = context.Background()
-		if st := s.prepared(ctx, query); st != nil {
-			return st.ExecContext(ctx, args...)
-		}
-		return s.conn.ExecContext(ctx, query, args...)
-	case tx == nil:
-		return s.db.ExecContext(ctx, s.q(query), args...)
-	}
-	return tx.ExecContext(ctx, s.q(query), args...)
-}
-
-func (s *Store) rowsTx(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
-	switch {
-	case s.conn != nil:
-		ctx = context.Background()
-		if st := s.prepared(ctx, query); st != nil {
-			return st.QueryContext(ctx, args...)
-		}
-		return s.conn.QueryContext(ctx, query, args...)
-	case tx == nil:
-		return s.db.QueryContext(ctx, s.q(query), args...)
-	}
-	return tx.QueryContext(ctx, s.q(query), args...)
-}
-
-func (s *Store) rowTx(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
-	switch {
-	case s.conn != nil:
-		ctx = context.Background()
-		if st := s.prepared(ctx, query); st != nil {
-			return st.QueryRowContext(ctx, args...)
-		}
-		return s.conn.QueryRowContext(ctx, query, args...)
-	case tx == nil:
-		return s.db.QueryRowContext(ctx, s.q(query), args...)
-	}
-	return tx.QueryRowContext(ctx, s.q(query), args...)
-}
-
-// read runs f: on SQLite through the committer, whose one connection
-// serves one operation at a time (read connections of their own were
-// measured slower: they make the writer share its WAL index), and with
-// tx nil on PostgreSQL.
-func (s *Store) read(ctx context.Context, f func(*sql.Tx) error) error {
-	if s.postgres {
-		return f(nil)
-	}
-	return s.tx(ctx, f)
-}
-
-// forUpdate locks selected rows on PostgreSQL, skipping rows another
-// transaction holds; SQLite transactions hold the whole database.
-func (s *Store) forUpdate() string {
-	if s.postgres {
-		return " FOR UPDATE SKIP LOCKED"
-	}
-	return ""
-}
-
-// tx runs f in a transaction, retrying when PostgreSQL reports a
-// serialization failure or deadlock.
-func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
-	if s.conn != nil {
-		return s.sqliteTx(ctx, f)
-	}
-	return s.retry(ctx, func() error {
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("store: begin: %w", err)
-		}
-		if err := f(tx); err != nil {
-			tx.Rollback()
-			return err
-		}
-		return tx.Commit()
-	})
-}
-
-// retry runs a PostgreSQL transaction f again when it failed on a
-// serialization failure or deadlock, or on a unique key that a concurrent
-// transaction took first (run again, f sees that key as taken).
-func (s *Store) retry(ctx context.Context, f func() error) error {
-	for attempt := 0; ; attempt++ {
-		err := f()
-		var pe *pgconn.PgError
-		if err != nil && errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "23505") && attempt < 10 && ctx.Err() == nil {
-			continue
-		}
-		return err
-	}
-}
-
-// sqliteTx runs f in a transaction on SQLite's one connection, through
-// the committer: f may share its transaction with other callers' (each
-// in a savepoint of its own), because committing (writing the WAL) costs
-// more than all of the statements of a lease request, and a batch writes
-// each page it touches once.
-func (s *Store) sqliteTx(ctx context.Context, f func(*sql.Tx) error) error {
-	return s.submit(ctx, &work{f: f, done: make(chan error, 1)})
-}
-
-// submit queues w for the committer and waits for its result.
-func (s *Store) submit(ctx context.Context, w *work) error {
-	select {
-	case s.queue <- w:
-	case <-s.closed:
-		return errClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-w.done:
-		return err
-	case <-ctx.Done():
-		if w.state.CompareAndSwap(queued, cancelled) {
-			return ctx.Err() // the committer will skip it
-		}
-		// It runs: f writes the caller's variables until it returns.
-		// Statements take microseconds; wait for it.
-		return <-w.done
-	}
-}
-
-// work is one caller's transaction, waiting for the committer: f on
-// SQLite, a call of query on PostgreSQL.
-type work struct {
-	f     func(*sql.Tx) error
-	query string
-	args  []any
-	scan  func(pgx.Row) error
-	done  chan error
-	state atomic.Int32 // queued, taken (by the committer) or cancelled
-}
-
-const (
-	queued = iota
-	taken
-	cancelled
-)
-
-var errClosed = errors.New("store: closed")
-
-// maxBatch bounds how many callers share a transaction, so that one
-// batch does not hold the database for long.
-const maxBatch = 64
-
-// commit runs until Close: it takes whatever work is waiting and has run
-// run it in one transaction.
-func (s *Store) commit(run func([]*work)) {
-	var batch []*work
-	for {
-		batch = batch[:0]
-		select {
-		case w := <-s.queue:
-			if w.state.CompareAndSwap(queued, taken) {
-				batch = append(batch, w)
-			}
-		case <-s.closed:
-			return
-		}
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case w := <-s.queue:
-				if w.state.CompareAndSwap(queued, taken) {
-					batch = append(batch, w)
-				}
-			default:
-				break more
-			}
-		}
-		if len(batch) == 0 {
-			continue
-		}
-		run(batch)
-	}
-}
-
-// checkpoint copies the WAL into the database file every so often, on a
-// connection of its own: the writer does not wait for it (as it would
-// for SQLite's automatic checkpoints, a stall of tens of milliseconds
-// for every caller in the batch).
-func (s *Store) checkpoint() {
-	t := time.NewTicker(checkpointEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.closed:
-			return
-		case <-t.C:
-			s.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
-		}
-	}
-}
-
-const checkpointEvery = 200 * time.Millisecond
-
-// runBatch runs each work in a savepoint of one transaction: a work that
-// fails is rolled back alone; if the commit fails, every work fails.
-// (Measured: running a batch without savepoints, and again with them only
-// when a work fails, saves nothing measurable.)
-func (s *Store) runBatch(batch []*work) {
-	ctx := context.Background()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, err := s.execTx(ctx, nil, "BEGIN IMMEDIATE"); err != nil {
-		for _, w := range batch {
-			w.done <- fmt.Errorf("store: begin: %w", err)
-		}
-		return
-	}
-	errs := make([]error, len(batch))
-	for i, w := range batch {
-		if _, err := s.execTx(ctx, nil, "SAVEPOINT work"); err != nil {
-			s.abort(batch, err)
-			return
-		}
-		errs[i] = w.f(nil)
-		if errs[i] != nil {
-			if _, err := s.execTx(ctx, nil, "ROLLBACK TO work"); err != nil {
-				s.abort(batch, err)
-				return
-			}
-		}
-		if _, err := s.execTx(ctx, nil, "RELEASE work"); err != nil {
-			s.abort(batch, err)
-			return
-		}
-	}
-	if _, err := s.execTx(ctx, nil, "COMMIT"); err != nil {
-		s.abort(batch, err)
-		return
-	}
-	for i, w := range batch {
-		w.done <- errs[i]
-	}
-}
-
-// abort rolls back a batch that cannot commit and fails all of its work.
-func (s *Store) abort(batch []*work, err error) {
-	s.execTx(context.Background(), nil, "ROLLBACK")
-	for _, w := range batch {
-		w.done <- fmt.Errorf("store: transaction: %w", err)
-	}
+	return s.engine.name()
 }
 
 // newID returns a lease id: the time, then random bits. Ids made one
@@ -533,12 +223,6 @@ func kv(d Dimensions) []string {
 	return out
 }
 
-// kvJSON is kv as SQLite keeps it.
-func kvJSON(kv []string) string {
-	b, _ := json.Marshal(kv)
-	return string(b)
-}
-
 // AddMachine catalogs m. Adding a hostname again with the same body does
 // nothing; with another body it fails with ErrConflict. A new machine goes
 // at once to the oldest pending request it satisfies.
@@ -549,12 +233,9 @@ func (s *Store) AddMachine(ctx context.Context, m Machine) (Machine, error) {
 	m.Dimensions = m.Dimensions.Normalize()
 	body := machineBody(m)
 	now := s.Now()
-	var out Machine
-	var err error
-	if s.postgres {
-		out, err = s.pgAddMachine(ctx, m, body, now)
-	} else {
-		out, err = s.sqliteAddMachine(ctx, m, body, now)
+	out, err := s.engine.addMachine(ctx, m, body, now)
+	if errors.Is(err, errSame) {
+		out, err = s.Machine(ctx, m.Hostname)
 	}
 	if err != nil {
 		return Machine{}, fmt.Errorf("store: adding machine %s: %w", m.Hostname, err)
@@ -580,112 +261,6 @@ func (s *Store) AddMachines(ctx context.Context, ms []Machine) ([]Machine, []err
 	return out, errs
 }
 
-// sqliteAddMachine is AddMachine on SQLite (gcefleet_add_machine on
-// PostgreSQL).
-func (s *Store) sqliteAddMachine(ctx context.Context, m Machine, body string, now time.Time) (Machine, error) {
-	dims := kvJSON(kv(m.Dimensions)) // before the transaction: every caller waits for it
-	err := s.tx(ctx, func(*sql.Tx) error {
-		var old string
-		err := s.rowTx(ctx, nil, "SELECT body FROM machines WHERE hostname = ?", m.Hostname).Scan(&old)
-		switch {
-		case err == nil && old == body:
-			return errSame
-		case err == nil:
-			return fmt.Errorf("%w: %s is cataloged already with another body: %s", ErrConflict, m.Hostname, old)
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
-		}
-		var reclaimed int
-		if err := s.rowTx(ctx, nil, "SELECT COUNT(*) FROM events WHERE kind = 'reclaimed' AND hostname = ?", m.Hostname).Scan(&reclaimed); err != nil {
-			return err
-		}
-		if reclaimed > 0 {
-			return fmt.Errorf("%w: %s was leased and reclaimed; a machine is cataloged once, its backend makes a fresh one", ErrReclaimed, m.Hostname)
-		}
-		if _, err := s.execTx(ctx, nil, "INSERT INTO machines (hostname, backend, body, state, added_at, kv) VALUES (?, ?, ?, ?, ?, ?)",
-			m.Hostname, m.Backend, body, Available, nanos(now), dims); err != nil {
-			return err
-		}
-		// Answer with what was written: no statement to read it back.
-		m.State, m.Added = Available, fromNanos(nanos(now))
-		if m.LeaseID, err = s.offerMachine(ctx, m.Hostname, m.Backend, body, dims, now); m.LeaseID != "" {
-			m.State = Leased
-		}
-		return err
-	})
-	if errors.Is(err, errSame) {
-		return s.Machine(ctx, m.Hostname)
-	}
-	return m, err
-}
-
-// The queue is indexed by shape, the set of dimensions a request asks
-// for (migration 9), so that a new machine finds the requests it
-// satisfies without reading those it does not: queue holds each pending
-// request under its shape, oldest first, and queue_shapes each shape in
-// the queue once a "key=value" of it, ndims its number of them (a shape
-// of no dimensions has one row, kv "", which every machine's lookup
-// includes). A machine satisfies the shapes all ndims of whose rows are
-// among its own, and the oldest request of those shapes gets it. There
-// are few shapes (clients ask for a few kinds of machine), so a machine
-// reads a row or two for each shape that shares a dimension with it and
-// the requests of the shapes it satisfies; none of the others. Triggers
-// keep both tables: a request enters with its PENDING lease and leaves
-// when the lease leaves that state, on every path.
-//
-// A shape's key on SQLite is its "key=value" strings sorted, as a JSON
-// array.
-const sqliteShape = `(SELECT json_group_array(value) FROM (SELECT value FROM json_each({{kv}}) ORDER BY value))`
-
-var queueSQLite = []string{
-	`CREATE TRIGGER leases_queue_in AFTER INSERT ON leases WHEN NEW.state = 'PENDING' BEGIN
-		INSERT INTO queue (shape, created_at, lease_id, deadline) VALUES (` + shapeOf("NEW.kv") + `, NEW.created_at, NEW.id, NEW.deadline);
-		INSERT OR IGNORE INTO queue_shapes (kv, shape, ndims)
-			SELECT value, ` + shapeOf("NEW.kv") + `, json_array_length(NEW.kv) FROM json_each(NEW.kv)
-			UNION ALL SELECT '', ` + shapeOf("NEW.kv") + `, 1 WHERE json_array_length(NEW.kv) = 0;
-	END`,
-	`CREATE TRIGGER leases_queue_out AFTER UPDATE OF state ON leases WHEN OLD.state = 'PENDING' AND NEW.state <> 'PENDING' BEGIN` + sqliteDequeue + `END`,
-	`CREATE TRIGGER leases_queue_gone AFTER DELETE ON leases WHEN OLD.state = 'PENDING' BEGIN` + sqliteDequeue + `END`,
-	// The requests queued before this migration.
-	`INSERT INTO queue (shape, created_at, lease_id, deadline)
-		SELECT ` + shapeOf("l.kv") + `, l.created_at, l.id, l.deadline FROM leases l WHERE l.state = 'PENDING'`,
-	`INSERT OR IGNORE INTO queue_shapes (kv, shape, ndims)
-		SELECT j.value, ` + shapeOf("l.kv") + `, json_array_length(l.kv) FROM leases l, json_each(l.kv) j WHERE l.state = 'PENDING'
-		UNION ALL SELECT '', ` + shapeOf("l.kv") + `, 1 FROM leases l WHERE l.state = 'PENDING' AND json_array_length(l.kv) = 0`,
-}
-
-// sqliteDequeue takes lease OLD out of the queue, and its shape with it
-// when it was the last of it.
-var sqliteDequeue = `
-		DELETE FROM queue WHERE shape = ` + shapeOf("OLD.kv") + ` AND created_at = OLD.created_at AND lease_id = OLD.id;
-		DELETE FROM queue_shapes WHERE kv IN (SELECT value FROM json_each(OLD.kv) UNION ALL SELECT '') AND shape = ` + shapeOf("OLD.kv") + `
-			AND NOT EXISTS (SELECT 1 FROM queue WHERE shape = ` + shapeOf("OLD.kv") + `);
-	`
-
-func shapeOf(kv string) string { return strings.ReplaceAll(sqliteShape, "{{kv}}", kv) }
-
-// offerMachine gives an available machine, whose dimensions are dims
-// (kvJSON), to the oldest pending request whose every dimension it has,
-// if any, and returns that lease's id. SQLite only.
-func (s *Store) offerMachine(ctx context.Context, host, backend, body, dims string, now time.Time) (string, error) {
-	var id string
-	var t term
-	// Only the queue_shapes rows of the machine's own dimensions are
-	// read, and the requests of the shapes it satisfies.
-	err := s.rowTx(ctx, nil, `SELECT l.id, l.duration_ns, l.expires_at, l.indefinite FROM leases l WHERE l.id = (
-		SELECT q.lease_id FROM queue q WHERE q.shape IN (
-			SELECT shape FROM queue_shapes WHERE kv IN (SELECT value FROM json_each(?) UNION ALL SELECT '') GROUP BY shape HAVING COUNT(*) = MIN(ndims))
-		AND q.deadline > ? ORDER BY q.created_at, q.lease_id LIMIT 1)
-		AND l.state = 'PENDING'`, dims, nanos(now)).Scan(&id, &t.durNs, &t.expNs, &t.indefinite)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	return id, s.assign(ctx, id, t, host, backend, body, now)
-}
-
 // term is a lease's term as stored.
 type term struct {
 	durNs, expNs int64
@@ -693,19 +268,6 @@ type term struct {
 }
 
 var errSame = errors.New("same")
-
-// assign gives machine host to pending lease id. SQLite only
-// (gcefleet_assign on PostgreSQL).
-func (s *Store) assign(ctx context.Context, id string, t term, host, backend, body string, now time.Time) error {
-	if _, err := s.execTx(ctx, nil, "UPDATE machines SET state = ?, lease_id = ? WHERE hostname = ?", Leased, id, host); err != nil {
-		return err
-	}
-	if _, err := s.execTx(ctx, nil, "UPDATE leases SET state = ?, hostname = ?, machine = ?, fulfilled_at = ?, expires_at = ? WHERE id = ?",
-		Fulfilled, host, body, nanos(now), t.expiry(now), id); err != nil {
-		return err
-	}
-	return s.event(ctx, nil, backend, "leased", host, id, "", now)
-}
 
 // expiry is when a lease on term t fulfilled at now ends (0: never).
 func (t term) expiry(now time.Time) int64 {
@@ -718,8 +280,9 @@ func (t term) expiry(now time.Time) int64 {
 	return 0
 }
 
-func (s *Store) event(ctx context.Context, tx *sql.Tx, backend, kind, host, lease, onReclaim string, now time.Time) error {
-	_, err := s.execTx(ctx, tx, "INSERT INTO events (backend, kind, hostname, lease_id, on_reclaim, at) VALUES (?, ?, ?, ?, ?, ?)",
+// event writes an event of backend's machine host.
+func event(ctx context.Context, e engine, tx *sql.Tx, backend, kind, host, lease, onReclaim string, now time.Time) error {
+	_, err := e.exec(ctx, tx, "INSERT INTO events (backend, kind, hostname, lease_id, on_reclaim, at) VALUES (?, ?, ?, ?, ?, ?)",
 		backend, kind, host, lease, onReclaim, nanos(now))
 	return err
 }
@@ -746,7 +309,7 @@ func (s *Store) Machines(ctx context.Context, backend string) ([]Machine, error)
 
 func (s *Store) machines(ctx context.Context, where string, args ...any) ([]Machine, error) {
 	var out []Machine
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.engine.read(ctx, func(tx *sql.Tx) error {
 		var err error
 		out, err = s.machinesTx(ctx, tx, where, args...)
 		return err
@@ -758,7 +321,7 @@ func (s *Store) machines(ctx context.Context, where string, args ...any) ([]Mach
 }
 
 func (s *Store) machinesTx(ctx context.Context, tx *sql.Tx, where string, args ...any) ([]Machine, error) {
-	rows, err := s.rowsTx(ctx, tx, "SELECT hostname, body, state, COALESCE(lease_id, ''), added_at FROM machines "+where, args...)
+	rows, err := s.engine.query(ctx, tx, "SELECT hostname, body, state, COALESCE(lease_id, ''), added_at FROM machines "+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -783,9 +346,9 @@ func (s *Store) machinesTx(ctx context.Context, tx *sql.Tx, where string, args .
 // DeleteMachine removes backend's machine from the catalog; a leased one
 // stays (ErrLeased) until its lease ends.
 func (s *Store) DeleteMachine(ctx context.Context, backend, hostname string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.engine.tx(ctx, func(tx *sql.Tx) error {
 		var state, owner string
-		err := s.rowTx(ctx, tx, ("SELECT state, backend FROM machines WHERE hostname = ?"+s.forUpdate()), hostname).Scan(&state, &owner)
+		err := s.engine.queryRow(ctx, tx, ("SELECT state, backend FROM machines WHERE hostname = ?"+s.engine.forUpdate()), hostname).Scan(&state, &owner)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("store: machine %s: %w", hostname, ErrNotFound)
@@ -796,7 +359,7 @@ func (s *Store) DeleteMachine(ctx context.Context, backend, hostname string) err
 		case state == Leased:
 			return fmt.Errorf("store: machine %s: %w", hostname, ErrLeased)
 		}
-		_, err = s.execTx(ctx, tx, "DELETE FROM machines WHERE hostname = ?", hostname)
+		_, err = s.engine.exec(ctx, tx, "DELETE FROM machines WHERE hostname = ?", hostname)
 		return err
 	})
 }
@@ -817,109 +380,11 @@ func (s *Store) RequestLease(ctx context.Context, client string, r LeaseRequest)
 	}{r.Dimensions, r.Term})
 	body := string(b)
 	t := term{durNs: int64(r.Term.Duration), expNs: nanos(r.Term.ExpiresAt), indefinite: r.Term.Indefinite}
-	var l Lease
-	var created bool
-	var err error
-	if s.postgres {
-		l, created, err = s.pgRequestLease(ctx, client, newID(now), body, r, t, now)
-	} else {
-		l, created, err = s.sqliteRequestLease(ctx, client, body, r, t, now)
-	}
+	l, created, err := s.engine.requestLease(ctx, client, body, r, t, s.maxPending(), now)
 	if err != nil {
 		return Lease{}, false, fmt.Errorf("store: lease request %q: %w", r.RequestID, err)
 	}
 	return l, created, nil
-}
-
-// sqliteRequestLease is RequestLease on SQLite (gcefleet_request_lease on
-// PostgreSQL).
-func (s *Store) sqliteRequestLease(ctx context.Context, client, body string, r LeaseRequest, t term, now time.Time) (Lease, bool, error) {
-	var row leaseRow
-	repeat := false
-	// Before the transaction: every caller waits for it.
-	want := kv(r.Dimensions)
-	wantJSON := kvJSON(want)
-	err := s.tx(ctx, func(*sql.Tx) error {
-		var id, old string
-		err := s.rowTx(ctx, nil, "SELECT id, body FROM leases WHERE client = ? AND request_id = ?", client, r.RequestID).Scan(&id, &old)
-		switch {
-		case err == nil && old == body:
-			repeat = true
-			row, err = scanLeaseRow(s.rowTx(ctx, nil, "SELECT "+leaseColumns+" FROM leases WHERE id = ?", id))
-			return err
-		case err == nil:
-			return fmt.Errorf("%w: request id %q was used for %s", ErrRequestIDReuse, r.RequestID, old)
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
-		}
-		repeat = false
-		id = newID(now)
-		host, backend, mbody, err := s.findMachine(ctx, want)
-		if err != nil {
-			return err
-		}
-		if host != "" {
-			// Fulfilled at once: the lease is written once, as it is.
-			if _, err := s.execTx(ctx, nil, "UPDATE machines SET state = ?, lease_id = ? WHERE hostname = ?", Leased, id, host); err != nil {
-				return err
-			}
-			// Answer with what is written: no reading it back.
-			c := leaseCols{id: id, client: client, requestID: r.RequestID, body: body, state: Fulfilled, host: host, machine: mbody,
-				created: nanos(now), deadline: nanos(r.Deadline), fulfilled: nanos(now), expires: t.expiry(now)}
-			if _, err := s.execTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, hostname, machine, created_at, deadline,
-				duration_ns, expires_at, indefinite, fulfilled_at, kv) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				c.id, c.client, c.requestID, c.body, c.state, c.host, c.machine, c.created, c.deadline, t.durNs, c.expires, t.indefinite, c.fulfilled, wantJSON); err != nil {
-				return err
-			}
-			row = c.row()
-			return s.event(ctx, nil, backend, "leased", host, id, "", now)
-		}
-		// At most max are counted: the count costs no more than that.
-		var pending int
-		max := s.maxPending()
-		if err := s.rowTx(ctx, nil, "SELECT COUNT(*) FROM (SELECT 1 FROM leases WHERE client = ? AND state = 'PENDING' LIMIT ?)", client, max).Scan(&pending); err != nil {
-			return err
-		}
-		if pending >= max {
-			return queueFull(client, max)
-		}
-		c := leaseCols{id: id, client: client, requestID: r.RequestID, body: body, state: Pending, created: nanos(now), deadline: nanos(r.Deadline), expires: t.expNs}
-		if _, err := s.execTx(ctx, nil, `INSERT INTO leases (id, client, request_id, body, state, created_at, deadline, duration_ns, expires_at, indefinite, kv)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			c.id, c.client, c.requestID, c.body, c.state, c.created, c.deadline, t.durNs, c.expires, t.indefinite, wantJSON); err != nil {
-			return err
-		}
-		row = c.row()
-		return nil
-	})
-	if err != nil {
-		return Lease{}, false, err
-	}
-	l, err := row.decode()
-	return l, !repeat, err
-}
-
-// findMachine returns the first available machine (in the order they
-// were added) that has every dimension in want (kv), or host "" if none
-// does.
-// No older request wants an available machine (each was offered every
-// machine as it arrived), so the first match is a new request's. SQLite
-// only.
-func (s *Store) findMachine(ctx context.Context, want []string) (host, backend, body string, err error) {
-	// The state is a literal: the index of available machines holds
-	// only those, and SQLite uses it only when the query says so.
-	// One term for all of want, not one a value: SQLite refuses an
-	// expression more than 1,000 deep, and the API takes 4,096 values.
-	// The machine has all of want when as many of its own values are
-	// among want (each list's values are distinct): the IN's list is
-	// built once for the query, not once a machine.
-	q := `SELECT m.hostname, m.backend, m.body FROM machines m WHERE m.state = 'AVAILABLE'
-		AND (SELECT COUNT(*) FROM json_each(m.kv) h WHERE h.value IN (SELECT value FROM json_each(?1))) = json_array_length(?1)`
-	err = s.rowTx(ctx, nil, q+" ORDER BY m.added_at, m.hostname LIMIT 1", kvJSON(want)).Scan(&host, &backend, &body)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", "", "", nil
-	}
-	return host, backend, body, err
 }
 
 const leaseColumns = "id, client, request_id, body, state, COALESCE(hostname, ''), COALESCE(machine, ''), created_at, deadline, fulfilled_at, expires_at, ended_at"
@@ -986,9 +451,9 @@ func scanLease(sc interface{ Scan(...any) error }) (Lease, error) {
 // Lease returns lease id.
 func (s *Store) Lease(ctx context.Context, id string) (Lease, error) {
 	var r leaseRow
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.engine.read(ctx, func(tx *sql.Tx) error {
 		var err error
-		r, err = scanLeaseRow(s.rowTx(ctx, tx, "SELECT "+leaseColumns+" FROM leases WHERE id = ?", id))
+		r, err = scanLeaseRow(s.engine.queryRow(ctx, tx, "SELECT "+leaseColumns+" FROM leases WHERE id = ?", id))
 		return err
 	})
 	if errors.Is(err, sql.ErrNoRows) {
@@ -1018,9 +483,9 @@ func (s *Store) Leases(ctx context.Context, client string, active bool) ([]Lease
 		q = from + and + "state = 'PENDING' UNION ALL " + from + and + "state = 'FULFILLED'"
 	}
 	var rs []leaseRow
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.engine.read(ctx, func(tx *sql.Tx) error {
 		rs = nil
-		rows, err := s.rowsTx(ctx, tx, q+" ORDER BY created_at DESC, id", args...)
+		rows, err := s.engine.query(ctx, tx, q+" ORDER BY created_at DESC, id", args...)
 		if err != nil {
 			return err
 		}
@@ -1051,9 +516,9 @@ func (s *Store) Leases(ctx context.Context, client string, active bool) ([]Lease
 // ExtendLease gives client's fulfilled lease a new term from now.
 func (s *Store) ExtendLease(ctx context.Context, client, id string, t Term) (Lease, error) {
 	now := s.Now()
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
 		var owner, state string
-		err := s.rowTx(ctx, tx, ("SELECT client, state FROM leases WHERE id = ?"+s.forUpdate()), id).Scan(&owner, &state)
+		err := s.engine.queryRow(ctx, tx, ("SELECT client, state FROM leases WHERE id = ?"+s.engine.forUpdate()), id).Scan(&owner, &state)
 		switch {
 		case errors.Is(err, sql.ErrNoRows) || err == nil && client != "" && owner != client:
 			return fmt.Errorf("lease %s: %w", id, ErrNotFound)
@@ -1069,7 +534,7 @@ func (s *Store) ExtendLease(ctx context.Context, client, id string, t Term) (Lea
 		case !t.Indefinite:
 			expires = nanos(t.ExpiresAt)
 		}
-		_, err = s.execTx(ctx, tx, "UPDATE leases SET expires_at = ? WHERE id = ?", expires, id)
+		_, err = s.engine.exec(ctx, tx, "UPDATE leases SET expires_at = ? WHERE id = ?", expires, id)
 		return err
 	})
 	if err != nil {
@@ -1084,84 +549,36 @@ func (s *Store) ExtendLease(ctx context.Context, client, id string, t Term) (Lea
 // this call ended it (releasing again changes nothing).
 func (s *Store) ReleaseLease(ctx context.Context, client, id string) (Lease, bool, error) {
 	now := s.Now()
-	var l Lease
-	ended := false
-	var err error
-	if s.postgres {
-		l, ended, err = s.pgReleaseLease(ctx, client, id, now)
-	} else {
-		l, ended, err = s.sqliteReleaseLease(ctx, client, id, now)
-	}
+	l, ended, err := s.engine.releaseLease(ctx, client, id, now)
 	if err != nil {
 		return Lease{}, false, fmt.Errorf("store: releasing: %w", err)
 	}
 	return l, ended, nil
 }
 
-// sqliteReleaseLease is ReleaseLease on SQLite (gcefleet_release_lease on
-// PostgreSQL).
-func (s *Store) sqliteReleaseLease(ctx context.Context, client, id string, now time.Time) (Lease, bool, error) {
-	var row leaseRow
-	ended := false
-	err := s.tx(ctx, func(*sql.Tx) error {
-		var err error
-		// Most releases end an active lease of the caller's: one statement.
-		row, err = scanLeaseRow(s.rowTx(ctx, nil, "UPDATE leases SET state = ?, ended_at = ? WHERE id = ? AND (client = ? OR ? = '') AND state IN (?, ?) RETURNING "+leaseColumns,
-			Released, nanos(now), id, client, client, Pending, Fulfilled))
-		if err == nil {
-			ended = true
-			return s.reclaim(ctx, nil, id, row.l.Hostname, now)
-		}
-		ended = false
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		// Someone else's, unknown, or ended already.
-		row, err = scanLeaseRow(s.rowTx(ctx, nil, "SELECT "+leaseColumns+" FROM leases WHERE id = ?", id))
-		if errors.Is(err, sql.ErrNoRows) || err == nil && client != "" && row.l.Client != client {
-			return fmt.Errorf("lease %s: %w", id, ErrNotFound)
-		}
-		return err
-	})
-	if err != nil {
-		return Lease{}, false, err
-	}
-	l, err := row.decode()
-	return l, ended, err
-}
-
 // end moves lease id to state and reclaims its machine, if any.
 func (s *Store) end(ctx context.Context, tx *sql.Tx, id, host, state string, now time.Time) error {
-	if _, err := s.execTx(ctx, tx, "UPDATE leases SET state = ?, ended_at = ? WHERE id = ?", state, nanos(now), id); err != nil {
+	if _, err := s.engine.exec(ctx, tx, "UPDATE leases SET state = ?, ended_at = ? WHERE id = ?", state, nanos(now), id); err != nil {
 		return err
 	}
-	return s.reclaim(ctx, tx, id, host, now)
+	return reclaim(ctx, s.engine, tx, id, host, now)
 }
 
 // reclaim takes machine host, leased by id, out of the catalog and tells
 // its backend. Nothing happens for host "" (a request never fulfilled).
-func (s *Store) reclaim(ctx context.Context, tx *sql.Tx, id, host string, now time.Time) error {
+func reclaim(ctx context.Context, e engine, tx *sql.Tx, id, host string, now time.Time) error {
 	if host == "" {
 		return nil
 	}
 	var backend, onReclaim string
-	err := s.rowTx(ctx, tx, "DELETE FROM machines WHERE hostname = ? AND lease_id = ? RETURNING backend, "+s.onReclaim(), host, id).Scan(&backend, &onReclaim)
+	err := e.queryRow(ctx, tx, "DELETE FROM machines WHERE hostname = ? AND lease_id = ? RETURNING backend, "+e.onReclaim(), host, id).Scan(&backend, &onReclaim)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	return s.event(ctx, tx, backend, "reclaimed", host, id, onReclaim, now)
-}
-
-// onReclaim is the SQL for a machine's reclamation policy, read from its
-// body in the database (no decoding of the whole body for one field).
-func (s *Store) onReclaim() string {
-	if s.postgres {
-		return "COALESCE(body::jsonb #>> '{policies,on_reclaim}', '')"
-	}
-	return "COALESCE(body ->> '$.policies.on_reclaim', '')"
+	return event(ctx, e, tx, backend, "reclaimed", host, id, onReclaim, now)
 }
 
 // Expire ends the leases whose time is up and denies the requests whose
@@ -1170,13 +587,11 @@ func (s *Store) onReclaim() string {
 func (s *Store) Expire(ctx context.Context) ([]string, time.Time, error) {
 	now := s.Now()
 	var ended []string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
 		ended = nil
-		if s.postgres {
-			// Before any row lock: see eventsLock.
-			if _, err := s.execTx(ctx, tx, "SELECT pg_advisory_xact_lock("+eventsLock+")"); err != nil {
-				return err
-			}
+		// Before any row lock: see eventsLock.
+		if err := s.engine.lockEvents(ctx, tx); err != nil {
+			return err
 		}
 		// One query a state, each in the index that holds only the leases
 		// in that state (SQLite scans the table for an OR of the two).
@@ -1186,7 +601,7 @@ func (s *Store) Expire(ctx context.Context) ([]string, time.Time, error) {
 			"SELECT id, state, COALESCE(hostname, '') FROM leases WHERE state = 'FULFILLED' AND expires_at > 0 AND expires_at <= ?",
 			"SELECT id, state, COALESCE(hostname, '') FROM leases WHERE state = 'PENDING' AND deadline <= ?",
 		} {
-			rows, err := s.rowsTx(ctx, tx, q+s.forUpdate(), nanos(now))
+			rows, err := s.engine.query(ctx, tx, q+s.engine.forUpdate(), nanos(now))
 			if err != nil {
 				return err
 			}
@@ -1219,8 +634,8 @@ func (s *Store) Expire(ctx context.Context) ([]string, time.Time, error) {
 		return nil, time.Time{}, fmt.Errorf("store: expiring leases: %w", err)
 	}
 	var next sql.NullInt64
-	err = s.read(ctx, func(tx *sql.Tx) error {
-		return s.rowTx(ctx, tx, `SELECT MIN(t) FROM (
+	err = s.engine.read(ctx, func(tx *sql.Tx) error {
+		return s.engine.queryRow(ctx, tx, `SELECT MIN(t) FROM (
 		SELECT MIN(expires_at) AS t FROM leases WHERE state = 'FULFILLED' AND expires_at > 0
 		UNION ALL SELECT MIN(deadline) AS t FROM leases WHERE state = 'PENDING') AS due`).Scan(&next)
 	})
@@ -1268,8 +683,8 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, limit int) (i
 // how many rows it deleted; what names them in an error.
 func (s *Store) delete(ctx context.Context, what, query string, args ...any) (int, error) {
 	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := s.execTx(ctx, tx, query, args...)
+	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
+		res, err := s.engine.exec(ctx, tx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -1290,9 +705,9 @@ func (s *Store) Events(ctx context.Context, backend string, after int64, limit i
 		q, args = q+" AND backend = ?", append(args, backend)
 	}
 	var out []Event
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.engine.read(ctx, func(tx *sql.Tx) error {
 		out = nil
-		rows, err := s.rowsTx(ctx, tx, q+" ORDER BY id LIMIT ?", append(args, limit)...)
+		rows, err := s.engine.query(ctx, tx, q+" ORDER BY id LIMIT ?", append(args, limit)...)
 		if err != nil {
 			return err
 		}
@@ -1319,11 +734,11 @@ func (s *Store) Events(ctx context.Context, backend string, after int64, limit i
 // only accumulate, and counting them would read them all.
 func (s *Store) Counts(ctx context.Context) (machines, leases map[string]int, err error) {
 	machines, leases = map[string]int{}, map[string]int{}
-	err = s.read(ctx, func(tx *sql.Tx) error {
+	err = s.engine.read(ctx, func(tx *sql.Tx) error {
 		var total, available, pending, fulfilled int
 		// States are literals so that SQLite counts in the indexes that
 		// hold only the rows in each.
-		if err := s.rowTx(ctx, tx, `SELECT (SELECT COUNT(*) FROM machines), (SELECT COUNT(*) FROM machines WHERE state = 'AVAILABLE'),
+		if err := s.engine.queryRow(ctx, tx, `SELECT (SELECT COUNT(*) FROM machines), (SELECT COUNT(*) FROM machines WHERE state = 'AVAILABLE'),
 			(SELECT COUNT(*) FROM leases WHERE state = 'PENDING'), (SELECT COUNT(*) FROM leases WHERE state = 'FULFILLED')`).Scan(
 			&total, &available, &pending, &fulfilled); err != nil {
 			return err
@@ -1341,11 +756,24 @@ func (s *Store) Counts(ctx context.Context) (machines, leases map[string]int, er
 // empty picks plans a hundred times slower. The provider calls it every
 // minute; it takes milliseconds.
 func (s *Store) Maintain(ctx context.Context) error {
-	if !s.postgres {
-		// SQLite's planner does better here on its rules than on
-		// sqlite_stat1 (measured: a quarter of the throughput).
-		return nil
-	}
-	_, err := s.db.ExecContext(ctx, "ANALYZE machines, leases")
-	return err
+	return s.engine.maintain(ctx)
+}
+
+// A Change is what Listen hears: a change of lease Lease, or new events
+// of backend Backend (Events), or, with neither, anything (as when
+// listening begins).
+type Change struct {
+	Lease   string
+	Events  bool
+	Backend string
+}
+
+// Listen calls changed each time a process using the same database
+// commits a change of a lease or new events, and once with the zero
+// Change when it starts to listen (what came before is unknown to the
+// caller), until ctx ends or the connection fails. It is how replicas on
+// one PostgreSQL database wake each other's long polls. On SQLite, which
+// one process uses, there is nothing to hear: it returns nil at once.
+func (s *Store) Listen(ctx context.Context, changed func(Change)) error {
+	return s.engine.listen(ctx, changed)
 }
