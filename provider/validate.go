@@ -32,19 +32,19 @@ import (
 // should (a dimension of a thousand values is a thousand terms of one
 // SQL expression). openapi.yaml documents them.
 const (
-	maxBody      = 1 << 20  // bytes of a request body
-	maxRequestID = 128      // bytes of a request_id
-	maxName      = 128      // bytes of a backend's or client's name, and of a lease id
-	maxDimKeys   = 64       // keys of one set of dimensions
-	maxDimValues = 64       // values of one key
+	maxBody      = 1 << 20 // bytes of a request body
+	maxRequestID = 128     // bytes of a request_id
+	maxName      = 128     // bytes of a backend's or client's name, and of a lease id
+	maxDimKeys   = 64      // keys of one set of dimensions
+	maxDimValues = 64      // values of one key
 	// maxRequestValues bounds the values of a lease request's dimensions
 	// in all: the queue indexes a waiting request by each of its values,
 	// and each entry names the request's whole shape, so a request's cost
 	// to the store grows with the square of its values.
 	maxRequestValues = 64
-	maxDimValue  = 255      // bytes of one value
-	maxCACert    = 16 << 10 // bytes of a connection's ca_cert
-	maxWait      = 5 * time.Minute
+	maxDimValue      = 255      // bytes of one value
+	maxCACert        = 16 << 10 // bytes of a connection's ca_cert
+	maxWait          = 5 * time.Minute
 	// maxFieldErrors is the most field errors an answer lists.
 	maxFieldErrors = 20
 )

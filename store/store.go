@@ -87,7 +87,6 @@ type engine interface {
 // cannot fill the queue for all.
 const DefaultMaxPending = 1000
 
-
 // maxPending is MaxPending or its default.
 func (s *Store) maxPending() int {
 	if s.MaxPending > 0 {
