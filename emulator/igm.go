@@ -317,11 +317,7 @@ func (e *Emulator) summarize(g *igm) {
 }
 
 func (e *Emulator) lookupIGM(c *call) (*igm, error) {
-	g, ok := c.p.zones[c.zone].igms[c.param("name")]
-	if !ok || g.deleting {
-		return nil, errNotFound(fmt.Sprintf("projects/%s/zones/%s/instanceGroupManagers/%s", c.p.name, c.zone, c.param("name")))
-	}
-	return g, nil
+	return e.igms(c).get(c.param("name"))
 }
 
 func (e *Emulator) getIGM(c *call) (any, error) {
@@ -333,19 +329,13 @@ func (e *Emulator) getIGM(c *call) (any, error) {
 }
 
 func (e *Emulator) listIGMs(c *call) (any, error) {
-	lp, err := parseListParams(c.r)
+	col := e.igms(c)
+	items, next, err := col.list(c.r)
 	if err != nil {
 		return nil, err
 	}
-	var all []*compute.InstanceGroupManager
-	for _, g := range c.p.zones[c.zone].igms {
-		if !g.deleting {
-			all = append(all, g.api)
-		}
-	}
-	items, next := page(lp, all, func(g *compute.InstanceGroupManager) string { return g.Name })
 	return &compute.InstanceGroupManagerList{
-		Kind: "compute#instanceGroupManagerList", Id: fmt.Sprintf("projects/%s/zones/%s/instanceGroupManagers", c.p.name, c.zone),
+		Kind: "compute#instanceGroupManagerList", Id: col.path,
 		Items: items, NextPageToken: next, SelfLink: zoneURL(c.p.name, c.zone) + "/instanceGroupManagers",
 	}, nil
 }

@@ -320,11 +320,7 @@ func (e *Emulator) beginDelete(p *project, in *instance, done func()) {
 }
 
 func (e *Emulator) lookupInstance(c *call) (*instance, error) {
-	in, ok := c.p.zones[c.zone].instances[c.param("name")]
-	if !ok || (in.deleting && in.api.Status == "TERMINATED") {
-		return nil, errNotFound(fmt.Sprintf("projects/%s/zones/%s/instances/%s", c.p.name, c.zone, c.param("name")))
-	}
-	return in, nil
+	return e.instances(c).get(c.param("name"))
 }
 
 func (e *Emulator) getInstance(c *call) (any, error) {
@@ -336,18 +332,14 @@ func (e *Emulator) getInstance(c *call) (any, error) {
 }
 
 func (e *Emulator) listInstances(c *call) (any, error) {
-	lp, err := parseListParams(c.r)
+	col := e.instances(c)
+	items, next, err := col.list(c.r)
 	if err != nil {
 		return nil, err
 	}
-	all := make([]*compute.Instance, 0, len(c.p.zones[c.zone].instances))
-	for _, in := range c.p.zones[c.zone].instances {
-		all = append(all, in.api)
-	}
-	items, next := page(lp, all, func(i *compute.Instance) string { return i.Name })
 	return &compute.InstanceList{
 		Kind:          "compute#instanceList",
-		Id:            fmt.Sprintf("projects/%s/zones/%s/instances", c.p.name, c.zone),
+		Id:            col.path,
 		Items:         items,
 		NextPageToken: next,
 		SelfLink:      zoneURL(c.p.name, c.zone) + "/instances",
