@@ -20,6 +20,9 @@ type collection[S, T any] struct {
 	name     func(T) string // the paging key of a wire resource
 	missing  func(S) bool   // get answers notFound for such an entry; nil when none
 	unlisted func(S) bool   // list leaves such an entry out; nil when none
+
+	// page is the resource's list type holding one page.
+	page func(items []T, next string) any
 }
 
 // get returns the entry named name, or GCE's notFound error naming the
@@ -50,31 +53,97 @@ func (c collection[S, T]) list(r *http.Request) ([]T, string, error) {
 	return items, next, nil
 }
 
+// serveGet answers a get of the entry named name.
+func (c collection[S, T]) serveGet(name string) (any, error) {
+	s, err := c.get(name)
+	if err != nil {
+		return nil, err
+	}
+	return c.api(s), nil
+}
+
+// serveList answers a list request with one page.
+func (c collection[S, T]) serveList(r *http.Request) (any, error) {
+	items, next, err := c.list(r)
+	if err != nil {
+		return nil, err
+	}
+	return c.page(items, next), nil
+}
+
+// aggregate lists the entries of the collection of in in every zone of the
+// project, paged together by zone and name as GCE's aggregatedList pages
+// them.
+func aggregate[S, T any](c *call, in func(p *project, zone string) collection[S, T], zoneOf func(T) string) ([]T, string, error) {
+	lp, err := parseListParams(c.r)
+	if err != nil {
+		return nil, "", err
+	}
+	var all []T
+	var name func(T) string
+	for z := range c.p.zones {
+		col := in(c.p, z)
+		name = col.name
+		for _, s := range col.items {
+			if col.unlisted == nil || !col.unlisted(s) {
+				all = append(all, col.api(s))
+			}
+		}
+	}
+	items, next := page(lp, all, func(t T) string { return zoneOf(t) + "/" + name(t) })
+	return items, next, nil
+}
+
 func self[T any](t T) T { return t }
 
 // instances is the call's zone's instances. An instance whose delete has
 // stopped it is gone for get, as in GCE, but still listed until removed.
 func (e *Emulator) instances(c *call) collection[*instance, *compute.Instance] {
+	return instancesIn(c.p, c.zone)
+}
+
+func instancesIn(p *project, zone string) collection[*instance, *compute.Instance] {
+	path := fmt.Sprintf("projects/%s/zones/%s/instances", p.name, zone)
 	return collection[*instance, *compute.Instance]{
-		path:    fmt.Sprintf("projects/%s/zones/%s/instances", c.p.name, c.zone),
-		items:   c.p.zones[c.zone].instances,
+		path:    path,
+		items:   p.zones[zone].instances,
 		api:     func(in *instance) *compute.Instance { return in.api },
 		name:    func(i *compute.Instance) string { return i.Name },
 		missing: func(in *instance) bool { return in.deleting && in.api.Status == "TERMINATED" },
+		page: func(items []*compute.Instance, next string) any {
+			return &compute.InstanceList{
+				Kind:          "compute#instanceList",
+				Id:            path,
+				Items:         items,
+				NextPageToken: next,
+				SelfLink:      zoneURL(p.name, zone) + "/instances",
+			}
+		},
 	}
 }
 
 // igms is the call's zone's instance group managers; a group being deleted
 // is gone at once.
 func (e *Emulator) igms(c *call) collection[*igm, *compute.InstanceGroupManager] {
+	return igmsIn(c.p, c.zone)
+}
+
+func igmsIn(p *project, zone string) collection[*igm, *compute.InstanceGroupManager] {
 	deleting := func(g *igm) bool { return g.deleting }
+	path := fmt.Sprintf("projects/%s/zones/%s/instanceGroupManagers", p.name, zone)
 	return collection[*igm, *compute.InstanceGroupManager]{
-		path:     fmt.Sprintf("projects/%s/zones/%s/instanceGroupManagers", c.p.name, c.zone),
-		items:    c.p.zones[c.zone].igms,
+		path:     path,
+		items:    p.zones[zone].igms,
 		api:      func(g *igm) *compute.InstanceGroupManager { return g.api },
 		name:     func(g *compute.InstanceGroupManager) string { return g.Name },
 		missing:  deleting,
 		unlisted: deleting,
+		page: func(items []*compute.InstanceGroupManager, next string) any {
+			return &compute.InstanceGroupManagerList{
+				Kind: "compute#instanceGroupManagerList", Id: path,
+				Items: items, NextPageToken: next, SelfLink: zoneURL(p.name, zone) + "/instanceGroupManagers",
+			}
+		},
 	}
 }
 
@@ -85,6 +154,9 @@ func (e *Emulator) templates(c *call) collection[*compute.InstanceTemplate, *com
 		items: c.p.templates,
 		api:   self[*compute.InstanceTemplate],
 		name:  func(t *compute.InstanceTemplate) string { return t.Name },
+		page: func(items []*compute.InstanceTemplate, next string) any {
+			return &compute.InstanceTemplateList{Kind: "compute#instanceTemplateList", Id: "projects/" + c.p.name + "/global/instanceTemplates", Items: items, NextPageToken: next, SelfLink: projectURL(c.p.name) + "/global/instanceTemplates"}
+		},
 	}
 }
 
@@ -95,6 +167,9 @@ func (e *Emulator) firewalls(c *call) collection[*compute.Firewall, *compute.Fir
 		items: c.p.firewalls,
 		api:   self[*compute.Firewall],
 		name:  func(f *compute.Firewall) string { return f.Name },
+		page: func(items []*compute.Firewall, next string) any {
+			return &compute.FirewallList{Kind: "compute#firewallList", Id: "projects/" + c.p.name + "/global/firewalls", Items: items, NextPageToken: next, SelfLink: projectURL(c.p.name) + "/global/firewalls"}
+		},
 	}
 }
 
@@ -106,6 +181,15 @@ func (e *Emulator) ops(c *call, s scope, path string) collection[*operation, *co
 		items: e.opsOf(c, s).byName,
 		api:   func(op *operation) *compute.Operation { return op.api },
 		name:  func(o *compute.Operation) string { return o.Name },
+		page: func(items []*compute.Operation, next string) any {
+			return &compute.OperationList{
+				Kind:          "compute#operationList",
+				Id:            path,
+				Items:         items,
+				NextPageToken: next,
+				SelfLink:      apiBase + path,
+			}
+		},
 	}
 }
 

@@ -310,15 +310,11 @@ func (e *Emulator) templateRef(p *project, ref, field string) (*compute.Instance
 }
 
 func (e *Emulator) listTemplates(c *call) (any, error) {
-	items, next, err := e.templates(c).list(c.r)
-	if err != nil {
-		return nil, err
-	}
-	return &compute.InstanceTemplateList{Kind: "compute#instanceTemplateList", Id: "projects/" + c.p.name + "/global/instanceTemplates", Items: items, NextPageToken: next, SelfLink: projectURL(c.p.name) + "/global/instanceTemplates"}, nil
+	return e.templates(c).serveList(c.r)
 }
 
 func (e *Emulator) getTemplate(c *call) (any, error) {
-	return e.templates(c).get(c.param("name"))
+	return e.templates(c).serveGet(c.param("name"))
 }
 
 func (e *Emulator) deleteTemplate(c *call) (any, error) {
@@ -397,15 +393,11 @@ func (e *Emulator) insertFirewall(c *call) (any, error) {
 }
 
 func (e *Emulator) listFirewalls(c *call) (any, error) {
-	items, next, err := e.firewalls(c).list(c.r)
-	if err != nil {
-		return nil, err
-	}
-	return &compute.FirewallList{Kind: "compute#firewallList", Id: "projects/" + c.p.name + "/global/firewalls", Items: items, NextPageToken: next, SelfLink: projectURL(c.p.name) + "/global/firewalls"}, nil
+	return e.firewalls(c).serveList(c.r)
 }
 
 func (e *Emulator) getFirewall(c *call) (any, error) {
-	return e.firewalls(c).get(c.param("name"))
+	return e.firewalls(c).serveGet(c.param("name"))
 }
 
 func (e *Emulator) deleteFirewall(c *call) (any, error) {

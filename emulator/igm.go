@@ -321,41 +321,20 @@ func (e *Emulator) lookupIGM(c *call) (*igm, error) {
 }
 
 func (e *Emulator) getIGM(c *call) (any, error) {
-	g, err := e.lookupIGM(c)
-	if err != nil {
-		return nil, err
-	}
-	return g.api, nil
+	return e.igms(c).serveGet(c.param("name"))
 }
 
 func (e *Emulator) listIGMs(c *call) (any, error) {
-	col := e.igms(c)
-	items, next, err := col.list(c.r)
-	if err != nil {
-		return nil, err
-	}
-	return &compute.InstanceGroupManagerList{
-		Kind: "compute#instanceGroupManagerList", Id: col.path,
-		Items: items, NextPageToken: next, SelfLink: zoneURL(c.p.name, c.zone) + "/instanceGroupManagers",
-	}, nil
+	return e.igms(c).serveList(c.r)
 }
 
 // aggregatedListIGMs lists the project's groups in every zone, paged
 // across zones as instances.aggregatedList is.
 func (e *Emulator) aggregatedListIGMs(c *call) (any, error) {
-	lp, err := parseListParams(c.r)
+	items, next, err := aggregate(c, igmsIn, func(g *compute.InstanceGroupManager) string { return lastSegment(g.Zone) })
 	if err != nil {
 		return nil, err
 	}
-	var all []*compute.InstanceGroupManager
-	for _, z := range c.p.zones {
-		for _, g := range z.igms {
-			if !g.deleting {
-				all = append(all, g.api)
-			}
-		}
-	}
-	items, next := page(lp, all, func(g *compute.InstanceGroupManager) string { return lastSegment(g.Zone) + "/" + g.Name })
 	scoped := byZone(c.p, items, func(g *compute.InstanceGroupManager) string { return lastSegment(g.Zone) },
 		func(l *compute.InstanceGroupManagersScopedList, g *compute.InstanceGroupManager) {
 			l.InstanceGroupManagers = append(l.InstanceGroupManagers, g)

@@ -324,41 +324,18 @@ func (e *Emulator) lookupInstance(c *call) (*instance, error) {
 }
 
 func (e *Emulator) getInstance(c *call) (any, error) {
-	in, err := e.lookupInstance(c)
-	if err != nil {
-		return nil, err
-	}
-	return in.api, nil
+	return e.instances(c).serveGet(c.param("name"))
 }
 
 func (e *Emulator) listInstances(c *call) (any, error) {
-	col := e.instances(c)
-	items, next, err := col.list(c.r)
-	if err != nil {
-		return nil, err
-	}
-	return &compute.InstanceList{
-		Kind:          "compute#instanceList",
-		Id:            col.path,
-		Items:         items,
-		NextPageToken: next,
-		SelfLink:      zoneURL(c.p.name, c.zone) + "/instances",
-	}, nil
+	return e.instances(c).serveList(c.r)
 }
 
 func (e *Emulator) aggregatedListInstances(c *call) (any, error) {
-	lp, err := parseListParams(c.r)
+	items, next, err := aggregate(c, instancesIn, func(i *compute.Instance) string { return lastSegment(i.Zone) })
 	if err != nil {
 		return nil, err
 	}
-	var all []*compute.Instance
-	for _, z := range c.p.zones {
-		for _, in := range z.instances {
-			all = append(all, in.api)
-		}
-	}
-	key := func(i *compute.Instance) string { return lastSegment(i.Zone) + "/" + i.Name }
-	items, next := page(lp, all, key)
 	scoped := byZone(c.p, items, func(in *compute.Instance) string { return lastSegment(in.Zone) },
 		func(l *compute.InstancesScopedList, in *compute.Instance) { l.Instances = append(l.Instances, in) },
 		func(scope, msg string) compute.InstancesScopedList {

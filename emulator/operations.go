@@ -193,11 +193,7 @@ func (e *Emulator) pruneOps(p *project, cutoff time.Time) {
 
 func (e *Emulator) getOp(s scope) handlerFunc {
 	return func(c *call) (any, error) {
-		op, err := e.ops(c, s, opPath(c)).get(c.param("name"))
-		if err != nil {
-			return nil, err
-		}
-		return op.api, nil
+		return e.ops(c, s, opPath(c)).serveGet(c.param("name"))
 	}
 }
 
@@ -228,17 +224,7 @@ func (e *Emulator) waitOp(s scope) handlerFunc {
 
 func (e *Emulator) listOps(s scope) handlerFunc {
 	return func(c *call) (any, error) {
-		items, next, err := e.ops(c, s, trimAPIPrefix(c.urlPath)).list(c.r)
-		if err != nil {
-			return nil, err
-		}
-		return &compute.OperationList{
-			Kind:          "compute#operationList",
-			Id:            trimAPIPrefix(c.urlPath),
-			Items:         items,
-			NextPageToken: next,
-			SelfLink:      apiBase + trimAPIPrefix(c.urlPath),
-		}, nil
+		return e.ops(c, s, trimAPIPrefix(c.urlPath)).serveList(c.r)
 	}
 }
 
