@@ -43,14 +43,18 @@ func (c collection[S, T]) list(r *http.Request) ([]T, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	all := make([]T, 0, len(c.items))
+	items, next := page(lp, c.appendListed(make([]T, 0, len(c.items))), c.name)
+	return items, next, nil
+}
+
+// appendListed appends the wire resources list shows to all.
+func (c collection[S, T]) appendListed(all []T) []T {
 	for _, s := range c.items {
 		if c.unlisted == nil || !c.unlisted(s) {
 			all = append(all, c.api(s))
 		}
 	}
-	items, next := page(lp, all, c.name)
-	return items, next, nil
+	return all
 }
 
 // serveGet answers a get of the entry named name.
@@ -71,9 +75,9 @@ func (c collection[S, T]) serveList(r *http.Request) (any, error) {
 	return c.page(items, next), nil
 }
 
-// aggregate lists the entries of the collection of in in every zone of the
-// project, paged together by zone and name as GCE's aggregatedList pages
-// them.
+// aggregate lists the entries of the collection in gives for each zone of
+// the project, paged together by zone and name as GCE's aggregatedList
+// pages them; zoneOf names a wire resource's zone.
 func aggregate[S, T any](c *call, in func(p *project, zone string) collection[S, T], zoneOf func(T) string) ([]T, string, error) {
 	lp, err := parseListParams(c.r)
 	if err != nil {
@@ -84,16 +88,13 @@ func aggregate[S, T any](c *call, in func(p *project, zone string) collection[S,
 	for z := range c.p.zones {
 		col := in(c.p, z)
 		name = col.name
-		for _, s := range col.items {
-			if col.unlisted == nil || !col.unlisted(s) {
-				all = append(all, col.api(s))
-			}
-		}
+		all = col.appendListed(all)
 	}
 	items, next := page(lp, all, func(t T) string { return zoneOf(t) + "/" + name(t) })
 	return items, next, nil
 }
 
+// self is the api of a collection that stores its wire resources as they are.
 func self[T any](t T) T { return t }
 
 // instances is the call's zone's instances. An instance whose delete has
@@ -102,6 +103,7 @@ func (e *Emulator) instances(c *call) collection[*instance, *compute.Instance] {
 	return instancesIn(c.p, c.zone)
 }
 
+// instancesIn is the instances of zone in p.
 func instancesIn(p *project, zone string) collection[*instance, *compute.Instance] {
 	path := fmt.Sprintf("projects/%s/zones/%s/instances", p.name, zone)
 	return collection[*instance, *compute.Instance]{
@@ -128,6 +130,7 @@ func (e *Emulator) igms(c *call) collection[*igm, *compute.InstanceGroupManager]
 	return igmsIn(c.p, c.zone)
 }
 
+// igmsIn is the instance group managers of zone in p.
 func igmsIn(p *project, zone string) collection[*igm, *compute.InstanceGroupManager] {
 	deleting := func(g *igm) bool { return g.deleting }
 	path := fmt.Sprintf("projects/%s/zones/%s/instanceGroupManagers", p.name, zone)
