@@ -118,7 +118,7 @@ func instancesIn(p *project, zone string) collection[*instance, *compute.Instanc
 				Id:            path,
 				Items:         items,
 				NextPageToken: next,
-				SelfLink:      zoneURL(p.name, zone) + "/instances",
+				SelfLink:      apiBase + path,
 			}
 		},
 	}
@@ -144,7 +144,7 @@ func igmsIn(p *project, zone string) collection[*igm, *compute.InstanceGroupMana
 		page: func(items []*compute.InstanceGroupManager, next string) any {
 			return &compute.InstanceGroupManagerList{
 				Kind: "compute#instanceGroupManagerList", Id: path,
-				Items: items, NextPageToken: next, SelfLink: zoneURL(p.name, zone) + "/instanceGroupManagers",
+				Items: items, NextPageToken: next, SelfLink: apiBase + path,
 			}
 		},
 	}
@@ -152,26 +152,28 @@ func igmsIn(p *project, zone string) collection[*igm, *compute.InstanceGroupMana
 
 // templates is the project's instance templates.
 func (e *Emulator) templates(c *call) collection[*compute.InstanceTemplate, *compute.InstanceTemplate] {
+	path := "projects/" + c.p.name + "/global/instanceTemplates"
 	return collection[*compute.InstanceTemplate, *compute.InstanceTemplate]{
-		path:  "projects/" + c.p.name + "/global/instanceTemplates",
+		path:  path,
 		items: c.p.templates,
 		api:   self[*compute.InstanceTemplate],
 		name:  func(t *compute.InstanceTemplate) string { return t.Name },
 		page: func(items []*compute.InstanceTemplate, next string) any {
-			return &compute.InstanceTemplateList{Kind: "compute#instanceTemplateList", Id: "projects/" + c.p.name + "/global/instanceTemplates", Items: items, NextPageToken: next, SelfLink: projectURL(c.p.name) + "/global/instanceTemplates"}
+			return &compute.InstanceTemplateList{Kind: "compute#instanceTemplateList", Id: path, Items: items, NextPageToken: next, SelfLink: apiBase + path}
 		},
 	}
 }
 
 // firewalls is the project's firewall rules.
 func (e *Emulator) firewalls(c *call) collection[*compute.Firewall, *compute.Firewall] {
+	path := "projects/" + c.p.name + "/global/firewalls"
 	return collection[*compute.Firewall, *compute.Firewall]{
-		path:  "projects/" + c.p.name + "/global/firewalls",
+		path:  path,
 		items: c.p.firewalls,
 		api:   self[*compute.Firewall],
 		name:  func(f *compute.Firewall) string { return f.Name },
 		page: func(items []*compute.Firewall, next string) any {
-			return &compute.FirewallList{Kind: "compute#firewallList", Id: "projects/" + c.p.name + "/global/firewalls", Items: items, NextPageToken: next, SelfLink: projectURL(c.p.name) + "/global/firewalls"}
+			return &compute.FirewallList{Kind: "compute#firewallList", Id: path, Items: items, NextPageToken: next, SelfLink: apiBase + path}
 		},
 	}
 }
