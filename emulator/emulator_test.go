@@ -733,3 +733,38 @@ func TestOldOperationsAreForgotten(t *testing.T) {
 		t.Errorf("an operation past retention: %v", err)
 	}
 }
+
+// TestNotFoundNamesTheResource holds every collection's get and delete to
+// GCE's notFound error, which names the resource by its path.
+func TestNotFoundNamesTheResource(t *testing.T) {
+	e := start(t, emulator.Options{})
+	for _, tc := range []struct {
+		path string
+		call func() error
+	}{
+		{"projects/" + proj + "/zones/" + zone + "/instances/nope", func() error { _, err := e.svc.Instances.Get(proj, zone, "nope").Do(); return err }},
+		{"projects/" + proj + "/zones/" + zone + "/instances/nope", func() error { _, err := e.svc.Instances.Delete(proj, zone, "nope").Do(); return err }},
+		{"projects/" + proj + "/zones/" + zone + "/instanceGroupManagers/nope", func() error {
+			_, err := e.svc.InstanceGroupManagers.Get(proj, zone, "nope").Do()
+			return err
+		}},
+		{"projects/" + proj + "/global/instanceTemplates/nope", func() error { _, err := e.svc.InstanceTemplates.Get(proj, "nope").Do(); return err }},
+		{"projects/" + proj + "/global/instanceTemplates/nope", func() error { _, err := e.svc.InstanceTemplates.Delete(proj, "nope").Do(); return err }},
+		{"projects/" + proj + "/global/firewalls/nope", func() error { _, err := e.svc.Firewalls.Get(proj, "nope").Do(); return err }},
+		{"projects/" + proj + "/global/firewalls/nope", func() error { _, err := e.svc.Firewalls.Delete(proj, "nope").Do(); return err }},
+		{"projects/" + proj + "/zones/" + zone + "/operations/nope", func() error { _, err := e.svc.ZoneOperations.Get(proj, zone, "nope").Do(); return err }},
+		{"projects/" + proj + "/zones/" + zone + "/operations/nope", func() error { return e.svc.ZoneOperations.Delete(proj, zone, "nope").Do() }},
+		{"projects/" + proj + "/regions/us-central1/operations/nope", func() error {
+			_, err := e.svc.RegionOperations.Get(proj, "us-central1", "nope").Do()
+			return err
+		}},
+		{"projects/" + proj + "/global/operations/nope", func() error { _, err := e.svc.GlobalOperations.Get(proj, "nope").Do(); return err }},
+		{"projects/" + proj + "/global/operations/nope", func() error { return e.svc.GlobalOperations.Delete(proj, "nope").Do() }},
+	} {
+		ge := apiErr(t, tc.call())
+		want := "The resource '" + tc.path + "' was not found"
+		if ge.Code != 404 || len(ge.Errors) != 1 || ge.Errors[0].Reason != "notFound" || ge.Message != want {
+			t.Errorf("%s: %d %q %v, want 404 notFound %q", tc.path, ge.Code, ge.Message, ge.Errors, want)
+		}
+	}
+}

@@ -310,24 +310,11 @@ func (e *Emulator) templateRef(p *project, ref, field string) (*compute.Instance
 }
 
 func (e *Emulator) listTemplates(c *call) (any, error) {
-	lp, err := parseListParams(c.r)
-	if err != nil {
-		return nil, err
-	}
-	var all []*compute.InstanceTemplate
-	for _, t := range c.p.templates {
-		all = append(all, t)
-	}
-	items, next := page(lp, all, func(t *compute.InstanceTemplate) string { return t.Name })
-	return &compute.InstanceTemplateList{Kind: "compute#instanceTemplateList", Id: "projects/" + c.p.name + "/global/instanceTemplates", Items: items, NextPageToken: next, SelfLink: projectURL(c.p.name) + "/global/instanceTemplates"}, nil
+	return e.templates(c).serveList(c.r)
 }
 
 func (e *Emulator) getTemplate(c *call) (any, error) {
-	t, ok := c.p.templates[c.param("name")]
-	if !ok {
-		return nil, errNotFound("projects/" + c.p.name + "/global/instanceTemplates/" + c.param("name"))
-	}
-	return t, nil
+	return e.templates(c).serveGet(c.param("name"))
 }
 
 func (e *Emulator) deleteTemplate(c *call) (any, error) {
@@ -335,9 +322,9 @@ func (e *Emulator) deleteTemplate(c *call) (any, error) {
 		return opResult(op, err)
 	}
 	name := c.param("name")
-	t, ok := c.p.templates[name]
-	if !ok {
-		return nil, errNotFound("projects/" + c.p.name + "/global/instanceTemplates/" + name)
+	t, err := e.templates(c).get(name)
+	if err != nil {
+		return nil, err
 	}
 	for _, z := range c.p.zones {
 		for _, g := range z.igms {
@@ -406,33 +393,20 @@ func (e *Emulator) insertFirewall(c *call) (any, error) {
 }
 
 func (e *Emulator) listFirewalls(c *call) (any, error) {
-	lp, err := parseListParams(c.r)
-	if err != nil {
-		return nil, err
-	}
-	var all []*compute.Firewall
-	for _, f := range c.p.firewalls {
-		all = append(all, f)
-	}
-	items, next := page(lp, all, func(f *compute.Firewall) string { return f.Name })
-	return &compute.FirewallList{Kind: "compute#firewallList", Id: "projects/" + c.p.name + "/global/firewalls", Items: items, NextPageToken: next, SelfLink: projectURL(c.p.name) + "/global/firewalls"}, nil
+	return e.firewalls(c).serveList(c.r)
 }
 
 func (e *Emulator) getFirewall(c *call) (any, error) {
-	f, ok := c.p.firewalls[c.param("name")]
-	if !ok {
-		return nil, errNotFound("projects/" + c.p.name + "/global/firewalls/" + c.param("name"))
-	}
-	return f, nil
+	return e.firewalls(c).serveGet(c.param("name"))
 }
 
 func (e *Emulator) deleteFirewall(c *call) (any, error) {
 	if op, err := e.replay(c); err != nil || op != nil {
 		return opResult(op, err)
 	}
-	f, ok := c.p.firewalls[c.param("name")]
-	if !ok {
-		return nil, errNotFound("projects/" + c.p.name + "/global/firewalls/" + c.param("name"))
+	f, err := e.firewalls(c).get(c.param("name"))
+	if err != nil {
+		return nil, err
 	}
 	delete(c.p.firewalls, f.Name)
 	op := e.newOp(c, globalScope, "delete", f.SelfLink, f.Id)

@@ -317,55 +317,24 @@ func (e *Emulator) summarize(g *igm) {
 }
 
 func (e *Emulator) lookupIGM(c *call) (*igm, error) {
-	g, ok := c.p.zones[c.zone].igms[c.param("name")]
-	if !ok || g.deleting {
-		return nil, errNotFound(fmt.Sprintf("projects/%s/zones/%s/instanceGroupManagers/%s", c.p.name, c.zone, c.param("name")))
-	}
-	return g, nil
+	return e.igms(c).get(c.param("name"))
 }
 
 func (e *Emulator) getIGM(c *call) (any, error) {
-	g, err := e.lookupIGM(c)
-	if err != nil {
-		return nil, err
-	}
-	return g.api, nil
+	return e.igms(c).serveGet(c.param("name"))
 }
 
 func (e *Emulator) listIGMs(c *call) (any, error) {
-	lp, err := parseListParams(c.r)
-	if err != nil {
-		return nil, err
-	}
-	var all []*compute.InstanceGroupManager
-	for _, g := range c.p.zones[c.zone].igms {
-		if !g.deleting {
-			all = append(all, g.api)
-		}
-	}
-	items, next := page(lp, all, func(g *compute.InstanceGroupManager) string { return g.Name })
-	return &compute.InstanceGroupManagerList{
-		Kind: "compute#instanceGroupManagerList", Id: fmt.Sprintf("projects/%s/zones/%s/instanceGroupManagers", c.p.name, c.zone),
-		Items: items, NextPageToken: next, SelfLink: zoneURL(c.p.name, c.zone) + "/instanceGroupManagers",
-	}, nil
+	return e.igms(c).serveList(c.r)
 }
 
 // aggregatedListIGMs lists the project's groups in every zone, paged
 // across zones as instances.aggregatedList is.
 func (e *Emulator) aggregatedListIGMs(c *call) (any, error) {
-	lp, err := parseListParams(c.r)
+	items, next, err := aggregate(c, igmsIn, func(g *compute.InstanceGroupManager) string { return lastSegment(g.Zone) })
 	if err != nil {
 		return nil, err
 	}
-	var all []*compute.InstanceGroupManager
-	for _, z := range c.p.zones {
-		for _, g := range z.igms {
-			if !g.deleting {
-				all = append(all, g.api)
-			}
-		}
-	}
-	items, next := page(lp, all, func(g *compute.InstanceGroupManager) string { return lastSegment(g.Zone) + "/" + g.Name })
 	scoped := byZone(c.p, items, func(g *compute.InstanceGroupManager) string { return lastSegment(g.Zone) },
 		func(l *compute.InstanceGroupManagersScopedList, g *compute.InstanceGroupManager) {
 			l.InstanceGroupManagers = append(l.InstanceGroupManagers, g)

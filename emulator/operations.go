@@ -193,11 +193,7 @@ func (e *Emulator) pruneOps(p *project, cutoff time.Time) {
 
 func (e *Emulator) getOp(s scope) handlerFunc {
 	return func(c *call) (any, error) {
-		op, ok := e.opsOf(c, s).byName[c.param("name")]
-		if !ok {
-			return nil, errNotFound(trimAPIPrefix(c.urlPath))
-		}
-		return op.api, nil
+		return e.ops(c, s, opPath(c)).serveGet(c.param("name"))
 	}
 }
 
@@ -228,32 +224,17 @@ func (e *Emulator) waitOp(s scope) handlerFunc {
 
 func (e *Emulator) listOps(s scope) handlerFunc {
 	return func(c *call) (any, error) {
-		lp, err := parseListParams(c.r)
-		if err != nil {
-			return nil, err
-		}
-		var all []*compute.Operation
-		for _, op := range e.opsOf(c, s).byName {
-			all = append(all, op.api)
-		}
-		items, next := page(lp, all, func(o *compute.Operation) string { return o.Name })
-		return &compute.OperationList{
-			Kind:          "compute#operationList",
-			Id:            trimAPIPrefix(c.urlPath),
-			Items:         items,
-			NextPageToken: next,
-			SelfLink:      apiBase + trimAPIPrefix(c.urlPath),
-		}, nil
+		return e.ops(c, s, trimAPIPrefix(c.urlPath)).serveList(c.r)
 	}
 }
 
 func (e *Emulator) deleteOp(s scope) handlerFunc {
 	return func(c *call) (any, error) {
-		ops := e.opsOf(c, s)
-		if _, ok := ops.byName[c.param("name")]; !ok {
-			return nil, errNotFound(trimAPIPrefix(c.urlPath))
+		ops := e.ops(c, s, opPath(c))
+		if _, err := ops.get(c.param("name")); err != nil {
+			return nil, err
 		}
-		delete(ops.byName, c.param("name"))
+		delete(ops.items, c.param("name"))
 		return struct{}{}, nil
 	}
 }
