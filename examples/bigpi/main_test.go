@@ -73,7 +73,7 @@ func TestBigpiOnGCE(t *testing.T) {
 	_, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{"gcr.io/pi-project/gceboot": boot}})
 
 	cmd := exec.Command(bin, "-system=gce", "-nmach=2", "-samples=2e7",
-		"-gce.endpoint="+url, "-gce.project=pi-project", "-gce.zones=us-west1-b",
+		"-gce.compute-endpoint="+url, "-gce.project=pi-project", "-gce.zones=us-west1-b",
 		"-gce.image=gcr.io/pi-project/gceboot:v1", "-gce.machine-type=e2-standard-4")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -143,6 +143,7 @@ func TestBigpiOnGCEBadImage(t *testing.T) {
 	}
 	for _, want := range []string{
 		"bigpi: bigmachine: 0 of 2 machines started:\n  machine ",
+		"warning: -gce.endpoint is deprecated: use -gce.compute-endpoint", // the old name still works
 		"its console ended with:",
 		`konlet: image "gcr.io/pi-project/gcebot:v1" is not known to the emulator`,
 	} {
