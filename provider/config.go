@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -136,8 +137,23 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:8790"
 	}
+	// Paths the file names are relative to the file, not to where serve
+	// was started.
+	dir := filepath.Dir(name)
 	if cfg.Database == "" {
 		cfg.Database = "gcefleet.db"
+	} else if !strings.HasPrefix(cfg.Database, "postgres://") && !strings.HasPrefix(cfg.Database, "postgresql://") {
+		p, sqlite := strings.CutPrefix(cfg.Database, "sqlite:")
+		if p != ":memory:" && p != "" && !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+			if sqlite {
+				p = "sqlite:" + p
+			}
+			cfg.Database = p
+		}
+	}
+	if cfg.Backend != nil && cfg.Backend.Config != "" && !filepath.IsAbs(cfg.Backend.Config) {
+		cfg.Backend.Config = filepath.Join(dir, cfg.Backend.Config)
 	}
 	var errs []error
 	bad := func(line int, format string, args ...any) {
@@ -170,6 +186,9 @@ func ParseConfig(name string, data []byte) (Config, error) {
 		}
 		switch {
 		case t.TokenFile != "":
+			if !filepath.IsAbs(t.TokenFile) {
+				t.TokenFile = filepath.Join(dir, t.TokenFile)
+			}
 			b, err := os.ReadFile(t.TokenFile)
 			if err != nil {
 				bad(t.line, "token %q: %v", t.Name, err)
