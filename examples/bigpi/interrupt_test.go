@@ -65,3 +65,38 @@ func TestBigpiCtrlC(t *testing.T) {
 		}
 	}
 }
+
+// TestBigpiHelpNamesEveryVariable: bigpi --help names the environment
+// variable of every flag, and the variables set the flags.
+func TestBigpiHelpNamesEveryVariable(t *testing.T) {
+	bin := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/examples/bigpi")
+	out, err := exec.Command(bin, "-help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bigpi -help: %v\n%s", err, out)
+	}
+	flags := 0
+	for _, block := range strings.Split(string(out), "\n  -")[1:] {
+		flags++
+		name, _, _ := strings.Cut(block, " ")
+		name, _, _ = strings.Cut(name, "\n")
+		want := "BIGPI_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if strings.HasPrefix(name, "gce.") {
+			want = "GCEFLEET_" + strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(name, "gce."), "-", "_"))
+		}
+		if strings.Contains(block, "deprecated") {
+			continue
+		}
+		if !strings.Contains(strings.Join(strings.Fields(block), " "), "env "+want) {
+			t.Errorf("-%s: help does not name %s:\n%s", name, want, block)
+		}
+	}
+	if flags < 25 {
+		t.Errorf("only %d flags in the help:\n%s", flags, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "BIGPI_NMACH=many")
+	out, err = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), `BIGPI_NMACH="many"`) {
+		t.Errorf("BIGPI_NMACH=many: %v\n%s", err, out)
+	}
+}

@@ -91,6 +91,25 @@ func run() int {
 		timeout = flag.Duration("start-timeout", 2*time.Minute, "how long machines may take to start; those that take longer fail and bigpi goes on without them")
 		debug   = flag.String("debug", "", "serve bigmachine's status page and merged profiles at http://`ADDR`/debug/bigmachine/ while bigpi runs, such as localhost:8080 (empty: none)")
 	)
+	// bigpi's own flags are read from BIGPI_NAME too (the -gce.* ones from
+	// GCEFLEET_NAME); the command line wins, as it is parsed after.
+	var envErr error
+	flag.VisitAll(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "gce.") {
+			return
+		}
+		name := "BIGPI_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		f.Usage += " (env " + name + ")"
+		if v := os.Getenv(name); v != "" {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		fmt.Fprintln(os.Stderr, "bigpi:", envErr)
+		return 2
+	}
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `Usage: bigpi [flags]
 
