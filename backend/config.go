@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -30,6 +31,10 @@ type Config struct {
 	Templates []Template `yaml:"templates"`
 	Managers  []Manager  `yaml:"managers"`
 	Settings  Settings   `yaml:"settings"`
+
+	// Warnings are what the file should change but that works still,
+	// each as name:line: what to write instead.
+	Warnings []string `yaml:"-"`
 }
 
 // Template declares an instance template; a change to it makes a new
@@ -87,8 +92,12 @@ type Settings struct {
 	Interval time.Duration `yaml:"interval"`
 	// ComputeRate is the Compute API calls per second per project.
 	ComputeRate float64 `yaml:"compute_rate"`
-	// Endpoint is the Compute API base URL; empty means real GCE.
-	Endpoint string `yaml:"endpoint"`
+	// Endpoint is the Compute API base URL (compute_endpoint, as the
+	// commands' --compute-endpoint); empty means real GCE.
+	Endpoint string `yaml:"compute_endpoint"`
+	// OldEndpoint is the key endpoint, compute_endpoint's old name: still
+	// read, with a warning.
+	OldEndpoint string `yaml:"endpoint"`
 	// AuditGrace is how long an instance labelled as the backend's that
 	// no group of its explains may live before the audit deletes it.
 	AuditGrace time.Duration `yaml:"audit_grace"`
@@ -142,6 +151,13 @@ func ParseConfig(name string, data []byte) (Config, error) {
 		cfg.Managers[i].Line = at(lines["managers"], i)
 	}
 	cfg.Settings.lines = keyLines(&root, "settings")
+	if old := cfg.Settings.OldEndpoint; old != "" {
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s:%d: settings.endpoint is deprecated: write compute_endpoint: %s", name, cfg.Settings.line("endpoint"), old))
+		if cfg.Settings.Endpoint == "" {
+			cfg.Settings.Endpoint = old
+			cfg.Settings.lines["compute_endpoint"] = cfg.Settings.lines["endpoint"]
+		}
+	}
 	if cfg.Settings.Interval == 0 {
 		cfg.Settings.Interval = time.Minute
 	}
@@ -275,6 +291,11 @@ func (cfg *Config) check(name string, skip func(line int, msg string) bool) erro
 		}
 		for _, k := range slices.Sorted(maps.Keys(t.MetadataFromFiles)) {
 			path := t.MetadataFromFiles[k]
+			// Relative to the file that names it, not to where serve runs.
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(filepath.Dir(name), path)
+				t.MetadataFromFiles[k] = path
+			}
 			if _, err := os.Stat(path); err != nil {
 				bad(t.Line, "template %s: metadata_from_files %s: %v", t.BaseName, k, err)
 			}
@@ -318,7 +339,7 @@ func (cfg *Config) check(name string, skip func(line int, msg string) bool) erro
 	}
 	if e := cfg.Settings.Endpoint; e != "" {
 		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad(cfg.Settings.line("endpoint"), "settings.endpoint %q is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE", e)
+			bad(cfg.Settings.line("compute_endpoint"), "settings.compute_endpoint %q is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE", e)
 		}
 	}
 	if cfg.Settings.Interval < time.Second {

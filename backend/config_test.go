@@ -92,10 +92,10 @@ func TestConfigErrorsTeach(t *testing.T) {
 		name, yaml string
 		want       []string // the whole error, line by line
 	}{
-		{"endpoint without a scheme", tmpl + "settings:\n  endpoint: 127.0.0.1:8780\n", []string{
-			`fleet.yaml:8: settings.endpoint "127.0.0.1:8780" is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE`}},
-		{"endpoint not a URL", tmpl + "settings:\n  interval: 30s\n  endpoint: emulator\n", []string{
-			`fleet.yaml:9: settings.endpoint "emulator" is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE`}},
+		{"endpoint without a scheme", tmpl + "settings:\n  compute_endpoint: 127.0.0.1:8780\n", []string{
+			`fleet.yaml:8: settings.compute_endpoint "127.0.0.1:8780" is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE`}},
+		{"endpoint not a URL", tmpl + "settings:\n  interval: 30s\n  compute_endpoint: emulator\n", []string{
+			`fleet.yaml:9: settings.compute_endpoint "emulator" is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE`}},
 		{"compute_rate 0", tmpl + "settings:\n  compute_rate: 0\n", []string{
 			`fleet.yaml:8: settings.compute_rate 0: the Compute API calls per second per project must be above 0, e.g. compute_rate: 20 (the default)`}},
 		{"compute_rate negative", tmpl + "settings:\n  compute_rate: -5\n", []string{
@@ -115,7 +115,7 @@ settings:
 			`fleet.yaml:8: "ten" is not a number`,
 			`fleet.yaml:8: manager of pool: zone "moon" is not a zone such as us-central1-a`,
 			`fleet.yaml:10: "soon" is not a duration: write a number with a unit, such as 90s, 15m or 720h`,
-			`fleet.yaml:11: settings.endpoint "nowhere" is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE`,
+			`fleet.yaml:11: settings.compute_endpoint "nowhere" is not a URL with a scheme: write http://127.0.0.1:8780 for the emulator, or leave it out for real GCE`,
 		}},
 		{"a tab", "templates:\n  - base_name: pool\n\tproject: my-project\n", []string{
 			`fleet.yaml:3: a tab indents this line: YAML indents with spaces only`}},
@@ -129,7 +129,12 @@ settings:
 			t.Errorf("%s: error\n%s\nwant\n%s", tc.name, err, strings.Join(tc.want, "\n"))
 		}
 	}
-	if _, err := backend.ParseConfig("fleet.yaml", []byte(tmpl+"settings:\n  endpoint: http://127.0.0.1:8780\n  compute_rate: 2.5\n")); err != nil {
-		t.Errorf("an endpoint URL and a compute_rate of 2.5: %v", err)
+	if cfg, err := backend.ParseConfig("fleet.yaml", []byte(tmpl+"settings:\n  compute_endpoint: http://127.0.0.1:8780\n  compute_rate: 2.5\n")); err != nil || cfg.Settings.Endpoint != "http://127.0.0.1:8780" || len(cfg.Warnings) != 0 {
+		t.Errorf("an endpoint URL and a compute_rate of 2.5: %v, %q, warnings %q", err, cfg.Settings.Endpoint, cfg.Warnings)
+	}
+	// The old key still works, with a warning that says what to write.
+	cfg, err := backend.ParseConfig("fleet.yaml", []byte(tmpl+"settings:\n  endpoint: http://127.0.0.1:8780\n"))
+	if err != nil || cfg.Settings.Endpoint != "http://127.0.0.1:8780" || strings.Join(cfg.Warnings, "\n") != "fleet.yaml:8: settings.endpoint is deprecated: write compute_endpoint: http://127.0.0.1:8780" {
+		t.Errorf("settings.endpoint: %v, %q, warnings %q", err, cfg.Settings.Endpoint, cfg.Warnings)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -145,8 +146,23 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:8790"
 	}
+	// Paths the file names are relative to the file, not to where serve
+	// was started.
+	dir := filepath.Dir(name)
 	if cfg.Database == "" {
 		cfg.Database = "gcefleet.db"
+	} else if !strings.Contains(cfg.Database, "://") { // a URL is checked below
+		p, sqlite := strings.CutPrefix(cfg.Database, "sqlite:")
+		if p != ":memory:" && p != "" && !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+			if sqlite {
+				p = "sqlite:" + p
+			}
+			cfg.Database = p
+		}
+	}
+	if cfg.Backend != nil && cfg.Backend.Config != "" && !filepath.IsAbs(cfg.Backend.Config) {
+		cfg.Backend.Config = filepath.Join(dir, cfg.Backend.Config)
 	}
 	var errs []error
 	bad := func(line int, format string, args ...any) {
@@ -181,6 +197,9 @@ func ParseConfig(name string, data []byte) (Config, error) {
 		}
 		switch {
 		case t.TokenFile != "":
+			if !filepath.IsAbs(t.TokenFile) {
+				t.TokenFile = filepath.Join(dir, t.TokenFile)
+			}
 			b, err := os.ReadFile(t.TokenFile)
 			if err != nil {
 				bad(t.line, "token %q: %v", t.Name, err)

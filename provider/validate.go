@@ -104,6 +104,9 @@ func badJSON(err error) error {
 		}
 		return invalid(map[string]string{te.Field: msg})
 	}
+	if de, ok := errors.AsType[*api.DurationError](err); ok {
+		return invalid(map[string]string{"term.duration": de.Error()})
+	}
 	if _, ok := errors.AsType[*time.ParseError](err); ok {
 		return newError("invalid", "request body: times are RFC 3339 strings, such as 2026-01-02T15:04:05Z")
 	}
@@ -117,7 +120,7 @@ func jsonKind(t reflect.Type) string {
 	case t == reflect.TypeFor[time.Time]():
 		return "an RFC 3339 time string"
 	case t == reflect.TypeFor[time.Duration]():
-		return "a duration in nanoseconds"
+		return "a duration string, such as \"600s\" or \"10m\""
 	}
 	switch t.Kind() {
 	case reflect.String:

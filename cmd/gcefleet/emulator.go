@@ -49,7 +49,12 @@ func (f imageFlag) Set(s string) error {
 
 func emulatorCommand() *command {
 	return &command{
-		name:    "emulator",
+		name:      "emulator",
+		envPrefix: "GCEFLEET_EMULATOR_",
+		envNames:  map[string]string{"image": "GCEFLEET_EMULATOR_IMAGES"},
+		// GCEFLEET_IMAGE is bigpi's gceboot image: it is not read here.
+		envOld: map[string]string{"listen": "GCEFLEET_LISTEN", "wait-timeout": "GCEFLEET_WAIT_TIMEOUT",
+			"stop-grace": "GCEFLEET_STOP_GRACE", "verbose": "GCEFLEET_VERBOSE"},
 		summary: "serve a Compute Engine emulator for tests and local development",
 		usage:   "[--listen ADDR] [--image IMAGE=PATH]...",
 		help: `Serves the Compute Engine v1 REST API on a local address, with instances

@@ -3,8 +3,9 @@
 // machines and cleans up after runs.
 //
 // Every flag can also be set through the environment: --project is
-// GCEFLEET_PROJECT, --listen is GCEFLEET_LISTEN, and so on. A flag given on the
-// command line wins over the environment.
+// GCEFLEET_PROJECT, the emulator's --listen is GCEFLEET_EMULATOR_LISTEN, and
+// so on (--help names each). A flag given on the command line wins over the
+// environment.
 package main
 
 import (
@@ -35,6 +36,15 @@ type command struct {
 	// flags declares the command's flags on fs and returns the function that
 	// runs it once they are parsed.
 	flags func(fs *flag.FlagSet) func(ctx context.Context, env *environ, args []string) error
+	// envPrefix starts the environment variable of each flag, when not
+	// GCEFLEET_: the emulator's are its own, so that a variable exported
+	// for one program does not change another's meaning.
+	envPrefix string
+	// envNames gives the variable of a flag whose name would mislead.
+	envNames map[string]string
+	// envOld gives the variable a flag was read from before, still read
+	// (with a notice) when the new one is not set.
+	envOld map[string]string
 }
 
 // environ is what a command may touch of the outside world, so that tests can
@@ -185,7 +195,7 @@ func (c *command) run(ctx context.Context, env *environ, args []string) error {
 		}
 		return usagef("%s: %v (see 'gcefleet %s --help')", c.name, strings.Replace(err.Error(), " -", " --", 1), c.name)
 	}
-	if err := setFromEnv(fs, env.getenv); err != nil {
+	if err := c.setFromEnv(fs, env); err != nil {
 		return usagef("%s: %v", c.name, err)
 	}
 	if !c.takesArgs && fs.NArg() > 0 {
@@ -269,7 +279,7 @@ func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "\nFlags (each also read from the environment variable shown):\n")
 	fs.VisitAll(func(f *flag.Flag) {
 		typ, usage := flag.UnquoteUsage(unteach(f))
-		fmt.Fprintf(w, "  --%s %s\t[%s]\n      %s", f.Name, typ, envName(f.Name), usage)
+		fmt.Fprintf(w, "  --%s %s\t[%s]\n      %s", f.Name, typ, c.envName(f.Name), usage)
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
 			fmt.Fprintf(w, " (default %s)", f.DefValue)
 		}
@@ -278,13 +288,20 @@ func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
 }
 
 // envName is the environment variable that sets the flag name.
-func envName(name string) string {
-	return "GCEFLEET_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+func (c *command) envName(name string) string {
+	if n, ok := c.envNames[name]; ok {
+		return n
+	}
+	prefix := c.envPrefix
+	if prefix == "" {
+		prefix = "GCEFLEET_"
+	}
+	return prefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
 // setFromEnv sets every flag that the command line left unset from its
 // environment variable, if that is set.
-func setFromEnv(fs *flag.FlagSet, getenv func(string) string) error {
+func (c *command) setFromEnv(fs *flag.FlagSet, env *environ) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
@@ -292,12 +309,19 @@ func setFromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 		if err != nil || given[f.Name] {
 			return
 		}
-		v := getenv(envName(f.Name))
+		name := c.envName(f.Name)
+		v := env.getenv(name)
+		if old := c.envOld[f.Name]; v == "" && old != "" {
+			if v = env.getenv(old); v != "" {
+				fmt.Fprintf(env.stderr, "gcefleet %s: %s is deprecated: set %s instead\n", c.name, old, name)
+				name = old
+			}
+		}
 		if v == "" {
 			return
 		}
 		if e := fs.Set(f.Name, v); e != nil {
-			err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+			err = fmt.Errorf("%s=%q: %w", name, v, e)
 		}
 	})
 	return err

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"net/http"
 	"strings"
@@ -72,9 +73,19 @@ func TestCommandHelpHasExample(t *testing.T) {
 
 func TestEnvironmentSetsFlags(t *testing.T) {
 	// A bad value from the environment is reported with the variable's name.
-	code, _, stderr := runCLI(t, map[string]string{"GCEFLEET_WAIT_TIMEOUT": "soon"}, "emulator")
-	if code != 2 || !strings.Contains(stderr, `GCEFLEET_WAIT_TIMEOUT="soon"`) {
+	code, _, stderr := runCLI(t, map[string]string{"GCEFLEET_EMULATOR_WAIT_TIMEOUT": "soon"}, "emulator")
+	if code != 2 || !strings.Contains(stderr, `GCEFLEET_EMULATOR_WAIT_TIMEOUT="soon"`) {
 		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	// The old name still works, with a notice.
+	code, _, stderr = runCLI(t, map[string]string{"GCEFLEET_WAIT_TIMEOUT": "soon"}, "emulator")
+	if code != 2 || !strings.Contains(stderr, "GCEFLEET_WAIT_TIMEOUT is deprecated: set GCEFLEET_EMULATOR_WAIT_TIMEOUT instead") || !strings.Contains(stderr, `GCEFLEET_WAIT_TIMEOUT="soon"`) {
+		t.Errorf("old name: exit %d, stderr %q", code, stderr)
+	}
+	// GCEFLEET_IMAGE, bigpi's gceboot image, does not reach the emulator's image map.
+	code, _, stderr = runCLI(t, map[string]string{"GCEFLEET_IMAGE": "gcr.io/p/gceboot:v1", "GCEFLEET_EMULATOR_WAIT_TIMEOUT": "soon"}, "emulator")
+	if code != 2 || strings.Contains(stderr, "IMAGE=PATH") {
+		t.Errorf("GCEFLEET_IMAGE read by the emulator: exit %d, stderr %q", code, stderr)
 	}
 }
 
@@ -84,7 +95,7 @@ func TestEmulatorServesAndStops(t *testing.T) {
 	done := make(chan int)
 	go func() {
 		e := &environ{stdout: pw, stderr: io.Discard, getenv: func(k string) string {
-			if k == "GCEFLEET_LISTEN" {
+			if k == "GCEFLEET_EMULATOR_LISTEN" {
 				return "127.0.0.1:0"
 			}
 			return ""
@@ -117,5 +128,38 @@ func TestEmulatorServesAndStops(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("emulator did not stop on interrupt")
+	}
+}
+
+// TestEveryFlagHasItsVariable checks that every flag of every command has
+// one environment variable of its own, that sets it, and that the help
+// names it.
+func TestEveryFlagHasItsVariable(t *testing.T) {
+	owner := map[string]string{} // variable -> command and flag, across commands
+	for _, c := range commands() {
+		code, help, _ := runCLI(t, nil, c.name, "--help")
+		if code != 0 {
+			t.Errorf("%s --help: exit %d", c.name, code)
+		}
+		fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+		c.flags(fs)
+		fs.VisitAll(func(f *flag.Flag) {
+			v := c.envName(f.Name)
+			if !strings.HasPrefix(v, "GCEFLEET_") {
+				t.Errorf("%s --%s: variable %q", c.name, f.Name, v)
+			}
+			if !strings.Contains(help, "--"+f.Name+" ") && !strings.Contains(help, "--"+f.Name+"\t") || !strings.Contains(help, "["+v+"]") {
+				t.Errorf("%s --help does not name %s for --%s:\n%s", c.name, v, f.Name, help)
+			}
+			// A variable means one thing: the same flag name in two commands
+			// may share it only if the flag means the same there.
+			if o, ok := owner[v]; ok && !strings.HasSuffix(o, " --"+f.Name) {
+				t.Errorf("%s is both %s and %s --%s", v, o, c.name, f.Name)
+			}
+			owner[v] = c.name + " --" + f.Name
+		})
+	}
+	if o := owner["GCEFLEET_IMAGE"]; o != "" {
+		t.Errorf("GCEFLEET_IMAGE is bigpi's gceboot image, but sets %s", o)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"strconv"
@@ -102,7 +101,7 @@ Example:
 					debug.SetGCPercent(gcPercent)
 				}
 				log := slog.New(slog.NewTextHandler(env.stderr, nil))
-				start, err := backendStarter(ctx, cfg, *config, log)
+				start, err := backendStarter(ctx, cfg, log)
 				if err != nil {
 					return err
 				}
@@ -117,14 +116,11 @@ Example:
 
 // backendStarter loads the GCE Backend's configuration, if the provider's
 // names one, and returns what starts it once the provider listens.
-func backendStarter(ctx context.Context, cfg provider.Config, configPath string, log *slog.Logger) (func(url string, s *provider.Server), error) {
+func backendStarter(ctx context.Context, cfg provider.Config, log *slog.Logger) (func(url string, s *provider.Server), error) {
 	if cfg.Backend == nil {
 		return func(string, *provider.Server) {}, nil
 	}
-	path := cfg.Backend.Config
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(filepath.Dir(configPath), path)
-	}
+	path := cfg.Backend.Config // relative to the provider's file already
 	bcfg, startErr := backend.LoadConfig(path)
 	if startErr != nil {
 		// A bad file must not stop a fleet that ran: run on the last
@@ -134,6 +130,9 @@ func backendStarter(ctx context.Context, cfg provider.Config, configPath string,
 			return nil, startErr
 		}
 		log.Error("the backend's configuration file was refused; running on the last good one from the database", "err", startErr)
+	}
+	for _, w := range bcfg.Warnings {
+		log.Warn(w)
 	}
 	// The deployment's identity, made at its first start: a name that
 	// is not the stored one stops serve here, with what to do.
@@ -212,7 +211,7 @@ func planCommand() *command {
 		help: `Checks a GCE Backend configuration (every problem, each with its line) and
 prints what the backend would create, resize and drain on Compute Engine to
 match it, without changing anything. The Compute endpoint is the config's
-settings.endpoint (empty: real GCE with Application Default Credentials).
+settings.compute_endpoint (empty: real GCE with Application Default Credentials).
 It shows only this deployment's resources: the deployment is the one
 settings.deployment names or, with --database (the provider's database,
 which keeps the deployment's identity and the backend's state), the

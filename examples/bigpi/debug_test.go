@@ -28,7 +28,7 @@ func TestBigpiDebugPageInABrowser(t *testing.T) {
 
 	// Enough samples that bigpi runs until the test stops it.
 	cmd := exec.Command(bin, "-system=gce", "-nmach=2", "-samples=1e15", "-debug=127.0.0.1:0",
-		"-gce.endpoint="+url, "-gce.project=pi-project", "-gce.zones=us-west1-b",
+		"-gce.compute-endpoint="+url, "-gce.project=pi-project", "-gce.zones=us-west1-b",
 		"-gce.image=gcr.io/pi-project/gceboot:v1", "-gce.machine-type=e2-standard-4")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

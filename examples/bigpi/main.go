@@ -91,6 +91,25 @@ func run() int {
 		timeout = flag.Duration("start-timeout", 2*time.Minute, "how long machines may take to start; those that take longer fail and bigpi goes on without them")
 		debug   = flag.String("debug", "", "serve bigmachine's status page and merged profiles at http://`ADDR`/debug/bigmachine/ while bigpi runs, such as localhost:8080 (empty: none)")
 	)
+	// bigpi's own flags are read from BIGPI_NAME too (the -gce.* ones from
+	// GCEFLEET_NAME); the command line wins, as it is parsed after.
+	var envErr error
+	flag.VisitAll(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "gce.") {
+			return
+		}
+		name := "BIGPI_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		f.Usage += " (env " + name + ")"
+		if v := os.Getenv(name); v != "" {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		fmt.Fprintln(os.Stderr, "bigpi:", envErr)
+		return 2
+	}
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `Usage: bigpi [flags]
 
@@ -140,8 +159,23 @@ Flags:
 		fmt.Fprintf(os.Stderr, "bigpi: -nmach %d: need at least one machine\n", *nmach)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// Ctrl-C (or SIGTERM) cancels ctx, saying so at once; a second one
+	// kills, as signals do by default.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wasInterrupted atomic.Bool
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-sigs:
+			signal.Stop(sigs)
+			wasInterrupted.Store(true)
+			fmt.Fprintln(os.Stderr, "\nbigpi: interrupted; stopping its machines (Ctrl-C again to quit at once)")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 
 	if *single {
 		start := time.Now()
@@ -152,6 +186,13 @@ Flags:
 
 	b := bigmachine.Start(sys, bigmachine.WithStartTimeout(*timeout))
 	defer b.Shutdown()
+	// After Ctrl-C, the calls that fail are the ones it cancelled: say
+	// that the machines are stopped rather than how each call failed.
+	interrupted := func() int {
+		b.Shutdown()
+		fmt.Fprintln(os.Stderr, "bigpi: interrupted; its machines are stopped")
+		return 130
+	}
 	start := time.Now()
 	facts := []bigmachine.Fact{{Name: "program", Value: fmt.Sprintf("bigpi: %d machines, %d samples", *nmach, n)}}
 	if g, ok := sys.(*gce.System); ok {
@@ -172,6 +213,9 @@ Flags:
 	stopWatch := watchStart(os.Stderr, b, *nmach, start, startProgressEvery)
 	machines, err := b.Start(ctx, *nmach, bigmachine.Services{"Pi": Pi{}})
 	stopWatch()
+	if wasInterrupted.Load() {
+		return interrupted()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bigpi:", err)
 		if len(machines) == 0 {
@@ -182,6 +226,9 @@ Flags:
 	fmt.Fprintf(os.Stderr, "%d machines running after %v\n", len(machines), time.Since(start).Round(time.Millisecond))
 
 	in, err := estimate(ctx, machines, n, progress(os.Stderr, n))
+	if wasInterrupted.Load() {
+		return interrupted()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bigpi:", err)
 		return 1

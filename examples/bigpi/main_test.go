@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	compute "google.golang.org/api/compute/v1"
 	"google.golang.org/api/option"
@@ -73,7 +74,7 @@ func TestBigpiOnGCE(t *testing.T) {
 	_, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{"gcr.io/pi-project/gceboot": boot}})
 
 	cmd := exec.Command(bin, "-system=gce", "-nmach=2", "-samples=2e7",
-		"-gce.endpoint="+url, "-gce.project=pi-project", "-gce.zones=us-west1-b",
+		"-gce.compute-endpoint="+url, "-gce.project=pi-project", "-gce.zones=us-west1-b",
 		"-gce.image=gcr.io/pi-project/gceboot:v1", "-gce.machine-type=e2-standard-4")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -125,24 +126,31 @@ func TestBigpiOnGCE(t *testing.T) {
 }
 
 // TestBigpiOnGCEBadImage: with an image that no instance can run, bigpi
-// says how the start goes while it waits, then fails saying why, from the
-// instances' serial ports, and leaves no instance behind.
+// says how the start goes while it waits, then fails soon, long before its
+// start timeout, saying why from the instances' serial ports, and leaves
+// no instance behind.
 func TestBigpiOnGCEBadImage(t *testing.T) {
 	bin := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/examples/bigpi")
 	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
 	_, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{"gcr.io/pi-project/gceboot": boot}})
 
-	cmd := exec.Command(bin, "-system=gce", "-nmach=2", "-start-timeout=7s",
+	cmd := exec.Command(bin, "-system=gce", "-nmach=2", "-start-timeout=2m",
 		"-gce.endpoint="+url, "-gce.project=pi-project", "-gce.zones=us-west1-b", "-gce.image=gcr.io/pi-project/gcebot:v1")
+	began := time.Now()
 	out, err := cmd.CombinedOutput()
 	if cmd.ProcessState.ExitCode() != 1 {
 		t.Fatalf("bigpi with a wrong image: %v\n%s", err, out)
+	}
+	if took := time.Since(began); took > 30*time.Second {
+		t.Errorf("bigpi took %v to fail with an image no instance can run: it waited for the start timeout\n%s", took, out)
 	}
 	if !regexp.MustCompile(`\n  0 of 2 machines running, 2 starting, 0 failed \([56]s\)\n`).Match(out) {
 		t.Errorf("no progress while the machines did not start:\n%s", out)
 	}
 	for _, want := range []string{
 		"bigpi: bigmachine: 0 of 2 machines started:\n  machine ",
+		"warning: -gce.endpoint is deprecated: use -gce.compute-endpoint", // the old name still works
+		"its container did not start: ",
 		"its console ended with:",
 		`konlet: image "gcr.io/pi-project/gcebot:v1" is not known to the emulator`,
 	} {

@@ -6,9 +6,13 @@
 package api
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -118,13 +122,105 @@ type Term struct {
 	Indefinite bool          `json:"indefinite,omitempty"`
 }
 
+// wireTerm is Term as JSON carries it: the duration as Google's JSON
+// mapping of google.protobuf.Duration writes it ("600s", "1.5s").
+type wireTerm struct {
+	Duration   json.RawMessage `json:"duration,omitempty"`
+	ExpiresAt  time.Time       `json:"expires_at,omitzero"`
+	Indefinite bool            `json:"indefinite,omitempty"`
+}
+
+// MarshalJSON writes the duration as a string of decimal seconds, as
+// Google's APIs do, so that no JSON shows nanoseconds.
+func (t Term) MarshalJSON() ([]byte, error) {
+	w := wireTerm{ExpiresAt: t.ExpiresAt, Indefinite: t.Indefinite}
+	if t.Duration != 0 {
+		w.Duration = strconv.AppendQuote(nil, FormatDuration(t.Duration))
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalJSON reads the duration as a string people write ("10m",
+// "600s", "1.5s", "1h30m") or, from older clients, as an integer of
+// nanoseconds.
+func (t *Term) UnmarshalJSON(b []byte) error {
+	var w wireTerm
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	d, err := parseWireDuration(w.Duration)
+	if err != nil {
+		return err
+	}
+	*t = Term{Duration: d, ExpiresAt: w.ExpiresAt, Indefinite: w.Indefinite}
+	return nil
+}
+
+// DurationError is a duration in a request that cannot be read.
+type DurationError struct {
+	Value string // the JSON value as sent
+}
+
+func (e *DurationError) Error() string {
+	return fmt.Sprintf("%s is not a duration: write a string such as \"600s\", \"10m\", \"1.5h\" or \"1h30m\"", e.Value)
+}
+
+func parseWireDuration(raw json.RawMessage) (time.Duration, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	bad := &DurationError{Value: string(raw)}
+	if len(raw) > 64 {
+		bad.Value = string(raw[:64]) + "…"
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, bad
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return 0, bad
+		}
+		return d, nil
+	}
+	// Nanoseconds, as clients before durations were strings sent them.
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		return 0, bad
+	}
+	return time.Duration(n), nil
+}
+
+// FormatDuration writes d as Google's JSON mapping of
+// google.protobuf.Duration does: decimal seconds with an "s", with
+// no more fractional digits than needed ("600s", "1.5s").
+func FormatDuration(d time.Duration) string {
+	neg := d < 0
+	u := uint64(d)
+	if neg {
+		u = -u
+	}
+	sec, frac := u/uint64(time.Second), u%uint64(time.Second)
+	s := strconv.FormatUint(sec, 10)
+	if frac != 0 {
+		f := strings.TrimRight(fmt.Sprintf("%09d", frac), "0")
+		s += "." + f
+	}
+	if neg {
+		s = "-" + s
+	}
+	return s + "s"
+}
+
 // Validate returns what is wrong with the term, if anything.
 func (t Term) Validate(now time.Time) error {
 	n := 0
 	if t.Duration != 0 {
 		n++
 		if t.Duration < time.Second || t.Duration > MaxDuration {
-			return fmt.Errorf("duration %v: must be between 1s and 21 days (or ask for indefinite)", t.Duration)
+			return fmt.Errorf("duration %s: must be between 1s and 21 days, 504h (or ask for indefinite)", FormatDuration(t.Duration))
 		}
 	}
 	if !t.ExpiresAt.IsZero() {

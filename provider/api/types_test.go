@@ -35,3 +35,17 @@ func TestLeaseRequestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		10 * time.Minute:        "600s",
+		1500 * time.Millisecond: "1.5s",
+		time.Nanosecond:         "0.000000001s",
+		-2 * time.Second:        "-2s",
+		api.MaxDuration:         "1814400s",
+	} {
+		if got := api.FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -60,6 +60,8 @@ type Config struct {
 	Owner string
 	// KeepalivePeriod and KeepaliveTimeout time the driver's keepalives.
 	KeepalivePeriod, KeepaliveTimeout time.Duration
+
+	envErrs []error // variables RegisterFlags could not read, for Validate
 }
 
 // DefaultConfig returns the defaults, with the environment's say: the
@@ -80,7 +82,7 @@ func DefaultConfig() Config {
 		KeepalivePeriod:  2 * time.Second,
 		KeepaliveTimeout: 30 * time.Second,
 	}
-	if z := env("GCEFLEET_ZONE", "ZONE"); z != "" {
+	if z := env("GCEFLEET_ZONES", "GCEFLEET_ZONE", "ZONE"); z != "" {
 		c.Zones = strings.Split(z, ",")
 	}
 	if img := env("GCEFLEET_IMAGE", "IMG"); img != "" {
@@ -107,7 +109,7 @@ func env(keys ...string) string {
 // values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Project, "gce.project", c.Project, "Google Cloud `project` (env GCEFLEET_PROJECT or PROJECT)")
-	fs.Func("gce.zones", "comma-separated `zones`, tried in order (env GCEFLEET_ZONE or ZONE; default "+strings.Join(c.Zones, ",")+")", func(s string) error {
+	fs.Func("gce.zones", "comma-separated `zones`, tried in order (env GCEFLEET_ZONES, GCEFLEET_ZONE or ZONE; default "+strings.Join(c.Zones, ",")+")", func(s string) error {
 		c.Zones = strings.Split(s, ",")
 		return nil
 	})
@@ -131,13 +133,42 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		}
 		return nil
 	})
-	fs.StringVar(&c.Endpoint, "gce.endpoint", c.Endpoint, "Compute API base `URL`; empty is real GCE, http://127.0.0.1:8780 the emulator (env GCEFLEET_COMPUTE_ENDPOINT)")
+	fs.StringVar(&c.Endpoint, "gce.compute-endpoint", c.Endpoint, "Compute API base `URL`; empty is real GCE, http://127.0.0.1:8780 the emulator (env GCEFLEET_COMPUTE_ENDPOINT)")
+	fs.Func("gce.endpoint", "deprecated: use -gce.compute-endpoint", func(s string) error {
+		fmt.Fprintln(fs.Output(), "warning: -gce.endpoint is deprecated: use -gce.compute-endpoint (or GCEFLEET_COMPUTE_ENDPOINT)")
+		c.Endpoint = s
+		return nil
+	})
 	fs.IntVar(&c.Port, "gce.port", c.Port, "`port` the machines serve on")
 	fs.DurationVar(&c.MaxRunDuration, "gce.max-run", c.MaxRunDuration, "cap on each machine's life; GCE deletes it then")
 	fs.BoolVar(&c.Firewall, "gce.firewall", c.Firewall, "ensure a firewall rule that lets this driver reach the machines")
 	fs.StringVar(&c.FirewallSource, "gce.firewall-source", c.FirewallSource, "source `CIDR` of that rule (default: this host's address)")
 	fs.StringVar(&c.Prefix, "gce.prefix", c.Prefix, "machine name `prefix`")
 	fs.DurationVar(&c.KeepaliveTimeout, "gce.keepalive-timeout", c.KeepaliveTimeout, "how long a machine lives without its driver")
+
+	// Every flag but the deprecated one has its variable, named in its
+	// help; DefaultConfig has read those it reads with the seed's.
+	readByDefault := map[string]bool{"gce.project": true, "gce.zones": true, "gce.image": true, "gce.compute-endpoint": true}
+	fs.VisitAll(func(f *flag.Flag) {
+		if !strings.HasPrefix(f.Name, "gce.") || strings.HasPrefix(f.Usage, "deprecated") {
+			return
+		}
+		name := EnvName(f.Name)
+		if !strings.Contains(f.Usage, name) {
+			f.Usage += " (env " + name + ")"
+		}
+		if v := os.Getenv(name); v != "" && !readByDefault[f.Name] {
+			if err := f.Value.Set(v); err != nil {
+				c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q: %w", name, v, err))
+			}
+		}
+	})
+}
+
+// EnvName is the environment variable of the flag gce.NAME: GCEFLEET_NAME,
+// in capitals with underscores.
+func EnvName(flagName string) string {
+	return "GCEFLEET_" + strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(flagName, "gce."), "-", "_"))
 }
 
 var (
@@ -153,6 +184,7 @@ var (
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	errs = append(errs, c.envErrs...)
 	if c.Project == "" {
 		bad("no project: set -gce.project or GCEFLEET_PROJECT (or PROJECT)")
 	} else if !projectID.MatchString(c.Project) {

@@ -28,6 +28,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,6 +81,11 @@ type Machine struct {
 	Zone, Name string
 	id         string // the instance's id, which its identity token names
 	sign       func(name string, pub crypto.PublicKey) ([]byte, error)
+
+	// While it boots: since when GCE has said RUNNING, and when its serial
+	// port was last read for the container agent's failure.
+	bootMu                       sync.Mutex
+	runningSince, consoleChecked time.Time
 }
 
 // New returns a gce system with cfg. It checks nothing and calls nothing:
@@ -444,8 +450,64 @@ func (s *System) KeepaliveFailed(ctx context.Context, m *bigmachine.Machine) (bo
 		return true, fmt.Errorf("instance %s in %s was deleted", h.Name, h.Zone)
 	case st == "STOPPING" || st == "STOPPED" || st == "TERMINATED" || st == "SUSPENDING" || st == "SUSPENDED":
 		return true, fmt.Errorf("instance %s in %s is %s", h.Name, h.Zone, st)
+	case st == "RUNNING" && m.State() < bigmachine.Running:
+		if line := s.agentFailure(ctx, h); line != "" {
+			return true, fmt.Errorf("instance %s in %s: its container did not start: %s", h.Name, h.Zone, line)
+		}
 	}
 	return false, nil
+}
+
+// After an instance has been RUNNING this long without its machine
+// answering, its serial port is read, at most once every consoleEvery, for
+// the container agent's failure: so that an image that cannot be pulled
+// fails the machine at once rather than at the start timeout, for one
+// Compute call per machine that is slow to answer.
+const (
+	consoleAfter = 8 * time.Second
+	consoleEvery = 10 * time.Second
+)
+
+// agentFailureRE matches the lines in which the container agent (konlet
+// on Container-Optimized OS, and the emulator's) says that the container
+// cannot start.
+var agentFailureRE = regexp.MustCompile(`konlet.*(Error|error|is not known|invalid container declaration|starting container:|[Ff]ailed to (start|pull))`)
+
+// agentFailure returns the container agent's failure line from the booting
+// machine's serial port, or "" if there is none or it is not time to look.
+func (s *System) agentFailure(ctx context.Context, h *Machine) string {
+	now := time.Now()
+	h.bootMu.Lock()
+	if h.runningSince.IsZero() {
+		h.runningSince = now
+	}
+	due := now.Sub(h.runningSince) >= consoleAfter && now.Sub(h.consoleChecked) >= consoleEvery
+	if due {
+		h.consoleChecked = now
+	}
+	h.bootMu.Unlock()
+	if !due {
+		return ""
+	}
+	c, err := s.Client(ctx)
+	if err != nil {
+		return ""
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := c.Instances.GetSerialPortOutput(cctx, &computepb.GetSerialPortOutputInstanceRequest{
+		Project: s.cfg.Project, Zone: h.Zone, Instance: h.Name, Port: new(int32(1)), Start: new(int64(-consoleBytes)),
+	})
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(out.GetContents(), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if agentFailureRE.MatchString(lines[i]) {
+			return strings.TrimSpace(lines[i])
+		}
+	}
+	return ""
 }
 
 // zoneStatus is a recent list of the run's instances in a zone.
