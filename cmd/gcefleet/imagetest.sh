@@ -105,8 +105,8 @@ waitok() {
 }
 url="http://$(docker port "$tag" 8790/tcp | head -1)"
 waitok "$url/v1/openapi.yaml"
-curl -fsS "$url/v1/openapi.yaml" | grep -q '^openapi: 3' || fail "/v1/openapi.yaml is not an OpenAPI document"
-uid=$(docker top "$tag" -o uid,comm | awk '$2 == "gcefleet" {print $1}')
+curl -fsS "$url/v1/openapi.yaml" | grep '^openapi: 3' >/dev/null || fail "/v1/openapi.yaml is not an OpenAPI document"
+uid=$(docker top "$tag" -o pid,uid,comm | awk '$3 == "gcefleet" {print $2}')
 [ "$uid" = 65532 ] || fail "serve runs as uid '$uid', want 65532 (nonroot)"
 echo "    $url/v1/openapi.yaml answers; serve runs as uid $uid"
 
