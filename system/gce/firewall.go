@@ -43,4 +43,3 @@ func RunFirewall(f *computepb.Firewall) (run, owner string, ok bool) {
 	}
 	return run, owner, true
 }
-
