@@ -373,7 +373,7 @@ func (s *System) ensureFirewall(ctx context.Context, c *gcecompute.Client) error
 	}
 	req := &computepb.InsertFirewallRequest{Project: s.cfg.Project, RequestId: new(gcecompute.RequestID()), FirewallResource: &computepb.Firewall{
 		Name:         new(s.networkTag()),
-		Description:  new("gcefleet bigmachine run " + s.run + ": the driver reaches its machines"),
+		Description:  new(firewallDescription(s.run, s.cfg.Owner)),
 		Network:      new(network),
 		Direction:    new("INGRESS"),
 		SourceRanges: []string{source},
