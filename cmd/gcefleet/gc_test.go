@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"regexp"
 	"sort"
@@ -128,4 +129,48 @@ func firewalls(t *testing.T, svc *compute.Service) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, " ")
+}
+
+// TestGCShowsProgress: while GCE takes its time deleting (here, a
+// container that ignores SIGTERM until the stop grace ends), gc says how
+// many instances are left and how long it has waited, then what it
+// deleted.
+func TestGCShowsProgress(t *testing.T) {
+	_, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{"gcr.io/p-gc/stubborn": "/bin/sh"}, StopGrace: 2 * time.Second})
+	svc, err := compute.NewService(context.Background(), option.WithEndpoint(url+"/compute/v1/"), option.WithoutAuthentication())
+	if err != nil {
+		t.Fatal(err)
+	}
+	decl := "spec:\n  containers:\n  - name: s\n    image: gcr.io/p-gc/stubborn\n    args: [\"-c\", \"trap '' TERM; sleep 60\"]\n  restartPolicy: Never\n"
+	zone := "us-central1-a"
+	op, err := svc.Instances.Insert("p-gc", zone, &compute.Instance{
+		Name: "bigm-rslow-0001", MachineType: "zones/" + zone + "/machineTypes/e2-small",
+		Labels:            map[string]string{"gcefleet-role": "bigmachine", "gcefleet-run": "rslow"},
+		Disks:             []*compute.AttachedDisk{{Boot: true, InitializeParams: &compute.AttachedDiskInitializeParams{SourceImage: "projects/cos-cloud/global/images/family/cos-stable"}}},
+		NetworkInterfaces: []*compute.NetworkInterface{{}},
+		Metadata:          &compute.Metadata{Items: []*compute.MetadataItems{{Key: "gce-container-declaration", Value: &decl}}},
+	}).Do()
+	if err == nil {
+		op, err = svc.ZoneOperations.Wait("p-gc", zone, op.Name).Do()
+	}
+	if err != nil || op.Error != nil {
+		t.Fatalf("insert: %v %v", err, op)
+	}
+	var out, errb bytes.Buffer
+	env := map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}
+	e := &environ{stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }, progress: 200 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if code := run(ctx, e, []string{"gc", "--project", "p-gc", "--run", "rslow"}); code != 0 {
+		t.Fatalf("gc: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(errb.String(), "gc: waiting for GCE to delete 1 instance: 1 left (") {
+		t.Errorf("gc said no progress while GCE deleted for 2s; stderr:\n%s", errb.String())
+	}
+	if !strings.Contains(out.String(), "deleted 1 instance") {
+		t.Errorf("gc did not end with what it deleted:\n%s", out.String())
+	}
+	if got := names(t, svc); got != "" {
+		t.Errorf("left after gc: %q", got)
+	}
 }
