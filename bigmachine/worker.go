@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"time"
 
 	"github.com/gcefleet/gcefleet/bigmachine/internal/pki"
@@ -25,6 +27,10 @@ func Bootstrap(cfg WorkerConfig, ln net.Listener, logger *slog.Logger, exit func
 
 // runWorker serves the driver's program on a machine and never returns.
 func runWorker(sys System, b *B, cfg WorkerConfig) {
+	// A terminal's Ctrl-C reaches every process of its group, local
+	// machines included; the driver, which has it too, stops them itself,
+	// and a machine whose driver is gone exits when its keepalive lapses.
+	signal.Ignore(os.Interrupt)
 	if cfg.Uploaded != "" {
 		// The running program keeps its own mapping; let go of the rest.
 		removeProgram(cfg.Uploaded)

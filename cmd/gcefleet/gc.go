@@ -55,6 +55,9 @@ Example:
 				if len(args) > 0 {
 					return usagef("gc: unexpected arguments %q", args)
 				}
+				if *olderThan < 0 {
+					return usagef("gc: --older-than %v is negative: give the age past which a run counts as left behind, such as 2h (0 counts every run; --run names one)", *olderThan)
+				}
 				return gc(ctx, env, *project, *endpoint, *olderThan, *run, *dryRun)
 			}
 		},

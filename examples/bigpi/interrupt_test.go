@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 import (
@@ -6,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +20,9 @@ import (
 func TestBigpiCtrlC(t *testing.T) {
 	bin := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/examples/bigpi")
 	cmd := exec.Command(bin, "-nmach=2", "-samples=1e14")
+	// A group of its own, as a terminal's job: Ctrl-C reaches the driver
+	// and its local machines alike.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +44,7 @@ func TestBigpiCtrlC(t *testing.T) {
 			break
 		}
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	rest, err := io.ReadAll(r)
@@ -58,6 +64,9 @@ func TestBigpiCtrlC(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
+	}
+	if n := strings.Count(text, "stopping its machines"); n != 1 {
+		t.Errorf("%d processes said they are stopping the machines, want the driver alone:\n%s", n, text)
 	}
 	for _, bad := range []string{"network error", "context canceled", "Post \"https://"} {
 		if strings.Contains(text, bad) {
