@@ -58,4 +58,15 @@ func TestDurationsAsPeopleWriteThem(t *testing.T) {
 	if status != 400 || !strings.Contains(body, "2160000s") || strings.Contains(body, "2160000000000000") {
 		t.Errorf("a term too long: answered %d %s, want the duration in seconds", status, body)
 	}
+	// Given, a zero is out of range (not "give one of"); a small number
+	// was most likely meant as seconds.
+	for _, c := range []struct{ duration, want string }{
+		{`"0s"`, "must be between 1s and 21 days"},
+		{`600`, "a number is read as nanoseconds"},
+	} {
+		status, body := postAs(t, w, alice, "/v1/leases", `{"request_id":"odd","dimensions":{"os":["linux"]},"term":{"duration":`+c.duration+`}}`)
+		if status != 400 || !strings.Contains(body, `"term.duration"`) || !strings.Contains(body, c.want) {
+			t.Errorf("duration %s: answered %d %s, want a 400 on term.duration saying %q", c.duration, status, body, c.want)
+		}
+	}
 }

@@ -159,11 +159,20 @@ func (t *Term) UnmarshalJSON(b []byte) error {
 // DurationError is a duration in a request that cannot be read.
 type DurationError struct {
 	Value string // the JSON value as sent
+	// Why is what is wrong with a value that reads as a duration; empty
+	// when it does not read as one.
+	Why string
 }
 
 func (e *DurationError) Error() string {
+	if e.Why != "" {
+		return e.Value + ": " + e.Why
+	}
 	return fmt.Sprintf("%s is not a duration: write a string such as \"600s\", \"10m\", \"1.5h\" or \"1h30m\"", e.Value)
 }
+
+// outOfRange is why a duration given is not a lease's.
+const outOfRange = "must be between 1s and 21 days, 504h (or ask for indefinite)"
 
 func parseWireDuration(raw json.RawMessage) (time.Duration, error) {
 	raw = bytes.TrimSpace(raw)
@@ -183,11 +192,20 @@ func parseWireDuration(raw json.RawMessage) (time.Duration, error) {
 		if err != nil {
 			return 0, bad
 		}
+		if d <= 0 { // given, so not to be read as absent
+			bad.Why = outOfRange
+			return 0, bad
+		}
 		return d, nil
 	}
 	// Nanoseconds, as clients before durations were strings sent them.
 	n, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil {
+		return 0, bad
+	}
+	if n < int64(time.Second) {
+		// 600 meant as seconds is 600 ns: say how a number is read.
+		bad.Why = "a number is read as nanoseconds, and a lease lasts at least 1s: write a string such as \"600s\" or \"10m\""
 		return 0, bad
 	}
 	return time.Duration(n), nil
@@ -220,7 +238,7 @@ func (t Term) Validate(now time.Time) error {
 	if t.Duration != 0 {
 		n++
 		if t.Duration < time.Second || t.Duration > MaxDuration {
-			return fmt.Errorf("duration %s: must be between 1s and 21 days, 504h (or ask for indefinite)", FormatDuration(t.Duration))
+			return fmt.Errorf("duration %s: %s", FormatDuration(t.Duration), outOfRange)
 		}
 	}
 	if !t.ExpiresAt.IsZero() {
