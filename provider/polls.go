@@ -148,6 +148,12 @@ func (s *Server) leased(l api.Lease) {
 	}
 }
 
+// StopPolls answers every waiting long poll at once with what it has, as
+// when the server shuts down; later polls answer without waiting.
+func (s *Server) StopPolls() {
+	s.stoppingOnce.Do(func() { close(s.stopping) })
+}
+
 // longPoll calls ready until it says the answer is ready, the request's
 // ?wait= passes, or the request ends: first with nil (ready reads what it
 // needs), then each time a change wakes p, with the lease as the change
@@ -200,6 +206,11 @@ func (s *Server) longPoll(r *http.Request, p *poll, ready func(got *api.Lease) (
 		case <-r.Context().Done():
 			t.Stop()
 			return r.Context().Err()
+		case <-s.stopping:
+			// The server is shutting down: answer with what is, now.
+			t.Stop()
+			_, err := ready(nil)
+			return err
 		}
 		t.Stop()
 	}

@@ -34,6 +34,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, drain time.Duratio
 	}
 	capped := netcap.Listen(ln, maxConns)
 	srv := capped.Track(newHTTPServer(s.Handler()))
+	srv.RegisterOnShutdown(s.StopPolls)
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	go s.Run(runCtx)

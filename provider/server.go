@@ -40,6 +40,10 @@ type Server struct {
 	hearing atomic.Bool
 
 	polls polls // the long polls waiting, by what they wait for
+	// stopping is closed when the server shuts down: waiting long polls
+	// answer at once with what they have, rather than hold up the drain.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
 
 	mu     sync.Mutex
 	wakeAt time.Time     // when Run looks next
@@ -63,6 +67,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	// configuration that sets it.
 	st.MaxPending = cfg.MaxPendingPerClient
 	s.polls.leases = map[string]map[*poll]struct{}{}
+	s.stopping = make(chan struct{})
 	s.polls.events = map[*poll]struct{}{}
 	s.sessions, s.history = newSessions(), newHistory()
 	s.m = metrics{
