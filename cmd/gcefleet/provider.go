@@ -474,19 +474,28 @@ func extendCommand() *command {
 
 // eachLease applies do to each lease id and prints the leases it returns.
 func eachLease(env *environ, pf providerFlags, ids []string, do func(id string) (store.Lease, error)) error {
+	// Every lease is tried, and what was done is printed before what
+	// failed: a bad id among several must not hide that the rest ended.
 	var out []store.Lease
+	var errs []error
 	for _, id := range ids {
 		l, err := do(id)
 		if err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		out = append(out, l)
 	}
-	if pf.json {
-		return printJSON(env.stdout, out)
+	if len(out) > 0 || len(errs) == 0 {
+		if pf.json {
+			if err := printJSON(env.stdout, out); err != nil {
+				return err
+			}
+		} else {
+			printLeases(env.stdout, out)
+		}
 	}
-	printLeases(env.stdout, out)
-	return nil
+	return errors.Join(errs...)
 }
 
 func releaseCommand() *command {

@@ -124,9 +124,11 @@ func TestProviderCommands(t *testing.T) {
 	if code, _, stderr := runCLI(t, env, "extend", "--duration", "600h", l.ID); code != 2 || !strings.Contains(stderr, "21 days") {
 		t.Errorf("extend past 21 days: exit %d, %s", code, stderr)
 	}
-	code, out, _ = runCLI(t, env, "release", l.ID)
-	if code != 0 || !strings.Contains(out, "RELEASED") {
-		t.Errorf("release: exit %d\n%s", code, out)
+	// An unknown id first does not keep the real one from being released,
+	// and what was released is printed beside the error.
+	code, out, stderr = runCLI(t, env, "release", "0123456789abcdef01234567", l.ID)
+	if code != 1 || !strings.Contains(out, l.ID) || !strings.Contains(out, "RELEASED") || !strings.Contains(stderr, "lease 0123456789abcdef01234567: not found") {
+		t.Errorf("release of an unknown lease and %s: exit %d\n%s%s", l.ID, code, out, stderr)
 	}
 	// --wait waits its turn: nothing is free for cpus=64 until a machine comes.
 	waited := make(chan string)
