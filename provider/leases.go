@@ -87,7 +87,7 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) e
 	case api.Fulfilled:
 		while = v
 	default:
-		return invalid(map[string]string{"while": "PENDING (the default: wait for fulfilment) or FULFILLED (wait for the lease to end)"})
+		return invalid(map[string]string{"query.while": "PENDING (the default: wait for fulfilment) or FULFILLED (wait for the lease to end)"})
 	}
 	var l api.Lease
 	err = s.longPoll(r, &poll{lease: id, while: while}, func(got *api.Lease) (bool, error) {

@@ -166,7 +166,7 @@ func (s *Server) longPoll(r *http.Request, p *poll, ready func(got *api.Lease) (
 	if v := r.URL.Query().Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > 5*time.Minute {
-			return invalid(map[string]string{"wait": "a duration up to 5m, such as 30s"})
+			return invalid(map[string]string{"query.wait": "a duration up to 5m, such as 30s"})
 		}
 		wait = d
 	}

@@ -680,7 +680,7 @@ func TestLesseeWatchesItsLease(t *testing.T) {
 	}
 
 	if code, body := getAs(t, w, "alice-secret-0123456789", "/v1/leases/"+expiring.ID+"?wait=1s&while=GONE"); code != http.StatusBadRequest ||
-		!strings.Contains(body, `"while":"PENDING`) {
+		!strings.Contains(body, `"query.while":"PENDING`) {
 		t.Errorf("while=GONE: %d %s", code, body)
 	}
 }

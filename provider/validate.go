@@ -473,7 +473,7 @@ func queryWait(q url.Values) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 || d > maxWait {
-		return 0, invalid(map[string]string{"wait": "a duration up to 5m, such as 30s"})
+		return 0, invalid(map[string]string{"query.wait": "a duration up to 5m, such as 30s"})
 	}
 	return d, nil
 }
