@@ -279,8 +279,12 @@ func (c *command) printHelp(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "\nFlags (each also read from the environment variable shown):\n")
 	fs.VisitAll(func(f *flag.Flag) {
 		typ, usage := flag.UnquoteUsage(unteach(f))
-		fmt.Fprintf(w, "  --%s %s\t[%s]\n      %s", f.Name, typ, c.envName(f.Name), usage)
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+		name := "--" + f.Name
+		if typ != "" {
+			name += " " + typ
+		}
+		fmt.Fprintf(w, "  %s\t[%s]\n      %s", name, c.envName(f.Name), usage)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" && f.DefValue != "0s" {
 			fmt.Fprintf(w, " (default %s)", f.DefValue)
 		}
 		fmt.Fprintln(w)

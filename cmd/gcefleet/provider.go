@@ -294,7 +294,7 @@ type providerFlags struct {
 
 func (p *providerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.url, "provider", "http://127.0.0.1:8790", "Machine Provider `URL`")
-	fs.StringVar(&p.token, "token", "", "bearer `token` (env GCEFLEET_TOKEN)")
+	fs.StringVar(&p.token, "token", "", "bearer `token`")
 	fs.BoolVar(&p.json, "json", false, "print JSON instead of a table")
 }
 
@@ -529,8 +529,7 @@ func watchCommand() *command {
 		usage:   "LEASE_ID",
 		help: `Prints a lease, then each change of its state or term (an extension),
 until it ends: released, expired, or denied when no machine came before its
-deadline. A pending
-lease is followed through its fulfilment. With --json, each is a line of JSON.
+deadline. A pending lease is followed through its fulfilment. With --json, each is a line of JSON.
 
 Example:
   gcefleet watch 7f3c9e02a1 && echo "the lease has ended"`,
