@@ -683,6 +683,8 @@ func printLeases(w io.Writer, ls []store.Lease) {
 	for _, l := range ls {
 		addr, expires := address(l.Machine), "-"
 		switch {
+		case !l.Ended.IsZero(): // its term no longer counts
+			expires = "ended " + l.Ended.Local().Format(timeLayout)
 		case l.State == store.Fulfilled && l.ExpiresAt.IsZero():
 			expires = "never"
 		case !l.ExpiresAt.IsZero():

@@ -127,7 +127,7 @@ func TestProviderCommands(t *testing.T) {
 	// An unknown id first does not keep the real one from being released,
 	// and what was released is printed beside the error.
 	code, out, stderr = runCLI(t, env, "release", "0123456789abcdef01234567", l.ID)
-	if code != 1 || !strings.Contains(out, l.ID) || !strings.Contains(out, "RELEASED") || !strings.Contains(stderr, "lease 0123456789abcdef01234567: not found") {
+	if code != 1 || !strings.Contains(out, l.ID) || !strings.Contains(out, "RELEASED") || !strings.Contains(out, "  ended 20") || !strings.Contains(stderr, "lease 0123456789abcdef01234567: not found") {
 		t.Errorf("release of an unknown lease and %s: exit %d\n%s%s", l.ID, code, out, stderr)
 	}
 	// --wait waits its turn: nothing is free for cpus=64 until a machine comes.
