@@ -81,31 +81,19 @@ func gc(ctx context.Context, env *environ, project, endpoint string, olderThan t
 	if run != "" {
 		filter += fmt.Sprintf(" AND labels.%s = %q", gce.RunLabel, run)
 	}
-	var all []leftover
-	newest := map[string]time.Duration{} // run -> age of its newest instance
-	err = gcecompute.Retry(ctx, func() error {
-		all = all[:0]
-		it := c.Instances.AggregatedList(ctx, &computepb.AggregatedListInstancesRequest{Project: project, Filter: &filter})
-		for {
-			pair, err := it.Next()
-			if errors.Is(err, iterator.Done) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			for _, in := range pair.Value.GetInstances() {
-				created, _ := time.Parse(time.RFC3339, in.GetCreationTimestamp())
-				l := leftover{in: in, zone: gcecompute.LastSegment(in.GetZone()), run: in.GetLabels()[gce.RunLabel], age: time.Since(created)}
-				if a, ok := newest[l.run]; !ok || l.age < a {
-					newest[l.run] = l.age
-				}
-				all = append(all, l)
-			}
-		}
-	})
+	ins, err := listInstances(ctx, c, project, filter)
 	if err != nil {
 		return fmt.Errorf("listing instances of project %s: %w", project, err)
+	}
+	var all []leftover
+	newest := map[string]time.Duration{} // run -> age of its newest instance
+	for _, in := range ins {
+		created, _ := time.Parse(time.RFC3339, in.GetCreationTimestamp())
+		l := leftover{in: in, zone: gcecompute.LastSegment(in.GetZone()), run: in.GetLabels()[gce.RunLabel], age: time.Since(created)}
+		if a, ok := newest[l.run]; !ok || l.age < a {
+			newest[l.run] = l.age
+		}
+		all = append(all, l)
 	}
 	var doomed []leftover
 	for _, l := range all {
@@ -288,24 +276,12 @@ func waitGone(ctx context.Context, env *environ, c *gcecompute.Client, project s
 	defer tick.Stop()
 	for {
 		left := 0
-		err := gcecompute.Retry(ctx, func() error {
-			left = 0
-			it := c.Instances.AggregatedList(ctx, &computepb.AggregatedListInstancesRequest{Project: project, Filter: &filter})
-			for {
-				pair, err := it.Next()
-				if errors.Is(err, iterator.Done) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				for _, in := range pair.Value.GetInstances() {
-					if want[gcecompute.LastSegment(in.GetZone())+"/"+in.GetName()] {
-						left++
-					}
-				}
+		ins, err := listInstances(ctx, c, project, filter)
+		for _, in := range ins {
+			if want[gcecompute.LastSegment(in.GetZone())+"/"+in.GetName()] {
+				left++
 			}
-		})
+		}
 		if err != nil {
 			return fmt.Errorf("waiting for %s to be deleted (%v so far; run gc again to go on): %w", plural(len(doomed), "instance"), time.Since(began).Round(time.Second), err)
 		}
@@ -345,4 +321,25 @@ func plural(n int, word string) string {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// listInstances lists the project's instances that filter selects, in
+// every zone, retrying what GCE says to retry.
+func listInstances(ctx context.Context, c *gcecompute.Client, project, filter string) ([]*computepb.Instance, error) {
+	var out []*computepb.Instance
+	err := gcecompute.Retry(ctx, func() error {
+		out = out[:0]
+		it := c.Instances.AggregatedList(ctx, &computepb.AggregatedListInstancesRequest{Project: project, Filter: &filter})
+		for {
+			pair, err := it.Next()
+			if errors.Is(err, iterator.Done) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, pair.Value.GetInstances()...)
+		}
+	})
+	return out, err
 }
