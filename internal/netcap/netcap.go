@@ -74,6 +74,13 @@ func (p *Pool) Evicted() int {
 	return p.evict
 }
 
+// Idle returns how many of the pool's connections are between requests.
+func (p *Pool) Idle() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.idle.Len()
+}
+
 // Pool returns the budget l's connections count against.
 func (l *Listener) Pool() *Pool { return l.p }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
@@ -62,6 +63,13 @@ func TestAtTheCapTheLongestIdleGoes(t *testing.T) {
 			t.Fatal(err)
 		}
 		cs = append(cs, c)
+		// The client reads the answer before the server marks the
+		// connection idle: wait for that, so that idle order is dial order.
+		for deadline := time.Now().Add(10 * time.Second); l.Pool().Idle() != len(cs); runtime.Gosched() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections idle, want %d", l.Pool().Idle(), len(cs))
+			}
+		}
 	}
 	if err := get(t, dial(t, addr)); err != nil {
 		t.Fatalf("a fourth connection at a cap of 3: %v", err)
