@@ -146,20 +146,7 @@ func TestMetadataServerSurvivesAConnectionFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	decl := "spec:\n  containers:\n  - name: c\n    image: " + image + "\n    env:\n    - name: GCEFLEET_TEST_ROLE\n      value: container\n  restartPolicy: Never\n"
-	op, err := svc.Instances.Insert("p", "us-central1-a", &compute.Instance{
-		Name:              "sleeper",
-		MachineType:       "zones/us-central1-a/machineTypes/e2-small",
-		Disks:             []*compute.AttachedDisk{{Boot: true, InitializeParams: &compute.AttachedDiskInitializeParams{SourceImage: "projects/cos-cloud/global/images/family/cos-stable"}}},
-		NetworkInterfaces: []*compute.NetworkInterface{{}},
-		Metadata:          &compute.Metadata{Items: []*compute.MetadataItems{{Key: "gce-container-declaration", Value: &decl}}},
-	}).Do()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if op, err = svc.ZoneOperations.Wait("p", "us-central1-a", op.Name).Do(); err != nil || op.Error != nil {
-		t.Fatalf("insert: %v %+v", err, op.Error)
-	}
+	insertSleeper(t, svc, image)
 	var meta string
 	testutil.WaitFor(t, "the instance's metadata server", func() bool {
 		out, err := svc.Instances.GetSerialPortOutput("p", "us-central1-a", "sleeper").Do()

@@ -47,20 +47,7 @@ func TestKilledEmulatorLeavesNoProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	decl := "spec:\n  containers:\n  - name: c\n    image: " + image + "\n    env:\n    - name: GCEFLEET_TEST_ROLE\n      value: container\n  restartPolicy: Never\n"
-	op, err := svc.Instances.Insert("p", "us-central1-a", &compute.Instance{
-		Name:              "sleeper",
-		MachineType:       "zones/us-central1-a/machineTypes/e2-small",
-		Disks:             []*compute.AttachedDisk{{Boot: true, InitializeParams: &compute.AttachedDiskInitializeParams{SourceImage: "projects/cos-cloud/global/images/family/cos-stable"}}},
-		NetworkInterfaces: []*compute.NetworkInterface{{}},
-		Metadata:          &compute.Metadata{Items: []*compute.MetadataItems{{Key: "gce-container-declaration", Value: &decl}}},
-	}).Do()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if op, err = svc.ZoneOperations.Wait("p", "us-central1-a", op.Name).Do(); err != nil || op.Error != nil {
-		t.Fatalf("insert: %v %+v", err, op.Error)
-	}
+	insertSleeper(t, svc, image)
 	var pid int
 	testutil.WaitFor(t, "the container to print its pid", func() bool {
 		out, err := svc.Instances.GetSerialPortOutput("p", "us-central1-a", "sleeper").Do()
@@ -81,4 +68,24 @@ func TestKilledEmulatorLeavesNoProcess(t *testing.T) {
 	}
 	testutil.WaitKilled(t, cmd, 10*time.Second, "the emulator")
 	testutil.WaitGone(t, pid, 10*time.Second, "the container of the killed emulator")
+}
+
+// insertSleeper makes instance "sleeper" in p/us-central1-a, whose
+// container runs image as this test binary in its container role.
+func insertSleeper(t *testing.T, svc *compute.Service, image string) {
+	t.Helper()
+	decl := "spec:\n  containers:\n  - name: c\n    image: " + image + "\n    env:\n    - name: GCEFLEET_TEST_ROLE\n      value: container\n  restartPolicy: Never\n"
+	op, err := svc.Instances.Insert("p", "us-central1-a", &compute.Instance{
+		Name:              "sleeper",
+		MachineType:       "zones/us-central1-a/machineTypes/e2-small",
+		Disks:             []*compute.AttachedDisk{{Boot: true, InitializeParams: &compute.AttachedDiskInitializeParams{SourceImage: "projects/cos-cloud/global/images/family/cos-stable"}}},
+		NetworkInterfaces: []*compute.NetworkInterface{{}},
+		Metadata:          &compute.Metadata{Items: []*compute.MetadataItems{{Key: "gce-container-declaration", Value: &decl}}},
+	}).Do()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, err = svc.ZoneOperations.Wait("p", "us-central1-a", op.Name).Do(); err != nil || op.Error != nil {
+		t.Fatalf("insert: %v %+v", err, op.Error)
+	}
 }
