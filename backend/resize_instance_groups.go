@@ -12,17 +12,38 @@ import (
 	"github.com/gcefleet/gcefleet/store"
 )
 
-// Target is the size a group should have (the LUCI GCE Backend's rule):
-// room for a tenth more than its leased machines, at least the minimum,
-// at most the maximum less what older revisions in the zone still hold
-// (so a rollout grows the new revision as the old drains), growing by at
-// most 100 at a time. It never shrinks a group: shrinking deletes
-// instances GCE picks, leased ones among them; a group loses instances
-// only by deleteInstances of ones known idle.
-func Target(m Manager, size, leased, others int) int {
-	want := max(m.MinimumSize, int(math.Ceil(float64(leased)*1.1)))
-	want = min(want, m.MaximumSize-others, size+100)
-	return max(want, size)
+// Need is what a group's Target is reckoned from.
+type Need struct {
+	// Size is the group's target size now.
+	Size int
+	// Leased is how many of the group's machines are leased.
+	Leased int
+	// Pending is how many waiting lease requests are assigned to the
+	// group: each grows exactly one group by one.
+	Pending int
+	// MinIdle is how many machines the group keeps AVAILABLE beyond
+	// what is leased and waited for.
+	MinIdle int
+	// Minimum and Maximum are the group's bounds (the manager's, or its
+	// schedule window's minimum).
+	Minimum, Maximum int
+	// Others is what older revisions of the template in the zone still
+	// hold of the maximum.
+	Others int
+}
+
+// Target is the size a group should have (the LUCI GCE Backend's rule,
+// with demand): room for a tenth more than its leased machines, plus the
+// requests waiting for it, plus its idle spare, at least the minimum, at
+// most the maximum less what older revisions in the zone still hold (so a
+// rollout grows the new revision as the old drains), growing by at most
+// 100 at a time. It never shrinks a group: shrinking deletes instances
+// GCE picks, leased ones among them; a group loses instances only by
+// deleteInstances of ones known idle.
+func Target(n Need) int {
+	want := max(n.Minimum, int(math.Ceil(float64(n.Leased)*1.1))+n.Pending+n.MinIdle)
+	want = min(want, n.Maximum-n.Others, n.Size+100)
+	return max(want, n.Size)
 }
 
 // ResizeInstanceGroups is the resize-instance-groups job: it grows each
@@ -51,7 +72,7 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 		// one per unit of its target size, CREATING ones included): a
 		// group at rest costs no call here.
 		if seen, ok := j.Stats()[key]; ok && seen.Current > 0 && len(drained) == 0 &&
-			Target(g.m, seen.Current, leased[key], 0) == seen.Current {
+			Target(g.need(seen.Current, leased[key], 0)) == seen.Current {
 			// The list has one instance per unit of target size, so the
 			// group's target is what it holds.
 			j.setStats(key, func(s *GroupStats) { s.Target = seen.Current })
@@ -72,7 +93,7 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 			return err
 		}
 		size := int(mig.GetTargetSize())
-		want := Target(g.m, size, leased[key], others)
+		want := Target(g.need(size, leased[key], others))
 		j.setStats(key, func(s *GroupStats) { s.Target = size })
 		if want == size {
 			return nil
@@ -93,6 +114,12 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 		j.Log.Info("resized group", "group", g.rev, "zone", g.m.Zone, "from", size, "to", want, "leased", leased[key])
 		return nil
 	})
+}
+
+// need is what group g's Target is reckoned from, given its size, its
+// leased machines and what older revisions in its zone hold.
+func (g group) need(size, leased, others int) Need {
+	return Need{Size: size, Leased: leased, Others: others, Minimum: g.m.MinimumSize, Maximum: g.m.MaximumSize}
 }
 
 // leasedByGroup counts the backend's leased machines by group.

@@ -7,7 +7,6 @@ import (
 )
 
 func TestTarget(t *testing.T) {
-	m := backend.Manager{MinimumSize: 2, MaximumSize: 50}
 	for _, c := range []struct {
 		name                       string
 		size, leased, others, want int
@@ -22,12 +21,12 @@ func TestTarget(t *testing.T) {
 		{"never shrinks (that would delete instances GCE picks)", 20, 0, 0, 20},
 		{"never shrinks below what older revisions leave", 10, 0, 48, 10},
 	} {
-		if got := backend.Target(m, c.size, c.leased, c.others); got != c.want {
+		n := backend.Need{Size: c.size, Leased: c.leased, Others: c.others, Minimum: 2, Maximum: 50}
+		if got := backend.Target(n); got != c.want {
 			t.Errorf("%s: Target(size %d, leased %d, others %d) = %d, want %d", c.name, c.size, c.leased, c.others, got, c.want)
 		}
 	}
-	big := backend.Manager{MinimumSize: 500, MaximumSize: 1000}
-	if got := backend.Target(big, 0, 0, 0); got != 100 {
+	if got := backend.Target(backend.Need{Minimum: 500, Maximum: 1000}); got != 100 {
 		t.Errorf("a group of minimum 500 from empty: %d, want 100 (growth by at most 100 a pass)", got)
 	}
 }
