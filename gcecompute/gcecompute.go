@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -211,6 +212,9 @@ type Client struct {
 // with Application Default Credentials; otherwise a base URL such as
 // http://127.0.0.1:8780 (the emulator), reached without credentials.
 func NewClient(ctx context.Context, endpoint string, opts ...option.ClientOption) (*Client, error) {
+	if err := CheckEndpoint(endpoint); err != nil {
+		return nil, err
+	}
 	if endpoint != "" {
 		opts = append([]option.ClientOption{option.WithEndpoint(endpoint), option.WithoutAuthentication()}, opts...)
 	} else {
@@ -248,6 +252,28 @@ func NewClient(ctx context.Context, endpoint string, opts ...option.ClientOption
 		return nil, err
 	}
 	return c, nil
+}
+
+// CheckEndpoint reports whether endpoint can be a Compute API base URL:
+// empty (real Compute Engine), or http(s)://HOST[:PORT] with no path, since
+// the clients add /compute/v1/ themselves. The discovery-based clients'
+// endpoint (ending in /compute/v1/) is the common mistake, and is named.
+func CheckEndpoint(endpoint string) error {
+	if endpoint == "" {
+		return nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("compute endpoint %q is not a base URL: write http://HOST:PORT, such as http://127.0.0.1:8780 (the emulator), or leave it empty for Compute Engine", endpoint)
+	}
+	if p := strings.TrimSuffix(u.Path, "/"); p != "" {
+		base := (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
+		if strings.HasSuffix(p, "/compute/v1") {
+			return fmt.Errorf("compute endpoint %q is the discovery clients' URL: write its base, %s (the clients add /compute/v1/ themselves)", endpoint, base)
+		}
+		return fmt.Errorf("compute endpoint %q has a path: write only its base, such as %s", endpoint, base)
+	}
+	return nil
 }
 
 // Calls returns how many Compute API calls the client has made.

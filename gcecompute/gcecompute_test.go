@@ -96,3 +96,33 @@ func TestRequestIDIsAUUID(t *testing.T) {
 		t.Errorf("request ids %q, %q", a, b)
 	}
 }
+
+func TestCheckEndpoint(t *testing.T) {
+	for _, c := range []struct {
+		endpoint string
+		want     string // part of the error; empty means accepted
+	}{
+		{"", ""},
+		{"http://127.0.0.1:8780", ""},
+		{"http://127.0.0.1:8780/", ""},
+		{"https://compute.googleapis.com", ""},
+		{"http://127.0.0.1:8780/compute/v1/", "the discovery clients' URL: write its base, http://127.0.0.1:8780"},
+		{"http://127.0.0.1:8780/compute/v1", "the discovery clients' URL"},
+		{"http://127.0.0.1:8780/api", "has a path: write only its base, such as http://127.0.0.1:8780"},
+		{"127.0.0.1:8780", "is not a base URL: write http://HOST:PORT"},
+		{"ftp://h", "is not a base URL"},
+		{"http://h?x=1", "is not a base URL"},
+		{"http://user:pw@h", "is not a base URL"},
+	} {
+		err := gcecompute.CheckEndpoint(c.endpoint)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("CheckEndpoint(%q) = %v, want nil", c.endpoint, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("CheckEndpoint(%q) = %v, want an error containing %q", c.endpoint, err, c.want)
+		}
+	}
+	if _, err := gcecompute.NewClient(t.Context(), "http://127.0.0.1:8780/compute/v1/"); err == nil {
+		t.Error("NewClient took the discovery clients' endpoint")
+	}
+}

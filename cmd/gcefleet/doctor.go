@@ -36,8 +36,8 @@ var neededPermissions = map[string]string{
 	"iam.serviceAccounts.actAs":             "roles/iam.serviceAccountUser",
 }
 
-// projectID is the form of a Google Cloud project id, as bigpi checks it
-// (system/gce): 6-30 characters.
+// projectID is the form of a Google Cloud project id, as bigpi (system/gce)
+// and gc check it: 6-30 characters.
 var projectID = regexp.MustCompile(`^[a-z][-a-z0-9]{4,28}[a-z0-9]$`)
 
 func doctorCommand() *command {

@@ -55,6 +55,12 @@ Example:
 				if len(args) > 0 {
 					return usagef("gc: unexpected arguments %q", args)
 				}
+				if !projectID.MatchString(*project) {
+					return usagef("gc: --project %q is not a project id: 6-30 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen (gcloud projects list shows them in its PROJECT_ID column)", *project)
+				}
+				if err := gcecompute.CheckEndpoint(*endpoint); err != nil {
+					return usagef("gc: --compute-endpoint: %v", err)
+				}
 				if *olderThan < 0 {
 					return usagef("gc: --older-than %v is negative: give the age past which a run counts as left behind, such as 2h (0 counts every run; --run names one)", *olderThan)
 				}

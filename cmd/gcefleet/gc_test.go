@@ -24,7 +24,7 @@ func TestGCRefusesAnInstanceWithoutARun(t *testing.T) {
 	_, url, svc := startEmulator(t)
 	insert(t, svc, "us-central1-a", "bigm-rold-0001", map[string]string{"gcefleet-role": "bigmachine", "gcefleet-run": "rold"})
 	insert(t, svc, "us-central1-a", "bigm-norun", map[string]string{"gcefleet-role": "bigmachine"})
-	code, out, stderr := runCLI(t, map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}, "gc", "--project", "p-gc", "--older-than", "0s")
+	code, out, stderr := runCLI(t, map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}, "gc", "--project", "p-gc-test", "--older-than", "0s")
 	if code == 0 || !strings.Contains(stderr, "refusing to delete bigm-norun: it carries no gcefleet-run label") {
 		t.Errorf("gc of an instance without a run: exit %d, %q, stderr %q", code, out, stderr)
 	}
@@ -51,10 +51,10 @@ func TestGCDeletesFirewallRulesOfRunsThatAreGone(t *testing.T) {
 	}
 	rule := func(name, desc string, tags ...string) {
 		t.Helper()
-		op, err := svc.Firewalls.Insert("p-gc", &compute.Firewall{Name: name, Description: desc, TargetTags: tags,
+		op, err := svc.Firewalls.Insert("p-gc-test", &compute.Firewall{Name: name, Description: desc, TargetTags: tags,
 			SourceRanges: []string{"192.0.2.1/32"}, Allowed: []*compute.FirewallAllowed{{IPProtocol: "tcp", Ports: []string{"8443"}}}}).Do()
 		if err == nil {
-			op, err = svc.GlobalOperations.Wait("p-gc", op.Name).Do()
+			op, err = svc.GlobalOperations.Wait("p-gc-test", op.Name).Do()
 		}
 		if err != nil || op.Error != nil {
 			t.Fatalf("insert firewall %s: %v %v", name, err, op)
@@ -83,7 +83,7 @@ func TestGCDeletesFirewallRulesOfRunsThatAreGone(t *testing.T) {
 	// Ages are to the second of a creation timestamp.
 	ages := regexp.MustCompile(`\b(3h0m)?[0-9]s\b`)
 
-	code, out, stderr := runCLI(t, env, "gc", "--project", "p-gc", "--older-than", "1h", "--dry-run")
+	code, out, stderr := runCLI(t, env, "gc", "--project", "p-gc-test", "--older-than", "1h", "--dry-run")
 	want := `keeping firewall rule bigm-rbeef: run rbeef has no instance left, but the rule is AGE old, younger than --older-than 1h0m0s
 keeping run rc0de: its newest instance is AGE old, younger than --older-than 1h0m0s
 FIREWALL RULE  RUN    OWNER  AGE
@@ -98,7 +98,7 @@ dry run: would delete 0 instances and 2 firewall rules
 		t.Errorf("a dry run deleted firewall rules: %s left", got)
 	}
 
-	code, out, stderr = runCLI(t, env, "gc", "--project", "p-gc", "--older-than", "1h")
+	code, out, stderr = runCLI(t, env, "gc", "--project", "p-gc-test", "--older-than", "1h")
 	if !strings.HasSuffix(out, "\ndeleted 2 firewall rules (bigm-rb0b, bigm-rdead)\n") || code != 0 {
 		t.Errorf("gc: exit %d, stderr %q, output:\n%s", code, stderr, out)
 	}
@@ -107,7 +107,7 @@ dry run: would delete 0 instances and 2 firewall rules
 	}
 
 	// A run gc deletes loses its rule with its instances, once they are gone.
-	code, out, stderr = runCLI(t, env, "gc", "--project", "p-gc", "--run", "rc0de")
+	code, out, stderr = runCLI(t, env, "gc", "--project", "p-gc-test", "--run", "rc0de")
 	if !strings.HasSuffix(out, "\ndeleted 1 instance in 1 zone and 1 firewall rule (bigm-rc0de)\n") || code != 0 {
 		t.Errorf("gc --run: exit %d, stderr %q, output:\n%s", code, stderr, out)
 	}
@@ -119,7 +119,7 @@ dry run: would delete 0 instances and 2 firewall rules
 // firewalls lists the project's firewall rules by name.
 func firewalls(t *testing.T, svc *compute.Service) string {
 	t.Helper()
-	l, err := svc.Firewalls.List("p-gc").Do()
+	l, err := svc.Firewalls.List("p-gc-test").Do()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,14 +136,14 @@ func firewalls(t *testing.T, svc *compute.Service) string {
 // many instances are left and how long it has waited, then what it
 // deleted.
 func TestGCShowsProgress(t *testing.T) {
-	_, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{"gcr.io/p-gc/stubborn": "/bin/sh"}, StopGrace: 2 * time.Second})
+	_, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{"gcr.io/p-gc-test/stubborn": "/bin/sh"}, StopGrace: 2 * time.Second})
 	svc, err := compute.NewService(context.Background(), option.WithEndpoint(url+"/compute/v1/"), option.WithoutAuthentication())
 	if err != nil {
 		t.Fatal(err)
 	}
-	decl := "spec:\n  containers:\n  - name: s\n    image: gcr.io/p-gc/stubborn\n    args: [\"-c\", \"trap '' TERM; sleep 60\"]\n  restartPolicy: Never\n"
+	decl := "spec:\n  containers:\n  - name: s\n    image: gcr.io/p-gc-test/stubborn\n    args: [\"-c\", \"trap '' TERM; sleep 60\"]\n  restartPolicy: Never\n"
 	zone := "us-central1-a"
-	op, err := svc.Instances.Insert("p-gc", zone, &compute.Instance{
+	op, err := svc.Instances.Insert("p-gc-test", zone, &compute.Instance{
 		Name: "bigm-rslow-0001", MachineType: "zones/" + zone + "/machineTypes/e2-small",
 		Labels:            map[string]string{"gcefleet-role": "bigmachine", "gcefleet-run": "rslow"},
 		Disks:             []*compute.AttachedDisk{{Boot: true, InitializeParams: &compute.AttachedDiskInitializeParams{SourceImage: "projects/cos-cloud/global/images/family/cos-stable"}}},
@@ -151,7 +151,7 @@ func TestGCShowsProgress(t *testing.T) {
 		Metadata:          &compute.Metadata{Items: []*compute.MetadataItems{{Key: "gce-container-declaration", Value: &decl}}},
 	}).Do()
 	if err == nil {
-		op, err = svc.ZoneOperations.Wait("p-gc", zone, op.Name).Do()
+		op, err = svc.ZoneOperations.Wait("p-gc-test", zone, op.Name).Do()
 	}
 	if err != nil || op.Error != nil {
 		t.Fatalf("insert: %v %v", err, op)
@@ -161,7 +161,7 @@ func TestGCShowsProgress(t *testing.T) {
 	e := &environ{stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }, progress: 200 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if code := run(ctx, e, []string{"gc", "--project", "p-gc", "--run", "rslow"}); code != 0 {
+	if code := run(ctx, e, []string{"gc", "--project", "p-gc-test", "--run", "rslow"}); code != 0 {
 		t.Fatalf("gc: exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
 	if !strings.Contains(errb.String(), "gc: waiting for GCE to delete 1 instance: 1 left (") {

@@ -29,13 +29,13 @@ func startEmulator(t *testing.T) (*emulator.Emulator, string, *compute.Service) 
 
 func insert(t *testing.T, svc *compute.Service, zone, name string, labels map[string]string) {
 	t.Helper()
-	op, err := svc.Instances.Insert("p-gc", zone, &compute.Instance{
+	op, err := svc.Instances.Insert("p-gc-test", zone, &compute.Instance{
 		Name: name, MachineType: "zones/" + zone + "/machineTypes/e2-small", Labels: labels,
 		Disks:             []*compute.AttachedDisk{{Boot: true, InitializeParams: &compute.AttachedDiskInitializeParams{SourceImage: "projects/debian-cloud/global/images/family/debian-12"}}},
 		NetworkInterfaces: []*compute.NetworkInterface{{}},
 	}).Do()
 	if err == nil {
-		op, err = svc.ZoneOperations.Wait("p-gc", zone, op.Name).Do()
+		op, err = svc.ZoneOperations.Wait("p-gc-test", zone, op.Name).Do()
 	}
 	if err != nil || op.Error != nil {
 		t.Fatalf("insert %s: %v %v", name, err, op)
@@ -44,7 +44,7 @@ func insert(t *testing.T, svc *compute.Service, zone, name string, labels map[st
 
 func names(t *testing.T, svc *compute.Service) string {
 	t.Helper()
-	agg, err := svc.Instances.AggregatedList("p-gc").Do()
+	agg, err := svc.Instances.AggregatedList("p-gc-test").Do()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,24 +66,24 @@ func TestGC(t *testing.T) {
 	insert(t, svc, "us-central1-a", "not-ours", map[string]string{"team": "infra"})
 	env := map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}
 
-	code, out, stderr := runCLI(t, env, "gc", "--project", "p-gc")
+	code, out, stderr := runCLI(t, env, "gc", "--project", "p-gc-test")
 	if code != 0 || !strings.Contains(out, "nothing to delete: 3 gcefleet instances") {
 		t.Errorf("gc of young runs: exit %d, %q %q", code, out, stderr)
 	}
-	code, out, _ = runCLI(t, env, "gc", "--project", "p-gc", "--run", "rold", "--dry-run")
+	code, out, _ = runCLI(t, env, "gc", "--project", "p-gc-test", "--run", "rold", "--dry-run")
 	if code != 0 || !strings.Contains(out, "bigm-rold-0001  us-central1-a  rold  ann") || !strings.Contains(out, "would delete 2 instances") {
 		t.Errorf("dry run: exit %d:\n%s", code, out)
 	}
 	if got := names(t, svc); strings.Count(got, " ") != 3 {
 		t.Errorf("a dry run deleted: %s", got)
 	}
-	code, out, stderr = runCLI(t, env, "gc", "--project", "p-gc", "--run", "rold")
+	code, out, stderr = runCLI(t, env, "gc", "--project", "p-gc-test", "--run", "rold")
 	if code != 0 || !strings.Contains(out, "deleting 2 instances in 2 zones") {
 		t.Errorf("gc --run: exit %d, %q %q", code, out, stderr)
 	}
 	// Age zero: every gcefleet run counts as left behind, but never an
 	// instance without gcefleet's labels.
-	code, out, stderr = runCLI(t, env, "gc", "--project", "p-gc", "--older-than", "0s")
+	code, out, stderr = runCLI(t, env, "gc", "--project", "p-gc-test", "--older-than", "0s")
 	if code != 0 || !strings.Contains(out, "bigm-rnew-0001") || strings.Contains(out, "not-ours") {
 		t.Errorf("gc --older-than 0s: exit %d, %q %q", code, out, stderr)
 	}
@@ -98,7 +98,7 @@ func TestGCSaysItRetries(t *testing.T) {
 	if err := emu.AddFault(emulator.Fault{Method: "compute.instances.aggregatedList", ErrorCode: 429, Count: 5}); err != nil {
 		t.Fatal(err)
 	}
-	code, out, stderr := runCLI(t, map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}, "gc", "--project", "p-gc", "--older-than", "0s", "--dry-run")
+	code, out, stderr := runCLI(t, map[string]string{"GCEFLEET_COMPUTE_ENDPOINT": url}, "gc", "--project", "p-gc-test", "--older-than", "0s", "--dry-run")
 	if code != 0 || !strings.Contains(out, "bigm-rold-0001") || !strings.Contains(stderr, `level=WARN msg="Compute call failing; retrying"`) || strings.Contains(stderr, "time=") {
 		t.Errorf("gc under a rate limit: exit %d, %q, stderr %q", code, out, stderr)
 	}

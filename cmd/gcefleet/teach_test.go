@@ -43,6 +43,10 @@ func TestErrorsTeach(t *testing.T) {
 			`gcefleet: leases takes no arguments, but was given ["extra" "--active"]; flags are written --name value, and go before any argument`},
 		{nil, []string{"gc", "--project", "p", "extra"},
 			`gcefleet: gc takes no arguments, but was given ["extra"]; flags are written --name value, and go before any argument`},
+		{nil, []string{"gc", "--project", "My Project"},
+			`gcefleet: gc: --project "My Project" is not a project id: 6-30 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen (gcloud projects list shows them in its PROJECT_ID column)`},
+		{nil, []string{"gc", "--project", "my-project", "--compute-endpoint", "http://127.0.0.1:8780/compute/v1/"},
+			`gcefleet: gc: --compute-endpoint: compute endpoint "http://127.0.0.1:8780/compute/v1/" is the discovery clients' URL: write its base, http://127.0.0.1:8780 (the clients add /compute/v1/ themselves)`},
 		// Without --dim, lease says so before it asks for a token.
 		{nil, []string{"lease", "--duration", "1h"},
 			`gcefleet: lease: give at least one --dim, such as --dim os=linux`},
