@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"sync"
 	"time"
 )
@@ -30,6 +32,11 @@ type sqliteWork = work[func(*sql.Tx) error]
 // openSQLite opens the database file at path, or a private in-memory
 // database for ":memory:".
 func openSQLite(path string) (*sql.DB, error) {
+	if path != ":memory:" {
+		if err := keepPrivate(path); err != nil {
+			return nil, err
+		}
+	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate&_pragma=temp_store(memory)"
 	if path != ":memory:" {
 		// WAL: readers do not block the writer; synchronous NORMAL is
@@ -43,6 +50,37 @@ func openSQLite(path string) (*sql.DB, error) {
 		db.SetMaxOpenConns(1)
 	}
 	return db, err
+}
+
+// keepPrivate makes the database file at path, and its -wal and -shm if
+// they exist, readable and writable by this user alone, creating the file
+// so if it is new: it holds the provider's claim key and the fleet's CA
+// key, which would let any local reader forge claims and certificates.
+// SQLite gives the -wal and -shm files it makes the database file's mode.
+func keepPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		return f.Close()
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating the database file: %w", err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) && p != path {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o077 == 0 {
+			continue
+		}
+		if err := os.Chmod(p, fi.Mode().Perm()&0o700); err != nil {
+			return fmt.Errorf("%s is readable by other users (mode %04o) and holds the provider's keys: %w; make it private with chmod 600 %s*", p, fi.Mode().Perm(), err, path)
+		}
+	}
+	return nil
 }
 
 // newSQLite starts the engine of db, opened by openSQLite(path) and
