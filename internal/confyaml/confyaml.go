@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -52,7 +53,7 @@ func Decode(name string, data []byte, v any) error {
 		err = dec.Decode(&next)
 		switch {
 		case errors.Is(err, io.EOF):
-			return nil
+			return notWhole(name, data, reflect.TypeOf(v))
 		case err == nil && len(next.Content) == 1 && next.Content[0].Tag == "!!null":
 			// An empty document, such as a trailing "---": nothing ignored.
 		case err == nil:
@@ -73,6 +74,11 @@ func Decode(name string, data []byte, v any) error {
 				out.Keys = append(out.Keys, Key{Line: line, Name: keyOf(&root, line, m[3])})
 			}
 			errs[i] = fmt.Errorf("%s:%s", name, explain(msg))
+		}
+		var nw *TypeError
+		if errors.As(notWhole(name, data, reflect.TypeOf(v)), &nw) {
+			out.Keys = append(out.Keys, nw.Keys...)
+			errs = append(errs, nw.err)
 		}
 		out.err = errors.Join(errs...)
 		return out
@@ -264,4 +270,91 @@ func explain(msg string) string {
 		return fmt.Sprintf("%s: %s is not a list: write one item a line, each after \"- \", or [a, b]", line, got)
 	}
 	return fmt.Sprintf("%s: %s is not a mapping: write key: value lines, or {key: value}", line, got)
+}
+
+// notWhole reports, as a *TypeError, the values of data that go into an
+// integer of t (a count, a size) but are not written as whole decimal
+// numbers: the YAML library drops a fraction (min_idle: 2.9 becomes 2)
+// and reads 0x10 as 16 without a word. It returns nil when there are none.
+func notWhole(name string, data []byte, t reflect.Type) error {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil || len(root.Content) == 0 {
+		return nil
+	}
+	out := &TypeError{}
+	var errs []error
+	var walk func(n *yaml.Node, t reflect.Type, key string)
+	walk = func(n *yaml.Node, t reflect.Type, key string) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		switch {
+		case n.Kind == yaml.ScalarNode && isCount(t):
+			if n.Tag == "!!null" || wholeDecimal.MatchString(n.Value) {
+				return
+			}
+			if n.Tag == "!!float" || n.Tag == "!!int" {
+				out.Keys = append(out.Keys, Key{Line: n.Line, Name: key})
+				errs = append(errs, fmt.Errorf("%s:%d: %s: %s is not a whole number: write it in decimal digits, such as 3", name, n.Line, key, n.Value))
+			}
+		case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if f, ok := fieldOf(t, n.Content[i].Value); ok {
+					walk(n.Content[i+1], f.Type, n.Content[i].Value)
+				}
+			}
+		case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				walk(n.Content[i+1], t.Elem(), n.Content[i].Value)
+			}
+		case n.Kind == yaml.SequenceNode && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
+			for _, c := range n.Content {
+				walk(c, t.Elem(), key)
+			}
+		}
+	}
+	walk(root.Content[0], t, "")
+	if len(errs) == 0 {
+		return nil
+	}
+	out.err = errors.Join(errs...)
+	return out
+}
+
+// wholeDecimal is how a count is written: decimal digits, perhaps signed.
+var wholeDecimal = regexp.MustCompile(`^[-+]?[0-9]+$`)
+
+// isCount reports whether t is an integer that is a number of things,
+// not a duration (which has its own syntax and check).
+func isCount(t reflect.Type) bool {
+	if t == reflect.TypeFor[time.Duration]() {
+		return false
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
+}
+
+// fieldOf returns the field of struct t that the YAML key decodes into.
+func fieldOf(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		if name == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }

@@ -40,6 +40,12 @@ func TestDecode(t *testing.T) {
 		{yaml: "name: x\n---\n---\nname: y\n", err: []string{"f.yaml:3: a second YAML document begins here"}},
 		{yaml: "name: [a, b]\n", err: []string{`f.yaml:1: a list is not a single value`}},
 		{yaml: "|\n  0\n  0\n", err: []string{`f.yaml:1: "0\n0\n" is not a mapping`}},
+		// The library drops a fraction and reads hexadecimal: a count is
+		// written in decimal digits.
+		{yaml: "name: x\ncount: 2.9\n", err: []string{`f.yaml:2: count: 2.9 is not a whole number: write it in decimal digits, such as 3`}},
+		{yaml: "count: 0x10\n", err: []string{`f.yaml:1: count: 0x10 is not a whole number`}},
+		{yaml: "count: 1e1\nevery: soon\n", err: []string{`f.yaml:2: "soon" is not a duration`, `f.yaml:1: count: 1e1 is not a whole number`}},
+		{yaml: "count: -3\n", want: conf{Count: -3}},
 	} {
 		var got conf
 		err := Decode("f.yaml", []byte(tc.yaml), &got)
