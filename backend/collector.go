@@ -88,7 +88,7 @@ func (b *Backend) checkConverged() {
 	for _, g := range gs {
 		s, seen := stats[g.record().key()]
 		_, made := st.Groups[g.record().key()]
-		if !made || !seen || s.Failing != "" || s.Current < g.m.MinimumSize || s.Idle+s.Leased != s.Current {
+		if !made || !seen || s.Failing != "" || s.Current < g.w.MinimumSize || s.Idle+s.Leased != s.Current {
 			ok = false
 		}
 	}

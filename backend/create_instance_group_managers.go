@@ -51,7 +51,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		size := max(0, min(g.m.MinimumSize, g.m.MaximumSize-others))
+		size := max(0, min(g.w.MinimumSize, g.m.MaximumSize-others))
 		req := &computepb.InsertInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, RequestId: new(gcecompute.RequestID()),
 			InstanceGroupManagerResource: &computepb.InstanceGroupManager{
 				Name:             new(g.rev),

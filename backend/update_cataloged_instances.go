@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/gcefleet/gcefleet/store"
@@ -40,6 +41,11 @@ func (b *Backend) follow(ctx context.Context) {
 			var any bool
 			if any, err = j.UpdateCatalogedInstances(ctx, evs); any {
 				b.sched.Kick("delete-instances-pending-deletion")
+			}
+			// A lease took an idle machine: the group regrows its idle
+			// spare now, not at the next interval.
+			if slices.ContainsFunc(evs, func(e store.Event) bool { return e.Kind == "leased" }) {
+				b.sched.Kick("resize-instance-groups")
 			}
 		}
 		if err != nil && ctx.Err() == nil {

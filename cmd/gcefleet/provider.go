@@ -275,10 +275,15 @@ Example:
 				}
 				if len(changes) == 0 {
 					fmt.Fprintln(env.stdout, "no changes: Compute Engine matches the configuration")
-					return nil
 				}
 				for _, c := range changes {
 					fmt.Fprintln(env.stdout, c)
+				}
+				// The schedules: what is in force and when that changes.
+				for _, w := range j.Windows() {
+					if !w.Next.IsZero() {
+						fmt.Fprintln(env.stdout, w)
+					}
 				}
 				return nil
 			}

@@ -1,0 +1,114 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/gcefleet/gcefleet/store"
+)
+
+// DeleteIdleInstances is the delete-idle-instances job. For each group
+// whose manager sets idle_timeout, it takes out of the catalog the
+// machines AVAILABLE for that long while the group holds more than it
+// needs (its window's minimum_size, a tenth above what is leased, the
+// requests waiting for it and its min_idle: see [Keep]), oldest first
+// and no more than the surplus, and records them for deletion, which
+// delete-instances-pending-deletion does by name through the group's
+// deleteInstances. A group is never shrunk by lowering its target size.
+//
+// The provider removes a machine only while it is AVAILABLE, in one
+// transaction: a machine leased meanwhile stays leased and is left
+// alone, so no machine is ever deleted under a lease. The job holds the
+// catalog lock that catalog-instances holds, so that a machine taken out
+// is recorded for deletion before catalog-instances can see it running
+// and uncataloged, and catalog it again.
+//
+// A machine is never AVAILABLE again once leased (a lease's end takes it
+// out of the catalog, and the backend deletes it), so the time it was
+// cataloged is how long it has been idle.
+func (j *Jobs) DeleteIdleInstances(ctx context.Context) error {
+	gs, err := j.groups()
+	if err != nil {
+		return err
+	}
+	gs = slices.DeleteFunc(gs, func(g group) bool { return g.m.IdleTimeout <= 0 })
+	if len(gs) == 0 || j.Provider == nil {
+		return nil // a fleet without idle_timeout costs nothing here
+	}
+	j.cataloging.Lock()
+	defer j.cataloging.Unlock()
+	all, err := j.Provider.Machines(ctx)
+	if err != nil {
+		return fmt.Errorf("the provider's catalog: %w", err)
+	}
+	byGroup := map[string][]store.Machine{}
+	for _, m := range all {
+		d := m.Dimensions
+		if len(d["project"]) == 0 || len(d["zone"]) == 0 || len(d["revision"]) == 0 {
+			continue
+		}
+		k := d["project"][0] + "/" + d["zone"][0] + "/" + d["revision"][0]
+		byGroup[k] = append(byGroup[k], m)
+	}
+	st := j.state()
+	now := j.now()
+	var errs []error
+	for _, g := range gs {
+		key := g.record().key()
+		if _, made := st.Groups[key]; !made {
+			continue
+		}
+		leased, size := 0, 0
+		var idle []store.Machine
+		for _, m := range byGroup[key] {
+			if !st.Pending[m.Hostname].IsZero() {
+				continue
+			}
+			size++
+			switch {
+			case m.State == store.Leased:
+				leased++
+			case m.State == store.Available && !m.Added.IsZero() && now.Sub(m.Added) >= g.m.IdleTimeout:
+				idle = append(idle, m)
+			}
+		}
+		// The cataloged machines, not the group's target: instances still
+		// being made may be what the group grew for, and are not idle yet.
+		surplus := size - Keep(g.need(size, leased, 0))
+		if surplus <= 0 || len(idle) == 0 {
+			continue
+		}
+		slices.SortFunc(idle, func(a, b store.Machine) int { return a.Added.Compare(b.Added) })
+		var retired []string
+		for _, m := range idle[:min(surplus, len(idle))] {
+			err := j.Provider.DeleteMachine(ctx, m.Hostname)
+			switch {
+			case err == nil:
+				retired = append(retired, m.Hostname)
+			case errors.Is(err, store.ErrLeased), errors.Is(err, store.ErrNotFound):
+				// Leased since the catalog was read, or gone: not idle.
+			default:
+				errs = append(errs, fmt.Errorf("taking idle %s out of the catalog: %w", m.Hostname, err))
+			}
+		}
+		if len(retired) == 0 {
+			continue
+		}
+		if err := j.update(ctx, func(s *State) {
+			for _, h := range retired {
+				s.Pending[h] = now
+			}
+		}); err != nil {
+			// Out of the catalog but not recorded: catalog-instances
+			// catalogs them again, idle from now.
+			errs = append(errs, err)
+			continue
+		}
+		j.setStats(key, func(s *GroupStats) { s.IdleDeleted += len(retired) })
+		j.Log.Info("deleting idle instances", "group", g.rev, "zone", g.m.Zone, "count", len(retired), "leased", leased, "cataloged", size,
+			"keep", size-surplus, "idle_timeout", g.m.IdleTimeout, "window", g.w.Name)
+	}
+	return errors.Join(errs...)
+}
