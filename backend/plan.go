@@ -65,7 +65,7 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 		mig, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev})
 		switch {
 		case gcecompute.Classify(err) == gcecompute.NotFound:
-			out = append(out, Change{"create-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("size %d, at most %d", g.w.MinimumSize, g.m.MaximumSize)+inWindow(g.w)})
+			out = append(out, Change{"create-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("size %d, at most %d", g.w.MinimumSize, g.m.MaximumSize) + inWindow(g.w)})
 		case err != nil:
 			return nil, fmt.Errorf("group %s in %s: %w", g.rev, g.m.Zone, err)
 		case j.ownGroup(mig, g.record()) != nil:
