@@ -109,7 +109,7 @@ settings:
 	if !strings.Contains(testutil.Metrics(t, reg), `gcefleet_backend_idle_deleted_total{group="`+rev+`",zone="us-central1-a"} 1`) {
 		t.Errorf("metrics do not count the idle machine deleted:\n%s", testutil.Metrics(t, reg))
 	}
-	if page := string(b.StatusHTML()); !strings.Contains(page, "<td>default</td><td>1</td><td>1</td><td>" + start.AddDate(0, 0, 7).Format("2006-01-02 15:04Z") + " to " + win + "</td><td>1</td>") {
+	if page := string(b.StatusHTML()); !strings.Contains(page, "<td>default</td><td>1</td><td>1</td><td>"+start.AddDate(0, 0, 7).Format("2006-01-02 15:04Z")+" to "+win+"</td><td>1</td>") {
 		t.Errorf("the status page does not show the default window and the deletion:\n%s", page)
 	}
 }
