@@ -524,7 +524,8 @@ func (s *Store) ExtendLease(ctx context.Context, client, id string, t Term) (Lea
 	now := s.Now()
 	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
 		var owner, state string
-		err := s.engine.queryRow(ctx, tx, ("SELECT client, state FROM leases WHERE id = ?"+s.engine.forUpdate()), id).Scan(&owner, &state)
+		// Waiting for the row: a lease another call is changing is there.
+		err := s.engine.queryRow(ctx, tx, ("SELECT client, state FROM leases WHERE id = ?"+s.engine.lockRow()), id).Scan(&owner, &state)
 		switch {
 		case errors.Is(err, sql.ErrNoRows) || err == nil && client != "" && owner != client:
 			return fmt.Errorf("lease %s: %w", id, ErrNotFound)

@@ -755,3 +755,29 @@ func TestDeleteRacesLease(t *testing.T) {
 		t.Logf("of %d races, %v", n, wins)
 	})
 }
+
+// TestConcurrentExtends: extends of one lease at once all succeed; none
+// finds the lease missing because another holds its row.
+func TestConcurrentExtends(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		if _, err := s.AddMachine(ctx, machine("m1", linux8)); err != nil {
+			t.Fatal(err)
+		}
+		l, _, err := s.RequestLease(ctx, "alice", request("r", linux8))
+		if err != nil || l.State != store.Fulfilled {
+			t.Fatalf("lease: %+v, %v", l, err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 16)
+		for i := range errs {
+			wg.Go(func() { _, errs[i] = s.ExtendLease(ctx, "alice", l.ID, store.Term{Duration: 2 * time.Hour}) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("extend %d: %v", i, err)
+			}
+		}
+	})
+}
