@@ -1,6 +1,7 @@
 package backend_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -151,5 +152,38 @@ func TestScheduleConfigErrors(t *testing.T) {
 	}
 	if !strings.Contains(scheduled, "Europe/Berlin") {
 		t.Fatal("the scheduled fixture lost its zone")
+	}
+}
+
+// TestPlanSaysTheSpareAndTheWindow: plan makes a group at its min_idle
+// when that is above its minimum, and resizes one below its window's
+// minimum, naming the window.
+func TestPlanSaysTheSpareAndTheWindow(t *testing.T) {
+	j, _ := jobs(t, poolTemplate+`managers:
+  - {template_base_name: pool, zone: us-central1-a, minimum_size: 1, maximum_size: 10, min_idle: 3,
+     schedules: [{days: [tue], hours: "08:00-10:00", time_zone: UTC, minimum_size: 6}]}
+`)
+	ctx := context.Background()
+	j.Now = func() time.Time { return time.Date(2026, 12, 1, 7, 0, 0, 0, time.UTC) }
+	var create []string
+	for _, c := range plan(t, j) {
+		if c.Action == "create-group" {
+			create = append(create, c.Detail)
+		}
+	}
+	if len(create) != 1 || create[0] != "size 3, at most 10" {
+		t.Errorf("plan of a group of minimum 1 and min_idle 3 creates %q", create)
+	}
+	for _, job := range []func(context.Context) error{j.CreateInstanceTemplates, j.CreateInstanceGroupManagers} {
+		if err := job(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := plan(t, j); len(p) != 0 {
+		t.Errorf("plan once the group is at its spare: %v", p)
+	}
+	j.Now = func() time.Time { return time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC) }
+	if p := plan(t, j); len(p) != 1 || p[0].Action != "resize-group" || !strings.HasSuffix(p[0].Detail, "3 to 6, in window tue 08:00-10:00 UTC") {
+		t.Errorf("plan in the window: %v", p)
 	}
 }
