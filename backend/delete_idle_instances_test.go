@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"sync"
 	"testing"
@@ -254,4 +257,65 @@ func TestIdleTimeoutNeverDeletesAJustLeasedMachine(t *testing.T) {
 		t.Errorf("%d deleted: more than the surplus of 2 at the start", len(pending))
 	}
 	t.Logf("%d of 4 leases won, %d machines deleted", won, len(pending))
+}
+
+// TestIdleMachineLeasedAtTheLastMoment: the oldest idle machine is
+// leased after delete-idle-instances read the catalog and before it
+// takes the machine out (a client's request, let through just before
+// the backend's call): the provider refuses to remove it, the lease
+// keeps it, and it is not deleted; only the next oldest goes, since the
+// new lease needs the rest.
+func TestIdleMachineLeasedAtTheLastMoment(t *testing.T) {
+	ctx := context.Background()
+	j, clk, api, alice, _ := idleSetup(t)
+	var idle []store.Machine
+	for _, m := range machines(t, api) {
+		if m.State == store.Available {
+			idle = append(idle, m)
+		}
+	}
+	slices.SortFunc(idle, func(a, b store.Machine) int { return a.Added.Compare(b.Added) })
+	victim := idle[0]
+	target, err := url.Parse(api.BaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var late store.Lease
+	var once sync.Once
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete && r.URL.Path == "/v1/machines/"+victim.Hostname {
+			once.Do(func() {
+				var err error
+				late, err = alice.RequestLease(r.Context(), store.LeaseRequest{RequestID: "late", Term: store.Term{Duration: time.Hour},
+					Dimensions: store.Dimensions{"instance_id": victim.Dimensions["instance_id"]}})
+				if err != nil || late.State != store.Fulfilled || late.Hostname != victim.Hostname {
+					t.Errorf("the late lease: %+v, %v", late, err)
+				}
+			})
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	j.Provider = &client.Client{BaseURL: srv.URL, Token: api.Token}
+
+	clk.set(utcAt(t, "2026-12-01 10:05"))
+	if err := j.DeleteIdleInstances(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if late.ID == "" {
+		t.Fatal("the backend never tried to take the oldest idle machine out")
+	}
+	pending := j.State().Pending
+	if !pending[victim.Hostname].IsZero() {
+		t.Errorf("%s, leased at the last moment, is pending deletion", victim.Hostname)
+	}
+	if len(pending) != 1 || pending[idle[1].Hostname].IsZero() {
+		t.Errorf("pending deletion %v, want only the next oldest idle %s", keys(pending), idle[1].Hostname)
+	}
+	for _, m := range machines(t, api) {
+		if m.Hostname == victim.Hostname && (m.State != store.Leased || m.LeaseID != late.ID) {
+			t.Errorf("%s is %s by %q, want leased by %s", m.Hostname, m.State, m.LeaseID, late.ID)
+		}
+	}
 }
