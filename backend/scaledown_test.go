@@ -113,3 +113,51 @@ settings:
 		t.Errorf("the status page does not show the default window and the deletion:\n%s", page)
 	}
 }
+
+// TestWindowEndKicksTheJobs: when a manager's window ends, the backend
+// runs delete-idle-instances (and resize) at once, though its jobs run
+// only every minute otherwise: the idle surplus goes seconds after the
+// window's end.
+func TestWindowEndKicksTheJobs(t *testing.T) {
+	// The backend's clock is three hours ahead of the provider's, so the
+	// machines are idle for longer than idle_timeout; its window ends
+	// 15 seconds after the test starts.
+	ahead := time.Now().Add(3 * time.Hour)
+	end := ahead.UTC().Truncate(time.Minute).Add(2 * time.Minute)
+	offset := end.Add(-15 * time.Second).Sub(time.Now())
+	now := func() time.Time { return time.Now().Add(offset) }
+	start := end.Add(-time.Hour)
+	hours := start.Format("15:04") + "-" + end.Format("15:04")
+	day := strings.ToLower(start.Weekday().String()[:3])
+	f := newFleet(t, ":memory:")
+	if err := os.WriteFile(f.path, []byte(poolTemplate+`managers:
+  - template_base_name: pool
+    zone: us-central1-a
+    minimum_size: 1
+    maximum_size: 6
+    idle_timeout: 1h
+    schedules:
+      - {days: [`+day+`], hours: "`+hours+`", time_zone: UTC, minimum_size: 4}
+settings:
+  interval: 1m
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := backend.LoadConfig(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := backend.Run(ctx, cfg, f.compute, f.api, backend.Options{ConfigPath: f.path, Store: f.st, Replica: "r1", Now: now},
+		slog.New(slog.NewTextHandler(f.logs, nil)))
+	defer stopped(t, b)
+	defer cancel()
+	testutil.WaitWithin(t, 12*time.Second, "the window's four machines", func() bool { return len(machines(t, f.api)) == 4 })
+	if now().After(end) {
+		t.Fatalf("the window ended before the fleet was at its minimum: the test machine is too slow for this test")
+	}
+	testutil.WaitWithin(t, 15*time.Second+time.Until(end.Add(-offset)), "the idle surplus deleted just after the window ends (jobs every minute)", func() bool {
+		return len(machines(t, f.api)) == 1
+	})
+	t.Logf("back at 1, %v after the window's end", now().Sub(end).Round(time.Millisecond))
+}
