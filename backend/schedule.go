@@ -235,9 +235,10 @@ type WindowInForce struct {
 	NextWindow Window
 }
 
-func (g group) inForce(now time.Time) WindowInForce {
-	next, nw := g.m.NextChange(now)
-	return WindowInForce{Manager: g.t.BaseName + " in " + g.m.Zone, Window: g.m.InForce(now), Next: next, NextWindow: nw}
+// inForce is m's window at now and its next change.
+func (m Manager) inForce(now time.Time) WindowInForce {
+	next, nw := m.NextChange(now)
+	return WindowInForce{Manager: m.TemplateBaseName + " in " + m.Zone, Window: m.InForce(now), Next: next, NextWindow: nw}
 }
 
 // Windows returns each configured manager's window in force now and
@@ -246,8 +247,7 @@ func (j *Jobs) Windows() []WindowInForce {
 	now := j.now()
 	var out []WindowInForce
 	for _, m := range j.Config().Managers {
-		next, nw := m.NextChange(now)
-		out = append(out, WindowInForce{Manager: m.TemplateBaseName + " in " + m.Zone, Window: m.InForce(now), Next: next, NextWindow: nw})
+		out = append(out, m.inForce(now))
 	}
 	return out
 }

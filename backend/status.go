@@ -40,7 +40,7 @@ func (b *Backend) StatusHTML() template.HTML {
 	sched := map[string]*WindowInForce{}
 	now := b.jobs.now()
 	for _, g := range gs {
-		w := g.inForce(now)
+		w := g.m.inForce(now)
 		sched[g.record().key()] = &w
 	}
 	stats := b.jobs.Stats()
