@@ -42,14 +42,15 @@ func (c *fakeClock) set(t time.Time) {
 	c.t = t
 }
 
-// providerOnClock is providerFor with the store on clk, as the jobs are.
-func providerOnClock(t *testing.T, j *backend.Jobs, clk *fakeClock) (backendAPI, alice *client.Client) {
+// providerOnClock is providerFor with the store (at dbURL) on clk, as the
+// jobs are.
+func providerOnClock(t *testing.T, j *backend.Jobs, clk *fakeClock, dbURL string) (backendAPI, alice *client.Client) {
 	t.Helper()
 	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(context.Background(), ":memory:")
+	st, err := store.Open(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,14 +87,20 @@ func utcAt(t *testing.T, s string) time.Time {
 }
 
 // idleSetup makes idleFleet's group at 09:00 on a Tuesday, in its window,
-// with its six instances cataloged and two of them leased.
+// with its six instances cataloged and two of them leased, its provider
+// on SQLite in memory.
 func idleSetup(t *testing.T) (j *backend.Jobs, clk *fakeClock, api, alice *client.Client, leased []store.Lease) {
+	return idleSetupOn(t, ":memory:")
+}
+
+// idleSetupOn is idleSetup with the provider's database at dbURL.
+func idleSetupOn(t *testing.T, dbURL string) (j *backend.Jobs, clk *fakeClock, api, alice *client.Client, leased []store.Lease) {
 	t.Helper()
 	ctx := context.Background()
 	j, _ = jobs(t, idleFleet)
 	clk = &fakeClock{}
 	clk.set(utcAt(t, "2026-12-01 09:00"))
-	api, alice = providerOnClock(t, j, clk)
+	api, alice = providerOnClock(t, j, clk, dbURL)
 	for _, job := range []func(context.Context) error{j.CreateInstanceTemplates, j.CreateInstanceGroupManagers, j.ResizeInstanceGroups} {
 		if err := job(ctx); err != nil {
 			t.Fatal(err)
@@ -208,8 +215,13 @@ func TestIdleTimeoutDeletesOnlyTheIdleSurplus(t *testing.T) {
 // gone from the catalog: no machine is both leased and pending deletion,
 // and the group keeps what the leases that won need.
 func TestIdleTimeoutNeverDeletesAJustLeasedMachine(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { idleRace(t, ":memory:") })
+	t.Run("postgres", func(t *testing.T) { idleRace(t, testutil.PostgresURL(t)) })
+}
+
+func idleRace(t *testing.T, dbURL string) {
 	ctx := context.Background()
-	j, clk, api, alice, _ := idleSetup(t)
+	j, clk, api, alice, _ := idleSetupOn(t, dbURL)
 	clk.set(utcAt(t, "2026-12-01 10:05"))
 	var wg sync.WaitGroup
 	leases := make([]store.Lease, 4)
@@ -266,8 +278,13 @@ func TestIdleTimeoutNeverDeletesAJustLeasedMachine(t *testing.T) {
 // keeps it, and it is not deleted; only the next oldest goes, since the
 // new lease needs the rest.
 func TestIdleMachineLeasedAtTheLastMoment(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { leasedAtTheLastMoment(t, ":memory:") })
+	t.Run("postgres", func(t *testing.T) { leasedAtTheLastMoment(t, testutil.PostgresURL(t)) })
+}
+
+func leasedAtTheLastMoment(t *testing.T, dbURL string) {
 	ctx := context.Background()
-	j, clk, api, alice, _ := idleSetup(t)
+	j, clk, api, alice, _ := idleSetupOn(t, dbURL)
 	var idle []store.Machine
 	for _, m := range machines(t, api) {
 		if m.State == store.Available {
