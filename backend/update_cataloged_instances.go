@@ -42,9 +42,9 @@ func (b *Backend) follow(ctx context.Context) {
 			if any, err = j.UpdateCatalogedInstances(ctx, evs); any {
 				b.sched.Kick("delete-instances-pending-deletion")
 			}
-			// A lease took an idle machine: the group regrows its idle
-			// spare now, not at the next interval.
-			if slices.ContainsFunc(evs, func(e store.Event) bool { return e.Kind == "leased" }) {
+			// A lease took an idle machine: a group that keeps an idle
+			// spare regrows it now, not at the next interval.
+			if slices.ContainsFunc(evs, func(e store.Event) bool { return e.Kind == "leased" }) && b.keepsSpares() {
 				b.sched.Kick("resize-instance-groups")
 			}
 		}
@@ -56,4 +56,15 @@ func (b *Backend) follow(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// keepsSpares says whether any manager keeps a min_idle spare now.
+func (b *Backend) keepsSpares() bool {
+	now := b.jobs.now()
+	for _, m := range b.jobs.Config().Managers {
+		if m.InForce(now).MinIdle > 0 {
+			return true
+		}
+	}
+	return false
 }
