@@ -92,8 +92,9 @@
 // Outside the scheduler: the event follower runs update-cataloged-instances
 // on each batch of the provider's events and kicks
 // delete-instances-pending-deletion when a reclaimed instance was
-// recorded, and resize-instance-groups when a machine was leased (so a
-// group regrows its min_idle spare at once); a manager's schedule window
+// recorded, and resize-instance-groups when a machine was leased while a
+// manager keeps a min_idle spare (so the group regrows it at once); a
+// manager's schedule window
 // changing kicks resize-instance-groups and delete-idle-instances; a
 // reload of the configuration (import-config, then process-config) kicks
 // every job.
