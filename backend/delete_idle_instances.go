@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/gcefleet/gcefleet/store"
 )
@@ -43,15 +45,7 @@ func (j *Jobs) DeleteIdleInstances(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("the provider's catalog: %w", err)
 	}
-	byGroup := map[string][]store.Machine{}
-	for _, m := range all {
-		d := m.Dimensions
-		if len(d["project"]) == 0 || len(d["zone"]) == 0 || len(d["revision"]) == 0 {
-			continue
-		}
-		k := d["project"][0] + "/" + d["zone"][0] + "/" + d["revision"][0]
-		byGroup[k] = append(byGroup[k], m)
-	}
+	byGroup := catalogByGroup(all)
 	st := j.state()
 	now := j.now()
 	var errs []error
@@ -60,29 +54,12 @@ func (j *Jobs) DeleteIdleInstances(ctx context.Context) error {
 		if _, made := st.Groups[key]; !made {
 			continue
 		}
-		leased, size := 0, 0
-		var idle []store.Machine
-		for _, m := range byGroup[key] {
-			if !st.Pending[m.Hostname].IsZero() {
-				continue
-			}
-			size++
-			switch {
-			case m.State == store.Leased:
-				leased++
-			case m.State == store.Available && !m.Added.IsZero() && now.Sub(m.Added) >= g.m.IdleTimeout:
-				idle = append(idle, m)
-			}
-		}
-		// The cataloged machines, not the group's target: instances still
-		// being made may be what the group grew for, and are not idle yet.
-		surplus := size - Keep(g.need(size, leased, 0))
-		if surplus <= 0 || len(idle) == 0 {
+		victims, leased, size := g.idleSurplus(byGroup[key], st.Pending, now)
+		if len(victims) == 0 {
 			continue
 		}
-		slices.SortFunc(idle, func(a, b store.Machine) int { return a.Added.Compare(b.Added) })
 		var retired []string
-		for _, m := range idle[:min(surplus, len(idle))] {
+		for _, m := range victims {
 			err := j.Provider.DeleteMachine(ctx, m.Hostname)
 			switch {
 			case err == nil:
@@ -108,7 +85,80 @@ func (j *Jobs) DeleteIdleInstances(ctx context.Context) error {
 		}
 		j.setStats(key, func(s *GroupStats) { s.IdleDeleted += len(retired) })
 		j.Log.Info("deleting idle instances", "group", g.rev, "zone", g.m.Zone, "count", len(retired), "leased", leased, "cataloged", size,
-			"keep", size-surplus, "idle_timeout", g.m.IdleTimeout, "window", g.w.Name)
+			"keep", Keep(g.need(size, leased, 0)), "idle_timeout", g.m.IdleTimeout, "window", g.w.Name)
 	}
 	return errors.Join(errs...)
+}
+
+// idleSurplus returns the machines of g, of catalog ms, that
+// delete-idle-instances takes out at now: AVAILABLE for idle_timeout,
+// oldest first, no more than the cataloged machines beyond [Keep]; and
+// how many of g's are leased and cataloged. Machines pending deletion do
+// not count.
+func (g group) idleSurplus(ms []store.Machine, pending map[string]time.Time, now time.Time) (victims []store.Machine, leased, size int) {
+	if g.m.IdleTimeout <= 0 {
+		return nil, 0, 0
+	}
+	var idle []store.Machine
+	for _, m := range ms {
+		if !pending[m.Hostname].IsZero() {
+			continue
+		}
+		size++
+		switch {
+		case m.State == store.Leased:
+			leased++
+		case m.State == store.Available && !m.Added.IsZero() && now.Sub(m.Added) >= g.m.IdleTimeout:
+			idle = append(idle, m)
+		}
+	}
+	// The cataloged machines, not the group's target: instances still
+	// being made may be what the group grew for, and are not idle yet.
+	surplus := size - Keep(g.need(size, leased, 0))
+	if surplus <= 0 || len(idle) == 0 {
+		return nil, leased, size
+	}
+	slices.SortFunc(idle, func(a, b store.Machine) int { return a.Added.Compare(b.Added) })
+	return idle[:min(surplus, len(idle))], leased, size
+}
+
+// catalogByGroup sorts the backend's catalog by group key.
+func catalogByGroup(ms []store.Machine) map[string][]store.Machine {
+	out := map[string][]store.Machine{}
+	for _, m := range ms {
+		d := m.Dimensions
+		if len(d["project"]) == 0 || len(d["zone"]) == 0 || len(d["revision"]) == 0 {
+			continue
+		}
+		k := d["project"][0] + "/" + d["zone"][0] + "/" + d["revision"][0]
+		out[k] = append(out[k], m)
+	}
+	return out
+}
+
+// PlanIdle returns what delete-idle-instances would do now with catalog
+// ms (the provider's machines of this backend): a delete-idle change for
+// each group with idle machines beyond what it needs.
+func (j *Jobs) PlanIdle(ms []store.Machine) ([]Change, error) {
+	gs, err := j.groups()
+	if err != nil {
+		return nil, err
+	}
+	byGroup := catalogByGroup(ms)
+	st := j.state()
+	now := j.now()
+	var out []Change
+	for _, g := range gs {
+		victims, leased, size := g.idleSurplus(byGroup[g.record().key()], st.Pending, now)
+		if len(victims) == 0 {
+			continue
+		}
+		names := make([]string, len(victims))
+		for i, m := range victims {
+			names[i] = m.Hostname
+		}
+		out = append(out, Change{"delete-idle", g.rev + " in " + g.m.Zone, fmt.Sprintf("%d idle past idle_timeout %v of %d cataloged (%d leased), the group needing %d: %s",
+			len(victims), g.m.IdleTimeout, size, leased, Keep(g.need(size, leased, 0)), strings.Join(names, ", "))})
+	}
+	return out, nil
 }

@@ -159,7 +159,18 @@ func TestIdleTimeoutDeletesOnlyTheIdleSurplus(t *testing.T) {
 	}
 	// After it: two leased need ceil(2.2)+1 = 4; the two oldest idle go.
 	idle := idleOnes()
+	if p, err := j.PlanIdle(machines(t, api)); err != nil || len(p) != 0 {
+		t.Errorf("plan in the window: %v, %v; want nothing to delete", p, err)
+	}
 	clk.set(utcAt(t, "2026-12-01 10:05"))
+	// plan --database says what this pass does.
+	p, err := j.PlanIdle(machines(t, api))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "2 idle past idle_timeout 10m0s of 6 cataloged (2 leased), the group needing 4: " + idle[0].Hostname + ", " + idle[1].Hostname; len(p) != 1 || p[0].Action != "delete-idle" || p[0].Detail != want {
+		t.Errorf("plan after the window: %v; want delete-idle (%s)", p, want)
+	}
 	if err := j.DeleteIdleInstances(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 
 // Change is one thing the backend would do.
 type Change struct {
-	Action string // create-template, create-group, resize-group, drain-revision, drain-group, conflict
+	Action string // create-template, create-group, resize-group, drain-revision, drain-group, conflict, delete-idle
 	What   string
 	Detail string
 }
