@@ -65,7 +65,10 @@ func (s *Schedule) parse(bad func(format string, args ...any)) {
 		s.days[wd] = true
 	}
 	start, end, err := parseHours(s.Hours)
-	if err != nil {
+	switch {
+	case s.Hours == "":
+		bad(`hours is required: the window's start and end as 24-hour times, e.g. hours: "08:00-18:00"`)
+	case err != nil:
 		bad("hours %q: %v", s.Hours, err)
 	}
 	s.start, s.end = start, end

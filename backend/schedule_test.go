@@ -113,6 +113,8 @@ func TestScheduleConfigErrors(t *testing.T) {
 			`fleet.yaml:13: manager of pool in us-central1-a: schedule 1: day "monday": write mon, tue, wed, thu, fri, sat or sun, e.g. days: [mon, tue, wed, thu, fri]`},
 		{"no days", head + "    schedules:\n      - {hours: \"08:00-18:00\", time_zone: UTC, minimum_size: 3}\n",
 			`fleet.yaml:13: manager of pool in us-central1-a: schedule 1: days is required: the days the window begins on, e.g. days: [mon, tue, wed, thu, fri]`},
+		{"no hours", head + "    schedules:\n      - {days: [mon], time_zone: UTC, minimum_size: 3}\n",
+			`fleet.yaml:13: manager of pool in us-central1-a: schedule 1: hours is required: the window's start and end as 24-hour times, e.g. hours: "08:00-18:00"`},
 		{"hours without an end", head + "    schedules:\n      - {days: [mon], hours: \"08:00\", time_zone: UTC, minimum_size: 3}\n",
 			`fleet.yaml:13: manager of pool in us-central1-a: schedule 1: hours "08:00": no start and end: write the start and end as 24-hour times, e.g. hours: "08:00-18:00" (an end before the start ends the next day; 24:00 is midnight)`},
 		{"hours not a time", head + "    schedules:\n      - {days: [mon], hours: \"8am-6pm\", time_zone: UTC, minimum_size: 3}\n",
