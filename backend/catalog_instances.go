@@ -21,6 +21,8 @@ import (
 // (preempted, or deleted behind the backend's back) leaves the catalog,
 // so that nobody leases a machine that is gone.
 func (j *Jobs) CatalogInstances(ctx context.Context) error {
+	j.cataloging.Lock() // see DeleteIdleInstances
+	defer j.cataloging.Unlock()
 	gs, err := j.groups()
 	if err != nil {
 		return err

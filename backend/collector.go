@@ -44,6 +44,18 @@ var (
 		"Instances the backend is deleting (reclaimed, or idle in a drained group).", nil, nil)
 	drainingDesc = prometheus.NewDesc("gcefleet_backend_draining_groups",
 		"Groups of old revisions or removed managers not yet deleted.", nil, nil)
+	minIdleDesc = prometheus.NewDesc("gcefleet_backend_min_idle",
+		"Machines each configured group keeps available beyond those leased, as its schedule window in force says.",
+		[]string{"group", "zone"}, nil)
+	minimumDesc = prometheus.NewDesc("gcefleet_backend_minimum_size",
+		"Each configured group's minimum size, as its schedule window in force says.",
+		[]string{"group", "zone"}, nil)
+	windowDesc = prometheus.NewDesc("gcefleet_backend_schedule_window",
+		`1 for each configured group's schedule window in force ("default" outside every window), 0 for its others.`,
+		[]string{"group", "zone", "window"}, nil)
+	idleDeletedDesc = prometheus.NewDesc("gcefleet_backend_idle_deleted_total",
+		"Machines of each group taken out of the catalog and deleted because they stayed idle past idle_timeout beyond what the group needs, since this replica started.",
+		[]string{"group", "zone"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
@@ -51,6 +63,10 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- failingDesc
 	ch <- pendingDesc
 	ch <- drainingDesc
+	ch <- minIdleDesc
+	ch <- minimumDesc
+	ch <- windowDesc
+	ch <- idleDeletedDesc
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -68,6 +84,31 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			failing = 1
 		}
 		ch <- prometheus.MustNewConstMetric(failingDesc, prometheus.GaugeValue, failing, g.Name, g.Zone)
+		ch <- prometheus.MustNewConstMetric(idleDeletedDesc, prometheus.CounterValue, float64(s.IdleDeleted), g.Name, g.Zone)
+	}
+	// The configured groups' windows; without the revisions (see below)
+	// the groups are unknown and these are left out.
+	if gs, err := c.b.jobs.groups(); err == nil {
+		for _, g := range gs {
+			ch <- prometheus.MustNewConstMetric(minIdleDesc, prometheus.GaugeValue, float64(g.w.MinIdle), g.rev, g.m.Zone)
+			ch <- prometheus.MustNewConstMetric(minimumDesc, prometheus.GaugeValue, float64(g.w.MinimumSize), g.rev, g.m.Zone)
+			names := []string{"default"}
+			for _, s := range g.m.Schedules {
+				names = append(names, s.name())
+			}
+			seen := map[string]bool{}
+			for _, n := range names {
+				if seen[n] {
+					continue // two windows written alike: one series
+				}
+				seen[n] = true
+				v := 0.0
+				if n == g.w.Name {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(windowDesc, prometheus.GaugeValue, v, g.rev, g.m.Zone, n)
+			}
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(len(st.Pending)))
 	// Without the configured revisions (a metadata file unreadable: the
@@ -88,7 +129,7 @@ func (b *Backend) checkConverged() {
 	for _, g := range gs {
 		s, seen := stats[g.record().key()]
 		_, made := st.Groups[g.record().key()]
-		if !made || !seen || s.Failing != "" || s.Current < g.m.MinimumSize || s.Idle+s.Leased != s.Current {
+		if !made || !seen || s.Failing != "" || s.Current < g.w.MinimumSize || s.Idle+s.Leased != s.Current {
 			ok = false
 		}
 	}

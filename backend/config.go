@@ -79,6 +79,16 @@ type Manager struct {
 	Zone             string `yaml:"zone"`
 	MinimumSize      int    `yaml:"minimum_size"`
 	MaximumSize      int    `yaml:"maximum_size"`
+	// MinIdle is how many machines the group keeps AVAILABLE beyond what
+	// is leased and waited for, so that a request is fulfilled at once.
+	MinIdle int `yaml:"min_idle"`
+	// IdleTimeout, if set, is how long a machine may stay AVAILABLE while
+	// the group holds more than it needs before it is taken out of the
+	// catalog and deleted; zero (the default) keeps idle machines.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Schedules are windows with their own minimum_size and min_idle;
+	// outside them, the manager's own are in force.
+	Schedules []Schedule `yaml:"schedules"`
 
 	Line int `yaml:"-"`
 }
@@ -147,8 +157,15 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	for i := range cfg.Templates {
 		cfg.Templates[i].Line = at(lines["templates"], i)
 	}
+	schedLines := scheduleLines(&root)
 	for i := range cfg.Managers {
 		cfg.Managers[i].Line = at(lines["managers"], i)
+		for k := range cfg.Managers[i].Schedules {
+			cfg.Managers[i].Schedules[k].Line = cfg.Managers[i].Line
+			if i < len(schedLines) && k < len(schedLines[i]) {
+				cfg.Managers[i].Schedules[k].Line = schedLines[i][k]
+			}
+		}
 	}
 	cfg.Settings.lines = keyLines(&root, "settings")
 	if old := cfg.Settings.OldEndpoint; old != "" {
@@ -333,6 +350,7 @@ func (cfg *Config) check(name string, skip func(line int, msg string) bool) erro
 		case m.MinimumSize > m.MaximumSize:
 			bad(m.Line, "manager of %s in %s: minimum_size %d is above maximum_size %d", m.TemplateBaseName, m.Zone, m.MinimumSize, m.MaximumSize)
 		}
+		checkIdle(m, bad)
 	}
 	if d := cfg.Settings.Deployment; d != "" && !deploymentRE.MatchString(d) {
 		bad(cfg.Settings.line("deployment"), "settings.deployment %q: lowercase letters, digits and -, starting with a letter and not ending with -, at most 63 (it goes into GCE labels), e.g. deployment: ci-fleet", d)
@@ -355,6 +373,83 @@ func (cfg *Config) check(name string, skip func(line int, msg string) bool) erro
 		bad(cfg.Settings.line("audit_grace"), "settings.audit_grace %v is negative: give how long an unexplained instance may live, such as 15m", cfg.Settings.AuditGrace)
 	}
 	return errors.Join(errs...)
+}
+
+// checkIdle checks m's min_idle, idle_timeout and schedules.
+func checkIdle(m Manager, bad func(line int, format string, args ...any)) {
+	what := fmt.Sprintf("manager of %s in %s", m.TemplateBaseName, m.Zone)
+	switch {
+	case m.MinIdle < 0:
+		bad(m.Line, "%s: min_idle %d is negative: give how many machines to keep available beyond those leased, e.g. min_idle: 2 (0, the default, keeps none)", what, m.MinIdle)
+	case m.MaximumSize > 0 && m.MinIdle > m.MaximumSize:
+		bad(m.Line, "%s: min_idle %d is above maximum_size %d: the group could never keep that many available", what, m.MinIdle, m.MaximumSize)
+	}
+	if m.IdleTimeout < 0 {
+		bad(m.Line, "%s: idle_timeout %v is negative: give how long a surplus machine may stay idle before it is deleted, e.g. idle_timeout: 30m (0, the default, never deletes idle machines)", what, m.IdleTimeout)
+	}
+	for i := range m.Schedules {
+		s := &m.Schedules[i]
+		s.parse(func(format string, args ...any) {
+			bad(s.Line, "%s: schedule %d: %s", what, i+1, fmt.Sprintf(format, args...))
+		})
+		if s.MinimumSize != nil {
+			switch {
+			case *s.MinimumSize < 0:
+				bad(s.Line, "%s: schedule %d: minimum_size %d is negative", what, i+1, *s.MinimumSize)
+			case m.MaximumSize > 0 && *s.MinimumSize > m.MaximumSize:
+				bad(s.Line, "%s: schedule %d: minimum_size %d is above the manager's maximum_size %d: lower it or raise maximum_size", what, i+1, *s.MinimumSize, m.MaximumSize)
+			}
+		}
+		if s.MinIdle != nil {
+			switch {
+			case *s.MinIdle < 0:
+				bad(s.Line, "%s: schedule %d: min_idle %d is negative", what, i+1, *s.MinIdle)
+			case m.MaximumSize > 0 && *s.MinIdle > m.MaximumSize:
+				bad(s.Line, "%s: schedule %d: min_idle %d is above the manager's maximum_size %d: the group could never keep that many available", what, i+1, *s.MinIdle, m.MaximumSize)
+			}
+		}
+		if s.MinimumSize == nil && s.MinIdle == nil {
+			bad(s.Line, "%s: schedule %d: give the window's minimum_size, min_idle or both, e.g. minimum_size: 20", what, i+1)
+		}
+	}
+}
+
+// scheduleLines returns the line of each schedule of each manager.
+func scheduleLines(root *yaml.Node) [][]int {
+	if len(root.Content) == 0 {
+		return nil
+	}
+	doc := root.Content[0]
+	var out [][]int
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if doc.Content[i].Value != "managers" {
+			continue
+		}
+		seq := doc.Content[i+1]
+		if seq.Kind == yaml.AliasNode && seq.Alias != nil {
+			seq = seq.Alias
+		}
+		for _, item := range seq.Content {
+			var lines []int
+			if item.Kind == yaml.AliasNode && item.Alias != nil {
+				item = item.Alias
+			}
+			for k := 0; k+1 < len(item.Content); k += 2 {
+				if item.Content[k].Value != "schedules" {
+					continue
+				}
+				s := item.Content[k+1]
+				if s.Kind == yaml.AliasNode && s.Alias != nil {
+					s = s.Alias
+				}
+				for _, sc := range s.Content {
+					lines = append(lines, sc.Line)
+				}
+			}
+			out = append(out, lines)
+		}
+	}
+	return out
 }
 
 // Dimension rules of the provider's API (checkDims and textProblem in

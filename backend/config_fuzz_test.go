@@ -45,6 +45,9 @@ func FuzzParseConfig(f *testing.F) {
 		"templates: {}\nmanagers: []\nsettings: []\n",
 		"templates: [" + strings.Repeat("[", 5000) + "\n",
 		good + "---\ntemplates: []\n",
+		scheduled,
+		idleFleet,
+		poolTemplate + "managers:\n  - {template_base_name: pool, zone: us-central1-a, maximum_size: 3, min_idle: 9, idle_timeout: -1s, schedules: [{days: [xyz], hours: \"25:61-\", time_zone: Local}, {days: [sun], hours: \"22:00-06:00\", time_zone: Asia/Tokyo, min_idle: 1}]}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -66,7 +69,7 @@ func FuzzParseConfig(f *testing.F) {
 			t.Errorf("accepted settings %+v", s)
 		}
 		for _, m := range cfg.Managers {
-			if m.MinimumSize < 0 || m.MaximumSize > backend.MaxGroupSize || m.MinimumSize > m.MaximumSize {
+			if m.MinimumSize < 0 || m.MaximumSize > backend.MaxGroupSize || m.MinimumSize > m.MaximumSize || m.MinIdle < 0 || m.MinIdle > m.MaximumSize || m.IdleTimeout < 0 {
 				t.Errorf("accepted manager %+v", m)
 			}
 		}

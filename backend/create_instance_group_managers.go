@@ -51,7 +51,9 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		size := max(0, min(g.m.MinimumSize, g.m.MaximumSize-others))
+		// Made at what it needs with nothing leased yet: its window's
+		// minimum, or its idle spare if that is more.
+		size := max(0, min(Keep(g.need(0, 0, others)), g.m.MaximumSize-others))
 		req := &computepb.InsertInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, RequestId: new(gcecompute.RequestID()),
 			InstanceGroupManagerResource: &computepb.InstanceGroupManager{
 				Name:             new(g.rev),

@@ -60,7 +60,8 @@
 // A group is never shrunk by a resize, which would let Compute Engine
 // pick the instances to delete, leased ones among them: instances leave a
 // group only through deleteInstances, once they were reclaimed from their
-// lease or taken idle out of the catalog. Templates are immutable, so a
+// lease or taken idle out of the catalog (a drained group's, or one idle
+// past idle_timeout beyond what its group needs). Templates are immutable, so a
 // changed template is a new revision ([Template.Revision]); the old
 // revision's groups drain (idle instances now, leased ones when their
 // lease ends), then the groups are deleted, then the template. A revision
@@ -84,14 +85,31 @@
 //	resize-instance-groups             -> catalog-instances
 //	delete-instances-pending-deletion  -> catalog-instances, resize-instance-groups
 //	remove-cataloged-instances         -> delete-instances-pending-deletion (when it recorded any)
+//	delete-idle-instances              -> delete-instances-pending-deletion (when it recorded any)
 //	delete-instance-group-managers     -> delete-instance-templates
 //	catalog-instances, delete-instance-templates, audit-instances: kick none
 //
 // Outside the scheduler: the event follower runs update-cataloged-instances
 // on each batch of the provider's events and kicks
 // delete-instances-pending-deletion when a reclaimed instance was
-// recorded; a reload of the configuration (import-config, then
-// process-config) kicks every job. Two steps run inside jobs rather than
+// recorded, and resize-instance-groups when a machine was leased while a
+// manager keeps a min_idle spare (so the group regrows it at once); a
+// manager's schedule window
+// changing kicks resize-instance-groups and delete-idle-instances; a
+// reload of the configuration (import-config, then process-config) kicks
+// every job.
+//
+// # Idle capacity
+//
+// A group needs [Keep]: its window's minimum, or a tenth above its leased
+// machines plus the requests waiting for it plus its window's min_idle,
+// whichever is more (schedule.go says which window is in force, by the
+// jobs' clock). resize-instance-groups grows it to that; with
+// idle_timeout, delete-idle-instances takes machines idle that long
+// beyond it out of the catalog (the provider removes a machine only
+// while it is AVAILABLE) and records them for deletion by name. It and
+// catalog-instances hold one lock, so that a machine taken out of the
+// catalog is recorded before catalog-instances could catalog it again. Two steps run inside jobs rather than
 // on their own: fetch-instances, the list of a group's instances each job
 // that works on them begins with, and cleanup-entities, which ends each
 // complete audit pass by forgetting the leftovers and pending deletions

@@ -37,6 +37,14 @@ func (b *Backend) schedule() *Scheduler {
 		}
 		return err
 	})
+	s.Add("delete-idle-instances", every, func(ctx context.Context) error {
+		pending := len(j.state().Pending)
+		err := j.DeleteIdleInstances(ctx)
+		if len(j.state().Pending) != pending {
+			s.Kick("delete-instances-pending-deletion")
+		}
+		return err
+	})
 	s.Add("delete-instance-group-managers", every, then(j.DeleteInstanceGroupManagers, "delete-instance-templates"))
 	s.Add("delete-instance-templates", every, j.DeleteInstanceTemplates)
 	// The audit lists every instance of its zones: rarely, so that a

@@ -81,6 +81,9 @@ type group struct {
 	t          Template
 	rev        string
 	deployment string
+	// w is the manager's window in force when the groups were read: its
+	// minimum_size and min_idle.
+	w Window
 }
 
 func (g group) record() GroupRecord {
@@ -105,9 +108,10 @@ func (j *Jobs) groups() ([]group, error) {
 		return nil, err
 	}
 	var out []group
+	now := j.now()
 	for _, m := range cfg.Managers {
 		t := templates[m.TemplateBaseName]
-		out = append(out, group{m: m, t: t, rev: revs[m.TemplateBaseName], deployment: id})
+		out = append(out, group{m: m, t: t, rev: revs[m.TemplateBaseName], deployment: id, w: m.InForce(now)})
 	}
 	return out, nil
 }

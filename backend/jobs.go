@@ -37,6 +37,10 @@ type Jobs struct {
 	limiters   map[string]*rate.Limiter
 	stats      map[string]GroupStats // by group key, from the last passes
 	changes    atomic.Int64          // Compute changes made, so that jobs kick others only then
+	// cataloging is held by catalog-instances and delete-idle-instances:
+	// a machine taken out of the catalog as idle is recorded for
+	// deletion before catalog-instances reads the catalog without it.
+	cataloging sync.Mutex
 
 	machineTypes map[string]*computepb.MachineType // by zone/name
 }
@@ -51,6 +55,9 @@ type GroupStats struct {
 	// quota, from its instances' last attempts), if it cannot; while it
 	// is set the group is not grown.
 	Failing string
+	// IdleDeleted counts the machines delete-idle-instances took out of
+	// the catalog for deletion since this replica started.
+	IdleDeleted int
 }
 
 // Stats returns the last seen state of each group the backend made, by

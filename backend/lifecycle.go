@@ -41,6 +41,9 @@ type Options struct {
 	// from Store; empty: Run gets it from Store when it first leads (or,
 	// without a Store, it is the jobs' own; see NewJobs).
 	Deployment string
+	// Now is the jobs' clock, by which schedules are in force and
+	// machines have been idle; nil is time.Now.
+	Now func() time.Time
 }
 
 // Backend is a running GCE Backend.
@@ -83,6 +86,9 @@ func Run(ctx context.Context, cfg Config, compute *gcecompute.Client, prov *clie
 	b := &Backend{jobs: NewJobs(compute, prov, cfg, log), log: log, opts: opts, loaded: time.Now(), configErr: opts.StartErr}
 	if opts.Deployment != "" {
 		b.jobs.SetDeployment(opts.Deployment)
+	}
+	if opts.Now != nil {
+		b.jobs.Now = opts.Now
 	}
 	if opts.ConfigPath != "" {
 		if data, err := os.ReadFile(opts.ConfigPath); err == nil {
@@ -130,6 +136,7 @@ func (b *Backend) runLeader(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { b.sched.Run(ctx) })
 	wg.Go(func() { b.follow(ctx) })
+	wg.Go(func() { b.atWindowChanges(ctx) })
 	wg.Wait()
 }
 

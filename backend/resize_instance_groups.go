@@ -41,9 +41,16 @@ type Need struct {
 // GCE picks, leased ones among them; a group loses instances only by
 // deleteInstances of ones known idle.
 func Target(n Need) int {
-	want := max(n.Minimum, int(math.Ceil(float64(n.Leased)*1.1))+n.Pending+n.MinIdle)
-	want = min(want, n.Maximum-n.Others, n.Size+100)
+	want := min(Keep(n), n.Maximum-n.Others, n.Size+100)
 	return max(want, n.Size)
+}
+
+// Keep is how many machines a group needs: at least the minimum, room
+// for a tenth more than its leased machines, plus the requests waiting
+// for it, plus its idle spare. A group grows to it (see [Target]), and
+// its machines idle beyond it are what delete-idle-instances may delete.
+func Keep(n Need) int {
+	return max(n.Minimum, int(math.Ceil(float64(n.Leased)*1.1))+n.Pending+n.MinIdle)
 }
 
 // ResizeInstanceGroups is the resize-instance-groups job: it grows each
@@ -98,7 +105,7 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 		if want == size {
 			return nil
 		}
-		if failing := j.Stats()[key].Failing; failing != "" && want > g.m.MinimumSize {
+		if failing := j.Stats()[key].Failing; failing != "" && want > g.w.MinimumSize {
 			// The zone has no room (stockout, quota): asking for more
 			// would only queue more failures. Back off until it has.
 			return nil
@@ -117,9 +124,10 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 }
 
 // need is what group g's Target is reckoned from, given its size, its
-// leased machines and what older revisions in its zone hold.
+// leased machines and what older revisions in its zone hold: the minimum
+// and idle spare are those of the manager's window in force.
 func (g group) need(size, leased, others int) Need {
-	return Need{Size: size, Leased: leased, Others: others, Minimum: g.m.MinimumSize, Maximum: g.m.MaximumSize}
+	return Need{Size: size, Leased: leased, Others: others, Minimum: g.w.MinimumSize, MinIdle: g.w.MinIdle, Maximum: g.m.MaximumSize}
 }
 
 // leasedByGroup counts the backend's leased machines by group.

@@ -14,8 +14,8 @@ Deployment {{.Deployment}}. Configuration loaded {{.Loaded.UTC.Format "2006-01-0
 {{with .ConfigErr}}<p style="color:#b00"><b>The configuration file was refused; the last good one stays in force:</b><br><pre>{{.}}</pre></p>{{end}}
 {{with .RevisionErr}}<p style="color:#b00"><b>The configured revisions cannot be computed; no group is rolled out or drained until they can:</b><br><pre>{{.}}</pre></p>{{end}}
 <h3>Groups</h3>
-<table><tr><th>group (revision)</th><th>template</th><th>project</th><th>zone</th><th>state</th><th>target</th><th>current</th><th>leased</th><th>idle</th><th>problem</th></tr>
-{{range .Groups}}<tr><td>{{.Name}}</td><td>{{.BaseName}}</td><td>{{.Project}}</td><td>{{.Zone}}</td><td>{{.State}}</td><td>{{.Target}}</td><td>{{.Current}}</td><td>{{.Leased}}</td><td>{{.Idle}}</td><td>{{.Failing}}</td></tr>
+<table><tr><th>group (revision)</th><th>template</th><th>project</th><th>zone</th><th>state</th><th>target</th><th>current</th><th>leased</th><th>idle</th><th>problem</th><th>window in force</th><th>minimum</th><th>min_idle</th><th>next change</th><th>deleted idle</th></tr>
+{{range .Groups}}<tr><td>{{.Name}}</td><td>{{.BaseName}}</td><td>{{.Project}}</td><td>{{.Zone}}</td><td>{{.State}}</td><td>{{.Target}}</td><td>{{.Current}}</td><td>{{.Leased}}</td><td>{{.Idle}}</td><td>{{.Failing}}</td>{{with .Sched}}<td>{{.Window.Name}}</td><td>{{.Window.MinimumSize}}</td><td>{{.Window.MinIdle}}</td><td>{{if .Next.IsZero}}—{{else}}{{.Next.UTC.Format "2006-01-02 15:04Z"}} to {{.NextWindow.Name}}{{end}}</td>{{else}}<td>—</td><td></td><td></td><td></td>{{end}}<td>{{.IdleDeleted}}</td></tr>
 {{end}}</table>
 <p>Instances pending deletion: {{.Pending}}. Events read up to {{.Cursor}}.</p>
 <h3>Jobs</h3>
@@ -35,6 +35,13 @@ func (b *Backend) StatusHTML() template.HTML {
 		GroupRecord
 		GroupStats
 		State string
+		Sched *WindowInForce // nil for a drained group
+	}
+	sched := map[string]*WindowInForce{}
+	now := b.jobs.now()
+	for _, g := range gs {
+		w := g.m.inForce(now)
+		sched[g.record().key()] = &w
 	}
 	stats := b.jobs.Stats()
 	var groups []row
@@ -46,7 +53,7 @@ func (b *Backend) StatusHTML() template.HTML {
 		case !current[k]:
 			state = "draining"
 		}
-		groups = append(groups, row{g, stats[k], state})
+		groups = append(groups, row{g, stats[k], state, sched[k]})
 	}
 	slices.SortFunc(groups, func(a, b row) int { return strings.Compare(a.key(), b.key()) })
 	b.mu.Lock()

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/gcefleet/gcefleet/store"
@@ -41,6 +42,11 @@ func (b *Backend) follow(ctx context.Context) {
 			if any, err = j.UpdateCatalogedInstances(ctx, evs); any {
 				b.sched.Kick("delete-instances-pending-deletion")
 			}
+			// A lease took an idle machine: a group that keeps an idle
+			// spare regrows it now, not at the next interval.
+			if slices.ContainsFunc(evs, func(e store.Event) bool { return e.Kind == "leased" }) && b.keepsSpares() {
+				b.sched.Kick("resize-instance-groups")
+			}
 		}
 		if err != nil && ctx.Err() == nil {
 			b.log.Warn("following the provider's events", "err", err)
@@ -50,4 +56,15 @@ func (b *Backend) follow(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// keepsSpares says whether any manager keeps a min_idle spare now.
+func (b *Backend) keepsSpares() bool {
+	now := b.jobs.now()
+	for _, m := range b.jobs.Config().Managers {
+		if m.InForce(now).MinIdle > 0 {
+			return true
+		}
+	}
+	return false
 }

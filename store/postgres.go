@@ -134,6 +134,7 @@ func (d *postgresDB) read(ctx context.Context, f func(*sql.Tx) error) error {
 // holds; forShare keeps a row read from changing until commit.
 func (d *postgresDB) forUpdate() string { return " FOR UPDATE SKIP LOCKED" }
 func (d *postgresDB) forShare() string  { return " FOR SHARE" }
+func (d *postgresDB) lockRow() string   { return " FOR UPDATE" }
 
 // onReclaim is the SQL for a machine's reclamation policy, read from its
 // body in the database (no decoding of the whole body for one field).

@@ -164,6 +164,7 @@ func (d *sqliteDB) read(ctx context.Context, f func(*sql.Tx) error) error {
 // whole database.
 func (d *sqliteDB) forUpdate() string { return "" }
 func (d *sqliteDB) forShare() string  { return "" }
+func (d *sqliteDB) lockRow() string   { return "" }
 
 // onReclaim is the SQL for a machine's reclamation policy, read from its
 // body in the database (no decoding of the whole body for one field).

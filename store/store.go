@@ -55,9 +55,13 @@ type engine interface {
 	// tx runs f in a transaction; read runs f, which only reads.
 	tx(ctx context.Context, f func(*sql.Tx) error) error
 	read(ctx context.Context, f func(*sql.Tx) error) error
-	// forUpdate and forShare end a SELECT that locks its rows; onReclaim
-	// is a machine's reclamation policy read from its body column.
+	// forUpdate and forShare end a SELECT that locks its rows (on
+	// PostgreSQL forUpdate skips rows another holds, as a queue's
+	// consumer does); lockRow ends one that waits for the row instead,
+	// for a change that must see it as it ends up. onReclaim is a
+	// machine's reclamation policy read from its body column.
 	forUpdate() string
+	lockRow() string
 	forShare() string
 	onReclaim() string
 	// lockEvents, first in a transaction that writes events, keeps
@@ -347,7 +351,10 @@ func (s *Store) machinesTx(ctx context.Context, tx *sql.Tx, where string, args .
 func (s *Store) DeleteMachine(ctx context.Context, backend, hostname string) error {
 	return s.engine.tx(ctx, func(tx *sql.Tx) error {
 		var state, owner string
-		err := s.engine.queryRow(ctx, tx, ("SELECT state, backend FROM machines WHERE hostname = ?"+s.engine.forUpdate()), hostname).Scan(&state, &owner)
+		// Waiting for the row: a machine being leased is leased, not
+		// missing (SKIP LOCKED would find no row, and its backend would
+		// take it for gone and delete it under the lease).
+		err := s.engine.queryRow(ctx, tx, ("SELECT state, backend FROM machines WHERE hostname = ?"+s.engine.lockRow()), hostname).Scan(&state, &owner)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("store: machine %s: %w", hostname, ErrNotFound)
@@ -517,7 +524,8 @@ func (s *Store) ExtendLease(ctx context.Context, client, id string, t Term) (Lea
 	now := s.Now()
 	err := s.engine.tx(ctx, func(tx *sql.Tx) error {
 		var owner, state string
-		err := s.engine.queryRow(ctx, tx, ("SELECT client, state FROM leases WHERE id = ?"+s.engine.forUpdate()), id).Scan(&owner, &state)
+		// Waiting for the row: a lease another call is changing is there.
+		err := s.engine.queryRow(ctx, tx, ("SELECT client, state FROM leases WHERE id = ?"+s.engine.lockRow()), id).Scan(&owner, &state)
 		switch {
 		case errors.Is(err, sql.ErrNoRows) || err == nil && client != "" && owner != client:
 			return fmt.Errorf("lease %s: %w", id, ErrNotFound)

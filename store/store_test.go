@@ -707,3 +707,77 @@ func BenchmarkLeaseRelease(b *testing.B) {
 		}
 	})
 }
+
+// TestDeleteRacesLease: a backend taking an idle machine out of the
+// catalog while a client leases it: exactly one wins. Either the lease
+// holds the machine and the delete is refused (ErrLeased), or the
+// machine is gone and the request waits; never both, never neither.
+func TestDeleteRacesLease(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		const n = 40
+		for i := range n {
+			if _, err := s.AddMachine(ctx, machine(fmt.Sprintf("idle-%02d", i), store.Dimensions{"host": {fmt.Sprint(i)}})); err != nil {
+				t.Fatal(err)
+			}
+		}
+		leases := make([]store.Lease, n)
+		deleted := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				var err error
+				leases[i], _, err = s.RequestLease(ctx, "alice", request(fmt.Sprint("r", i), store.Dimensions{"host": {fmt.Sprint(i)}}))
+				if err != nil {
+					t.Error(err)
+				}
+			})
+			wg.Go(func() { deleted[i] = s.DeleteMachine(ctx, "gce", fmt.Sprintf("idle-%02d", i)) })
+		}
+		wg.Wait()
+		wins := map[string]int{}
+		for i := range n {
+			host := fmt.Sprintf("idle-%02d", i)
+			l, err := s.Lease(ctx, leases[i].ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, merr := s.Machine(ctx, host)
+			switch {
+			case deleted[i] == nil && l.State == store.Pending && errors.Is(merr, store.ErrNotFound):
+				wins["delete"]++
+			case errors.Is(deleted[i], store.ErrLeased) && l.State == store.Fulfilled && l.Hostname == host && m.State == store.Leased && m.LeaseID == l.ID:
+				wins["lease"]++
+			default:
+				t.Errorf("%s: delete %v, lease %s of %q, machine %+v (%v): not exactly one winner", host, deleted[i], l.State, l.Hostname, m, merr)
+			}
+		}
+		t.Logf("of %d races, %v", n, wins)
+	})
+}
+
+// TestConcurrentExtends: extends of one lease at once all succeed; none
+// finds the lease missing because another holds its row.
+func TestConcurrentExtends(t *testing.T) {
+	stores(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		if _, err := s.AddMachine(ctx, machine("m1", linux8)); err != nil {
+			t.Fatal(err)
+		}
+		l, _, err := s.RequestLease(ctx, "alice", request("r", linux8))
+		if err != nil || l.State != store.Fulfilled {
+			t.Fatalf("lease: %+v, %v", l, err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 16)
+		for i := range errs {
+			wg.Go(func() { _, errs[i] = s.ExtendLease(ctx, "alice", l.ID, store.Term{Duration: 2 * time.Hour}) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("extend %d: %v", i, err)
+			}
+		}
+	})
+}

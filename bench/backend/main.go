@@ -5,6 +5,7 @@
 //
 //	go run ./bench/backend                          # 100 managers x 100 instances
 //	go run ./bench/backend -managers=10 -size=10
+//	go run ./bench/backend -scaledown               # idle surplus after a busy window ends
 //
 // The emulator, the provider and the backend share this process (and its
 // two cores); the memory figure is theirs together.
@@ -41,7 +42,16 @@ func main() {
 	size := flag.Int("size", 100, "instances per group")
 	interval := flag.Duration("interval", 10*time.Second, "the backend's job interval")
 	rest := flag.Int("rest", 3, "intervals to measure the fleet at rest")
+	scaledown := flag.Bool("scaledown", false, "measure instead the idle surplus after a window that keeps -size machines ends, with -idle-timeout against none")
+	idleTimeout := flag.Duration("idle-timeout", 20*time.Second, "with -scaledown, the fleet's idle_timeout")
 	flag.Parse()
+	if *scaledown {
+		if err := runScaledown(*size, *interval, *idleTimeout); err != nil {
+			fmt.Fprintln(os.Stderr, "backend bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*managers, *size, *interval, *rest); err != nil {
 		fmt.Fprintln(os.Stderr, "backend bench:", err)
 		os.Exit(1)

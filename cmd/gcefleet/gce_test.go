@@ -192,6 +192,19 @@ settings: {endpoint: "` + url + `"%s}
 	if code != 1 || !strings.Contains(stderr, `names deployment "plan-test", but the database `+db+` is deployment "other"'s`) {
 		t.Errorf("plan of a database of another deployment: exit %d, %s", code, stderr)
 	}
+	// A schedule: plan says the window in force and when it changes.
+	scheduled := strings.Replace(fmt.Sprintf(fleet, ", deployment: plan-test"), "maximum_size: 3}", `maximum_size: 3,
+      schedules: [{days: [mon, tue, wed, thu, fri, sat, sun], hours: "00:00-24:00", time_zone: Pacific/Auckland, minimum_size: 2}]}`, 1)
+	os.WriteFile(path, []byte(scheduled), 0o600)
+	code, out, stderr = runCLI(t, nil, "plan", "--config", path)
+	if code != 1 || !strings.Contains(stderr, "the window is empty or the whole day") {
+		t.Errorf("plan of a window of the whole day: exit %d\n%s%s", code, out, stderr)
+	}
+	os.WriteFile(path, []byte(strings.Replace(scheduled, "00:00-24:00", "00:00-12:00", 1)), 0o600)
+	code, out, stderr = runCLI(t, nil, "plan", "--config", path)
+	if code != 0 || !strings.Contains(out, "window web in us-west1-a: ") || !strings.Contains(out, "(minimum 2, min_idle 0); from ") || !strings.Contains(out, "Pacific/Auckland") {
+		t.Errorf("plan with a schedule: exit %d\n%s%s", code, out, stderr)
+	}
 	os.WriteFile(path, []byte("templates:\n  - base_name: Web\n"), 0o600)
 	code, _, stderr = runCLI(t, nil, "plan", "--config", path)
 	if code != 1 || !strings.Contains(stderr, path+":2: base_name \"Web\"") {

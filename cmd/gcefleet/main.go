@@ -20,6 +20,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	// The time zones the backend's schedules name, for a machine (or
+	// container image) without /usr/share/zoneinfo.
+	_ "time/tzdata"
 
 	"github.com/gcefleet/gcefleet/provider/client"
 )

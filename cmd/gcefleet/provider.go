@@ -216,7 +216,9 @@ It shows only this deployment's resources: the deployment is the one
 settings.deployment names or, with --database (the provider's database,
 which keeps the deployment's identity and the backend's state), the
 database's; with --database it also sees the projects the configuration no
-longer names.
+longer names, and the idle machines idle_timeout would delete now
+(delete-idle). Each manager with schedules says its window in force and
+when that changes.
 
 Example:
   gcefleet plan --config fleet.yaml --database gcefleet.db`,
@@ -237,6 +239,7 @@ Example:
 				}
 				defer compute.Close()
 				j := backend.NewJobs(compute, nil, cfg, slog.New(slog.DiscardHandler))
+				var catalog []store.Machine // with --database: what idle_timeout would delete
 				if *database == "" && cfg.Settings.Deployment == "" {
 					return fmt.Errorf("plan: which deployment's resources are its own? %s names none (settings.deployment): give --database, the provider's database, which keeps the deployment's identity, or name the deployment in settings.deployment", *config)
 				}
@@ -268,17 +271,30 @@ Example:
 					if err := j.LoadState(ctx, st, store.Fence{}); err != nil {
 						return err
 					}
+					if catalog, err = st.Machines(ctx, ""); err != nil {
+						return err
+					}
 				}
 				changes, err := j.Plan(ctx)
 				if err != nil {
 					return err
 				}
+				idle, err := j.PlanIdle(catalog)
+				if err != nil {
+					return err
+				}
+				changes = append(changes, idle...)
 				if len(changes) == 0 {
 					fmt.Fprintln(env.stdout, "no changes: Compute Engine matches the configuration")
-					return nil
 				}
 				for _, c := range changes {
 					fmt.Fprintln(env.stdout, c)
+				}
+				// The schedules: what is in force and when that changes.
+				for _, w := range j.Windows() {
+					if !w.Next.IsZero() {
+						fmt.Fprintln(env.stdout, w)
+					}
 				}
 				return nil
 			}
