@@ -90,7 +90,17 @@ type Manager struct {
 	// outside them, the manager's own are in force.
 	Schedules []Schedule `yaml:"schedules"`
 
-	Line int `yaml:"-"`
+	Line  int            `yaml:"-"`
+	lines map[string]int // the line of each key, for messages
+}
+
+// line is the line of the manager's key for messages: its own, or the
+// manager's first.
+func (m Manager) line(key string) int {
+	if n := m.lines[key]; n > 0 {
+		return n
+	}
+	return m.Line
 }
 
 // Settings tune the backend.
@@ -157,13 +167,18 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	for i := range cfg.Templates {
 		cfg.Templates[i].Line = at(lines["templates"], i)
 	}
-	schedLines := scheduleLines(&root)
+	mlines := managerLines(&root)
 	for i := range cfg.Managers {
-		cfg.Managers[i].Line = at(lines["managers"], i)
-		for k := range cfg.Managers[i].Schedules {
-			cfg.Managers[i].Schedules[k].Line = cfg.Managers[i].Line
-			if i < len(schedLines) && k < len(schedLines[i]) {
-				cfg.Managers[i].Schedules[k].Line = schedLines[i][k]
+		m := &cfg.Managers[i]
+		m.Line = at(lines["managers"], i)
+		if i < len(mlines) {
+			m.lines = mlines[i].keys
+		}
+		for k := range m.Schedules {
+			m.Schedules[k].Line = m.Line
+			if i < len(mlines) && k < len(mlines[i].schedules) {
+				m.Schedules[k].Line = mlines[i].schedules[k].line
+				m.Schedules[k].lines = mlines[i].schedules[k].keys
 			}
 		}
 	}
@@ -380,32 +395,35 @@ func checkIdle(m Manager, bad func(line int, format string, args ...any)) {
 	what := fmt.Sprintf("manager of %s in %s", m.TemplateBaseName, m.Zone)
 	switch {
 	case m.MinIdle < 0:
-		bad(m.Line, "%s: min_idle %d is negative: give how many machines to keep available beyond those leased, e.g. min_idle: 2 (0, the default, keeps none)", what, m.MinIdle)
+		bad(m.line("min_idle"), "%s: min_idle %d is negative: give how many machines to keep available beyond those leased, e.g. min_idle: 2 (0, the default, keeps none)", what, m.MinIdle)
 	case m.MaximumSize > 0 && m.MinIdle > m.MaximumSize:
-		bad(m.Line, "%s: min_idle %d is above maximum_size %d: the group could never keep that many available", what, m.MinIdle, m.MaximumSize)
+		bad(m.line("min_idle"), "%s: min_idle %d is above maximum_size %d: the group could never keep that many available", what, m.MinIdle, m.MaximumSize)
 	}
-	if m.IdleTimeout < 0 {
-		bad(m.Line, "%s: idle_timeout %v is negative: give how long a surplus machine may stay idle before it is deleted, e.g. idle_timeout: 30m (0, the default, never deletes idle machines)", what, m.IdleTimeout)
+	switch {
+	case m.IdleTimeout < 0:
+		bad(m.line("idle_timeout"), "%s: idle_timeout %v is negative: give how long a surplus machine may stay idle before it is deleted, e.g. idle_timeout: 30m (0, the default, never deletes idle machines)", what, m.IdleTimeout)
+	case m.IdleTimeout > 0 && m.IdleTimeout < time.Second:
+		bad(m.line("idle_timeout"), "%s: idle_timeout %v is under a second: a machine would be deleted the moment it is idle; give a time such as idle_timeout: 30m (0, the default, never deletes idle machines)", what, m.IdleTimeout)
 	}
 	for i := range m.Schedules {
 		s := &m.Schedules[i]
-		s.parse(func(format string, args ...any) {
-			bad(s.Line, "%s: schedule %d: %s", what, i+1, fmt.Sprintf(format, args...))
+		s.parse(func(key, format string, args ...any) {
+			bad(s.line(key), "%s: schedule %d: %s", what, i+1, fmt.Sprintf(format, args...))
 		})
 		if s.MinimumSize != nil {
 			switch {
 			case *s.MinimumSize < 0:
-				bad(s.Line, "%s: schedule %d: minimum_size %d is negative", what, i+1, *s.MinimumSize)
+				bad(s.line("minimum_size"), "%s: schedule %d: minimum_size %d is negative", what, i+1, *s.MinimumSize)
 			case m.MaximumSize > 0 && *s.MinimumSize > m.MaximumSize:
-				bad(s.Line, "%s: schedule %d: minimum_size %d is above the manager's maximum_size %d: lower it or raise maximum_size", what, i+1, *s.MinimumSize, m.MaximumSize)
+				bad(s.line("minimum_size"), "%s: schedule %d: minimum_size %d is above the manager's maximum_size %d: lower it or raise maximum_size", what, i+1, *s.MinimumSize, m.MaximumSize)
 			}
 		}
 		if s.MinIdle != nil {
 			switch {
 			case *s.MinIdle < 0:
-				bad(s.Line, "%s: schedule %d: min_idle %d is negative", what, i+1, *s.MinIdle)
+				bad(s.line("min_idle"), "%s: schedule %d: min_idle %d is negative", what, i+1, *s.MinIdle)
 			case m.MaximumSize > 0 && *s.MinIdle > m.MaximumSize:
-				bad(s.Line, "%s: schedule %d: min_idle %d is above the manager's maximum_size %d: the group could never keep that many available", what, i+1, *s.MinIdle, m.MaximumSize)
+				bad(s.line("min_idle"), "%s: schedule %d: min_idle %d is above the manager's maximum_size %d: the group could never keep that many available", what, i+1, *s.MinIdle, m.MaximumSize)
 			}
 		}
 		if s.MinimumSize == nil && s.MinIdle == nil {
@@ -414,39 +432,57 @@ func checkIdle(m Manager, bad func(line int, format string, args ...any)) {
 	}
 }
 
-// scheduleLines returns the line of each schedule of each manager.
-func scheduleLines(root *yaml.Node) [][]int {
+// itemKeys are the lines of a mapping in a list and of each of its keys.
+type itemKeys struct {
+	line int
+	keys map[string]int
+}
+
+// managerKeys are the lines of a manager's keys and of its schedules'.
+type managerKeys struct {
+	keys      map[string]int
+	schedules []itemKeys
+}
+
+// managerLines returns the lines of each manager's keys and of each of
+// its schedules' keys, so that a problem is reported at the line of the
+// key that has it.
+func managerLines(root *yaml.Node) []managerKeys {
 	if len(root.Content) == 0 {
 		return nil
 	}
+	deref := func(n *yaml.Node) *yaml.Node {
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			return n.Alias
+		}
+		return n
+	}
+	keysOf := func(n *yaml.Node) map[string]int {
+		out := map[string]int{}
+		for k := 0; k+1 < len(n.Content); k += 2 {
+			out[n.Content[k].Value] = n.Content[k].Line
+		}
+		return out
+	}
 	doc := root.Content[0]
-	var out [][]int
+	var out []managerKeys
 	for i := 0; i+1 < len(doc.Content); i += 2 {
 		if doc.Content[i].Value != "managers" {
 			continue
 		}
-		seq := doc.Content[i+1]
-		if seq.Kind == yaml.AliasNode && seq.Alias != nil {
-			seq = seq.Alias
-		}
-		for _, item := range seq.Content {
-			var lines []int
-			if item.Kind == yaml.AliasNode && item.Alias != nil {
-				item = item.Alias
-			}
+		for _, item := range deref(doc.Content[i+1]).Content {
+			item = deref(item)
+			mk := managerKeys{keys: keysOf(item)}
 			for k := 0; k+1 < len(item.Content); k += 2 {
 				if item.Content[k].Value != "schedules" {
 					continue
 				}
-				s := item.Content[k+1]
-				if s.Kind == yaml.AliasNode && s.Alias != nil {
-					s = s.Alias
-				}
-				for _, sc := range s.Content {
-					lines = append(lines, sc.Line)
+				for _, sc := range deref(item.Content[k+1]).Content {
+					sc = deref(sc)
+					mk.schedules = append(mk.schedules, itemKeys{line: sc.Line, keys: keysOf(sc)})
 				}
 			}
-			out = append(out, lines)
+			out = append(out, mk)
 		}
 	}
 	return out

@@ -29,7 +29,8 @@ type Schedule struct {
 	MinimumSize *int `yaml:"minimum_size"`
 	MinIdle     *int `yaml:"min_idle"`
 
-	Line int `yaml:"-"`
+	Line  int            `yaml:"-"`
+	lines map[string]int // the line of each key, for messages
 
 	days       [7]bool // by time.Weekday
 	start, end int     // minutes after midnight; end may be 1440
@@ -52,37 +53,52 @@ var dayNames = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "
 
 // parse checks s and keeps what InForce needs; each problem goes to bad,
 // saying how to write it.
-func (s *Schedule) parse(bad func(format string, args ...any)) {
+func (s *Schedule) parse(bad func(key, format string, args ...any)) {
 	if len(s.Days) == 0 {
-		bad("days is required: the days the window begins on, e.g. days: [mon, tue, wed, thu, fri]")
+		bad("days", "days is required: the days the window begins on, e.g. days: [mon, tue, wed, thu, fri]")
 	}
 	for _, d := range s.Days {
 		wd, ok := dayNames[strings.ToLower(d)]
-		if !ok {
-			bad("day %q: write mon, tue, wed, thu, fri, sat or sun, e.g. days: [mon, tue, wed, thu, fri]", d)
-			continue
+		switch {
+		case !ok:
+			bad("days", "day %q: write mon, tue, wed, thu, fri, sat or sun, e.g. days: [mon, tue, wed, thu, fri]", d)
+		case s.days[wd]:
+			bad("days", "day %q is given twice: name each day once", d)
+		default:
+			s.days[wd] = true
 		}
-		s.days[wd] = true
 	}
 	start, end, err := parseHours(s.Hours)
 	switch {
 	case s.Hours == "":
-		bad(`hours is required: the window's start and end as 24-hour times, e.g. hours: "08:00-18:00"`)
+		bad("hours", `hours is required: the window's start and end as 24-hour times, e.g. hours: "08:00-18:00"`)
 	case err != nil:
-		bad("hours %q: %v", s.Hours, err)
+		bad("hours", "hours %q: %v", s.Hours, err)
+	default:
+		// As it is read, so that plan and the status page show it so.
+		s.Hours = fmt.Sprintf("%02d:%02d-%02d:%02d", start/60, start%60, end/60, end%60)
 	}
 	s.start, s.end = start, end
 	switch {
 	case s.TimeZone == "":
-		bad("time_zone is required: an IANA time zone such as Europe/Berlin, America/New_York or UTC")
+		bad("time_zone", "time_zone is required: an IANA time zone such as Europe/Berlin, America/New_York or UTC")
 	default:
 		loc, err := time.LoadLocation(s.TimeZone)
 		if err != nil || strings.EqualFold(s.TimeZone, "local") {
-			bad("time_zone %q is not a time zone: write an IANA name such as Europe/Berlin, America/New_York or UTC", s.TimeZone)
+			bad("time_zone", "time_zone %q is not a time zone: write an IANA name such as Europe/Berlin, America/New_York or UTC", s.TimeZone)
 		} else {
 			s.loc = loc
 		}
 	}
+}
+
+// line is the line of the schedule's key for messages: its own, or the
+// schedule's first.
+func (s *Schedule) line(key string) int {
+	if n := s.lines[key]; n > 0 {
+		return n
+	}
+	return s.Line
 }
 
 // parseHours reads "HH:MM-HH:MM" as minutes after midnight.

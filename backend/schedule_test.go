@@ -131,11 +131,19 @@ func TestScheduleConfigErrors(t *testing.T) {
 			"fleet.yaml:13: manager of pool in us-central1-a: schedule 1: give the window's minimum_size, min_idle or both, e.g. minimum_size: 20\n" +
 				`fleet.yaml:14: manager of pool in us-central1-a: schedule 2: minimum_size 11 is above the manager's maximum_size 10: lower it or raise maximum_size`},
 		{"min_idle negative", head + "    min_idle: -1\n",
-			`fleet.yaml:8: manager of pool in us-central1-a: min_idle -1 is negative: give how many machines to keep available beyond those leased, e.g. min_idle: 2 (0, the default, keeps none)`},
+			`fleet.yaml:12: manager of pool in us-central1-a: min_idle -1 is negative: give how many machines to keep available beyond those leased, e.g. min_idle: 2 (0, the default, keeps none)`},
 		{"min_idle above the maximum", head + "    min_idle: 11\n",
-			`fleet.yaml:8: manager of pool in us-central1-a: min_idle 11 is above maximum_size 10: the group could never keep that many available`},
+			`fleet.yaml:12: manager of pool in us-central1-a: min_idle 11 is above maximum_size 10: the group could never keep that many available`},
 		{"idle_timeout negative", head + "    idle_timeout: -5m\n",
-			`fleet.yaml:8: manager of pool in us-central1-a: idle_timeout -5m0s is negative: give how long a surplus machine may stay idle before it is deleted, e.g. idle_timeout: 30m (0, the default, never deletes idle machines)`},
+			`fleet.yaml:12: manager of pool in us-central1-a: idle_timeout -5m0s is negative: give how long a surplus machine may stay idle before it is deleted, e.g. idle_timeout: 30m (0, the default, never deletes idle machines)`},
+		{"idle_timeout under a second", head + "    idle_timeout: 1ns\n",
+			`fleet.yaml:12: manager of pool in us-central1-a: idle_timeout 1ns is under a second: a machine would be deleted the moment it is idle; give a time such as idle_timeout: 30m (0, the default, never deletes idle machines)`},
+		{"a day twice", head + "    schedules:\n      - {days: [mon, Mon], hours: \"08:00-18:00\", time_zone: UTC, minimum_size: 3}\n",
+			`fleet.yaml:13: manager of pool in us-central1-a: schedule 1: day "Mon" is given twice: name each day once`},
+		// A schedule written as a block is blamed at the key's own line.
+		{"a block schedule's bad key", head + "    schedules:\n      - days: [mon]\n        hours: \"08:00-18:00\"\n        time_zone: Mars/Olympus\n        min_idle: 11\n",
+			"fleet.yaml:15: manager of pool in us-central1-a: schedule 1: time_zone \"Mars/Olympus\" is not a time zone: write an IANA name such as Europe/Berlin, America/New_York or UTC\n" +
+				`fleet.yaml:16: manager of pool in us-central1-a: schedule 1: min_idle 11 is above the manager's maximum_size 10: the group could never keep that many available`},
 		{"idle_timeout not a duration", head + "    idle_timeout: soon\n",
 			`fleet.yaml:12: "soon" is not a duration: write a number with a unit, such as 90s, 15m or 720h`},
 	} {
@@ -151,6 +159,10 @@ func TestScheduleConfigErrors(t *testing.T) {
 	cfg, err := backend.ParseConfig("fleet.yaml", []byte(head+"    min_idle: 3\n    idle_timeout: 10m\n"))
 	if err != nil || cfg.Managers[0].MinIdle != 3 || cfg.Managers[0].IdleTimeout != 10*time.Minute {
 		t.Errorf("min_idle 3, idle_timeout 10m: %+v, %v", cfg.Managers, err)
+	}
+	padded, err := backend.ParseConfig("fleet.yaml", []byte(head+"    schedules:\n      - {days: [mon], hours: \" 08:00 - 18:00 \", time_zone: UTC, minimum_size: 3}\n"))
+	if err != nil || padded.Managers[0].Schedules[0].Hours != "08:00-18:00" {
+		t.Errorf("hours written with spaces: %v, %v; want them read and shown as 08:00-18:00", err, padded.Managers)
 	}
 	if !strings.Contains(scheduled, "Europe/Berlin") {
 		t.Fatal("the scheduled fixture lost its zone")
