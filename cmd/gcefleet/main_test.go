@@ -50,7 +50,7 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"doctor"}, 2, "doctor: --project is required"},
 		{[]string{"gc", "--project", "p", "extra"}, 2, `gc takes no arguments, but was given ["extra"]`},
 		{[]string{"gc", "--older-than", "soon"}, 2, `gc: --older-than: "soon" is not a duration: write 90s, 15m or 2h`},
-		{[]string{"gc", "--project", "p-gc", "--older-than", "-1h"}, 2, `gc: --older-than -1h0m0s is negative`},
+		{[]string{"gc", "--project", "p-gc-test", "--older-than", "-1h"}, 2, `gc: --older-than -1h0m0s is negative`},
 		{[]string{"emulator", "--no-such-flag"}, 2, "flag provided but not defined: --no-such-flag"},
 		{[]string{"emulator", "--image", "gcr.io/x/app"}, 2, "want IMAGE=PATH"},
 		{[]string{"emulator", "--image", "gcr.io/x/app=/does/not/exist"}, 2, "no such file"},
