@@ -390,6 +390,10 @@ func (cfg *Config) check(name string, skip func(line int, msg string) bool) erro
 	return errors.Join(errs...)
 }
 
+// maxSchedules bounds a manager's schedule windows: a week of windows
+// per weekday, and far more than a schedule that reads well.
+const maxSchedules = 50
+
 // checkIdle checks m's min_idle, idle_timeout and schedules.
 func checkIdle(m Manager, bad func(line int, format string, args ...any)) {
 	what := fmt.Sprintf("manager of %s in %s", m.TemplateBaseName, m.Zone)
@@ -404,6 +408,10 @@ func checkIdle(m Manager, bad func(line int, format string, args ...any)) {
 		bad(m.line("idle_timeout"), "%s: idle_timeout %v is negative: give how long a surplus machine may stay idle before it is deleted, e.g. idle_timeout: 30m (0, the default, never deletes idle machines)", what, m.IdleTimeout)
 	case m.IdleTimeout > 0 && m.IdleTimeout < time.Second:
 		bad(m.line("idle_timeout"), "%s: idle_timeout %v is under a second: a machine would be deleted the moment it is idle; give a time such as idle_timeout: 30m (0, the default, never deletes idle machines)", what, m.IdleTimeout)
+	}
+	if len(m.Schedules) > maxSchedules {
+		bad(m.line("schedules"), "%s: %d schedules: a manager has at most %d windows; merge windows that share their sizes (a window names several days)", what, len(m.Schedules), maxSchedules)
+		return
 	}
 	for i := range m.Schedules {
 		s := &m.Schedules[i]

@@ -144,6 +144,8 @@ func TestScheduleConfigErrors(t *testing.T) {
 		{"a block schedule's bad key", head + "    schedules:\n      - days: [mon]\n        hours: \"08:00-18:00\"\n        time_zone: Mars/Olympus\n        min_idle: 11\n",
 			"fleet.yaml:15: manager of pool in us-central1-a: schedule 1: time_zone \"Mars/Olympus\" is not a time zone: write an IANA name such as Europe/Berlin, America/New_York or UTC\n" +
 				`fleet.yaml:16: manager of pool in us-central1-a: schedule 1: min_idle 11 is above the manager's maximum_size 10: the group could never keep that many available`},
+		{"too many windows", head + "    schedules:\n" + strings.Repeat("      - {days: [mon], hours: \"08:00-09:00\", time_zone: UTC, minimum_size: 3}\n", 51),
+			`fleet.yaml:12: manager of pool in us-central1-a: 51 schedules: a manager has at most 50 windows; merge windows that share their sizes (a window names several days)`},
 		{"idle_timeout not a duration", head + "    idle_timeout: soon\n",
 			`fleet.yaml:12: "soon" is not a duration: write a number with a unit, such as 90s, 15m or 720h`},
 	} {
