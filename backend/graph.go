@@ -1,6 +1,13 @@
 package backend
 
-import "context"
+import (
+	"context"
+	"time"
+)
+
+// bootRecheck is how soon catalog-instances looks again while waiting
+// requests are assigned to groups whose instances boot.
+const bootRecheck = 2 * time.Second
 
 // schedule registers the jobs; each kicks the ones that wait for it.
 func (b *Backend) schedule() *Scheduler {
@@ -26,6 +33,12 @@ func (b *Backend) schedule() *Scheduler {
 	s.Add("catalog-instances", every, func(ctx context.Context) error {
 		err := j.CatalogInstances(ctx)
 		b.checkConverged()
+		if j.bootingForDemand() {
+			// Requests wait for instances still booting: look again soon
+			// rather than at the next interval, so that each is leased
+			// the moment it runs.
+			time.AfterFunc(bootRecheck, func() { s.Kick("catalog-instances") })
+		}
 		return err
 	})
 	s.Add("delete-instances-pending-deletion", every, then(j.DeleteInstancesPendingDeletion, "catalog-instances", "resize-instance-groups"))

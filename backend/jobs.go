@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/gcefleet/gcefleet/gcecompute"
+	"github.com/gcefleet/gcefleet/provider/api"
 	"github.com/gcefleet/gcefleet/provider/client"
 )
 
@@ -39,6 +40,10 @@ type Jobs struct {
 	changes    atomic.Int64          // Compute changes made, so that jobs kick others only then
 
 	machineTypes map[string]*computepb.MachineType // by zone/name
+
+	demand    api.Demand // the provider's, as last read (see followDemand)
+	offered   string     // the offers last published, as JSON
+	offeredAt time.Time  // and when
 }
 
 // GroupStats is what the last passes saw of a group.
@@ -51,6 +56,11 @@ type GroupStats struct {
 	// quota, from its instances' last attempts), if it cannot; while it
 	// is set the group is not grown.
 	Failing string
+	// Demand is how many waiting lease requests the last resize pass
+	// assigned to the group.
+	Demand int
+	// Booting is how many of its instances are not yet RUNNING.
+	Booting int
 }
 
 // Stats returns the last seen state of each group the backend made, by

@@ -130,6 +130,7 @@ func (b *Backend) runLeader(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { b.sched.Run(ctx) })
 	wg.Go(func() { b.follow(ctx) })
+	wg.Go(func() { b.followDemand(ctx) })
 	wg.Wait()
 }
 
