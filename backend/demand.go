@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gcefleet/gcefleet/provider/api"
@@ -230,4 +231,16 @@ func (j *Jobs) bootingForDemand() bool {
 		}
 	}
 	return false
+}
+
+// failingGroups names the groups the last passes saw failing, sorted.
+func (j *Jobs) failingGroups() string {
+	var out []string
+	for k, s := range j.Stats() {
+		if s.Failing != "" {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
 }

@@ -30,9 +30,16 @@ func (b *Backend) schedule() *Scheduler {
 	s.Add("create-instance-templates", every, then(j.CreateInstanceTemplates, "create-instance-group-managers"))
 	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "catalog-instances"))
 	s.Add("resize-instance-groups", every, then(j.ResizeInstanceGroups, "catalog-instances"))
+	failing := "" // the groups last seen failing, to reassign demand once they change
 	s.Add("catalog-instances", every, func(ctx context.Context) error {
 		err := j.CatalogInstances(ctx)
 		b.checkConverged()
+		if f := j.failingGroups(); f != failing {
+			// A zone stocked out (or recovered): its waiting requests go
+			// to groups that can grow, now.
+			failing = f
+			s.Kick("resize-instance-groups")
+		}
 		if j.bootingForDemand() {
 			// Requests wait for instances still booting: look again soon
 			// rather than at the next interval, so that each is leased
