@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -214,5 +215,45 @@ func TestOffersExpire(t *testing.T) {
 	}
 	if err := w.alice.PutOffers(ctx, nil, 0); !client.IsForbidden(err) {
 		t.Errorf("a client publishing offers: %v, want 403", err)
+	}
+}
+
+// TestQueueByDimensionsShown: the metrics name the 20 longest queues by
+// set of dimensions and sum the rest as "other"; the status page lists
+// every set with its queue.
+func TestQueueByDimensionsShown(t *testing.T) {
+	w := start(t)
+	ctx := context.Background()
+	for i := range 25 {
+		for j := range 1 + i%3 {
+			if _, err := w.alice.RequestLease(ctx, store.LeaseRequest{RequestID: fmt.Sprint("set-", i, "-", j),
+				Dimensions: store.Dimensions{"pool": {fmt.Sprint("p", i)}}, Term: store.Term{Duration: time.Hour}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	m := testutil.Metrics(t, w.server.Registry())
+	if n := strings.Count(m, "gcefleet_provider_queue_length{"); n != 21 {
+		t.Errorf("%d queue_length series, want 20 sets and other:\n%s", n, m)
+	}
+	for _, want := range []string{`gcefleet_provider_queue_length{dimensions="pool=p2"} 3`, `gcefleet_provider_queue_length{dimensions="other"} `,
+		`gcefleet_provider_queue_oldest_wait_seconds{dimensions="other"} `} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodGet, w.url+"/", nil)
+	req.Header.Set("Authorization", "Bearer admin-secret-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var page strings.Builder
+	if _, err := io.Copy(&page, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), `<table id="queue">`) || !strings.Contains(page.String(), "<td>pool=p24</td><td>1</td>") {
+		t.Errorf("the status page lacks the queue by dimensions:\n%s", page.String())
 	}
 }
