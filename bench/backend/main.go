@@ -5,6 +5,7 @@
 //
 //	go run ./bench/backend                          # 100 managers x 100 instances
 //	go run ./bench/backend -managers=10 -size=10
+//	go run ./bench/backend -burst -interval=1m      # 200 requests on 3 groups at their minimum
 //
 // The emulator, the provider and the backend share this process (and its
 // two cores); the memory figure is theirs together.
@@ -41,7 +42,18 @@ func main() {
 	size := flag.Int("size", 100, "instances per group")
 	interval := flag.Duration("interval", 10*time.Second, "the backend's job interval")
 	rest := flag.Int("rest", 3, "intervals to measure the fleet at rest")
+	burstMode := flag.Bool("burst", false, "measure a burst of lease requests on a fleet at its minimum instead (see burst.go)")
+	requests := flag.Int("requests", 200, "with -burst: requests queued at once")
+	boot := flag.Duration("boot", 20*time.Second, "with -burst: how long an instance takes to reach RUNNING")
+	limit := flag.Duration("limit", 5*time.Minute, "with -burst: how long to wait for every request")
 	flag.Parse()
+	if *burstMode {
+		if err := burst(*requests, *boot, *interval, *limit); err != nil {
+			fmt.Fprintln(os.Stderr, "backend bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*managers, *size, *interval, *rest); err != nil {
 		fmt.Fprintln(os.Stderr, "backend bench:", err)
 		os.Exit(1)
