@@ -30,45 +30,35 @@ func (s *Store) Demand(ctx context.Context) ([]DemandSet, error) {
 		dims   Dimensions
 	}
 	var out []DemandSet
+	// One statement, so that one snapshot gives the counts and the sets'
+	// dimensions (a request fulfilled between two would leave a count
+	// without its dimensions).
 	err := s.engine.read(ctx, func(tx *sql.Tx) error {
 		out = nil
 		by := map[string]*agg{}
-		rows, err := s.engine.query(ctx, tx, "SELECT shape, COUNT(*), MIN(created_at) FROM queue GROUP BY shape")
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			a := &agg{dims: Dimensions{}}
-			var shape string
-			if err := rows.Scan(&shape, &a.n, &a.oldest); err != nil {
-				rows.Close()
-				return err
-			}
-			by[shape] = a
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if len(by) == 0 {
-			return nil
-		}
-		rows, err = s.engine.query(ctx, tx, "SELECT shape, kv FROM queue_shapes")
+		rows, err := s.engine.query(ctx, tx, `SELECT q.shape, q.n, q.oldest, s.kv FROM
+			(SELECT shape, COUNT(*) AS n, MIN(created_at) AS oldest FROM queue GROUP BY shape) q
+			JOIN queue_shapes s ON s.shape = q.shape`)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var shape, pair string
-			if err := rows.Scan(&shape, &pair); err != nil {
+			var n int
+			var oldest int64
+			if err := rows.Scan(&shape, &n, &oldest, &pair); err != nil {
 				return err
 			}
 			a := by[shape]
-			if a == nil || pair == "" {
-				continue
+			if a == nil {
+				a = &agg{n: n, oldest: oldest, dims: Dimensions{}}
+				by[shape] = a
 			}
-			k, v, _ := strings.Cut(pair, "=")
-			a.dims[k] = append(a.dims[k], v)
+			if pair != "" {
+				k, v, _ := strings.Cut(pair, "=")
+				a.dims[k] = append(a.dims[k], v)
+			}
 		}
 		if err := rows.Err(); err != nil {
 			return err
