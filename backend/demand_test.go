@@ -46,11 +46,16 @@ func demandFleet(t *testing.T) (*fleet, *backend.Backend, *prometheus.Registry, 
 		t.Fatal(err)
 	}
 	b, reg, _ := f.startWithMetrics("one", nil)
-	testutil.WaitWithin(t, 30*time.Second, "the three groups to be made and offered", func() bool {
-		os, err := f.api.Offers(context.Background())
-		return err == nil && len(os) == 3 && len(b.Jobs().Stats()) == 3
+	var rev string
+	testutil.WaitWithin(t, 30*time.Second, "the three groups to be made", func() bool {
+		rev = revisionIn(t, b.Jobs().Config().Templates[0], b.Jobs().Deployment())
+		for _, z := range demandZones {
+			if !f.groupExists(z, rev) {
+				return false
+			}
+		}
+		return true
 	})
-	rev := machinesRevision(t, f)
 	size := func(zone string) int {
 		mig, err := f.compute.Groups.Get(context.Background(), &computepb.GetInstanceGroupManagerRequest{Project: "my-project", Zone: zone, InstanceGroupManager: rev})
 		if err != nil {
@@ -64,16 +69,6 @@ func demandFleet(t *testing.T) (*fleet, *backend.Backend, *prometheus.Registry, 
 		}
 	})
 	return f, b, reg, size
-}
-
-// machinesRevision is the revision the fleet's offers name.
-func machinesRevision(t *testing.T, f *fleet) string {
-	t.Helper()
-	os, err := f.api.Offers(context.Background())
-	if err != nil || len(os) == 0 {
-		t.Fatalf("offers: %v, %v", os, err)
-	}
-	return os[0].Dimensions["revision"][0]
 }
 
 // request asks for n machines with os=linux as alice and returns the
@@ -128,6 +123,17 @@ func TestQueuedRequestGrowsOneGroupAtOnce(t *testing.T) {
 	}
 	if grown != 1 {
 		t.Errorf("%d groups grew for one request; want exactly one", grown)
+	}
+	// The backend offers what each group makes, with the machine type's
+	// size, and how many more it may make.
+	offers, err := f.api.Offers(context.Background())
+	if err != nil || len(offers) != 3 {
+		t.Fatalf("offers: %+v, %v", offers, err)
+	}
+	for _, o := range offers {
+		if o.Backend != "gce" || o.Dimensions["cpus"][0] != "2" || o.Dimensions["os"][0] != "linux" || o.Dimensions["machine_type"][0] != "e2-standard-2" || o.Room < 8 {
+			t.Errorf("offer %+v", o)
+		}
 	}
 	if m := testutil.Metrics(t, reg); !strings.Contains(m, `gcefleet_backend_group_demand{group="`) {
 		t.Errorf("metrics lack the demand assigned per group:\n%s", m)

@@ -80,7 +80,7 @@
 // fleet at rest kicks nothing:
 //
 //	create-instance-templates          -> create-instance-group-managers
-//	create-instance-group-managers     -> catalog-instances
+//	create-instance-group-managers     -> catalog-instances, resize-instance-groups (requests may wait for the new groups)
 //	resize-instance-groups             -> catalog-instances
 //	delete-instances-pending-deletion  -> catalog-instances, resize-instance-groups
 //	remove-cataloged-instances         -> delete-instances-pending-deletion (when it recorded any)

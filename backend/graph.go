@@ -28,7 +28,7 @@ func (b *Backend) schedule() *Scheduler {
 		}
 	}
 	s.Add("create-instance-templates", every, then(j.CreateInstanceTemplates, "create-instance-group-managers"))
-	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "catalog-instances"))
+	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "catalog-instances", "resize-instance-groups"))
 	s.Add("resize-instance-groups", every, then(j.ResizeInstanceGroups, "catalog-instances"))
 	failing := "" // the groups last seen failing, to reassign demand once they change
 	s.Add("catalog-instances", every, func(ctx context.Context) error {

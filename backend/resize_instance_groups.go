@@ -67,10 +67,10 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
 		g := gs[i]
 		key := g.record().key()
-		j.setStats(key, func(s *GroupStats) { s.Demand = demand[key] })
 		if _, made := st.Groups[key]; !made {
 			return nil
 		}
+		j.setStats(key, func(s *GroupStats) { s.Demand = demand[key] })
 		// The catalog pass counted the group's instances (a group lists
 		// one per unit of its target size, CREATING ones included): a
 		// group at rest, with no demand assigned, costs no call here.

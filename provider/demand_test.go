@@ -102,8 +102,9 @@ func TestUnsatisfiableRequestsRefused(t *testing.T) {
 	w := start(t)
 	ctx := context.Background()
 	windows := store.LeaseRequest{RequestID: "win-0", Dimensions: store.Dimensions{"os": {"windows"}, "zone": {"us-a"}}, Term: store.Term{Duration: time.Hour}}
-	if l, err := w.alice.RequestLease(ctx, windows); err != nil || l.State != store.Pending {
-		t.Fatalf("without offers, a request for anything queues: %+v, %v", l, err)
+	first, err := w.alice.RequestLease(ctx, windows)
+	if err != nil || first.State != store.Pending {
+		t.Fatalf("without offers, a request for anything queues: %+v, %v", first, err)
 	}
 	offers := []api.Offer{
 		{Dimensions: store.Dimensions{"os": {"linux"}, "zone": {"us-a"}, "cpus": {"8"}}, Room: 5},
@@ -148,6 +149,10 @@ func TestUnsatisfiableRequestsRefused(t *testing.T) {
 				}
 			}
 		}
+	}
+	// A repeat of the request made before the offers answers as it did.
+	if l, err := w.alice.RequestLease(ctx, windows); err != nil || l.ID != first.ID {
+		t.Errorf("the windows request repeated once offers exist: %+v, %v; want lease %s again", l, err, first.ID)
 	}
 	// A machine added by hand satisfies what nobody offers.
 	if _, err := w.gce.AddMachine(ctx, store.Machine{Hostname: "vm-gpu", Dimensions: store.Dimensions{"gpu": {"t4"}}}); err != nil {

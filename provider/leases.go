@@ -36,7 +36,11 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 		return invalid(fields)
 	}
 	if err := s.satisfiable(r.Context(), req.Dimensions); err != nil {
-		return err
+		// A repeat of a request made when it could be satisfied answers
+		// as the first did.
+		if again, lerr := s.st.Requested(r.Context(), p.Name, req.RequestID); lerr != nil || !again {
+			return err
+		}
 	}
 	l, created, err := s.st.RequestLease(r.Context(), p.Name, req)
 	if err != nil {

@@ -185,3 +185,17 @@ func (s *Store) AnyMachine(ctx context.Context, d Dimensions) (bool, error) {
 	}
 	return true, nil
 }
+
+// Requested says whether client has made a request with requestID that
+// is still kept: a repeat of it answers with the stored lease, whatever
+// is offered now.
+func (s *Store) Requested(ctx context.Context, client, requestID string) (bool, error) {
+	var n int
+	err := s.engine.read(ctx, func(tx *sql.Tx) error {
+		return s.engine.queryRow(ctx, tx, "SELECT COUNT(*) FROM leases WHERE client = ? AND request_id = ?", client, requestID).Scan(&n)
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: looking for request %q: %w", requestID, err)
+	}
+	return n > 0, nil
+}
