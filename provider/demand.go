@@ -213,7 +213,7 @@ func unsatisfiableMessage(want api.Dimensions, offers []api.Offer) string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "%s (backend %s, %d of %d asked)", dimText(s.o.Dimensions), s.o.Backend, s.n, len(pairs))
+		fmt.Fprintf(&b, "%s (backend %s; has %d of the %d asked)", dimText(s.o.Dimensions), s.o.Backend, s.n, len(pairs))
 	}
 	return b.String()
 }

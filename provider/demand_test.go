@@ -124,9 +124,9 @@ func TestUnsatisfiableRequestsRefused(t *testing.T) {
 		contains []string
 	}{
 		{"a value nothing offers", store.Dimensions{"os": {"windows"}, "zone": {"us-a"}}, true,
-			[]string{"os=windows", "closest offers", "cpus=8 os=linux zone=us-a (backend gce, 1 of 2 asked)"}},
+			[]string{"os=windows", "closest offers", "cpus=8 os=linux zone=us-a (backend gce; has 1 of the 2 asked)"}},
 		{"values offered, but not together", store.Dimensions{"os": {"mac"}, "zone": {"us-a"}}, true,
-			[]string{"has all of os=mac zone=us-a", "(backend gce, 1 of 2 asked)"}},
+			[]string{"has all of os=mac zone=us-a", "(backend gce; has 1 of the 2 asked)"}},
 		{"a key nothing offers", store.Dimensions{"os": {"linux"}, "gpu": {"a100"}}, true, []string{"gpu=a100"}},
 		{"what an offer makes, though it has no room", store.Dimensions{"os": {"linux"}, "zone": {"us-b"}}, false, nil},
 		{"fewer keys than an offer", store.Dimensions{"os": {"linux"}}, false, nil},
