@@ -140,10 +140,21 @@ func (j *Jobs) assignDemand(gs []group, leased map[string]int) map[string]int {
 	return assign(d.Sets, cs)
 }
 
+// offerTTL is how long the backend's offers stand: three intervals, at
+// least a minute and at most an hour (the provider's bound). They are
+// published again when a third of it passed (or they changed), so that
+// a backend that stops publishing has its offers expire.
+func offerTTL(interval time.Duration) time.Duration {
+	return min(max(3*interval, time.Minute), time.Hour)
+}
+
+// demandGap is the least time between two resizes that changes of the
+// demand run: a queue that changes all the time does not keep the job
+// (and its read of the catalog) running back to back.
+const demandGap = 250 * time.Millisecond
+
 // publishOffers tells the provider what the configured groups gs can
-// make, when that changed or the last publication is an interval old:
-// the offers stand for three intervals (at least a minute), so that a
-// backend that stops publishing has its offers expire.
+// make, when that changed or a third of their ttl passed (see offerTTL).
 func (j *Jobs) publishOffers(ctx context.Context, gs []group) {
 	if j.Provider == nil {
 		return
@@ -161,14 +172,13 @@ func (j *Jobs) publishOffers(ctx context.Context, gs []group) {
 		offers = append(offers, api.Offer{Dimensions: d.Normalize(), Room: max(0, g.m.MaximumSize-max(s.Target, s.Current))})
 	}
 	b, _ := json.Marshal(offers)
-	every := j.Config().Settings.Interval
+	ttl := offerTTL(j.Config().Settings.Interval)
 	j.mu.Lock()
-	same := string(b) == j.offered && j.now().Sub(j.offeredAt) < every
+	same := string(b) == j.offered && j.now().Sub(j.offeredAt) < ttl/3
 	j.mu.Unlock()
 	if same {
 		return
 	}
-	ttl := min(max(3*every, time.Minute), time.Hour)
 	if err := j.Provider.PutOffers(ctx, offers, ttl); err != nil {
 		var ae *client.Error
 		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
@@ -214,10 +224,20 @@ func (b *Backend) followDemand(ctx context.Context) {
 			continue
 		}
 		backoff = time.Second
+		if gs, err := b.jobs.groups(); err == nil {
+			b.jobs.publishOffers(ctx, gs) // if a third of their ttl passed
+		}
 		if d.Version != version {
 			version = d.Version
 			b.jobs.SetDemand(d)
 			b.sched.Kick("resize-instance-groups")
+			t := time.NewTimer(demandGap)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
 		}
 	}
 }
