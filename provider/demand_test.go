@@ -218,6 +218,18 @@ func TestOffersExpire(t *testing.T) {
 			t.Errorf("PUT /v1/offers %s: HTTP %d, want 400 on %s", c.body, resp.StatusCode, c.field)
 		}
 	}
+	for _, q := range []string{"?wait=10m", "?version=" + strings.Repeat("v", 65), "?wait=1s&what=1"} {
+		req, _ := http.NewRequest(http.MethodGet, w.url+"/v1/demand"+q, nil)
+		req.Header.Set("Authorization", "Bearer gce-secret-0123456789")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET /v1/demand%s: HTTP %d, want 400", q, resp.StatusCode)
+		}
+	}
 	if err := w.alice.PutOffers(ctx, nil, 0); !client.IsForbidden(err) {
 		t.Errorf("a client publishing offers: %v, want 403", err)
 	}
@@ -260,5 +272,21 @@ func TestQueueByDimensionsShown(t *testing.T) {
 	}
 	if !strings.Contains(page.String(), `<table id="queue">`) || !strings.Contains(page.String(), "<td>pool=p24</td><td>1</td>") {
 		t.Errorf("the status page lacks the queue by dimensions:\n%s", page.String())
+	}
+}
+
+// TestDemandPollAnswersOnShutdown: a shutting-down server answers a
+// waiting demand poll at once with the demand as it is.
+func TestDemandPollAnswersOnShutdown(t *testing.T) {
+	w := start(t)
+	d, err := w.gce.Demand(context.Background(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := poll(t, w.gce, d.Version)
+	testutil.WaitFor(t, "the demand poll to be in flight", func() bool { return gauge(t, w.server, "gcefleet_provider_requests_in_flight") > 0 })
+	w.server.StopPolls()
+	if d2 := testutil.Receive(t, 5*time.Second, "the demand poll to answer at shutdown", got); d2.Version != d.Version {
+		t.Errorf("demand at shutdown: %+v, want the same empty demand", d2)
 	}
 }
