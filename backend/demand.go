@@ -69,11 +69,16 @@ type candidate struct {
 	// holds or grows to anyway.
 	room    int
 	failing bool
+	// coming is how many of its instances are on their way to the
+	// catalog (its target less its cataloged machines): the requests a
+	// group is making machines for stay its own from pass to pass.
+	coming int
 }
 
 // assign gives each waiting request of sets to exactly one candidate
-// whose dimensions satisfy it, request by request: a group with room
-// before one without, one that can create instances (no stockout or
+// whose dimensions satisfy it, request by request: a group already
+// making a machine not yet given to a request first, then a group with
+// room before one without, one that can create instances (no stockout or
 // quota failure) before one that cannot, and among equals the one given
 // the fewest so far (the zones take turns). It returns the requests
 // assigned by candidate key; a request no candidate satisfies is
@@ -109,6 +114,9 @@ func assign(sets []api.DemandSet, cs []candidate) map[string]int {
 
 // better says whether a should take the next request rather than b.
 func better(a, b candidate, given map[string]int) bool {
+	if ca, cb := given[a.key] < a.coming, given[b.key] < b.coming; ca != cb {
+		return ca
+	}
 	if ra, rb := a.room > 0, b.room > 0; ra != rb {
 		return ra
 	}
@@ -135,7 +143,14 @@ func (j *Jobs) assignDemand(gs []group, leased map[string]int) map[string]int {
 		}
 		s := stats[key]
 		anyway := max(s.Target, s.Current, Target(g.need(s.Current, leased[key], 0, 0)))
-		cs = append(cs, candidate{key: key, zone: g.m.Zone, dims: j.dims(g), room: g.m.MaximumSize - anyway, failing: s.Failing != ""})
+		c := candidate{key: key, zone: g.m.Zone, dims: j.dims(g), room: g.m.MaximumSize - anyway, failing: s.Failing != ""}
+		if !c.failing {
+			// The leased count read now: the last catalog pass's may be
+			// older than machines leased since, which would count them
+			// as still to come.
+			c.coming = max(0, s.Target-leased[key]-s.Idle)
+		}
+		cs = append(cs, c)
 	}
 	return assign(d.Sets, cs)
 }

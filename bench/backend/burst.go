@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,7 +83,7 @@ func burst(requests int, boot, interval, limit time.Duration) error {
 	}
 	fmt.Printf("burst: %d requests at once on 3 groups at their minimum of 2 (max 300), instances boot in %v, job interval %v\n", requests, boot, interval)
 	reg := prometheus.NewRegistry()
-	backend.Run(rctx, bcfg, compute, &client.Client{BaseURL: psrv.URL, Token: "backend-token-0123456789"},
+	b := backend.Run(rctx, bcfg, compute, &client.Client{BaseURL: psrv.URL, Token: "backend-token-0123456789"},
 		backend.Options{ConfigPath: path, Store: st, Registry: reg}, slog.New(slog.DiscardHandler))
 	if err := until(ctx, 5*time.Minute, func() (bool, error) {
 		ms, _, err := st.Counts(ctx)
@@ -128,6 +130,14 @@ func burst(requests int, boot, interval, limit time.Duration) error {
 	}
 	fmt.Printf("all %d fulfilled %.1fs after the burst (queued in %.2fs; boot %v), %d Compute calls: %s\n",
 		requests, took.Seconds(), queued.Seconds(), boot, compute.Calls()-calls, diff(counts(reg), methods))
+	var sizes []string
+	total := 0
+	for k, s := range b.Jobs().Stats() {
+		sizes = append(sizes, fmt.Sprintf("%s %d", k[strings.Index(k, "/")+1:strings.LastIndex(k, "/")], s.Target))
+		total += s.Target
+	}
+	sort.Strings(sizes)
+	fmt.Printf("groups' targets then: %d in all (%s)\n", total, strings.Join(sizes, ", "))
 	return nil
 }
 
