@@ -166,3 +166,19 @@ func TestStockoutSendsDemandElsewhere(t *testing.T) {
 		t.Logf("the stockout was not met (demand never went to us-central1-a): %v", zones)
 	}
 }
+
+// TestRequestQueuedBeforeTheGroupsExist: a request that waits when the
+// backend starts grows a group as soon as the groups are made, not at
+// the next pass.
+func TestRequestQueuedBeforeTheGroupsExist(t *testing.T) {
+	f := newFleet(t, "sqlite:"+filepath.Join(t.TempDir(), "provider.db"))
+	if err := os.WriteFile(f.path, []byte(demandYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ids := requestLinux(t, f, "early-", 2)
+	f.start("one", nil)
+	testutil.WaitWithin(t, 15*time.Second, "the early requests to be fulfilled, well before the next pass", func() bool {
+		ok, _ := fulfilled(t, f, ids)
+		return ok
+	})
+}
