@@ -177,7 +177,7 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 			}
 		}
 		j.setStats(g.record().key(), func(s *GroupStats) {
-			s.Current, s.Leased, s.Idle, s.Failing = len(mis), leased, idle, failing
+			s.Current, s.Leased, s.Idle, s.Failing, s.Booting = len(mis), leased, idle, failing, len(mis)-len(running)
 		})
 		return errors.Join(errs...)
 	})

@@ -40,6 +40,9 @@ var (
 	failingDesc = prometheus.NewDesc("gcefleet_backend_group_failing",
 		"1 for a group that cannot create instances (stockout or quota); it is not grown until it can.",
 		[]string{"group", "zone"}, nil)
+	demandDesc = prometheus.NewDesc("gcefleet_backend_group_demand",
+		"Waiting lease requests the last resize pass assigned to the group: each grows one group by one.",
+		[]string{"group", "zone"}, nil)
 	pendingDesc = prometheus.NewDesc("gcefleet_backend_pending_deletions",
 		"Instances the backend is deleting (reclaimed, or idle in a drained group).", nil, nil)
 	drainingDesc = prometheus.NewDesc("gcefleet_backend_draining_groups",
@@ -61,6 +64,7 @@ var (
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- instancesDesc
 	ch <- failingDesc
+	ch <- demandDesc
 	ch <- pendingDesc
 	ch <- drainingDesc
 	ch <- minIdleDesc
@@ -84,6 +88,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			failing = 1
 		}
 		ch <- prometheus.MustNewConstMetric(failingDesc, prometheus.GaugeValue, failing, g.Name, g.Zone)
+		ch <- prometheus.MustNewConstMetric(demandDesc, prometheus.GaugeValue, float64(s.Demand), g.Name, g.Zone)
 		ch <- prometheus.MustNewConstMetric(idleDeletedDesc, prometheus.CounterValue, float64(s.IdleDeleted), g.Name, g.Zone)
 	}
 	// The configured groups' windows; without the revisions (see below)

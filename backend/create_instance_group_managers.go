@@ -53,7 +53,7 @@ func (j *Jobs) CreateInstanceGroupManagers(ctx context.Context) error {
 		}
 		// Made at what it needs with nothing leased yet: its window's
 		// minimum, or its idle spare if that is more.
-		size := max(0, min(Keep(g.need(0, 0, others)), g.m.MaximumSize-others))
+		size := max(0, min(Keep(g.need(0, 0, 0, others)), g.m.MaximumSize-others))
 		req := &computepb.InsertInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, RequestId: new(gcecompute.RequestID()),
 			InstanceGroupManagerResource: &computepb.InstanceGroupManager{
 				Name:             new(g.rev),

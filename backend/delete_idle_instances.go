@@ -54,7 +54,8 @@ func (j *Jobs) DeleteIdleInstances(ctx context.Context) error {
 		if _, made := st.Groups[key]; !made {
 			continue
 		}
-		victims, leased, size := g.idleSurplus(byGroup[key], st.Pending, now)
+		demand := j.Stats()[key].Demand
+		victims, leased, size := g.idleSurplus(byGroup[key], st.Pending, demand, now)
 		if len(victims) == 0 {
 			continue
 		}
@@ -85,7 +86,7 @@ func (j *Jobs) DeleteIdleInstances(ctx context.Context) error {
 		}
 		j.setStats(key, func(s *GroupStats) { s.IdleDeleted += len(retired) })
 		j.Log.Info("deleting idle instances", "group", g.rev, "zone", g.m.Zone, "count", len(retired), "leased", leased, "cataloged", size,
-			"keep", Keep(g.need(size, leased, 0)), "idle_timeout", g.m.IdleTimeout, "window", g.w.Name)
+			"demand", demand, "keep", Keep(g.need(size, leased, demand, 0)), "idle_timeout", g.m.IdleTimeout, "window", g.w.Name)
 	}
 	return errors.Join(errs...)
 }
@@ -94,8 +95,9 @@ func (j *Jobs) DeleteIdleInstances(ctx context.Context) error {
 // delete-idle-instances takes out at now: AVAILABLE for idle_timeout,
 // oldest first, no more than the cataloged machines beyond [Keep]; and
 // how many of g's are leased and cataloged. Machines pending deletion do
-// not count.
-func (g group) idleSurplus(ms []store.Machine, pending map[string]time.Time, now time.Time) (victims []store.Machine, leased, size int) {
+// not count; the waiting requests assigned to g (demand) keep machines
+// for them.
+func (g group) idleSurplus(ms []store.Machine, pending map[string]time.Time, demand int, now time.Time) (victims []store.Machine, leased, size int) {
 	if g.m.IdleTimeout <= 0 {
 		return nil, 0, 0
 	}
@@ -114,7 +116,7 @@ func (g group) idleSurplus(ms []store.Machine, pending map[string]time.Time, now
 	}
 	// The cataloged machines, not the group's target: instances still
 	// being made may be what the group grew for, and are not idle yet.
-	surplus := size - Keep(g.need(size, leased, 0))
+	surplus := size - Keep(g.need(size, leased, demand, 0))
 	if surplus <= 0 || len(idle) == 0 {
 		return nil, leased, size
 	}
@@ -149,7 +151,9 @@ func (j *Jobs) PlanIdle(ms []store.Machine) ([]Change, error) {
 	now := j.now()
 	var out []Change
 	for _, g := range gs {
-		victims, leased, size := g.idleSurplus(byGroup[g.record().key()], st.Pending, now)
+		// A preview knows no demand: the job keeps machines for the
+		// requests waiting when it runs.
+		victims, leased, size := g.idleSurplus(byGroup[g.record().key()], st.Pending, 0, now)
 		if len(victims) == 0 {
 			continue
 		}
@@ -158,7 +162,7 @@ func (j *Jobs) PlanIdle(ms []store.Machine) ([]Change, error) {
 			names[i] = m.Hostname
 		}
 		out = append(out, Change{"delete-idle", g.rev + " in " + g.m.Zone, fmt.Sprintf("%d idle past idle_timeout %v of %d cataloged (%d leased), the group needing %d: %s",
-			len(victims), g.m.IdleTimeout, size, leased, Keep(g.need(size, leased, 0)), strings.Join(names, ", "))})
+			len(victims), g.m.IdleTimeout, size, leased, Keep(g.need(size, leased, 0, 0)), strings.Join(names, ", "))})
 	}
 	return out, nil
 }

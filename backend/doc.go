@@ -81,7 +81,7 @@
 // fleet at rest kicks nothing:
 //
 //	create-instance-templates          -> create-instance-group-managers
-//	create-instance-group-managers     -> catalog-instances
+//	create-instance-group-managers     -> catalog-instances, resize-instance-groups (requests may wait for the new groups)
 //	resize-instance-groups             -> catalog-instances
 //	delete-instances-pending-deletion  -> catalog-instances, resize-instance-groups
 //	remove-cataloged-instances         -> delete-instances-pending-deletion (when it recorded any)
@@ -89,7 +89,15 @@
 //	delete-instance-group-managers     -> delete-instance-templates
 //	catalog-instances, delete-instance-templates, audit-instances: kick none
 //
-// Outside the scheduler: the event follower runs update-cataloged-instances
+// While waiting requests are assigned to a group whose instances still
+// boot, catalog-instances runs again every two seconds, so that each is
+// leased the moment it runs.
+//
+// Outside the scheduler: the demand follower long-polls the provider's
+// demand (GET /v1/demand) and kicks resize-instance-groups each time it
+// changes, which assigns each waiting request to one group (see assign)
+// and publishes the groups' offers (PUT /v1/offers); the event follower
+// runs update-cataloged-instances
 // on each batch of the provider's events and kicks
 // delete-instances-pending-deletion when a reclaimed instance was
 // recorded, and resize-instance-groups when a machine was leased while a

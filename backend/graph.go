@@ -1,6 +1,13 @@
 package backend
 
-import "context"
+import (
+	"context"
+	"time"
+)
+
+// bootRecheck is how soon catalog-instances looks again while waiting
+// requests are assigned to groups whose instances boot.
+const bootRecheck = 2 * time.Second
 
 // schedule registers the jobs; each kicks the ones that wait for it.
 func (b *Backend) schedule() *Scheduler {
@@ -21,11 +28,24 @@ func (b *Backend) schedule() *Scheduler {
 		}
 	}
 	s.Add("create-instance-templates", every, then(j.CreateInstanceTemplates, "create-instance-group-managers"))
-	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "catalog-instances"))
+	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "catalog-instances", "resize-instance-groups"))
 	s.Add("resize-instance-groups", every, then(j.ResizeInstanceGroups, "catalog-instances"))
+	failing := "" // the groups last seen failing, to reassign demand once they change
 	s.Add("catalog-instances", every, func(ctx context.Context) error {
 		err := j.CatalogInstances(ctx)
 		b.checkConverged()
+		if f := j.failingGroups(); f != failing {
+			// A zone stocked out (or recovered): its waiting requests go
+			// to groups that can grow, now.
+			failing = f
+			s.Kick("resize-instance-groups")
+		}
+		if j.bootingForDemand() {
+			// Requests wait for instances still booting: look again soon
+			// rather than at the next interval, so that each is leased
+			// the moment it runs.
+			time.AfterFunc(bootRecheck, func() { s.Kick("catalog-instances") })
+		}
 		return err
 	})
 	s.Add("delete-instances-pending-deletion", every, then(j.DeleteInstancesPendingDeletion, "catalog-instances", "resize-instance-groups"))

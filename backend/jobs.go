@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/gcefleet/gcefleet/gcecompute"
+	"github.com/gcefleet/gcefleet/provider/api"
 	"github.com/gcefleet/gcefleet/provider/client"
 )
 
@@ -43,6 +44,10 @@ type Jobs struct {
 	cataloging sync.Mutex
 
 	machineTypes map[string]*computepb.MachineType // by zone/name
+
+	demand    api.Demand // the provider's, as last read (see followDemand)
+	offered   string     // the offers last published, as JSON
+	offeredAt time.Time  // and when
 }
 
 // GroupStats is what the last passes saw of a group.
@@ -58,6 +63,11 @@ type GroupStats struct {
 	// IdleDeleted counts the machines delete-idle-instances took out of
 	// the catalog for deletion since this replica started.
 	IdleDeleted int
+	// Demand is how many waiting lease requests the last resize pass
+	// assigned to the group.
+	Demand int
+	// Booting is how many of its instances are not yet RUNNING.
+	Booting int
 }
 
 // Stats returns the last seen state of each group the backend made, by

@@ -137,6 +137,7 @@ func (b *Backend) runLeader(ctx context.Context) {
 	wg.Go(func() { b.sched.Run(ctx) })
 	wg.Go(func() { b.follow(ctx) })
 	wg.Go(func() { b.atWindowChanges(ctx) })
+	wg.Go(func() { b.followDemand(ctx) })
 	wg.Wait()
 }
 

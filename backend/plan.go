@@ -65,15 +65,15 @@ func (j *Jobs) Plan(ctx context.Context) ([]Change, error) {
 		mig, err := j.Compute.Groups.Get(ctx, &computepb.GetInstanceGroupManagerRequest{Project: g.t.Project, Zone: g.m.Zone, InstanceGroupManager: g.rev})
 		switch {
 		case gcecompute.Classify(err) == gcecompute.NotFound:
-			out = append(out, Change{"create-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("size %d, at most %d", Keep(g.need(0, 0, 0)), g.m.MaximumSize) + inWindow(g.w)})
+			out = append(out, Change{"create-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("size %d, at most %d", Keep(g.need(0, 0, 0, 0)), g.m.MaximumSize) + inWindow(g.w)})
 		case err != nil:
 			return nil, fmt.Errorf("group %s in %s: %w", g.rev, g.m.Zone, err)
 		case j.ownGroup(mig, g.record()) != nil:
 			out = append(out, Change{"conflict", g.rev + " in " + g.m.Zone, j.ownGroup(mig, g.record()).Error()})
 		// What it needs with nothing leased (plan does not read the
 		// catalog; leased machines only need more).
-		case mig.GetTargetSize() < int32(Keep(g.need(0, 0, 0))):
-			out = append(out, Change{"resize-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("%d to %d", mig.GetTargetSize(), Keep(g.need(0, 0, 0))) + inWindow(g.w)})
+		case mig.GetTargetSize() < int32(Keep(g.need(0, 0, 0, 0))):
+			out = append(out, Change{"resize-group", g.rev + " in " + g.m.Zone, fmt.Sprintf("%d to %d", mig.GetTargetSize(), Keep(g.need(0, 0, 0, 0))) + inWindow(g.w)})
 		}
 	}
 	// A project the configuration no longer names may still hold what the

@@ -69,17 +69,20 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 		return err
 	}
 	st := j.state()
+	demand := j.assignDemand(gs, leased)
+	defer j.publishOffers(ctx, gs)
 	return j.each(ctx, len(gs), func(ctx context.Context, i int) error {
 		g := gs[i]
 		key := g.record().key()
 		if _, made := st.Groups[key]; !made {
 			return nil
 		}
+		j.setStats(key, func(s *GroupStats) { s.Demand = demand[key] })
 		// The catalog pass counted the group's instances (a group lists
 		// one per unit of its target size, CREATING ones included): a
-		// group at rest costs no call here.
+		// group at rest, with no demand assigned, costs no call here.
 		if seen, ok := j.Stats()[key]; ok && seen.Current > 0 && len(drained) == 0 &&
-			Target(g.need(seen.Current, leased[key], 0)) == seen.Current {
+			Target(g.need(seen.Current, leased[key], demand[key], 0)) == seen.Current {
 			// The list has one instance per unit of target size, so the
 			// group's target is what it holds.
 			j.setStats(key, func(s *GroupStats) { s.Target = seen.Current })
@@ -100,7 +103,7 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 			return err
 		}
 		size := int(mig.GetTargetSize())
-		want := Target(g.need(size, leased[key], others))
+		want := Target(g.need(size, leased[key], demand[key], others))
 		j.setStats(key, func(s *GroupStats) { s.Target = size })
 		if want == size {
 			return nil
@@ -118,16 +121,17 @@ func (j *Jobs) ResizeInstanceGroups(ctx context.Context) error {
 		}
 		j.changes.Add(1)
 		j.setStats(key, func(s *GroupStats) { s.Target = want })
-		j.Log.Info("resized group", "group", g.rev, "zone", g.m.Zone, "from", size, "to", want, "leased", leased[key])
+		j.Log.Info("resized group", "group", g.rev, "zone", g.m.Zone, "from", size, "to", want, "leased", leased[key], "demand", demand[key])
 		return nil
 	})
 }
 
 // need is what group g's Target is reckoned from, given its size, its
-// leased machines and what older revisions in its zone hold: the minimum
-// and idle spare are those of the manager's window in force.
-func (g group) need(size, leased, others int) Need {
-	return Need{Size: size, Leased: leased, Others: others, Minimum: g.w.MinimumSize, MinIdle: g.w.MinIdle, Maximum: g.m.MaximumSize}
+// leased machines, the waiting requests assigned to it and what older
+// revisions in its zone hold: the minimum and idle spare are those of the
+// manager's window in force.
+func (g group) need(size, leased, pending, others int) Need {
+	return Need{Size: size, Leased: leased, Pending: pending, Others: others, Minimum: g.w.MinimumSize, MinIdle: g.w.MinIdle, Maximum: g.m.MaximumSize}
 }
 
 // leasedByGroup counts the backend's leased machines by group.

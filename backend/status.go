@@ -14,8 +14,8 @@ Deployment {{.Deployment}}. Configuration loaded {{.Loaded.UTC.Format "2006-01-0
 {{with .ConfigErr}}<p style="color:#b00"><b>The configuration file was refused; the last good one stays in force:</b><br><pre>{{.}}</pre></p>{{end}}
 {{with .RevisionErr}}<p style="color:#b00"><b>The configured revisions cannot be computed; no group is rolled out or drained until they can:</b><br><pre>{{.}}</pre></p>{{end}}
 <h3>Groups</h3>
-<table><tr><th>group (revision)</th><th>template</th><th>project</th><th>zone</th><th>state</th><th>target</th><th>current</th><th>leased</th><th>idle</th><th>problem</th><th>window in force</th><th>minimum</th><th>min_idle</th><th>next change</th><th>deleted idle</th></tr>
-{{range .Groups}}<tr><td>{{.Name}}</td><td>{{.BaseName}}</td><td>{{.Project}}</td><td>{{.Zone}}</td><td>{{.State}}</td><td>{{.Target}}</td><td>{{.Current}}</td><td>{{.Leased}}</td><td>{{.Idle}}</td><td>{{.Failing}}</td>{{with .Sched}}<td>{{.Window.Name}}</td><td>{{.Window.MinimumSize}}</td><td>{{.Window.MinIdle}}</td><td>{{if .Next.IsZero}}—{{else}}{{.Next.UTC.Format "2006-01-02 15:04Z"}} to {{.NextWindow.Name}}{{end}}</td>{{else}}<td>—</td><td></td><td></td><td></td>{{end}}<td>{{.IdleDeleted}}</td></tr>
+<table><tr><th>group (revision)</th><th>template</th><th>project</th><th>zone</th><th>state</th><th>target</th><th>current</th><th>leased</th><th>idle</th><th>demand</th><th>problem</th><th>window in force</th><th>minimum</th><th>min_idle</th><th>next change</th><th>deleted idle</th></tr>
+{{range .Groups}}<tr><td>{{.Name}}</td><td>{{.BaseName}}</td><td>{{.Project}}</td><td>{{.Zone}}</td><td>{{.State}}</td><td>{{.Target}}</td><td>{{.Current}}</td><td>{{.Leased}}</td><td>{{.Idle}}</td><td>{{.Demand}}</td><td>{{.Failing}}</td>{{with .Sched}}<td>{{.Window.Name}}</td><td>{{.Window.MinimumSize}}</td><td>{{.Window.MinIdle}}</td><td>{{if .Next.IsZero}}—{{else}}{{.Next.UTC.Format "2006-01-02 15:04Z"}} to {{.NextWindow.Name}}{{end}}</td>{{else}}<td>—</td><td></td><td></td><td></td>{{end}}<td>{{.IdleDeleted}}</td></tr>
 {{end}}</table>
 <p>Instances pending deletion: {{.Pending}}. Events read up to {{.Cursor}}.</p>
 <h3>Jobs</h3>

@@ -35,6 +35,13 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 	if len(fields) > 0 {
 		return invalid(fields)
 	}
+	if err := s.satisfiable(r.Context(), req.Dimensions); err != nil {
+		// A repeat of a request made when it could be satisfied answers
+		// as the first did.
+		if again, lerr := s.st.Requested(r.Context(), p.Name, req.RequestID); lerr != nil || !again {
+			return err
+		}
+	}
 	l, created, err := s.st.RequestLease(r.Context(), p.Name, req)
 	if err != nil {
 		return err
@@ -48,6 +55,7 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 			s.leased(l)
 		} else {
 			s.m.outcomes.WithLabelValues("queued").Inc()
+			s.demandChanged()
 			s.due(l.Request.Deadline)
 		}
 	}
@@ -103,6 +111,11 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) e
 	})
 	if err != nil {
 		return err
+	}
+	if l.State == api.Pending {
+		if l.QueuePosition, l.QueueLength, err = s.st.QueuePosition(r.Context(), l.ID); err != nil {
+			return err
+		}
 	}
 	return writeJSON(w, http.StatusOK, l)
 }
@@ -176,6 +189,8 @@ func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request, p Principa
 		s.leaseChanged(l)
 		if l.Machine != nil {
 			s.eventsAdded(l.Machine.Backend) // "reclaimed"
+		} else {
+			s.demandChanged() // a withdrawn request
 		}
 	}
 	return writeJSON(w, http.StatusOK, l)

@@ -72,6 +72,7 @@ func (s *Server) Run(ctx context.Context) error {
 			for _, id := range ended {
 				s.leaseTouched(id)
 			}
+			s.demandChanged() // denied requests leave the queue
 			s.eventsAdded("") // "reclaimed", for the leases that had machines
 		}
 		// Look again at least every few seconds, for the leases other
@@ -109,6 +110,8 @@ func (s *Server) follow(ctx context.Context) {
 				s.leaseTouched(c.Lease)
 			case c.Events:
 				s.eventsAdded(c.Backend)
+			case c.Demand:
+				s.demandChanged()
 			default:
 				s.notify()
 			}

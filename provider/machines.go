@@ -145,6 +145,7 @@ func (s *Server) added(ctx context.Context, m api.Machine) {
 	if err != nil {
 		s.leaseTouched(m.LeaseID)
 		s.eventsAdded(m.Backend)
+		s.demandChanged()
 		return
 	}
 	if l.Hostname == m.Hostname {
@@ -153,6 +154,7 @@ func (s *Server) added(ctx context.Context, m api.Machine) {
 		s.due(l.ExpiresAt)
 	}
 	s.leased(l)
+	s.demandChanged() // the request left the queue
 }
 
 func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request, p Principal) error {

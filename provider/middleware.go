@@ -32,6 +32,11 @@ func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, 
 				err = h(rec, r, p)
 			}
 		}
+		if err != nil && rec.wrote {
+			// The answer was begun (a client that went away mid-body):
+			// there is no other to give.
+			err = nil
+		}
 		if err != nil {
 			ae := s.classify(err)
 			rec.Header().Set("Content-Type", "application/json")
@@ -48,10 +53,11 @@ func (s *Server) wrap(route string, roles []string, h func(http.ResponseWriter, 
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	wrote  bool // the status line was sent
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
-	r.status = code
+	r.status, r.wrote = code, true
 	r.ResponseWriter.WriteHeader(code)
 }
 

@@ -16,12 +16,14 @@ type polls struct {
 	mu     sync.Mutex
 	leases map[string]map[*poll]struct{} // by lease id
 	events map[*poll]struct{}
+	demand map[*poll]struct{}
 	n      int // polls waiting
 }
 
 // poll is one long poll waiting.
 type poll struct {
-	lease   string // the lease it waits on, or "" for events
+	lease   string // the lease it waits on, or "" for events or demand
+	demand  bool   // it waits for a change of the queue (GET /v1/demand)
 	while   string // a lease poll waits while its lease is in this state
 	backend string // an event poll reads this backend's events ("" all)
 
@@ -39,9 +41,12 @@ func (s *Server) watch(p *poll) func() {
 	ps := &s.polls
 	ps.mu.Lock()
 	ps.n++
-	if p.lease == "" {
+	switch {
+	case p.demand:
+		ps.demand[p] = struct{}{}
+	case p.lease == "":
 		ps.events[p] = struct{}{}
-	} else {
+	default:
 		if ps.leases[p.lease] == nil {
 			ps.leases[p.lease] = map[*poll]struct{}{}
 		}
@@ -52,7 +57,11 @@ func (s *Server) watch(p *poll) func() {
 		ps.mu.Lock()
 		defer ps.mu.Unlock()
 		ps.n--
-		if p.lease == "" {
+		switch {
+		case p.demand:
+			delete(ps.demand, p)
+			return
+		case p.lease == "":
 			delete(ps.events, p)
 			return
 		}
@@ -135,6 +144,19 @@ func (s *Server) notify() {
 		}
 	}
 	for p := range s.polls.events {
+		p.tell(nil)
+	}
+	for p := range s.polls.demand {
+		p.tell(nil)
+	}
+}
+
+// demandChanged wakes the demand polls: a request was queued or left
+// the queue.
+func (s *Server) demandChanged() {
+	s.polls.mu.Lock()
+	defer s.polls.mu.Unlock()
+	for p := range s.polls.demand {
 		p.tell(nil)
 	}
 }

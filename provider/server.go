@@ -39,7 +39,8 @@ type Server struct {
 	// (see follow); until they do, long polls look every second.
 	hearing atomic.Bool
 
-	polls polls // the long polls waiting, by what they wait for
+	polls  polls      // the long polls waiting, by what they wait for
+	offers offerCache // the backends' live offers, as last read
 	// stopping is closed when the server shuts down: waiting long polls
 	// answer at once with what they have, rather than hold up the drain.
 	stopping     chan struct{}
@@ -69,6 +70,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	s.polls.leases = map[string]map[*poll]struct{}{}
 	s.stopping = make(chan struct{})
 	s.polls.events = map[*poll]struct{}{}
+	s.polls.demand = map[*poll]struct{}{}
 	s.sessions, s.history = newSessions(), newHistory()
 	s.m = metrics{
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{

@@ -43,6 +43,10 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 {{end}}<table id="machines"><tr><th>hostname</th><th>backend</th><th>state</th><th>lease</th><th>dimensions</th><th>added</th></tr>
 {{range .Machines}}<tr><td>{{.Hostname}}</td><td>{{.Backend}}</td><td>{{.State}}</td><td>{{.LeaseID}}</td><td>{{dims .Dimensions}}</td><td title="{{when .Added}}">{{rel $.T .Added}}</td></tr>
 {{end}}</table>
+{{end}}{{if .ShowMachines}}<h2>Queue by dimensions</h2>
+{{if .Queue}}<table id="queue"><tr><th>requested dimensions</th><th>waiting</th><th>oldest request made</th></tr>
+{{range .Queue}}<tr><td>{{dims .Dimensions}}</td><td>{{.Pending}}</td><td title="{{when .Oldest}}" class="waiting">{{rel $.T .Oldest}}</td></tr>
+{{end}}</table>{{else}}<p id="queue">No request waits.</p>{{end}}
 {{end}}{{if .ShowLeases}}<h2>Active leases ({{.LeaseCount}}{{with .Waiting}}: {{.}} waiting{{end}})</h2>
 {{if lt (len .Leases) .LeaseCount}}<p>The newest {{len .Leases}}; <code>gcefleet leases --active</code> lists them all.</p>
 {{end}}<table id="leases"><tr><th>id</th><th>client</th><th>state</th><th>machine</th><th>requested dimensions</th><th>waited</th><th>deadline</th><th>created</th><th>expires</th></tr>
@@ -135,6 +139,11 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p Principal) err
 			}
 		}
 		data["MachineCount"], data["MachineStates"], data["Machines"] = len(ms), states, ms[:min(len(ms), statusRows)]
+		queue, err := s.st.Demand(r.Context())
+		if err != nil {
+			return err
+		}
+		data["Queue"] = queue[:min(len(queue), statusRows)]
 	}
 	client := p.Name
 	if p.Role == Admin {

@@ -177,6 +177,15 @@ var migrations = []migration{
 			"gcefleet_request_lease(TEXT, TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT, BIGINT, BOOLEAN, TEXT[], INTEGER)"))},
 	// 10: PostgreSQL's notifications say which lease changed (see Listen).
 	{postgres: changesPostgres},
+	// 11: what backends offer to make (see PutOffers), and, on
+	// PostgreSQL, a notification when the queue changes (a request
+	// queued, or one that leaves it), which wakes the demand long polls
+	// of every replica.
+	{sql: `CREATE TABLE offers (
+		backend    TEXT PRIMARY KEY,
+		body       TEXT NOT NULL,
+		expires_at BIGINT NOT NULL
+	)`, postgres: demandPostgres},
 }
 
 // pgIndexOnly makes PostgreSQL functions plan their statements as index

@@ -331,9 +331,9 @@ func (d *postgresDB) pipeline(ctx context.Context, batch []*pgWork) (errs []erro
 }
 
 // changesChannel is the channel that PostgreSQL notifies, on commit, of
-// every change of a lease (the payload "lease ID") and of new events of
-// a backend ("events BACKEND"); before migration 10, of either with an
-// empty payload.
+// every change of a lease (the payload "lease ID"), of new events of a
+// backend ("events BACKEND") and of the queue ("demand", since migration
+// 11); before migration 10, of either with an empty payload.
 const changesChannel = "gcefleet_changes"
 
 // listen is Listen: a connection of its own LISTENs for what the
@@ -361,6 +361,8 @@ func (d *postgresDB) listen(ctx context.Context, changed func(Change)) error {
 			c.Lease = id
 		} else if b, ok := strings.CutPrefix(n.Payload, "events "); ok {
 			c.Events, c.Backend = true, b
+		} else if n.Payload == "demand" {
+			c.Demand = true
 		}
 		changed(c)
 	}
@@ -379,3 +381,9 @@ func (d *postgresDB) retry(ctx context.Context, f func() error) error {
 		return err
 	}
 }
+
+func (d *postgresDB) shape(col string) string { return "gcefleet_shape(" + col + ")" }
+
+func (d *postgresDB) hasAll(col string) string { return col + " @> ?::TEXT[]" }
+
+func (d *postgresDB) kvArg(kv []string) any { return kv }

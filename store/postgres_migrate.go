@@ -282,3 +282,15 @@ var changesPostgres = []string{
 	`DROP TRIGGER events_changed ON events`,
 	`CREATE TRIGGER events_changed AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION gcefleet_events_changed()`,
 }
+
+// demandPostgres (migration 11) notifies "demand" when the queue gains
+// or loses a request: one notification a transaction, however many rows
+// it changed (PostgreSQL folds equal payloads of one transaction).
+var demandPostgres = []string{
+	`CREATE FUNCTION gcefleet_demand_changed() RETURNS trigger AS $$
+	BEGIN
+		PERFORM pg_notify('` + changesChannel + `', 'demand');
+		RETURN NULL;
+	END $$ LANGUAGE plpgsql`,
+	`CREATE TRIGGER queue_changed AFTER INSERT OR DELETE ON queue FOR EACH STATEMENT EXECUTE FUNCTION gcefleet_demand_changed()`,
+}

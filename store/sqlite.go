@@ -469,3 +469,11 @@ func (d *sqliteDB) releaseLease(ctx context.Context, client, id string, now time
 	l, err := row.decode()
 	return l, ended, err
 }
+
+func (d *sqliteDB) shape(col string) string { return shapeOf(col) }
+
+func (d *sqliteDB) hasAll(col string) string {
+	return "NOT EXISTS (SELECT 1 FROM json_each(?) w WHERE w.value NOT IN (SELECT value FROM json_each(" + col + ")))"
+}
+
+func (d *sqliteDB) kvArg(kv []string) any { return kvJSON(kv) }

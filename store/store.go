@@ -80,6 +80,13 @@ type engine interface {
 	// maintain is Maintain, listen is Listen.
 	maintain(ctx context.Context) error
 	listen(ctx context.Context, changed func(Change)) error
+	// shape is the SQL of the queue's key of the "key=value" strings in
+	// column col (see queueSQLite); hasAll is the SQL condition that
+	// column col holds every "key=value" of the one argument, made by
+	// kvArg.
+	shape(col string) string
+	hasAll(col string) string
+	kvArg(kv []string) any
 	// name is Dialect.
 	name() string
 	// close stops the engine's goroutines and connections, not the pool.
@@ -767,12 +774,14 @@ func (s *Store) Maintain(ctx context.Context) error {
 }
 
 // A Change is what Listen hears: a change of lease Lease, or new events
-// of backend Backend (Events), or, with neither, anything (as when
-// listening begins).
+// of backend Backend (Events), or of the queue (Demand), or, with none,
+// anything (as when listening begins).
 type Change struct {
 	Lease   string
 	Events  bool
 	Backend string
+	// Demand says that the queue gained or lost a request.
+	Demand bool
 }
 
 // Listen calls changed each time a process using the same database

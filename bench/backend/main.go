@@ -6,6 +6,7 @@
 //	go run ./bench/backend                          # 100 managers x 100 instances
 //	go run ./bench/backend -managers=10 -size=10
 //	go run ./bench/backend -scaledown               # idle surplus after a busy window ends
+//	go run ./bench/backend -burst -interval=1m      # 200 requests on 3 groups at their minimum
 //
 // The emulator, the provider and the backend share this process (and its
 // two cores); the memory figure is theirs together.
@@ -44,9 +45,20 @@ func main() {
 	rest := flag.Int("rest", 3, "intervals to measure the fleet at rest")
 	scaledown := flag.Bool("scaledown", false, "measure instead the idle surplus after a window that keeps -size machines ends, with -idle-timeout against none")
 	idleTimeout := flag.Duration("idle-timeout", 20*time.Second, "with -scaledown, the fleet's idle_timeout")
+	burstMode := flag.Bool("burst", false, "measure a burst of lease requests on a fleet at its minimum instead (see burst.go)")
+	requests := flag.Int("requests", 200, "with -burst: requests queued at once")
+	boot := flag.Duration("boot", 20*time.Second, "with -burst: how long an instance takes to reach RUNNING")
+	limit := flag.Duration("limit", 5*time.Minute, "with -burst: how long to wait for every request")
 	flag.Parse()
 	if *scaledown {
 		if err := runScaledown(*size, *interval, *idleTimeout); err != nil {
+			fmt.Fprintln(os.Stderr, "backend bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *burstMode {
+		if err := burst(*requests, *boot, *interval, *limit); err != nil {
 			fmt.Fprintln(os.Stderr, "backend bench:", err)
 			os.Exit(1)
 		}

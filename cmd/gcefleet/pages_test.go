@@ -59,6 +59,15 @@ func serveFleet(t *testing.T) string {
 		b, err := io.ReadAll(resp.Body)
 		return err == nil && regexp.MustCompile(`(?m)^gcefleet_backend_instances\{[^}]*state="leased"[^}]*\} 1$`).Match(b)
 	})
+	// The backend offers no gpu=t4: a machine added by hand, and leased,
+	// makes it a kind the provider has, so that a request for another
+	// waits rather than being refused.
+	if _, err := admin.AddMachine(ctx, store.Machine{Hostname: "vm-gpu", Backend: "hand", Dimensions: store.Dimensions{"os": {"linux"}, "gpu": {"t4"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := admin.RequestLease(ctx, store.LeaseRequest{RequestID: "ops-gpu", Dimensions: store.Dimensions{"gpu": {"t4"}}, Term: store.Term{Duration: time.Hour}}); err != nil || l.State != store.Fulfilled {
+		t.Fatalf("the hand-added machine's lease: %+v, %v", l, err)
+	}
 	stuck := store.LeaseRequest{RequestID: "job-2", Dimensions: store.Dimensions{"os": {"linux"}, "gpu": {"t4"}}, Term: store.Term{Duration: time.Hour}}
 	if l, err := alice.RequestLease(ctx, stuck); err != nil || l.State != store.Pending {
 		t.Fatalf("the request no machine meets: %+v, %v", l, err)

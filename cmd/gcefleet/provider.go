@@ -345,7 +345,10 @@ func leaseCommand() *command {
 		help: `Asks the Machine Provider for a machine whose dimensions all match. The lease
 is fulfilled at once if such a machine is free; otherwise it waits its turn
 (first come, first served) until --deadline. With --wait the command waits
-for it too, saying every 30s how long it has waited, and prints the machine.
+for it too, saying every 30s how long it has waited and its place in the
+queue, and prints the machine. A request that no cataloged machine and no
+backend's offer can satisfy is refused at once (exit 1), naming the
+dimensions nothing offers and the closest offers.
 
 Example:
   gcefleet lease --dim os=linux --dim cpus=8 --duration 2h --wait`,
@@ -382,7 +385,11 @@ Example:
 					return err
 				}
 				if *wait && l.State == store.Pending {
-					fmt.Fprintf(env.stderr, "lease %s is queued; waiting for a machine...\n", clean(l.ID))
+					place := ""
+					if now, err := c.Lease(ctx, l.ID, 0); err == nil && now.QueuePosition > 0 {
+						place = fmt.Sprintf(" (number %d of %d in the queue for these dimensions)", now.QueuePosition, now.QueueLength)
+					}
+					fmt.Fprintf(env.stderr, "lease %s is queued%s; waiting for a machine...\n", clean(l.ID), place)
 					if l, err = waitWithProgress(ctx, env, c, l); err != nil {
 						return err
 					}
@@ -418,8 +425,12 @@ func waitWithProgress(ctx context.Context, env *environ, c *client.Client, l sto
 			if d := l.Request.Deadline; !d.IsZero() {
 				gives = "; the request gives up at " + d.Local().Format(timeLayout)
 			}
-			fmt.Fprintf(env.stderr, "lease %s: still waiting for a machine with %s (%s so far%s)\n",
-				clean(l.ID), dimString(l.Request.Dimensions), time.Since(began).Round(time.Second), gives)
+			place := ""
+			if l.QueuePosition > 0 {
+				place = fmt.Sprintf(", number %d of %d in the queue for these dimensions", l.QueuePosition, l.QueueLength)
+			}
+			fmt.Fprintf(env.stderr, "lease %s: still waiting for a machine with %s (%s so far%s%s)\n",
+				clean(l.ID), dimString(l.Request.Dimensions), time.Since(began).Round(time.Second), place, gives)
 		}
 	}
 	return l, nil

@@ -172,7 +172,7 @@ func TestLeaseWaitSaysHowLongItWaited(t *testing.T) {
 		e := &environ{stdout: &lout, stderr: pw, getenv: func(k string) string { return env[k] }, progress: 50 * time.Millisecond}
 		leased <- run(ctx, e, []string{"lease", "--dim", "cpus=64", "--indefinite", "--wait"})
 	}()
-	said := regexp.MustCompile(`^lease [0-9a-f]+: still waiting for a machine with cpus=64 \(\d+s so far; the request gives up at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z+\-0-9]+\)$`)
+	said := regexp.MustCompile(`^lease [0-9a-f]+: still waiting for a machine with cpus=64 \(\d+s so far, number 1 of 1 in the queue for these dimensions; the request gives up at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z+\-0-9]+\)$`)
 	var seen []string
 	timeout := time.After(10 * time.Second)
 	for len(seen) == 0 || !said.MatchString(seen[len(seen)-1]) {
@@ -183,7 +183,7 @@ func TestLeaseWaitSaysHowLongItWaited(t *testing.T) {
 			t.Fatalf("lease --wait said no progress within 10s: %q", seen)
 		}
 	}
-	if !strings.HasSuffix(seen[0], "is queued; waiting for a machine...") {
+	if !strings.HasSuffix(seen[0], "is queued (number 1 of 1 in the queue for these dimensions); waiting for a machine...") {
 		t.Errorf("lease --wait's first line: %q", seen[0])
 	}
 	if _, err := gce.AddMachine(ctx, store.Machine{Hostname: "vm-big", Dimensions: store.Dimensions{"cpus": {"64"}}}); err != nil {

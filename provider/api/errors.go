@@ -24,6 +24,10 @@ var (
 	// cap of pending requests.
 	ErrQueueFull = errors.New("too many pending requests")
 	ErrTooLarge  = errors.New("request body too large")
+	// ErrUnsatisfiable refuses a request for dimensions that no cataloged
+	// machine has and no backend offers to make, while some backend
+	// offers something: it would wait out its deadline.
+	ErrUnsatisfiable = errors.New("no machine or offer satisfies the request")
 	// ErrUnsupportedMediaType: a body sent encoded, or as another type than JSON.
 	ErrUnsupportedMediaType = errors.New("unsupported media type")
 )
@@ -52,6 +56,7 @@ func Codes() []Code {
 		{"too_large", http.StatusRequestEntityTooLarge, ErrTooLarge},
 		{"unsupported_media_type", http.StatusUnsupportedMediaType, ErrUnsupportedMediaType},
 		{"queue_full", http.StatusTooManyRequests, ErrQueueFull},
+		{"unsatisfiable", http.StatusUnprocessableEntity, ErrUnsatisfiable},
 		// A client that went away; nginx's status for it.
 		{"canceled", 499, context.Canceled},
 		{"internal", http.StatusInternalServerError, nil},

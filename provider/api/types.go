@@ -300,6 +300,11 @@ type Lease struct {
 	// ExpiresAt is when a fulfilled lease ends; zero for indefinite.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	Ended     time.Time `json:"ended,omitzero"`
+	// QueuePosition is, for a pending lease read by its id, its place
+	// among the requests for the same dimensions (1: the next machine of
+	// them is its), and QueueLength how many such requests wait.
+	QueuePosition int `json:"queue_position,omitempty"`
+	QueueLength   int `json:"queue_length,omitempty"`
 }
 
 // Event is an entry of the feed that backends read from a cursor.
@@ -312,4 +317,42 @@ type Event struct {
 	At       time.Time `json:"at"`
 	// OnReclaim repeats the machine's policy for a reclaimed machine.
 	OnReclaim string `json:"on_reclaim,omitempty"`
+}
+
+// DemandSet is what waits for one set of dimensions: the pending
+// requests that ask for exactly Dimensions.
+type DemandSet struct {
+	Dimensions Dimensions `json:"dimensions"`
+	// Pending is how many requests wait for the set.
+	Pending int `json:"pending"`
+	// Oldest is when the longest-waiting of them was made.
+	Oldest time.Time `json:"oldest"`
+}
+
+// Demand is what waits in the provider's queue, by set of dimensions,
+// the longest-waiting set first. Version changes whenever the summary
+// does: a long poll given it answers when the demand differs.
+type Demand struct {
+	Version string      `json:"version"`
+	Sets    []DemandSet `json:"sets"`
+}
+
+// Offer is a kind of machine a backend can make: the dimensions a
+// cataloged machine of it would have, and how many more it may make now.
+type Offer struct {
+	// Backend is who offers it; the provider sets it from the caller.
+	Backend    string     `json:"backend,omitempty"`
+	Dimensions Dimensions `json:"dimensions"`
+	// Room is how many more machines of the kind the backend may make
+	// (its maximum less what it has); 0 when it is at its maximum.
+	Room int `json:"room"`
+}
+
+// Offers is what a backend publishes with PUT /v1/offers: it replaces
+// the backend's earlier offers, which are live until TTL passes.
+type Offers struct {
+	Offers []Offer `json:"offers"`
+	// TTL is how long the offers stand unless published again, as a
+	// duration string ("10m", "90s"); 10m if empty, between 1s and 1h.
+	TTL string `json:"ttl,omitempty"`
 }

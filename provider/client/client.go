@@ -257,3 +257,36 @@ func IsForbidden(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Status == http.StatusForbidden
 }
+
+// Demand returns what waits in the provider's queue, by set of
+// dimensions. Given the version of the demand last read and wait > 0, it
+// is answered when the demand differs from that or wait passes.
+func (c *Client) Demand(ctx context.Context, version string, wait time.Duration) (api.Demand, error) {
+	var out api.Demand
+	path := "/v1/demand"
+	if wait > 0 {
+		path += "?wait=" + wait.String() + "&version=" + url.QueryEscape(version)
+	}
+	return out, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// PutOffers replaces the calling backend's offers, live for ttl (the
+// provider's default, 10m, for 0) unless published again.
+func (c *Client) PutOffers(ctx context.Context, offers []api.Offer, ttl time.Duration) error {
+	body := api.Offers{Offers: offers}
+	if body.Offers == nil {
+		body.Offers = []api.Offer{}
+	}
+	if ttl > 0 {
+		body.TTL = ttl.String()
+	}
+	return c.do(ctx, http.MethodPut, "/v1/offers", body, nil)
+}
+
+// Offers returns every backend's live offers.
+func (c *Client) Offers(ctx context.Context) ([]api.Offer, error) {
+	var out struct {
+		Offers []api.Offer `json:"offers"`
+	}
+	return out.Offers, c.do(ctx, http.MethodGet, "/v1/offers", nil, &out)
+}
