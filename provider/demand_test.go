@@ -150,6 +150,10 @@ func TestUnsatisfiableRequestsRefused(t *testing.T) {
 			}
 		}
 	}
+	// An operator sees clients asking for what nothing offers.
+	if m := testutil.Metrics(t, w.server.Registry()); !strings.Contains(m, `gcefleet_provider_lease_outcomes_total{outcome="unsatisfiable"} 3`) {
+		t.Errorf("the three refusals are not counted in the lease outcomes:\n%s", m)
+	}
 	// A repeat of the request made before the offers answers as it did.
 	if l, err := w.alice.RequestLease(ctx, windows); err != nil || l.ID != first.ID {
 		t.Errorf("the windows request repeated once offers exist: %+v, %v; want lease %s again", l, err, first.ID)

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -39,6 +40,9 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 		// A repeat of a request made when it could be satisfied answers
 		// as the first did.
 		if again, lerr := s.st.Requested(r.Context(), p.Name, req.RequestID); lerr != nil || !again {
+			if ae := (*apiError)(nil); errors.As(err, &ae) && ae.Code == "unsatisfiable" {
+				s.m.outcomes.WithLabelValues("unsatisfiable").Inc()
+			}
 			return err
 		}
 	}

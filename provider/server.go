@@ -79,7 +79,7 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 		}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gcefleet_provider_lease_outcomes_total",
-			Help: "Lease requests by outcome: fulfilled at once, queued, fulfilled from the queue, released, ended by time (expired or denied).",
+			Help: "Lease requests by outcome: fulfilled at once, queued, fulfilled from the queue, released, ended by time (expired or denied), refused as unsatisfiable (nothing offers what they ask).",
 		}, []string{"outcome"}),
 		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "gcefleet_provider_queue_wait_seconds",

@@ -56,3 +56,33 @@ func TestLeaseWaitRefusedOrQueued(t *testing.T) {
 
 // syncWriter is a buffer written by one goroutine and read by another.
 type syncWriter = testutil.SyncBuffer
+
+// TestLeaseWaitInterruptedWithdraws: Ctrl-C on lease --wait withdraws the
+// request, which would otherwise take a machine that no one uses until
+// its term ends.
+func TestLeaseWaitInterruptedWithdraws(t *testing.T) {
+	url := serveInProcess(t, writeConfig(t, filepath.Join(t.TempDir(), "p.db")))
+	env := map[string]string{"GCEFLEET_PROVIDER": url, "GCEFLEET_TOKEN": aliceToken}
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	var errb syncWriter
+	done := make(chan int, 1)
+	go func() {
+		e := &environ{stdout: &bytes.Buffer{}, stderr: &errb, getenv: func(k string) string { return env[k] }}
+		done <- run(ctx, e, []string{"lease", "--dim", "os=linux", "--duration", "1h", "--wait"})
+	}()
+	testutil.WaitWithin(t, 10*time.Second, "lease --wait to queue its request", func() bool {
+		return strings.Contains(errb.String(), "waiting for a machine")
+	})
+	interrupt()
+	if code := testutil.Receive(t, 20*time.Second, "lease --wait to end when interrupted", done); code != 1 || !strings.Contains(errb.String(), "interrupted; its request was withdrawn") {
+		t.Errorf("interrupted lease --wait: exit %d\n%s", code, errb.String())
+	}
+	ls, err := (&client.Client{BaseURL: url, Token: aliceToken}).Leases(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0].State != store.Released {
+		t.Errorf("after the interrupt, alice's leases are %+v; want the one request, RELEASED", ls)
+	}
+}

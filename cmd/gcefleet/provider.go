@@ -71,8 +71,13 @@ The config file (YAML):
 With a backend, declared instance templates and managed instance groups
 are made on Compute Engine, their running instances cataloged, and an
 instance whose lease was reclaimed deleted and replaced. Groups grow with
-demand (a tenth above their leased machines, within minimum and maximum);
-a changed template is a new revision whose groups grow as the old
+demand: a tenth above their leased machines, plus each waiting request
+(given to one group that can make its machine, within a second), plus a
+manager's min_idle spares, within minimum and maximum; schedules change
+the minimum and min_idle by day and hour, and idle_timeout deletes idle
+surplus machines by name, never a leased one. Each group is published to
+the provider as an offer, and a request nothing offers is refused at once.
+A changed template is a new revision whose groups grow as the old
 revision's drain (idle machines removed, leased ones when their lease
 ends) and are deleted. The backend's file is read again when it changes
 and on SIGHUP; a file that does not parse leaves the last good one in
@@ -346,7 +351,8 @@ func leaseCommand() *command {
 is fulfilled at once if such a machine is free; otherwise it waits its turn
 (first come, first served) until --deadline. With --wait the command waits
 for it too, saying every 30s how long it has waited and its place in the
-queue, and prints the machine. A request that no cataloged machine and no
+queue, and prints the machine; Ctrl-C while it waits withdraws the request
+(it would otherwise take a machine no one uses). A request that no cataloged machine and no
 backend's offer can satisfy is refused at once (exit 1), naming the
 dimensions nothing offers and the closest offers.
 
@@ -390,8 +396,12 @@ Example:
 						place = fmt.Sprintf(" (number %d of %d in the queue for these dimensions)", now.QueuePosition, now.QueueLength)
 					}
 					fmt.Fprintf(env.stderr, "lease %s is queued%s; waiting for a machine...\n", clean(l.ID), place)
+					id := l.ID
 					if l, err = waitWithProgress(ctx, env, c, l); err != nil {
-						return err
+						if ctx.Err() == nil {
+							return err
+						}
+						return withdraw(c, id)
 					}
 				}
 				if pf.json {
@@ -404,6 +414,24 @@ Example:
 				return nil
 			}
 		},
+	}
+}
+
+// withdraw releases the request of lease id, which the user stopped
+// waiting for (Ctrl-C): left queued, it would take a machine that no one
+// uses until its term ends.
+func withdraw(c *client.Client, id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := c.Release(ctx, id)
+	switch {
+	case err != nil:
+		return fmt.Errorf("lease %s: interrupted, and its request could not be withdrawn (%v): release it with gcefleet release %s", clean(id), err, clean(id))
+	case l.State == store.Released:
+		return fmt.Errorf("lease %s: interrupted; its request was withdrawn", clean(id))
+	default:
+		// Fulfilled as the interrupt came: the machine is the user's.
+		return fmt.Errorf("lease %s: interrupted, but it is %s (hostname %s); release it with gcefleet release %s when done", clean(id), l.State, clean(l.Hostname), clean(id))
 	}
 }
 
