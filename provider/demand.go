@@ -187,11 +187,16 @@ func unsatisfiableMessage(want api.Dimensions, offers []api.Offer) string {
 			none = append(none, p.k+"="+p.v)
 		}
 	}
+	// Offers alike but for their zone, or for what names a revision and
+	// that the request does not ask about, read as one: the list is to
+	// show what else may be asked for.
 	type scored struct {
-		o api.Offer
-		n int
+		text, backend string
+		zones         []string
+		n             int
 	}
 	var ss []scored
+	byText := map[string]int{}
 	for _, o := range offers {
 		n := 0
 		for _, p := range pairs {
@@ -199,7 +204,26 @@ func unsatisfiableMessage(want api.Dimensions, offers []api.Offer) string {
 				n++
 			}
 		}
-		ss = append(ss, scored{o, n})
+		shown := api.Dimensions{}
+		for k, vs := range o.Dimensions {
+			if _, asked := want[k]; asked || !foldedKeys[k] {
+				shown[k] = vs
+			}
+		}
+		key := dimText(shown) + "\x00" + o.Backend
+		i, ok := byText[key]
+		if !ok {
+			i = len(ss)
+			byText[key] = i
+			ss = append(ss, scored{text: dimText(shown), backend: o.Backend, n: n})
+		}
+		if _, asked := want["zone"]; !asked {
+			for _, z := range o.Dimensions["zone"] {
+				if !slices.Contains(ss[i].zones, z) {
+					ss[i].zones = append(ss[i].zones, z)
+				}
+			}
+		}
 	}
 	sort.SliceStable(ss, func(a, b int) bool { return ss[a].n > ss[b].n })
 	var b strings.Builder
@@ -213,10 +237,20 @@ func unsatisfiableMessage(want api.Dimensions, offers []api.Offer) string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "%s (backend %s; has %d of the %d asked)", dimText(s.o.Dimensions), s.o.Backend, s.n, len(pairs))
+		where := ""
+		if len(s.zones) > 0 {
+			sort.Strings(s.zones)
+			where = "in " + strings.Join(s.zones, ", ") + "; "
+		}
+		fmt.Fprintf(&b, "%s (%sbackend %s; has %d of the %d asked)", s.text, where, s.backend, s.n, len(pairs))
 	}
 	return b.String()
 }
+
+// foldedKeys are the dimensions that closest offers leave out unless the
+// request asks for them: the zone, given apart, and what tells a
+// template's revisions and projects apart.
+var foldedKeys = map[string]bool{"zone": true, "revision": true, "template": true, "project": true}
 
 // dimText writes d as sorted key=value pairs.
 func dimText(d api.Dimensions) string {

@@ -128,6 +128,9 @@ func TestUnsatisfiableRequestsRefused(t *testing.T) {
 		{"values offered, but not together", store.Dimensions{"os": {"mac"}, "zone": {"us-a"}}, true,
 			[]string{"has all of os=mac zone=us-a", "(backend gce; has 1 of the 2 asked)"}},
 		{"a key nothing offers", store.Dimensions{"os": {"linux"}, "gpu": {"a100"}}, true, []string{"gpu=a100"}},
+		// Offers alike but for their zone read as one, so that others fit.
+		{"zones folded", store.Dimensions{"os": {"windows"}, "cpus": {"8"}}, true,
+			[]string{"closest offers: cpus=8 os=linux (in us-a, us-b; backend gce; has 1 of the 2 asked); os=mac (in us-c; backend gce; has 0 of the 2 asked)"}},
 		{"what an offer makes, though it has no room", store.Dimensions{"os": {"linux"}, "zone": {"us-b"}}, false, nil},
 		{"fewer keys than an offer", store.Dimensions{"os": {"linux"}}, false, nil},
 	} {
@@ -151,8 +154,8 @@ func TestUnsatisfiableRequestsRefused(t *testing.T) {
 		}
 	}
 	// An operator sees clients asking for what nothing offers.
-	if m := testutil.Metrics(t, w.server.Registry()); !strings.Contains(m, `gcefleet_provider_lease_outcomes_total{outcome="unsatisfiable"} 3`) {
-		t.Errorf("the three refusals are not counted in the lease outcomes:\n%s", m)
+	if m := testutil.Metrics(t, w.server.Registry()); !strings.Contains(m, `gcefleet_provider_lease_outcomes_total{outcome="unsatisfiable"} 4`) {
+		t.Errorf("the four refusals are not counted in the lease outcomes:\n%s", m)
 	}
 	// A repeat of the request made before the offers answers as it did.
 	if l, err := w.alice.RequestLease(ctx, windows); err != nil || l.ID != first.ID {

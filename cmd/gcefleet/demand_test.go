@@ -31,7 +31,7 @@ func TestLeaseWaitRefusedOrQueued(t *testing.T) {
 	testutil.Within(t, 10*time.Second, "lease --wait for windows to be refused", func() {
 		code, out, stderr = runCLI(t, env, "lease", "--dim", "os=windows", "--duration", "1h", "--wait")
 	})
-	if code != 1 || !strings.Contains(stderr, "os=windows") || !strings.Contains(stderr, "closest offers: os=linux zone=us-central1-a") || out != "" {
+	if code != 1 || !strings.Contains(stderr, "os=windows") || !strings.Contains(stderr, "closest offers: os=linux (in us-central1-a; backend gce") || out != "" {
 		t.Errorf("lease --wait for windows: exit %d\n%s%s", code, out, stderr)
 	}
 
