@@ -300,6 +300,13 @@ type Lease struct {
 	// ExpiresAt is when a fulfilled lease ends; zero for indefinite.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	Ended     time.Time `json:"ended,omitzero"`
+	// Claim is the provider's signed word that this lease holds its
+	// machine until ExpiresAt (a token of package claim), which the
+	// machine's gceboot checks before it serves the lessee. It is set on
+	// a fulfilled lease of a gceboot (pool) machine with an expiry, and
+	// shown only to the lease's own client and to admins; after an
+	// extension it names the new expiry.
+	Claim string `json:"claim,omitempty"`
 }
 
 // Event is an entry of the feed that backends read from a cursor.
