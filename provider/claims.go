@@ -71,7 +71,11 @@ func (s *Server) withClaim(ctx context.Context, l api.Lease) (api.Lease, error) 
 	if err != nil {
 		return l, err
 	}
-	tok, err := claim.Sign(key, claim.Claim{Lease: l.ID, Hostname: l.Hostname, Lessee: l.Client, Expires: l.ExpiresAt})
+	c := claim.Claim{Lease: l.ID, Hostname: l.Hostname, Lessee: l.Client, Expires: l.ExpiresAt}
+	if id := l.Machine.Dimensions["instance_id"]; len(id) == 1 {
+		c.Instance = id[0]
+	}
+	tok, err := claim.Sign(key, c)
 	if err != nil {
 		return l, fmt.Errorf("the claim of lease %s: %w", l.ID, err)
 	}
