@@ -46,9 +46,14 @@ type PoolConfig struct {
 	// Listen is the address the machine serves on, such as ":8443".
 	Listen string `json:"listen"`
 	// Timeout is how long the run's bootstrap waits for the driver's
-	// first keepalive; zero means a minute.
+	// first keepalive; zero means DefaultPoolTimeout.
 	Timeout time.Duration `json:"timeout,omitempty"`
 }
+
+// DefaultPoolTimeout is how long a claimed machine's bootstrap waits for
+// the driver's first keepalive unless PoolConfig says otherwise: the
+// pool system's keepalive timeout.
+const DefaultPoolTimeout = 30 * time.Second
 
 // Encode returns c as metadata holds it.
 func (c PoolConfig) Encode() string {
@@ -128,7 +133,11 @@ func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit fun
 	}
 	h := newHandoff(ln)
 	claiming := h.view(false)
-	ps := &poolServer{name: fleet.Name, id: id, pub: pub, log: logger, done: make(chan bigmachine.WorkerConfig, 1), exit: exit, listen: pc.Listen, timeout: pc.Timeout}
+	timeout := pc.Timeout
+	if timeout <= 0 {
+		timeout = DefaultPoolTimeout
+	}
+	ps := &poolServer{name: fleet.Name, id: id, pub: pub, log: logger, done: make(chan bigmachine.WorkerConfig, 1), exit: exit, listen: pc.Listen, timeout: timeout}
 	srv := &http.Server{
 		Handler:           ps.handler(),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13},
