@@ -13,6 +13,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -442,5 +443,51 @@ func TestPoolMachines(t *testing.T) {
 	defer ccancel()
 	if _, err := claim.Present(cctx, ma.Connection, ma.Hostname, la.Claim, aca.certPEM, aca.sign(ma.Hostname)); err == nil {
 		t.Error("the claim of a released lease was taken")
+	}
+}
+
+// TestPoolMachineGoesWithoutItsDriver: a claimed machine whose driver
+// sends no keepalive exits and deletes its instance; its lease ends, a
+// fresh machine takes its place, and the old claim is no claim of the
+// instance made under its name.
+func TestPoolMachineGoesWithoutItsDriver(t *testing.T) {
+	w := newPoolWorld(t)
+	ctx := context.Background()
+	w.warm(2, nil)
+	l := w.lease(w.alice, "silent")
+	m := *l.Machine
+	id := m.Dimensions["instance_id"][0]
+	ca := newRunCA(t)
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	addr, err := claim.Present(pctx, m.Connection, m.Hostname, l.Claim, ca.certPEM, ca.sign(m.Hostname))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serves(ca.client(t, m.Hostname), addr); err != nil {
+		t.Fatal(err)
+	}
+	// No keepalive: the bootstrap's first-keepalive wait (30 s) lapses.
+	testutil.WaitWithin(t, 90*time.Second, "the machine to delete its instance", func() bool {
+		in, err := w.compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: "pool-project", Zone: "us-central1-a", Instance: m.Hostname})
+		return gcecompute.Classify(err) == gcecompute.NotFound || (err == nil && strconv.FormatUint(in.GetId(), 10) != id)
+	})
+	testutil.WaitWithin(t, 60*time.Second, "the lease to end", func() bool {
+		got, err := w.alice.Lease(ctx, l.ID, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.State != api.Fulfilled && got.Claim == ""
+	})
+	fresh := w.warm(2, map[string]bool{m.Hostname + "/" + id: true})
+	if n, ok := fresh[m.Hostname]; ok {
+		// Recreated under its name: the old claim names the old instance.
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		defer ccancel()
+		_, err := claim.Present(cctx, n.Connection, n.Hostname, l.Claim, ca.certPEM, ca.sign(n.Hostname))
+		if !errors.Is(err, claim.ErrRefused) {
+			t.Errorf("the old claim at the instance recreated under its name: %v, want it refused", err)
+		}
+		t.Logf("recreated under its name; the old claim: %v", err)
 	}
 }
