@@ -54,7 +54,7 @@ const poolYAML = `templates:
 managers:
   - {template_base_name: warm, zone: us-central1-a, minimum_size: 2, maximum_size: 2}
 settings:
-  interval: 1s
+  interval: %s
   compute_endpoint: %s
 `
 
@@ -71,7 +71,9 @@ type poolWorld struct {
 	logs    *testutil.SyncBuffer
 }
 
-func newPoolWorld(t *testing.T) *poolWorld {
+// newPoolWorld starts it, the backend's jobs running every interval
+// (and when kicked).
+func newPoolWorld(t *testing.T, interval time.Duration) *poolWorld {
 	t.Helper()
 	ctx := context.Background()
 	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
@@ -103,7 +105,7 @@ func newPoolWorld(t *testing.T) *poolWorld {
 		bob:   &client.Client{BaseURL: srv.URL, Token: "bobbo-token-0123456789"},
 	}
 	path := filepath.Join(t.TempDir(), "fleet.yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(poolYAML, gcebootImage, url)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(poolYAML, gcebootImage, interval, url)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	bcfg, err := backend.LoadConfig(path)
@@ -274,8 +276,11 @@ func noPrivateKey(t *testing.T, what string, v any) {
 // bootstrap on the machine, accepting only the run's CA; everything else
 // is refused; and no private key is in any metadata, catalog entry,
 // lease or event.
+//
+// The jobs' interval is longer than the test: enrolment, cataloging and
+// the replacement of used machines run because they are kicked.
 func TestPoolMachines(t *testing.T) {
-	w := newPoolWorld(t)
+	w := newPoolWorld(t, 10*time.Minute)
 	ctx := context.Background()
 	warm := w.warm(2, nil)
 	for _, m := range warm {
@@ -451,7 +456,7 @@ func TestPoolMachines(t *testing.T) {
 // fresh machine takes its place, and the old claim is no claim of the
 // instance made under its name.
 func TestPoolMachineGoesWithoutItsDriver(t *testing.T) {
-	w := newPoolWorld(t)
+	w := newPoolWorld(t, time.Second)
 	ctx := context.Background()
 	w.warm(2, nil)
 	l := w.lease(w.alice, "silent")
