@@ -69,6 +69,7 @@ type poolWorld struct {
 	alice   *client.Client
 	bob     *client.Client
 	logs    *testutil.SyncBuffer
+	out     *testutil.SyncBuffer // what the instances print
 }
 
 // newPoolWorld starts it, the backend's jobs running every interval
@@ -99,7 +100,7 @@ func newPoolWorld(t *testing.T, interval time.Duration) *poolWorld {
 	pctx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
 	go p.Run(pctx)
-	w := &poolWorld{t: t, compute: compute, st: st, prov: p, logs: &testutil.SyncBuffer{},
+	w := &poolWorld{t: t, compute: compute, st: st, prov: p, logs: &testutil.SyncBuffer{}, out: out,
 		api:   &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"},
 		alice: &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"},
 		bob:   &client.Client{BaseURL: srv.URL, Token: "bobbo-token-0123456789"},
@@ -459,6 +460,24 @@ func TestPoolMachineGoesWithoutItsDriver(t *testing.T) {
 	w := newPoolWorld(t, time.Second)
 	ctx := context.Background()
 	w.warm(2, nil)
+	// Claimed, but no run certificate comes: the machine goes when the
+	// claim expires.
+	short, err := w.bob.RequestLease(ctx, api.LeaseRequest{RequestID: "short", Dimensions: api.Dimensions{backend.PoolDimension: {"true"}},
+		Term: api.Term{Duration: 3 * time.Second}})
+	if err != nil || short.Claim == "" {
+		t.Fatalf("a short lease: %+v, %v", short, err)
+	}
+	body, _ := json.Marshal(claim.ClaimRequest{Claim: short.Claim, CA: newRunCA(t).certPEM})
+	if code, b := post(t, fleetClient(t, *short.Machine), "https://"+addrOf(*short.Machine)+claim.ClaimPath, body); code != http.StatusOK {
+		t.Fatalf("the short lease's claim: %d %s", code, b)
+	}
+	testutil.WaitWithin(t, 30*time.Second, "the claimed machine without its run certificate to exit", func() bool {
+		return strings.Contains(w.out.String(), "no run certificate came before the claim expired")
+	})
+	if _, err := w.bob.Release(ctx, short.ID); err != nil {
+		t.Fatal(err)
+	}
+
 	l := w.lease(w.alice, "silent")
 	m := *l.Machine
 	id := m.Dimensions["instance_id"][0]
