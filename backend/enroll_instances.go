@@ -138,6 +138,7 @@ func (j *Jobs) enroll(ctx context.Context, g group, in *computepb.Instance, ca *
 	defer cancel()
 	p, err := e.Proof(cctx, addr)
 	if errors.Is(err, identity.ErrNotServing) {
+		j.silent(name, id, g.t.ContainerImage)
 		return false, nil // booting
 	}
 	if err != nil {
@@ -187,6 +188,34 @@ func (j *Jobs) warm(ctx context.Context, g group, names []string, instances map[
 		}
 	}
 	return warm
+}
+
+// silentAfter is how long a running pool instance may not serve its
+// enrollment before the backend says so.
+const silentAfter = 5 * time.Minute
+
+// silent notes that running pool instance name (id) does not serve its
+// enrollment, and warns once when it has not for silentAfter: a machine
+// that never answers is never cataloged, and nothing else would say why.
+func (j *Jobs) silent(name, id, image string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.silentSince == nil {
+		j.silentSince = map[string]time.Time{}
+	}
+	if len(j.silentSince) > 10*MaxGroupSize {
+		clear(j.silentSince)
+	}
+	k := name + "/" + id
+	since, ok := j.silentSince[k]
+	switch {
+	case !ok:
+		j.silentSince[k] = j.Now()
+	case !since.IsZero() && j.Now().Sub(since) > silentAfter:
+		j.silentSince[k] = time.Time{} // said
+		j.Log.Warn("a pool instance has run for minutes without serving its enrollment, so it is not cataloged: is container_image the gceboot image, and does its serial port output say why it stopped?",
+			"instance", name, "image", image, "port", PoolPort)
+	}
 }
 
 func (j *Jobs) identityVerifier() *identity.Verifier {
