@@ -144,7 +144,7 @@ func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit fun
 	}
 	ps := &poolServer{name: fleet.Name, id: id, pub: pub, log: logger, done: make(chan bigmachine.WorkerConfig, 1), exit: exit, listen: pc.Listen, timeout: timeout}
 	srv := &http.Server{
-		Handler:           ps.handler(),
+		Handler: ps.handler(),
 		// Anyone may connect to claim the machine; a client certificate,
 		// if given, must be the fleet CA's (the backend's, to retire it).
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: fleetRoots},
