@@ -46,7 +46,8 @@ type PoolConfig struct {
 	// Listen is the address the machine serves on, such as ":8443".
 	Listen string `json:"listen"`
 	// Timeout is how long the run's bootstrap waits for the driver's
-	// first keepalive; zero means DefaultPoolTimeout.
+	// first keepalive, at least (the claim's expiry is the floor); zero
+	// means DefaultPoolTimeout.
 	Timeout time.Duration `json:"timeout,omitempty"`
 }
 
@@ -321,8 +322,14 @@ func (p *poolServer) certificate(w http.ResponseWriter, r *http.Request) {
 	}
 	p.delivered = true
 	p.lapse.Stop()
+	// The claim's expiry is the floor of the first keepalive's wait: a
+	// driver may claim its machines as their leases come and start them
+	// all later, and while its lease stands the machine is its own. A
+	// driver that dies lets the lease lapse, and the backend deletes the
+	// machine.
+	timeout := max(p.timeout, time.Until(p.claimed.Expires))
 	p.done <- bigmachine.WorkerConfig{
-		Name: p.name, Listen: p.listen, Cert: b, CA: p.runCA, Timeout: p.timeout,
+		Name: p.name, Listen: p.listen, Cert: b, CA: p.runCA, Timeout: timeout,
 		Key: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
 	}
 	w.WriteHeader(http.StatusNoContent)
