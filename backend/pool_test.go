@@ -91,7 +91,7 @@ func newPoolWorld(t *testing.T, interval time.Duration) *poolWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n  - {name: bob, role: client, token: bobbo-token-0123456789}\n"))
+	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789, pool: true}\n  - {name: alice, role: client, token: client-token-0123456789}\n  - {name: bob, role: client, token: bobbo-token-0123456789}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
