@@ -28,8 +28,27 @@ func (b *Backend) schedule() *Scheduler {
 		}
 	}
 	s.Add("create-instance-templates", every, then(j.CreateInstanceTemplates, "create-instance-group-managers"))
-	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "catalog-instances", "resize-instance-groups"))
-	s.Add("resize-instance-groups", every, then(j.ResizeInstanceGroups, "catalog-instances"))
+	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "enroll-instances", "catalog-instances", "resize-instance-groups"))
+	s.Add("resize-instance-groups", every, then(j.ResizeInstanceGroups, "enroll-instances", "catalog-instances"))
+	// A pool machine is cataloged once enrolled: each enrolment kicks
+	// the catalog at once. While machines boot, the job runs again
+	// soon, waiting twice as long each time nothing was enrolled, up to
+	// the interval.
+	retry := time.Second
+	s.Add("enroll-instances", every, func(ctx context.Context) error {
+		n, waiting, err := j.EnrollInstances(ctx)
+		if n > 0 {
+			s.Kick("catalog-instances")
+			retry = time.Second
+		}
+		if waiting > 0 && ctx.Err() == nil {
+			time.AfterFunc(retry, func() { s.Kick("enroll-instances") })
+			retry = min(2*retry, every)
+		} else if waiting == 0 {
+			retry = time.Second
+		}
+		return err
+	})
 	failing := "" // the groups last seen failing, to reassign demand once they change
 	s.Add("catalog-instances", every, func(ctx context.Context) error {
 		err := j.CatalogInstances(ctx)

@@ -12,8 +12,10 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/gcefleet/gcefleet/gcecompute"
+	"github.com/gcefleet/gcefleet/identity"
 	"github.com/gcefleet/gcefleet/provider/api"
 	"github.com/gcefleet/gcefleet/provider/client"
+	"github.com/gcefleet/gcefleet/store"
 )
 
 // Jobs are the backend's reconcile steps, each idempotent: run again, it
@@ -45,9 +47,17 @@ type Jobs struct {
 
 	machineTypes map[string]*computepb.MachineType // by zone/name
 
-	demand    api.Demand // the provider's, as last read (see followDemand)
-	offered   string     // the offers last published, as JSON
-	offeredAt time.Time  // and when
+	demand    api.Demand         // the provider's, as last read (see followDemand)
+	offered   string             // the offers last published, as JSON
+	offeredAt time.Time          // and when
+	pool      *poolInfo          // what gceboot templates need; see LoadPool
+	poolStore *store.Store       // where the fleet CA is kept
+	verifier  *identity.Verifier // of pool machines' identity proofs
+	enrolled  map[string]string  // pool machine -> instance id, enrolled by this replica
+	poolAddrs map[string]string  // pool machine -> host:port, to retire it
+	// silentSince is when each running pool instance (name/id) was first
+	// found not serving its enrollment; zero once warned of.
+	silentSince map[string]time.Time
 }
 
 // GroupStats is what the last passes saw of a group.
@@ -112,7 +122,7 @@ func (j *Jobs) Config() Config {
 func (j *Jobs) SetConfig(cfg Config) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.cfg = cfg
+	j.cfg = j.withPool(cfg)
 	for _, l := range j.limiters {
 		l.SetLimit(rate.Limit(cfg.Settings.ComputeRate))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/gcefleet/gcefleet/provider/api"
@@ -33,6 +34,11 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 		fields["dimensions"] = fmt.Sprintf("%d values in all: a request asks for at most %d (a machine may have more)", n, maxRequestValues)
 	}
 	maps.Copy(fields, req.Validate(now))
+	if slices.Contains(req.Dimensions[PoolDimension], "true") && req.Term.Indefinite && fields["term"] == "" {
+		// Its claim, without which nobody can use the machine, names
+		// the lease's expiry.
+		fields["term"] = "a pool machine (gceboot=true) is leased for a term (duration or expires_at), not indefinitely: its claim names the lease's expiry"
+	}
 	if len(fields) > 0 {
 		return invalid(fields)
 	}
@@ -63,7 +69,7 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 			s.due(l.Request.Deadline)
 		}
 	}
-	return writeJSON(w, http.StatusOK, l)
+	return s.writeLease(w, r, l)
 }
 
 // owned returns lease id if p may see it.
@@ -121,7 +127,7 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) e
 			return err
 		}
 	}
-	return writeJSON(w, http.StatusOK, l)
+	return s.writeLease(w, r, l)
 }
 
 func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -140,6 +146,11 @@ func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p Principal)
 	ls, err := s.st.Leases(r.Context(), client, active)
 	if err != nil {
 		return err
+	}
+	for i := range ls {
+		if ls[i], err = s.withClaim(r.Context(), ls[i]); err != nil {
+			return err
+		}
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"leases": nonNil(ls)})
 }
@@ -170,7 +181,7 @@ func (s *Server) extendLease(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	s.due(l.ExpiresAt)
 	s.leaseChanged(l)
-	return writeJSON(w, http.StatusOK, l)
+	return s.writeLease(w, r, l)
 }
 
 func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -197,5 +208,5 @@ func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request, p Principa
 			s.demandChanged() // a withdrawn request
 		}
 	}
-	return writeJSON(w, http.StatusOK, l)
+	return s.writeLease(w, r, l)
 }

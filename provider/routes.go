@@ -29,6 +29,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/demand", []string{Admin, Backend}, s.getDemand)
 	route("PUT /v1/offers", []string{Backend}, s.putOffers)
 	route("GET /v1/offers", all, s.getOffers)
+	route("GET /v1/claim-key", []string{Admin, Backend}, s.getClaimKey)
 	// The pages take a browser's session cookie too (see page); the
 	// API above does not.
 	mux.Handle("GET /{$}", s.page(true, s.wrap("GET /{$}", all, s.status)))

@@ -305,6 +305,13 @@ type Lease struct {
 	// them is its), and QueueLength how many such requests wait.
 	QueuePosition int `json:"queue_position,omitempty"`
 	QueueLength   int `json:"queue_length,omitempty"`
+	// Claim is the provider's signed word that this lease holds its
+	// machine until ExpiresAt (a token of package claim), which the
+	// machine's gceboot checks before it serves the lessee. It is set on
+	// a fulfilled lease of a gceboot (pool) machine with an expiry, and
+	// shown only to the lease's own client and to admins; after an
+	// extension it names the new expiry.
+	Claim string `json:"claim,omitempty"`
 }
 
 // Event is an entry of the feed that backends read from a cursor.
@@ -355,4 +362,12 @@ type Offers struct {
 	// TTL is how long the offers stand unless published again, as a
 	// duration string ("10m", "90s"); 10m if empty, between 1s and 1h.
 	TTL string `json:"ttl,omitempty"`
+}
+
+// ClaimKey is the public half of the provider's claim key, which signs
+// the claims of pool machines' leases (see package claim).
+type ClaimKey struct {
+	Algorithm string `json:"algorithm"` // "ed25519"
+	// PublicKey is the key, base64 (standard, unpadded).
+	PublicKey string `json:"public_key"`
 }

@@ -1,0 +1,336 @@
+package instance
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/compute/metadata"
+
+	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/claim"
+	"github.com/gcefleet/gcefleet/identity"
+)
+
+// PoolKey is the metadata key of a warm pool machine's PoolConfig, which
+// a backend's gceboot template sets. It holds only public things.
+const PoolKey = "gcefleet-pool"
+
+// PoolConfig is what a pool machine learns from its metadata.
+type PoolConfig struct {
+	// ClaimKey is the provider's public claim key (base64 ed25519), which
+	// signs the claims the machine takes.
+	ClaimKey string `json:"claim_key"`
+	// FleetCA is the deployment's fleet CA certificate (PEM), which
+	// issues the machine's fleet certificate.
+	FleetCA []byte `json:"fleet_ca"`
+	// Nonce is the deployment's, bound into the machine's identity
+	// token for its enrollment.
+	Nonce string `json:"nonce"`
+	// Listen is the address the machine serves on, such as ":8443".
+	Listen string `json:"listen"`
+	// Timeout is how long the run's bootstrap waits for the driver's
+	// first keepalive, at least (the claim's expiry is the floor); zero
+	// means DefaultPoolTimeout.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// DefaultPoolTimeout is how long a claimed machine's bootstrap waits for
+// the driver's first keepalive unless PoolConfig says otherwise: the
+// pool system's keepalive timeout.
+const DefaultPoolTimeout = 30 * time.Second
+
+// Encode returns c as metadata holds it.
+func (c PoolConfig) Encode() string {
+	b, _ := json.Marshal(c)
+	return string(b)
+}
+
+// DecodePoolConfig parses what Encode returned.
+func DecodePoolConfig(s string) (PoolConfig, error) {
+	var c PoolConfig
+	if err := json.Unmarshal([]byte(s), &c); err != nil {
+		return c, fmt.Errorf("bad %s in the instance metadata: %w", PoolKey, err)
+	}
+	if _, err := claim.ParsePublicKey(c.ClaimKey); err != nil {
+		return c, fmt.Errorf("%s in the instance metadata: claim_key: %w", PoolKey, err)
+	}
+	if len(c.FleetCA) == 0 || c.Nonce == "" || c.Listen == "" {
+		return c, fmt.Errorf("%s in the instance metadata lacks the fleet CA, nonce or address", PoolKey)
+	}
+	return c, nil
+}
+
+// Pool returns this machine's PoolConfig from the metadata server, and ok
+// false when the metadata has none (the machine is not a pool machine),
+// asking again while the metadata server does not answer, until ctx ends.
+func Pool(ctx context.Context) (c PoolConfig, ok bool, err error) {
+	for {
+		v, err := metadata.InstanceAttributeValueWithContext(ctx, PoolKey)
+		var undef metadata.NotDefinedError
+		switch {
+		case err == nil:
+			c, err := DecodePoolConfig(v)
+			return c, true, err
+		case errors.As(err, &undef):
+			return PoolConfig{}, false, nil
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return PoolConfig{}, false, fmt.Errorf("reading %s from the metadata server: %w", PoolKey, err)
+		}
+	}
+}
+
+// ServePool is a warm pool machine's life until a driver claims it: it
+// enrolls with the backend as Enroll does with a driver (its key made
+// here, its identity proven, its fleet certificate signed by the fleet
+// CA), then serves TLS with that certificate, taking nothing but a claim:
+// a POST to claim.ClaimPath of a claim the provider signed for this
+// machine that has not expired, with the run's CA. A second claim is
+// refused (409), and a bad one (403). The claimed machine makes a fresh
+// key for the run and answers its certificate request; once the run's
+// certificate for that key comes (claim.CertificatePath), ServePool
+// returns the run's configuration and the listener to serve the run's
+// bootstrap on, the same address. A claimed machine whose run
+// certificate does not come before the claim expires calls exit.
+// Without a claim it waits until ctx ends.
+func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit func(int)) (bigmachine.WorkerConfig, net.Listener, error) {
+	var run bigmachine.WorkerConfig
+	pub, err := claim.ParsePublicKey(pc.ClaimKey)
+	if err != nil {
+		return run, nil, err
+	}
+	fleet, ln, err := Enroll(ctx, BootConfig{CA: pc.FleetCA, Nonce: pc.Nonce, Listen: pc.Listen}, logger)
+	if err != nil {
+		return run, nil, fmt.Errorf("enrolling with the fleet: %w", err)
+	}
+	cert, err := tls.X509KeyPair(fleet.Cert, fleet.Key)
+	if err != nil {
+		ln.Close()
+		return run, nil, fmt.Errorf("the fleet certificate: %w", err)
+	}
+	fleetRoots := x509.NewCertPool()
+	if !fleetRoots.AppendCertsFromPEM(pc.FleetCA) {
+		ln.Close()
+		return run, nil, fmt.Errorf("%s: no fleet CA certificate", PoolKey)
+	}
+	id, err := metadata.InstanceIDWithContext(ctx)
+	if err != nil {
+		ln.Close()
+		return run, nil, fmt.Errorf("this instance's id from the metadata server: %w", err)
+	}
+	h := newHandoff(ln)
+	claiming := h.view(false)
+	timeout := pc.Timeout
+	if timeout <= 0 {
+		timeout = DefaultPoolTimeout
+	}
+	ps := &poolServer{name: fleet.Name, id: id, pub: pub, log: logger, done: make(chan bigmachine.WorkerConfig, 1), exit: exit, listen: pc.Listen, timeout: timeout}
+	srv := &http.Server{
+		Handler: ps.handler(),
+		// Anyone may connect to claim the machine; a client certificate,
+		// if given, must be the fleet CA's (the backend's, to retire it).
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: fleetRoots},
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          log.New(debugWriter{logger}, "", 0),
+	}
+	go srv.ServeTLS(claiming, "", "")
+	logger.Info("gceboot warm in the pool, waiting for a claim", "machine", fleet.Name, "addr", ln.Addr().String())
+	select {
+	case run = <-ps.done:
+	case <-ctx.Done():
+		srv.Close()
+		claiming.Close()
+		ln.Close()
+		return run, nil, fmt.Errorf("no claim: %w", ctx.Err())
+	}
+	claiming.Close() // no new connection reaches the claim server
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx) // lets the certificate's answer go out
+	}()
+	return run, h.view(true), nil
+}
+
+// poolServer takes one claim and then the run's certificate.
+type poolServer struct {
+	name    string
+	id      string // the instance id
+	pub     ed25519.PublicKey
+	log     *slog.Logger
+	listen  string
+	timeout time.Duration
+	exit    func(int)
+	done    chan bigmachine.WorkerConfig
+
+	mu        sync.Mutex
+	claimed   *claim.Claim
+	runCA     []byte
+	key       *ecdsa.PrivateKey
+	delivered bool
+	retired   bool // by the backend: no claim is taken
+	lapse     *time.Timer
+}
+
+func (p *poolServer) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+claim.ClaimPath, p.claim)
+	mux.HandleFunc("POST "+claim.CertificatePath, p.certificate)
+	mux.HandleFunc("POST "+claim.RetirePath, p.retire)
+	return mux
+}
+
+// retire takes the backend's word that the machine's lease ended before
+// its run started: the machine takes no claim from now on.
+func (p *poolServer) retire(w http.ResponseWriter, r *http.Request) {
+	// The TLS server verified a client certificate, if given, against
+	// the fleet CA, for client authentication (which a machine's fleet
+	// certificate does not allow).
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || r.TLS.PeerCertificates[0].Subject.CommonName != claim.RetireName {
+		http.Error(w, "retire: only the backend, with its fleet certificate, retires a machine", http.StatusForbidden)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.delivered {
+		http.Error(w, fmt.Sprintf("machine %s serves its run already", p.name), http.StatusConflict)
+		return
+	}
+	if !p.retired {
+		// The backend deletes the instance through its group, which
+		// would recreate one that deleted itself.
+		p.retired = true
+		p.log.Info("retired by the backend: the lease ended; taking no claim until the backend deletes this instance", "machine", p.name)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (p *poolServer) claim(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, claim.MaxRequest))
+	if err != nil {
+		http.Error(w, "claim: "+err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	var req claim.ClaimRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		http.Error(w, "claim: bad request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.retired {
+		http.Error(w, fmt.Sprintf("machine %s is retired: its lease ended", p.name), http.StatusGone)
+		return
+	}
+	if p.claimed != nil {
+		p.log.Warn("refused a second claim", "machine", p.name, "from", r.RemoteAddr)
+		http.Error(w, fmt.Sprintf("machine %s is claimed already (lease %s): a machine serves one lease only", p.name, p.claimed.Lease), http.StatusConflict)
+		return
+	}
+	c, err := claim.Verify(p.pub, req.Claim, p.name, time.Now())
+	if err == nil && c.Instance != p.id {
+		err = fmt.Errorf("%w: the claim is for instance %q of name %s, not this one (%s): that instance is gone", claim.ErrRefused, c.Instance, p.name, p.id)
+	}
+	if err != nil {
+		p.log.Warn("refused a claim", "machine", p.name, "from", r.RemoteAddr, "err", err)
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	if block, _ := pem.Decode(req.CA); block == nil || block.Type != "CERTIFICATE" {
+		http.Error(w, "claim: ca: not a PEM certificate (the run's CA)", http.StatusBadRequest)
+		return
+	} else if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		http.Error(w, "claim: ca: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: p.name}, DNSNames: []string{p.name}}, key)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	p.claimed, p.runCA, p.key = &c, req.CA, key
+	// A claimant that never delivers its certificate leaves the machine
+	// no use to anyone: it goes when the claim expires.
+	p.lapse = time.AfterFunc(time.Until(c.Expires), func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.delivered {
+			p.log.Error("claimed, but no run certificate came before the claim expired; exiting", "machine", p.name, "lease", c.Lease)
+			p.exit(1)
+		}
+	})
+	p.log.Info("claimed", "machine", p.name, "lease", c.Lease, "lessee", c.Lessee, "expires", c.Expires)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(claim.ClaimResponse{CSR: csr})
+}
+
+func (p *poolServer) certificate(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, claim.MaxRequest))
+	if err != nil {
+		http.Error(w, "certificate: "+err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.retired:
+		http.Error(w, fmt.Sprintf("machine %s is retired: its lease ended", p.name), http.StatusGone)
+		return
+	case p.claimed == nil:
+		http.Error(w, fmt.Sprintf("machine %s is not claimed: post a claim to %s first", p.name, claim.ClaimPath), http.StatusConflict)
+		return
+	case p.delivered:
+		http.Error(w, fmt.Sprintf("machine %s has its run certificate already", p.name), http.StatusConflict)
+		return
+	}
+	if _, err := identity.CheckCertificate(b, p.runCA, p.key, p.name); err != nil {
+		p.log.Warn("refused a run certificate", "machine", p.name, "err", err)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	kder, err := x509.MarshalECPrivateKey(p.key)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	p.delivered = true
+	p.lapse.Stop()
+	// The claim's expiry is the floor of the first keepalive's wait: a
+	// driver may claim its machines as their leases come and start them
+	// all later, and while its lease stands the machine is its own. A
+	// driver that dies lets the lease lapse, and the backend deletes the
+	// machine.
+	timeout := max(p.timeout, time.Until(p.claimed.Expires))
+	p.done <- bigmachine.WorkerConfig{
+		Name: p.name, Listen: p.listen, Cert: b, CA: p.runCA, Timeout: timeout,
+		Key: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
