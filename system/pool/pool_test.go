@@ -1,0 +1,153 @@
+package pool_test
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/internal/testutil"
+	"github.com/gcefleet/gcefleet/provider/api"
+	"github.com/gcefleet/gcefleet/provider/client"
+	"github.com/gcefleet/gcefleet/system/pool"
+)
+
+// TestMain builds gcefleet once for the tests that serve a provider.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pool-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	gcefleet, err = testutil.GoBuildTo(dir, "github.com/gcefleet/gcefleet/cmd/gcefleet")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var gcefleet string
+
+func config(url string) pool.Config {
+	cfg := pool.DefaultConfig()
+	cfg.Provider, cfg.Token, cfg.TokenFile = url, testutil.FleetClientToken, ""
+	cfg.Dimensions = api.Dimensions{"cpus": {"2"}}
+	return cfg
+}
+
+func request(n int) bigmachine.StartRequest {
+	return bigmachine.StartRequest{N: n, CA: []byte("ca"), Sign: func(string, crypto.PublicKey) ([]byte, error) { return nil, nil }}
+}
+
+// TestStartWithoutMachines: with no pool machine in the catalog, Start
+// waits its start timeout, then says which requests still wait for what,
+// and releases their leases.
+func TestStartWithoutMachines(t *testing.T) {
+	url := testutil.ServeProvider(t, gcefleet, "")
+	cfg := config(url)
+	cfg.StartTimeout = 1500 * time.Millisecond
+	sys := pool.New(cfg)
+	began := time.Now()
+	specs, err := sys.Start(context.Background(), request(3))
+	if took := time.Since(began); took < cfg.StartTimeout || took > cfg.StartTimeout+5*time.Second {
+		t.Errorf("Start gave up after %v; its start timeout is %v", took, cfg.StartTimeout)
+	}
+	if len(specs) != 0 || err == nil {
+		t.Fatalf("Start with no machines: %v, %v", specs, err)
+	}
+	for _, want := range []string{"pool: 0 of 3 machines leased and claimed", "3 requests still waiting after 1.5s for a machine with cpus=2,gceboot=true", "released", "grow the group"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	alice := &client.Client{BaseURL: url, Token: testutil.FleetClientToken}
+	ls, err := alice.Leases(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 3 {
+		t.Fatalf("%d leases, want 3", len(ls))
+	}
+	for _, l := range ls {
+		if l.State != api.Released || !strings.HasPrefix(l.Request.RequestID, sys.Run()+"-000") {
+			t.Errorf("lease %s of request %s is %s, want RELEASED and a request id of run %s", l.ID, l.Request.RequestID, l.State, sys.Run())
+		}
+	}
+	if err := sys.Shutdown(context.Background()); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// TestRetriedStartDoesNotDoubleLease: a second Start of the same run (a
+// driver started again, say) makes the same requests, and the provider
+// answers them with the first one's leases.
+func TestRetriedStartDoesNotDoubleLease(t *testing.T) {
+	url := testutil.ServeProvider(t, gcefleet, "")
+	cfg := config(url)
+	cfg.Run = "retried-run"
+	cfg.StartTimeout = 3 * time.Second
+	alice := &client.Client{BaseURL: url, Token: testutil.FleetClientToken}
+	var wg sync.WaitGroup
+	first := pool.New(cfg)
+	wg.Go(func() { first.Start(context.Background(), request(2)) })
+	testutil.WaitFor(t, "the first Start's requests", func() bool {
+		ls, err := alice.Leases(context.Background(), true)
+		return err == nil && len(ls) == 2
+	})
+	cfg.StartTimeout = time.Second
+	second := pool.New(cfg)
+	_, err := second.Start(context.Background(), request(2))
+	if err == nil || !strings.Contains(err.Error(), "2 requests still waiting") {
+		t.Errorf("second Start: %v", err)
+	}
+	wg.Wait()
+	ls, err := alice.Leases(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, l := range ls {
+		ids[l.Request.RequestID] = true
+	}
+	if len(ls) != 2 || !ids["retried-run-0001"] || !ids["retried-run-0002"] {
+		t.Errorf("leases after two Starts of one run: %d, of requests %v; want the 2 of the first", len(ls), ids)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		edit func(*pool.Config)
+		want string
+	}{
+		{func(c *pool.Config) { c.Provider = "" }, "no provider: set -pool.provider or GCEFLEET_PROVIDER"},
+		{func(c *pool.Config) { c.Provider = "127.0.0.1:8790" }, `provider "127.0.0.1:8790" is not a URL: write http://HOST:PORT`},
+		{func(c *pool.Config) { c.Token = "" }, "no token: set GCEFLEET_TOKEN (or -pool.token-file)"},
+		{func(c *pool.Config) { c.TokenFile = "/nonexistent/token" }, "token file: open /nonexistent/token"},
+		{func(c *pool.Config) { c.Lease = time.Second }, "lease 1s: give a term of 10s to 24h0m0s (-pool.lease)"},
+		{func(c *pool.Config) { c.Dimensions = api.Dimensions{"gceboot": {"false"}} }, "dimension gceboot=false: the pool system leases only pool machines"},
+	} {
+		cfg := config("http://127.0.0.1:8790")
+		tc.edit(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate: %v; want %q", err, tc.want)
+		}
+	}
+	cfg := config("http://127.0.0.1:8790")
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate of a good configuration: %v", err)
+	}
+	tok := t.TempDir() + "/token"
+	os.WriteFile(tok, []byte("from-a-file\n"), 0o600)
+	cfg.Token, cfg.TokenFile = "", tok
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate with a token file: %v", err)
+	}
+}
