@@ -51,7 +51,7 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 			s.due(l.Request.Deadline)
 		}
 	}
-	return writeJSON(w, http.StatusOK, l)
+	return s.writeLease(w, r, l)
 }
 
 // owned returns lease id if p may see it.
@@ -104,7 +104,7 @@ func (s *Server) getLease(w http.ResponseWriter, r *http.Request, p Principal) e
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, l)
+	return s.writeLease(w, r, l)
 }
 
 func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -123,6 +123,11 @@ func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p Principal)
 	ls, err := s.st.Leases(r.Context(), client, active)
 	if err != nil {
 		return err
+	}
+	for i := range ls {
+		if ls[i], err = s.withClaim(r.Context(), ls[i]); err != nil {
+			return err
+		}
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"leases": nonNil(ls)})
 }
@@ -153,7 +158,7 @@ func (s *Server) extendLease(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	s.due(l.ExpiresAt)
 	s.leaseChanged(l)
-	return writeJSON(w, http.StatusOK, l)
+	return s.writeLease(w, r, l)
 }
 
 func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -178,5 +183,5 @@ func (s *Server) releaseLease(w http.ResponseWriter, r *http.Request, p Principa
 			s.eventsAdded(l.Machine.Backend) // "reclaimed"
 		}
 	}
-	return writeJSON(w, http.StatusOK, l)
+	return s.writeLease(w, r, l)
 }

@@ -45,6 +45,10 @@ func (s *Server) prune(ctx context.Context) {
 // woken early when a lease due sooner appears.
 func (s *Server) Run(ctx context.Context) error {
 	go s.sampleHistory(ctx)
+	if _, err := s.ClaimKey(ctx); err != nil && ctx.Err() == nil {
+		// Made again at the first lease that needs it.
+		s.log.Warn("making the provider's claim key", "err", err)
+	}
 	if s.st.Dialect() == "postgres" {
 		go s.follow(ctx)
 	} else {

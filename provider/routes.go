@@ -26,6 +26,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/leases/{id}/extend", []string{Admin, Client}, s.extendLease)
 	route("POST /v1/leases/{id}/release", []string{Admin, Client}, s.releaseLease)
 	route("GET /v1/events", []string{Admin, Backend}, s.events)
+	route("GET /v1/claim-key", []string{Admin, Backend}, s.getClaimKey)
 	// The pages take a browser's session cookie too (see page); the
 	// API above does not.
 	mux.Handle("GET /{$}", s.page(true, s.wrap("GET /{$}", all, s.status)))

@@ -39,6 +39,8 @@ type Server struct {
 	// (see follow); until they do, long polls look every second.
 	hearing atomic.Bool
 
+	claims claimKeys // the claim key, once read or made
+
 	polls polls // the long polls waiting, by what they wait for
 	// stopping is closed when the server shuts down: waiting long polls
 	// answer at once with what they have, rather than hold up the drain.

@@ -320,3 +320,11 @@ type Event struct {
 	// OnReclaim repeats the machine's policy for a reclaimed machine.
 	OnReclaim string `json:"on_reclaim,omitempty"`
 }
+
+// ClaimKey is the public half of the provider's claim key, which signs
+// the claims of pool machines' leases (see package claim).
+type ClaimKey struct {
+	Algorithm string `json:"algorithm"` // "ed25519"
+	// PublicKey is the key, base64 (standard, unpadded).
+	PublicKey string `json:"public_key"`
+}

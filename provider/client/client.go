@@ -252,6 +252,13 @@ func (c *Client) Events(ctx context.Context, after int64, wait time.Duration) ([
 	return out.Events, c.do(ctx, http.MethodGet, path, nil, &out)
 }
 
+// ClaimKey returns the public half of the provider's claim key, which
+// signs the claims of pool machines' leases (backend or admin role).
+func (c *Client) ClaimKey(ctx context.Context) (api.ClaimKey, error) {
+	var out api.ClaimKey
+	return out, c.do(ctx, http.MethodGet, "/v1/claim-key", nil, &out)
+}
+
 // IsForbidden reports whether err is the API refusing the caller's role.
 func IsForbidden(err error) bool {
 	var e *Error

@@ -1,0 +1,102 @@
+package provider
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+
+	"github.com/gcefleet/gcefleet/claim"
+	"github.com/gcefleet/gcefleet/provider/api"
+)
+
+// claimKeyKey is where the provider's claim key (an ed25519 seed) is kept
+// in the store: made by the first replica that needs it, shared by all.
+const claimKeyKey = "provider/claim-key"
+
+// PoolDimension marks a pool machine: a catalog entry with it set to
+// "true" is a warm gceboot machine, whose leases carry a claim.
+const PoolDimension = "gceboot"
+
+// claimKeys caches the claim key once read or made.
+type claimKeys struct {
+	mu  sync.Mutex
+	key ed25519.PrivateKey
+}
+
+// ClaimKey returns the provider's claim key, making it the first time
+// any replica on this database asks: replicas racing at once all get the
+// one stored first.
+func (s *Server) ClaimKey(ctx context.Context) (ed25519.PrivateKey, error) {
+	s.claims.mu.Lock()
+	defer s.claims.mu.Unlock()
+	if s.claims.key != nil {
+		return s.claims.key, nil
+	}
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := rand.Read(seed); err != nil {
+		return nil, err
+	}
+	stored, err := s.st.PutIfAbsent(ctx, claimKeyKey, base64.RawStdEncoding.EncodeToString(seed))
+	if err != nil {
+		return nil, fmt.Errorf("the provider's claim key: %w", err)
+	}
+	b, err := base64.RawStdEncoding.DecodeString(stored)
+	if err != nil || len(b) != ed25519.SeedSize {
+		return nil, fmt.Errorf("the provider's claim key in the database (%s) is not an ed25519 seed: delete it to make a new one (leases in force then lose their claims)", claimKeyKey)
+	}
+	s.claims.key = ed25519.NewKeyFromSeed(b)
+	return s.claims.key, nil
+}
+
+// isPool reports whether m is a pool machine.
+func isPool(m *api.Machine) bool {
+	return m != nil && slices.Contains(m.Dimensions[PoolDimension], "true")
+}
+
+// withClaim returns l with its claim, if it is a fulfilled lease of a pool
+// machine with an expiry. Callers give it only to the lease's client or
+// an admin. The claim is not stored: ed25519 signatures are
+// deterministic, so every read of a lease signs the same token.
+func (s *Server) withClaim(ctx context.Context, l api.Lease) (api.Lease, error) {
+	l.Claim = ""
+	if l.State != api.Fulfilled || l.ExpiresAt.IsZero() || !isPool(l.Machine) {
+		return l, nil
+	}
+	key, err := s.ClaimKey(ctx)
+	if err != nil {
+		return l, err
+	}
+	tok, err := claim.Sign(key, claim.Claim{Lease: l.ID, Hostname: l.Hostname, Lessee: l.Client, Expires: l.ExpiresAt})
+	if err != nil {
+		return l, fmt.Errorf("the claim of lease %s: %w", l.ID, err)
+	}
+	l.Claim = tok
+	return l, nil
+}
+
+// writeLease answers with l and its claim.
+func (s *Server) writeLease(w http.ResponseWriter, r *http.Request, l api.Lease) error {
+	l, err := s.withClaim(r.Context(), l)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, l)
+}
+
+// getClaimKey answers with the public half of the claim key, which a
+// backend gives its pool machines so that they can check claims.
+func (s *Server) getClaimKey(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	key, err := s.ClaimKey(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, api.ClaimKey{Algorithm: "ed25519", PublicKey: claim.EncodePublicKey(key.Public().(ed25519.PublicKey))})
+}
