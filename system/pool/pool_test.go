@@ -151,3 +151,33 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("Validate with a token file: %v", err)
 	}
 }
+
+// TestStartClaimRefused: a lease fulfilled with a machine that does not
+// take the claim (here nothing answers at its address) fails that machine
+// with the reason, and the lease is released at once, not left to expire.
+func TestStartClaimRefused(t *testing.T) {
+	url := testutil.ServeProvider(t, gcefleet, "")
+	gce := &client.Client{BaseURL: url, Token: testutil.FleetBackendToken}
+	ctx := context.Background()
+	fleetCA, err := testutil.SelfSigned("fleet CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := testutil.CertPEM(fleetCA)
+	if _, err := gce.AddMachine(ctx, api.Machine{Hostname: "warm-1", Dimensions: api.Dimensions{"gceboot": {"true"}, "cpus": {"2"}},
+		Connection: api.Connection{Address: "127.0.0.1", Port: 1, CACert: string(caPEM)}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(url)
+	cfg.StartTimeout = 5 * time.Second
+	sys := pool.New(cfg)
+	specs, err := sys.Start(ctx, request(1))
+	if len(specs) != 0 || err == nil || !strings.Contains(err.Error(), "pool: 0 of 1 machines leased and claimed: claiming machine warm-1 of lease ") {
+		t.Fatalf("Start on a machine that takes no claim: %v, %v", specs, err)
+	}
+	alice := &client.Client{BaseURL: url, Token: testutil.FleetClientToken}
+	ls, err := alice.Leases(ctx, false)
+	if err != nil || len(ls) != 1 || ls[0].State != api.Released || ls[0].Hostname != "warm-1" {
+		t.Errorf("leases after a refused claim: %+v, %v; want warm-1's, RELEASED", ls, err)
+	}
+}
