@@ -129,6 +129,12 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 		if err != nil {
 			errs = append(errs, err)
 		}
+		if g.t.GceBoot {
+			// A pool machine is cataloged once it serves with its fleet
+			// certificate (see EnrollInstances); before, nobody could
+			// claim it.
+			add = j.warm(ctx, g, add, instances)
+		}
 		var batch []store.Machine
 		for _, name := range add {
 			in, ok := instances[name]
@@ -266,6 +272,12 @@ func (g group) machine(in *computepb.Instance) store.Machine {
 	m := store.Machine{Hostname: in.GetName(), Dimensions: dims, Policies: store.Policies{OnReclaim: "DELETE"}}
 	if nics := in.GetNetworkInterfaces(); len(nics) > 0 {
 		m.Connection.Address = nics[0].GetNetworkIP()
+	}
+	if g.t.GceBoot {
+		// A driver verifies the machine by the fleet CA and claims it
+		// on its gceboot's port.
+		dims[PoolDimension] = []string{"true"}
+		m.Connection.Port, m.Connection.CACert = PoolPort, string(g.t.fleetCA)
 	}
 	return m
 }

@@ -24,6 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gcefleet/gcefleet/internal/confyaml"
+	"github.com/gcefleet/gcefleet/system/gce/instance"
 )
 
 // Config is the backend's configuration file.
@@ -57,8 +58,21 @@ type Template struct {
 	ExternalIP        bool              `yaml:"external_ip"`
 	MinCPUPlatform    string            `yaml:"min_cpu_platform"`
 	Spot              bool              `yaml:"spot"`
+	// GceBoot makes the template's instances warm pool machines: their
+	// container (container_image, the gceboot image) runs gceboot in pool
+	// mode, which enrolls with the backend for a fleet certificate and
+	// waits for a driver's claim. The backend sets their metadata
+	// (PoolKey) and catalogs them, with dimension gceboot=true, once they
+	// serve TLS with their fleet certificate.
+	GceBoot bool `yaml:"gceboot" json:",omitempty"`
 
 	Line int `yaml:"-"`
+
+	// pool is the metadata the backend gives a gceboot template's
+	// instances (see Jobs.SetPool), part of its revision; fleetCA is the
+	// fleet CA certificate its machines' entries carry.
+	pool    map[string]string
+	fleetCA []byte
 }
 
 // Disk is a template's boot disk.
@@ -271,6 +285,22 @@ func (cfg *Config) check(name string, skip func(line int, msg string) bool) erro
 		}
 		if (t.Image == "") == (t.ContainerImage == "") {
 			bad(t.Line, "template %s: give exactly one of image (a boot image) and container_image (run on Container-Optimized OS)", t.BaseName)
+		}
+		if t.GceBoot {
+			if t.ContainerImage == "" {
+				bad(t.Line, "template %s: gceboot: true needs container_image, the gceboot image (its instances run gceboot in pool mode), e.g. container_image: gcr.io/PROJECT/gceboot:v1", t.BaseName)
+			}
+			for _, k := range []string{instance.PoolKey, instance.EndpointKey} {
+				if _, ok := t.Metadata[k]; ok {
+					bad(t.Line, "template %s: metadata %s is the backend's own on a gceboot template (it sets it); remove it", t.BaseName, k)
+				}
+				if _, ok := t.MetadataFromFiles[k]; ok {
+					bad(t.Line, "template %s: metadata_from_files %s is the backend's own on a gceboot template (it sets it); remove it", t.BaseName, k)
+				}
+			}
+		}
+		if _, ok := t.Dimensions[PoolDimension]; ok {
+			bad(t.Line, "template %s: dimension %s is the backend's own (it sets %s=true on the machines of a template with gceboot: true); remove it", t.BaseName, PoolDimension, PoolDimension)
 		}
 		if t.Disk.SizeGB < 0 || t.Disk.SizeGB > 65536 {
 			bad(t.Line, "template %s: disk.size_gb %d: 10 to 65536", t.BaseName, t.Disk.SizeGB)

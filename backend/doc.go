@@ -80,8 +80,9 @@
 // fleet at rest kicks nothing:
 //
 //	create-instance-templates          -> create-instance-group-managers
-//	create-instance-group-managers     -> catalog-instances
-//	resize-instance-groups             -> catalog-instances
+//	create-instance-group-managers     -> enroll-instances, catalog-instances
+//	resize-instance-groups             -> enroll-instances, catalog-instances
+//	enroll-instances                   -> catalog-instances (when it enrolled any)
 //	delete-instances-pending-deletion  -> catalog-instances, resize-instance-groups
 //	remove-cataloged-instances         -> delete-instances-pending-deletion (when it recorded any)
 //	delete-instance-group-managers     -> delete-instance-templates
@@ -96,4 +97,19 @@
 // that works on them begins with, and cleanup-entities, which ends each
 // complete audit pass by forgetting the leftovers and pending deletions
 // that are gone.
+//
+// # Pool machines
+//
+// A template with gceboot: true makes warm pool machines for bigmachine's
+// pool system. Its instances' metadata (set by the backend, part of the
+// revision) holds only public things: the provider's claim key, the
+// deployment's fleet CA certificate and a nonce ([Jobs.LoadPool]; the fleet CA,
+// key and certificate, is kept in the deployment's database and shared by
+// replicas, fleet_ca.go). enroll-instances has each new instance prove
+// which instance it is and certifies the key it made with the fleet CA;
+// catalog-instances catalogs it only once it serves TLS with that
+// certificate, with dimension gceboot=true, its cpus, and a Connection of
+// its address, port and the fleet CA. A pool machine serves one lease: its
+// policy is DELETE, so when the lease ends it is reclaimed and deleted like
+// any other, and its group makes a fresh one.
 package backend

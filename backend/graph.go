@@ -21,8 +21,18 @@ func (b *Backend) schedule() *Scheduler {
 		}
 	}
 	s.Add("create-instance-templates", every, then(j.CreateInstanceTemplates, "create-instance-group-managers"))
-	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "catalog-instances"))
-	s.Add("resize-instance-groups", every, then(j.ResizeInstanceGroups, "catalog-instances"))
+	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "enroll-instances", "catalog-instances"))
+	s.Add("resize-instance-groups", every, then(j.ResizeInstanceGroups, "enroll-instances", "catalog-instances"))
+	// A pool machine is cataloged once enrolled: each enrolment kicks
+	// the catalog at once. Booting machines are looked at again each
+	// interval.
+	s.Add("enroll-instances", every, func(ctx context.Context) error {
+		n, err := j.EnrollInstances(ctx)
+		if n > 0 {
+			s.Kick("catalog-instances")
+		}
+		return err
+	})
 	s.Add("catalog-instances", every, func(ctx context.Context) error {
 		err := j.CatalogInstances(ctx)
 		b.checkConverged()

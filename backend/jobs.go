@@ -12,7 +12,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/gcefleet/gcefleet/gcecompute"
+	"github.com/gcefleet/gcefleet/identity"
 	"github.com/gcefleet/gcefleet/provider/client"
+	"github.com/gcefleet/gcefleet/store"
 )
 
 // Jobs are the backend's reconcile steps, each idempotent: run again, it
@@ -39,6 +41,11 @@ type Jobs struct {
 	changes    atomic.Int64          // Compute changes made, so that jobs kick others only then
 
 	machineTypes map[string]*computepb.MachineType // by zone/name
+
+	pool      *poolInfo          // what gceboot templates need; see LoadPool
+	poolStore *store.Store       // where the fleet CA is kept
+	verifier  *identity.Verifier // of pool machines' identity proofs
+	enrolled  map[string]string  // pool machine -> instance id, enrolled by this replica
 }
 
 // GroupStats is what the last passes saw of a group.
@@ -95,7 +102,7 @@ func (j *Jobs) Config() Config {
 func (j *Jobs) SetConfig(cfg Config) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.cfg = cfg
+	j.cfg = j.withPool(cfg)
 	for _, l := range j.limiters {
 		l.SetLimit(rate.Limit(cfg.Settings.ComputeRate))
 	}

@@ -115,6 +115,9 @@ func (b *Backend) runLeader(ctx context.Context) {
 				err = b.jobs.LoadState(ctx, st, store.Fence{Name: leaderName, Holder: b.opts.Replica})
 			}
 			if err == nil {
+				err = b.jobs.LoadPool(ctx, st)
+			}
+			if err == nil {
 				break
 			}
 			b.log.Error("loading the backend's state", "err", err)
@@ -123,6 +126,12 @@ func (b *Backend) runLeader(ctx context.Context) {
 				return
 			case <-time.After(2 * time.Second):
 			}
+		}
+	}
+	if b.opts.Store == nil {
+		// Failing, the enroll job tries again.
+		if err := b.jobs.LoadPool(ctx, nil); err != nil {
+			b.log.Error("loading what gceboot templates need", "err", err)
 		}
 	}
 	b.saveGood(ctx)

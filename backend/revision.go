@@ -49,6 +49,12 @@ func (t Template) Revision(deployment string) (string, error) {
 		}
 		md[k] = string(b)
 	}
+	if t.GceBoot {
+		if t.pool == nil {
+			return "", fmt.Errorf("template %s: gceboot: the provider's claim key and the fleet CA are not loaded yet, so its revision cannot be computed: is the provider (settings.provider) reachable?", t.BaseName)
+		}
+		maps.Copy(md, t.pool)
+	}
 	c.Metadata = md
 	b, err := json.Marshal(c)
 	if err != nil {
@@ -97,10 +103,22 @@ func (t Template) resource(deployment, database string) (*computepb.InstanceTemp
 		}
 		keys, values[k] = append(keys, k), string(b)
 	}
+	if t.GceBoot {
+		for k, v := range t.pool {
+			keys, values[k] = append(keys, k), v
+		}
+	}
 	image := t.Image
 	if t.ContainerImage != "" {
 		image = "projects/cos-cloud/global/images/family/cos-stable"
-		decl := gcecompute.ContainerDeclaration(t.BaseName, t.ContainerImage, gcecompute.RestartAlways)
+		restart := gcecompute.RestartAlways
+		if t.GceBoot {
+			// A pool machine serves one lease: gceboot ends it, deleting
+			// the instance; one that fails is replaced by its group, not
+			// restarted with a new key on the old certificate's name.
+			restart = gcecompute.RestartNever
+		}
+		decl := gcecompute.ContainerDeclaration(t.BaseName, t.ContainerImage, restart)
 		keys, values[gcecompute.ContainerDeclarationKey] = append(keys, gcecompute.ContainerDeclarationKey), decl
 	}
 	sort.Strings(keys)

@@ -10,7 +10,16 @@
 // and nonce. It makes its own key, and serves a proof that it is this
 // instance (its identity token, for the nonce and its key) until the
 // driver hands it a certificate for that key; see package
-// gcefleet/identity. Started by
+// gcefleet/identity.
+//
+// A pool machine (instance metadata gcefleet-pool, which a backend's
+// gceboot template sets: the provider's public claim key, the fleet CA
+// certificate, a nonce) enrolls with its backend the same way, for a
+// fleet certificate, and then waits warm, serving TLS with it, for a
+// driver's claim: the provider's signed word that a lease holds this
+// machine. Once claimed it makes a key for the run, has the driver certify
+// it, and serves the run's bootstrap, accepting only the run's CA; see
+// package gcefleet/claim. Started by
 // the local system, it reads its configuration from the inherited pipe
 // whose descriptor GCEFLEET_BIGMACHINE names.
 package main
@@ -55,20 +64,36 @@ func main() {
 			}
 			os.Exit(code)
 		}
-		bctx, cancel := context.WithTimeout(ctx, time.Minute)
-		bc, berr := instance.Boot(bctx)
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		pc, pool, perr := instance.Pool(pctx)
 		cancel()
-		if berr != nil {
-			fail(1, berr)
+		if perr != nil {
+			fail(1, perr)
 		}
-		// A machine no driver enrolls has lost its driver: it goes, as
-		// one whose keepalive lapses does.
-		ectx, cancel := context.WithTimeout(ctx, enrollTimeout)
-		cfg, ln, err = instance.Enroll(ectx, bc, log)
-		cancel()
-		if err != nil {
-			log.Error("gceboot", "err", err)
-			exit(1)
+		if pool {
+			// A warm pool machine waits for its claim as long as it
+			// lives: the backend deletes it when the fleet shrinks.
+			cfg, ln, err = instance.ServePool(ctx, pc, log, exit)
+			if err != nil {
+				log.Error("gceboot", "err", err)
+				exit(1)
+			}
+		} else {
+			bctx, cancel := context.WithTimeout(ctx, time.Minute)
+			bc, berr := instance.Boot(bctx)
+			cancel()
+			if berr != nil {
+				fail(1, berr)
+			}
+			// A machine no driver enrolls has lost its driver: it goes,
+			// as one whose keepalive lapses does.
+			ectx, cancel := context.WithTimeout(ctx, enrollTimeout)
+			cfg, ln, err = instance.Enroll(ectx, bc, log)
+			cancel()
+			if err != nil {
+				log.Error("gceboot", "err", err)
+				exit(1)
+			}
 		}
 	}
 	if err != nil {

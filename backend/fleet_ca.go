@@ -1,0 +1,145 @@
+package backend
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/gcefleet/gcefleet/store"
+)
+
+// fleetCAKey is where the deployment's fleet CA (its key and certificate)
+// is kept in the store: made by the first replica that needs it, shared
+// by all.
+const fleetCAKey = "gce-backend/fleet-ca"
+
+// fleetCAValidity is how long the fleet CA, and so every fleet
+// certificate, is valid.
+const fleetCAValidity = 10 * 365 * 24 * time.Hour
+
+// A FleetCA issues the fleet certificates of a deployment's pool
+// machines: each one's own key, made on the machine, certified once the
+// machine proved which instance it is. Drivers verify a pool machine by
+// its certificate.
+type FleetCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	// CertPEM is the CA's certificate, which a pool machine's catalog
+	// entry carries (Connection.CACert).
+	CertPEM []byte
+}
+
+type storedCA struct {
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
+// newFleetCA makes a fleet CA for deployment.
+func newFleetCA(deployment string) (*FleetCA, storedCA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, storedCA{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "gcefleet fleet CA " + deployment, Organization: []string{"gcefleet"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(fleetCAValidity),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, storedCA{}, err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, storedCA{}, err
+	}
+	s := storedCA{
+		Cert: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		Key:  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})),
+	}
+	ca, err := s.parse()
+	return ca, s, err
+}
+
+func (s storedCA) parse() (*FleetCA, error) {
+	cb, _ := pem.Decode([]byte(s.Cert))
+	kb, _ := pem.Decode([]byte(s.Key))
+	if cb == nil || kb == nil {
+		return nil, errors.New("not PEM")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, errors.New("the key is not the certificate's")
+	}
+	return &FleetCA{cert: cert, key: key, CertPEM: []byte(s.Cert)}, nil
+}
+
+// LoadFleetCA returns the fleet CA of the deployment whose database st
+// is, making it at the first call; replicas starting at once all get the
+// one stored first. Without a store (nil) it makes one in memory.
+func LoadFleetCA(ctx context.Context, st *store.Store, deployment string) (*FleetCA, error) {
+	ca, s, err := newFleetCA(deployment)
+	if err != nil || st == nil {
+		return ca, err
+	}
+	b, _ := json.Marshal(s)
+	v, err := st.PutIfAbsent(ctx, fleetCAKey, string(b))
+	if err != nil {
+		return nil, fmt.Errorf("the fleet CA: %w", err)
+	}
+	if err := json.Unmarshal([]byte(v), &s); err != nil {
+		return nil, fmt.Errorf("the fleet CA in the database (%s): %w", fleetCAKey, err)
+	}
+	ca, err = s.parse()
+	if err != nil {
+		return nil, fmt.Errorf("the fleet CA in the database (%s): %w", fleetCAKey, err)
+	}
+	return ca, nil
+}
+
+// Issue returns the fleet certificate of machine name for pub, the key
+// it made and proved it holds.
+func (ca *FleetCA) Issue(name string, pub crypto.PublicKey) ([]byte, error) {
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     ca.cert.NotAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("the fleet certificate of %s: %w", name, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	return n
+}

@@ -1,0 +1,139 @@
+package backend
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/gcefleet/gcefleet/claim"
+	"github.com/gcefleet/gcefleet/provider"
+	"github.com/gcefleet/gcefleet/store"
+	"github.com/gcefleet/gcefleet/system/gce/instance"
+)
+
+// PoolDimension is the dimension the backend sets, to "true", on the
+// catalog entries of a gceboot template's machines: a driver leases pool
+// machines by it.
+const PoolDimension = provider.PoolDimension
+
+// PoolPort is the port a pool machine's gceboot serves on.
+const PoolPort = 8443
+
+// poolInfo is what the backend gives its pool machines: the provider's
+// public claim key and the fleet CA, and the metadata made of them.
+type poolInfo struct {
+	ca       *FleetCA
+	claimKey string
+	meta     map[string]string
+}
+
+// LoadPool loads what gceboot templates need: the deployment's fleet CA,
+// from st (made there at the first call; in memory when st is nil), and
+// the provider's public claim key. It may be called again: what it has
+// loaded it keeps, and it tries again what failed. It fails only if a
+// gceboot template is configured and something is missing.
+func (j *Jobs) LoadPool(ctx context.Context, st *store.Store) error {
+	j.mu.Lock()
+	if st != nil {
+		j.poolStore = st
+	}
+	st = j.poolStore
+	have := j.pool
+	deployment := j.deployment
+	j.mu.Unlock()
+	if have != nil && have.ca != nil && have.claimKey != "" {
+		return nil
+	}
+	var p poolInfo
+	if have != nil {
+		p = *have
+	}
+	var errs []error
+	if p.ca == nil {
+		ca, err := LoadFleetCA(ctx, st, deployment)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		p.ca = ca
+	}
+	if p.claimKey == "" && j.Provider != nil {
+		k, err := j.Provider.ClaimKey(ctx)
+		if err == nil {
+			_, err = claim.ParsePublicKey(k.PublicKey)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("the provider's claim key: %w", err))
+		} else {
+			p.claimKey = k.PublicKey
+		}
+	}
+	if p.ca != nil && p.claimKey != "" {
+		pc := instance.PoolConfig{ClaimKey: p.claimKey, FleetCA: p.ca.CertPEM, Nonce: deployment, Listen: ":" + strconv.Itoa(PoolPort)}
+		p.meta = map[string]string{instance.PoolKey: pc.Encode()}
+		if ep := j.Config().Settings.Endpoint; ep != "" {
+			p.meta[instance.EndpointKey] = ep
+		}
+	}
+	j.mu.Lock()
+	j.pool = &p
+	j.cfg = j.withPool(j.cfg)
+	j.mu.Unlock()
+	if err := errors.Join(errs...); err != nil && j.hasGceBoot() {
+		return fmt.Errorf("loading what gceboot templates need: %w", err)
+	}
+	return nil
+}
+
+// hasGceBoot says whether a gceboot template is configured.
+func (j *Jobs) hasGceBoot() bool {
+	return slices.ContainsFunc(j.Config().Templates, func(t Template) bool { return t.GceBoot })
+}
+
+// withPool returns cfg with the pool metadata on its gceboot templates;
+// j.mu is held.
+func (j *Jobs) withPool(cfg Config) Config {
+	if j.pool == nil || j.pool.meta == nil {
+		return cfg
+	}
+	cfg.Templates = slices.Clone(cfg.Templates)
+	for i, t := range cfg.Templates {
+		if t.GceBoot {
+			cfg.Templates[i].pool, cfg.Templates[i].fleetCA = j.pool.meta, j.pool.ca.CertPEM
+		}
+	}
+	return cfg
+}
+
+// fleetCA returns the fleet CA, or nil before LoadPool made it.
+func (j *Jobs) fleetCA() *FleetCA {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.pool == nil {
+		return nil
+	}
+	return j.pool.ca
+}
+
+// servesFleet reports whether the pool machine name at addr answers TLS
+// with a fleet certificate of caPEM for its name: enrolled, warm.
+func servesFleet(ctx context.Context, addr, name string, caPEM []byte) bool {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	d := &tls.Dialer{NetDialer: &net.Dialer{}, Config: &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13}}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}

@@ -1,0 +1,270 @@
+package instance
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/compute/metadata"
+
+	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/claim"
+	"github.com/gcefleet/gcefleet/identity"
+)
+
+// PoolKey is the metadata key of a warm pool machine's PoolConfig, which
+// a backend's gceboot template sets. It holds only public things.
+const PoolKey = "gcefleet-pool"
+
+// PoolConfig is what a pool machine learns from its metadata.
+type PoolConfig struct {
+	// ClaimKey is the provider's public claim key (base64 ed25519), which
+	// signs the claims the machine takes.
+	ClaimKey string `json:"claim_key"`
+	// FleetCA is the deployment's fleet CA certificate (PEM), which
+	// issues the machine's fleet certificate.
+	FleetCA []byte `json:"fleet_ca"`
+	// Nonce is the deployment's, bound into the machine's identity
+	// token for its enrollment.
+	Nonce string `json:"nonce"`
+	// Listen is the address the machine serves on, such as ":8443".
+	Listen string `json:"listen"`
+	// Timeout is how long the run's bootstrap waits for the driver's
+	// first keepalive; zero means a minute.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// Encode returns c as metadata holds it.
+func (c PoolConfig) Encode() string {
+	b, _ := json.Marshal(c)
+	return string(b)
+}
+
+// DecodePoolConfig parses what Encode returned.
+func DecodePoolConfig(s string) (PoolConfig, error) {
+	var c PoolConfig
+	if err := json.Unmarshal([]byte(s), &c); err != nil {
+		return c, fmt.Errorf("bad %s in the instance metadata: %w", PoolKey, err)
+	}
+	if _, err := claim.ParsePublicKey(c.ClaimKey); err != nil {
+		return c, fmt.Errorf("%s in the instance metadata: claim_key: %w", PoolKey, err)
+	}
+	if len(c.FleetCA) == 0 || c.Nonce == "" || c.Listen == "" {
+		return c, fmt.Errorf("%s in the instance metadata lacks the fleet CA, nonce or address", PoolKey)
+	}
+	return c, nil
+}
+
+// Pool returns this machine's PoolConfig from the metadata server, and ok
+// false when the metadata has none (the machine is not a pool machine),
+// asking again while the metadata server does not answer, until ctx ends.
+func Pool(ctx context.Context) (c PoolConfig, ok bool, err error) {
+	for {
+		v, err := metadata.InstanceAttributeValueWithContext(ctx, PoolKey)
+		var undef metadata.NotDefinedError
+		switch {
+		case err == nil:
+			c, err := DecodePoolConfig(v)
+			return c, true, err
+		case errors.As(err, &undef):
+			return PoolConfig{}, false, nil
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return PoolConfig{}, false, fmt.Errorf("reading %s from the metadata server: %w", PoolKey, err)
+		}
+	}
+}
+
+// ServePool is a warm pool machine's life until a driver claims it: it
+// enrolls with the backend as Enroll does with a driver (its key made
+// here, its identity proven, its fleet certificate signed by the fleet
+// CA), then serves TLS with that certificate, taking nothing but a claim:
+// a POST to claim.ClaimPath of a claim the provider signed for this
+// machine that has not expired, with the run's CA. A second claim is
+// refused (409), and a bad one (403). The claimed machine makes a fresh
+// key for the run and answers its certificate request; once the run's
+// certificate for that key comes (claim.CertificatePath), ServePool
+// returns the run's configuration and the listener to serve the run's
+// bootstrap on, the same address. A claimed machine whose run
+// certificate does not come before the claim expires calls exit.
+// Without a claim it waits until ctx ends.
+func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit func(int)) (bigmachine.WorkerConfig, net.Listener, error) {
+	var run bigmachine.WorkerConfig
+	pub, err := claim.ParsePublicKey(pc.ClaimKey)
+	if err != nil {
+		return run, nil, err
+	}
+	fleet, ln, err := Enroll(ctx, BootConfig{CA: pc.FleetCA, Nonce: pc.Nonce, Listen: pc.Listen}, logger)
+	if err != nil {
+		return run, nil, fmt.Errorf("enrolling with the fleet: %w", err)
+	}
+	cert, err := tls.X509KeyPair(fleet.Cert, fleet.Key)
+	if err != nil {
+		ln.Close()
+		return run, nil, fmt.Errorf("the fleet certificate: %w", err)
+	}
+	h := newHandoff(ln)
+	claiming := h.view(false)
+	ps := &poolServer{name: fleet.Name, pub: pub, log: logger, done: make(chan bigmachine.WorkerConfig, 1), exit: exit, listen: pc.Listen, timeout: pc.Timeout}
+	srv := &http.Server{
+		Handler:           ps.handler(),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13},
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          log.New(debugWriter{logger}, "", 0),
+	}
+	go srv.ServeTLS(claiming, "", "")
+	logger.Info("gceboot warm in the pool, waiting for a claim", "machine", fleet.Name, "addr", ln.Addr().String())
+	select {
+	case run = <-ps.done:
+	case <-ctx.Done():
+		srv.Close()
+		claiming.Close()
+		ln.Close()
+		return run, nil, fmt.Errorf("no claim: %w", ctx.Err())
+	}
+	claiming.Close() // no new connection reaches the claim server
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx) // lets the certificate's answer go out
+	}()
+	return run, h.view(true), nil
+}
+
+// poolServer takes one claim and then the run's certificate.
+type poolServer struct {
+	name    string
+	pub     ed25519.PublicKey
+	log     *slog.Logger
+	listen  string
+	timeout time.Duration
+	exit    func(int)
+	done    chan bigmachine.WorkerConfig
+
+	mu        sync.Mutex
+	claimed   *claim.Claim
+	runCA     []byte
+	key       *ecdsa.PrivateKey
+	delivered bool
+	lapse     *time.Timer
+}
+
+func (p *poolServer) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+claim.ClaimPath, p.claim)
+	mux.HandleFunc("POST "+claim.CertificatePath, p.certificate)
+	return mux
+}
+
+func (p *poolServer) claim(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, claim.MaxRequest))
+	if err != nil {
+		http.Error(w, "claim: "+err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	var req claim.ClaimRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		http.Error(w, "claim: bad request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.claimed != nil {
+		p.log.Warn("refused a second claim", "machine", p.name, "from", r.RemoteAddr)
+		http.Error(w, fmt.Sprintf("machine %s is claimed already (lease %s): a machine serves one lease only", p.name, p.claimed.Lease), http.StatusConflict)
+		return
+	}
+	c, err := claim.Verify(p.pub, req.Claim, p.name, time.Now())
+	if err != nil {
+		p.log.Warn("refused a claim", "machine", p.name, "from", r.RemoteAddr, "err", err)
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	if block, _ := pem.Decode(req.CA); block == nil || block.Type != "CERTIFICATE" {
+		http.Error(w, "claim: ca: not a PEM certificate (the run's CA)", http.StatusBadRequest)
+		return
+	} else if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		http.Error(w, "claim: ca: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: p.name}, DNSNames: []string{p.name}}, key)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	p.claimed, p.runCA, p.key = &c, req.CA, key
+	// A claimant that never delivers its certificate leaves the machine
+	// no use to anyone: it goes when the claim expires.
+	p.lapse = time.AfterFunc(time.Until(c.Expires), func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.delivered {
+			p.log.Error("claimed, but no run certificate came before the claim expired; exiting", "machine", p.name, "lease", c.Lease)
+			p.exit(1)
+		}
+	})
+	p.log.Info("claimed", "machine", p.name, "lease", c.Lease, "lessee", c.Lessee, "expires", c.Expires)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(claim.ClaimResponse{CSR: csr})
+}
+
+func (p *poolServer) certificate(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, claim.MaxRequest))
+	if err != nil {
+		http.Error(w, "certificate: "+err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.claimed == nil:
+		http.Error(w, fmt.Sprintf("machine %s is not claimed: post a claim to %s first", p.name, claim.ClaimPath), http.StatusConflict)
+		return
+	case p.delivered:
+		http.Error(w, fmt.Sprintf("machine %s has its run certificate already", p.name), http.StatusConflict)
+		return
+	}
+	if _, err := identity.CheckCertificate(b, p.runCA, p.key, p.name); err != nil {
+		p.log.Warn("refused a run certificate", "machine", p.name, "err", err)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	kder, err := x509.MarshalECPrivateKey(p.key)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	p.delivered = true
+	p.lapse.Stop()
+	p.done <- bigmachine.WorkerConfig{
+		Name: p.name, Listen: p.listen, Cert: b, CA: p.runCA, Timeout: p.timeout,
+		Key: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
