@@ -192,6 +192,7 @@ func serve(dir, gcefleet, endpoint string, warm int) (string, func(), error) {
     machine_type: e2-standard-2
     container_image: %s:v1
     gceboot: true
+    service_accounts: [{email: default, scopes: ["https://www.googleapis.com/auth/cloud-platform"]}]
 managers:
   - {template_base_name: warm, zone: %s, minimum_size: %d, maximum_size: %d}
 settings:

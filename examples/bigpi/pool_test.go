@@ -56,6 +56,7 @@ func newPoolWorld(t *testing.T, minimum, maximum int) *poolWorld {
     machine_type: e2-standard-2
     container_image: ` + poolImage + `:v1
     gceboot: true
+    service_accounts: [{email: default, scopes: ["https://www.googleapis.com/auth/cloud-platform"]}]
 managers:
   - {template_base_name: warm, zone: ` + poolZone + `, minimum_size: ` + strconv.Itoa(minimum) + `, maximum_size: ` + strconv.Itoa(maximum) + `}
 settings:
@@ -149,6 +150,7 @@ func TestBigpiOnPool(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bigpi: %v\n%s", err, stderr.String())
 	}
+	t.Logf("bigpi wrote:\n%s%s", stderr.String(), out)
 	m := regexp.MustCompile(`π ≈ ([0-9.]+) .*\(20000000 samples on 4 pool machines in `).FindStringSubmatch(string(out))
 	if m == nil {
 		t.Fatalf("output %q\n%s", out, stderr.String())
@@ -243,6 +245,7 @@ func TestBigpiOnPoolGrows(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bigpi: %v\n%s", err, stderr.String())
 	}
+	t.Logf("bigpi wrote:\n%s%s", stderr.String(), out)
 	if !strings.Contains(string(out), "20000000 samples on 3 pool machines") || !strings.Contains(stderr.String(), "3 machines running after") {
 		t.Errorf("bigpi on a pool that grows:\n%s%s", out, stderr.String())
 	}
