@@ -70,7 +70,9 @@ func main() {
 	bigmachine.Start(pool.New(pool.Config{}))
 	ns := flag.String("n", "1,4,8,32", "comma-separated machine counts")
 	guest := flag.Duration("guest", 20*time.Second, "how long each instance's guest OS takes to boot after RUNNING (the pool's machines boot before they are warm)")
-	withGCE := flag.Bool("gce", true, "measure the gce system's cold start too")
+	withGCE := flag.Bool("gce", true, "measure the gce system's cold start too (once for each N)")
+	noZstd := flag.Bool("no-precompress", false, "start the pool's machines WithCompression(CompressNever): bigmachine then does not compress the binary in the background during the start (its machines here are on loopback, where it is never sent compressed)")
+	runs := flag.Int("runs", 3, "pool starts and upload floors for each N, alternating; the table shows medians")
 	cpuprofile := flag.String("cpuprofile", "", "write the driver's CPU profile of the pool starts to `file`")
 	flag.Parse()
 	var counts []int
@@ -82,13 +84,17 @@ func main() {
 		}
 		counts = append(counts, n)
 	}
-	if err := run(counts, *guest, *withGCE, *cpuprofile); err != nil {
+	if *runs < 1 {
+		fmt.Fprintf(os.Stderr, "poolstart: -runs %d: want at least 1\n", *runs)
+		os.Exit(2)
+	}
+	if err := run(counts, *runs, *guest, *withGCE, *noZstd, *cpuprofile); err != nil {
 		fmt.Fprintln(os.Stderr, "poolstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run(counts []int, guest time.Duration, withGCE bool, cpuprofile string) error {
+func run(counts []int, runs int, guest time.Duration, withGCE, noZstd bool, cpuprofile string) error {
 	dir, err := os.MkdirTemp("", "poolstart-")
 	if err != nil {
 		return err
@@ -143,19 +149,27 @@ func run(counts []int, guest time.Duration, withGCE bool, cpuprofile string) err
 	fmt.Printf("pool system on %d warm machines, gce system cold (guests boot for %v), on one emulator; each machine receives this %.1f MB binary\n\n", warm, guest, float64(len(bin))/1e6)
 	fmt.Printf("%8s  %14s  %14s  %14s  %14s  %16s\n", "machines", "pool: Running", "of it: leased", "gce: Running", "floor: upload", "pool / floor")
 	for _, n := range counts {
-		if err := waitWarm(adm, warm, 5*time.Minute); err != nil {
-			return err
-		}
-		if prof != nil {
-			pprof.StartCPUProfile(prof)
-		}
-		poolTook, leased, err := startPool(url, n)
-		if prof != nil {
-			pprof.StopCPUProfile()
-			prof = nil // one profile: of the first pool start
-		}
-		if err != nil {
-			return fmt.Errorf("pool, %d machines: %w", n, err)
+		var pools, leases, ups []time.Duration
+		for range runs {
+			if err := waitWarm(adm, warm, 5*time.Minute); err != nil {
+				return err
+			}
+			if prof != nil {
+				pprof.StartCPUProfile(prof)
+			}
+			took, leased, err := startPool(url, n, noZstd)
+			if prof != nil {
+				pprof.StopCPUProfile()
+				prof = nil // one profile: of the first pool start
+			}
+			if err != nil {
+				return fmt.Errorf("pool, %d machines: %w", n, err)
+			}
+			up, err := floor.Upload(receiver, bin, n)
+			if err != nil {
+				return err
+			}
+			pools, leases, ups = append(pools, took), append(leases, leased), append(ups, up)
 		}
 		gceTook := "-"
 		if withGCE {
@@ -165,11 +179,8 @@ func run(counts []int, guest time.Duration, withGCE bool, cpuprofile string) err
 			}
 			gceTook = d.Round(time.Millisecond).String()
 		}
-		up, err := floor.Upload(receiver, bin, n)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("%8d  %14v  %14v  %14s  %14v  %16.2f\n", n, poolTook.Round(time.Millisecond), leased.Round(time.Millisecond), gceTook, up.Round(time.Millisecond), float64(poolTook)/float64(up))
+		p, up := median(pools), median(ups)
+		fmt.Printf("%8d  %14v  %14v  %14s  %14v  %16.2f   (pool %v; floor %v)\n", n, p.Round(time.Millisecond), median(leases).Round(time.Millisecond), gceTook, up.Round(time.Millisecond), float64(p)/float64(up), rounded(pools), rounded(ups))
 	}
 	return nil
 }
@@ -275,12 +286,16 @@ func (t *timed) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigma
 
 // startPool starts n machines on the pool and returns how long until they
 // ran, and how much of it the system's Start (lease and claim) took.
-func startPool(url string, n int) (time.Duration, time.Duration, error) {
+func startPool(url string, n int, noZstd bool) (time.Duration, time.Duration, error) {
 	cfg := pool.DefaultConfig()
 	cfg.Provider, cfg.Token, cfg.TokenFile = url, lessee, ""
 	cfg.Dimensions = api.Dimensions{"os": {"linux"}}
 	sys := &timed{System: pool.New(cfg)}
-	b := bigmachine.Start(sys, bigmachine.WithOutput(io.Discard), bigmachine.WithStartTimeout(2*time.Minute))
+	opts := []bigmachine.Option{bigmachine.WithOutput(io.Discard), bigmachine.WithStartTimeout(2 * time.Minute)}
+	if noZstd {
+		opts = append(opts, bigmachine.WithCompression(bigmachine.CompressNever))
+	}
+	b := bigmachine.Start(sys, opts...)
 	defer b.Shutdown()
 	start := time.Now()
 	ms, err := b.Start(context.Background(), n, bigmachine.Services{"Nop": Nop{}})
@@ -313,4 +328,18 @@ func ping(ms []*bigmachine.Machine) error {
 		errs = append(errs, m.Call(context.Background(), "Nop.Ping", struct{}{}, &struct{}{}))
 	}
 	return errors.Join(errs...)
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func rounded(ds []time.Duration) string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.Round(time.Millisecond).String())
+	}
+	return strings.Join(out, " ")
 }
