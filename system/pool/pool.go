@@ -61,10 +61,10 @@ type System struct {
 
 // Lease is the system's record of one lease: a machine's Handle.
 type Lease struct {
-	ID       string
-	Hostname string
+	ID string
 
 	mu      sync.Mutex
+	host    string    // the machine, once the lease is fulfilled
 	ended   error     // why the lease is over, once it is
 	expires time.Time // as of the last extension
 	asked   time.Time // when KeepaliveFailed last asked the provider
@@ -76,6 +76,13 @@ func (l *Lease) end(why error) {
 	if l.ended == nil {
 		l.ended = why
 	}
+}
+
+// Host returns the lease's machine, "" while the lease is pending.
+func (l *Lease) Host() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.host
 }
 
 // Ended returns why the lease is over, or nil while it holds.
@@ -185,11 +192,11 @@ func (s *System) KeepaliveFailed(ctx context.Context, m *bigmachine.Machine) (bo
 	l, err := c.Lease(cctx, h.ID, 0)
 	switch {
 	case errors.Is(err, api.ErrNotFound):
-		h.end(fmt.Errorf("lease %s of %s: the provider knows it no more", h.ID, h.Hostname))
+		h.end(fmt.Errorf("lease %s of %s: the provider knows it no more", h.ID, h.Host()))
 	case err != nil:
 		return false, nil // the provider's trouble is not the machine's
 	case l.State != api.Fulfilled:
-		h.end(fmt.Errorf("lease %s of %s is %s: the machine is the fleet's again, and deleted", h.ID, h.Hostname, l.State))
+		h.end(fmt.Errorf("lease %s of %s is %s: the machine is the fleet's again, and deleted", h.ID, h.Host(), l.State))
 	}
 	if why := h.Ended(); why != nil {
 		return true, why
@@ -247,15 +254,24 @@ func (s *System) release(ctx context.Context, c *client.Client, l *Lease, why er
 	return nil
 }
 
+// unreachableFor is how long retry tries a provider that does not answer
+// at all before it says so: a provider restarting is back within it, and
+// a wrong -pool.provider should not cost the whole start timeout.
+const unreachableFor = 5 * time.Second
+
 // retry calls f until it succeeds, fails for a reason a retry does not
-// mend, or ctx ends: what a retry mends is the provider not answering, or
-// answering 5xx or 429.
+// mend, or ctx ends: what a retry mends is the provider answering 5xx or
+// 429, or (for unreachableFor) not answering.
 func retry(ctx context.Context, f func() error) error {
 	backoff := 50 * time.Millisecond
+	began := time.Now()
 	for {
 		err := f()
 		if err == nil || !transient(err) || ctx.Err() != nil {
 			return err
+		}
+		if errors.Is(err, client.ErrUnreachable) && time.Since(began) > unreachableFor {
+			return fmt.Errorf("%w (for %v: is gcefleet serve running there? -pool.provider or GCEFLEET_PROVIDER names it)", err, unreachableFor)
 		}
 		select {
 		case <-ctx.Done():

@@ -166,7 +166,7 @@ func (s *System) startOne(ctx, wctx context.Context, c *client.Client, r api.Lea
 		return giveUp(fmt.Errorf("lease %s: the provider said nothing of machine %s", l.ID, l.Hostname))
 	}
 	h.mu.Lock()
-	h.Hostname, h.expires = l.Hostname, l.ExpiresAt
+	h.host, h.expires = l.Hostname, l.ExpiresAt
 	h.mu.Unlock()
 	addr, err := s.present(ctx, l.Machine.Connection, l.Hostname, l.Claim, req.CA, func(pub crypto.PublicKey) ([]byte, error) {
 		return req.Sign(l.Hostname, pub)
@@ -199,7 +199,7 @@ func (s *System) track(l api.Lease) *Lease {
 	if h, ok := s.leases[l.ID]; ok {
 		return h
 	}
-	h := &Lease{ID: l.ID, Hostname: l.Hostname, expires: l.ExpiresAt}
+	h := &Lease{ID: l.ID, host: l.Hostname, expires: l.ExpiresAt}
 	s.leases[l.ID] = h
 	return h
 }
@@ -296,10 +296,10 @@ func (s *System) extendAll(stop chan struct{}) {
 			})
 			switch {
 			case errors.Is(err, api.ErrNotActive) || errors.Is(err, api.ErrNotFound):
-				h.end(fmt.Errorf("lease %s of %s ended: %w", h.ID, h.Hostname, err))
+				h.end(fmt.Errorf("lease %s of %s ended: %w", h.ID, h.Host(), err))
 			case err != nil:
 				if ctx.Err() == nil || !isStopped(stop) {
-					s.log.Warn("extending a lease; trying again", "lease", h.ID, "machine", h.Hostname, "err", err)
+					s.log.Warn("extending a lease; trying again", "lease", h.ID, "machine", h.Host(), "err", err)
 				}
 			default:
 				h.mu.Lock()
