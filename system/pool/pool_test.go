@@ -181,3 +181,18 @@ func TestStartClaimRefused(t *testing.T) {
 		t.Errorf("leases after a refused claim: %+v, %v; want warm-1's, RELEASED", ls, err)
 	}
 }
+
+// TestStartProviderUnreachable: a provider that does not answer fails
+// the start in seconds, not at the start timeout, saying what to check.
+func TestStartProviderUnreachable(t *testing.T) {
+	cfg := config("http://127.0.0.1:1")
+	cfg.StartTimeout = time.Minute
+	began := time.Now()
+	_, err := pool.New(cfg).Start(context.Background(), request(2))
+	if took := time.Since(began); took > 15*time.Second {
+		t.Errorf("Start took %v to give up on a provider that does not answer", took)
+	}
+	if err == nil || !strings.Contains(err.Error(), "pool: 0 of 2 machines leased and claimed: request ") || !strings.Contains(err.Error(), "is gcefleet serve running there? -pool.provider or GCEFLEET_PROVIDER names it") {
+		t.Errorf("Start with a provider that does not answer: %v", err)
+	}
+}
