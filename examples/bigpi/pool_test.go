@@ -73,7 +73,9 @@ settings:
 	return w
 }
 
-// available returns the hostnames of the warm machines free to lease.
+// available returns the warm machines free to lease, each as
+// HOSTNAME/INSTANCE_ID: a group may make an instance again under the same
+// name, and only its id tells the fresh one from the old.
 func (w *poolWorld) available(t *testing.T) []string {
 	t.Helper()
 	ms, err := w.admin.Machines(context.Background())
@@ -83,14 +85,32 @@ func (w *poolWorld) available(t *testing.T) []string {
 	var out []string
 	for _, m := range ms {
 		if m.State == api.Available && slices.Contains(m.Dimensions["gceboot"], "true") {
-			out = append(out, m.Hostname)
+			out = append(out, machineKey(m))
 		}
 	}
 	slices.Sort(out)
 	return out
 }
 
-// instances returns the names of the project's instances in the zone.
+// machineKey is m as HOSTNAME/INSTANCE_ID.
+func machineKey(m api.Machine) string {
+	id := ""
+	if ids := m.Dimensions["instance_id"]; len(ids) > 0 {
+		id = ids[0]
+	}
+	return m.Hostname + "/" + id
+}
+
+// leaseKey is l's machine as HOSTNAME/INSTANCE_ID.
+func leaseKey(t *testing.T, l api.Lease) string {
+	t.Helper()
+	if l.Machine == nil || len(l.Machine.Dimensions["instance_id"]) == 0 {
+		t.Fatalf("lease %s of %s: the provider does not say which instance it held", l.ID, l.Hostname)
+	}
+	return machineKey(*l.Machine)
+}
+
+// instances returns the project's instances in the zone as NAME/ID.
 func (w *poolWorld) instances(t *testing.T) []string {
 	t.Helper()
 	l, err := w.svc.Instances.List(poolProject, poolZone).Do()
@@ -99,7 +119,7 @@ func (w *poolWorld) instances(t *testing.T) []string {
 	}
 	var out []string
 	for _, in := range l.Items {
-		out = append(out, in.Name)
+		out = append(out, in.Name+"/"+strconv.FormatUint(in.Id, 10))
 	}
 	return out
 }
@@ -111,8 +131,8 @@ func (w *poolWorld) command(args ...string) *exec.Cmd {
 	return cmd
 }
 
-// waitReplaced waits until none of used is a machine or an instance any
-// more, and want fresh machines are available.
+// waitReplaced waits until none of used (HOSTNAME/INSTANCE_ID) is a
+// machine or an instance any more, and want fresh machines are available.
 func (w *poolWorld) waitReplaced(t *testing.T, used []string, want int, within time.Duration) {
 	t.Helper()
 	testutil.WaitWithin(t, within, "the used machines to be deleted and replaced by fresh ones", func() bool {
@@ -169,7 +189,7 @@ func TestBigpiOnPool(t *testing.T) {
 	ls := w.leases(t)
 	var used []string
 	for _, l := range ls {
-		used = append(used, l.Hostname)
+		used = append(used, leaseKey(t, l))
 		if l.State != api.Released {
 			t.Errorf("lease %s of %s is %s after bigpi exited, want RELEASED", l.ID, l.Hostname, l.State)
 		}
@@ -216,7 +236,7 @@ func TestBigpiOnPoolKilled(t *testing.T) {
 			if l.State == api.Fulfilled {
 				return false
 			}
-			used = append(used, l.Hostname)
+			used = append(used, leaseKey(t, l))
 		}
 		return true
 	})
