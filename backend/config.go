@@ -290,6 +290,9 @@ func (cfg *Config) check(name string, skip func(line int, msg string) bool) erro
 			if t.ContainerImage == "" {
 				bad(t.Line, "template %s: gceboot: true needs container_image, the gceboot image (its instances run gceboot in pool mode), e.g. container_image: gcr.io/PROJECT/gceboot:v1", t.BaseName)
 			}
+			if len(t.ServiceAccounts) == 0 {
+				bad(t.Line, "template %s: gceboot: true needs a service account, which proves the machine's identity and lets it delete itself when its run ends: add service_accounts: [{email: default, scopes: [\"https://www.googleapis.com/auth/cloud-platform\"]}]", t.BaseName)
+			}
 			for _, k := range []string{instance.PoolKey, instance.EndpointKey} {
 				if _, ok := t.Metadata[k]; ok {
 					bad(t.Line, "template %s: metadata %s is the backend's own on a gceboot template (it sets it); remove it", t.BaseName, k)

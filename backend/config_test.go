@@ -60,6 +60,25 @@ managers:
 			"fleet.yaml:3: settings.compute_rate -1: the Compute API calls per second per project must be above 0",
 			"fleet.yaml:4: settings.audit_grace -1h0m0s is negative",
 		}},
+		{"gceboot without what it needs", `templates:
+  - base_name: ok
+    project: my-project
+    dimensions: {os: linux}
+    machine_type: e2-standard-2
+    image: debian-12
+  - base_name: warm
+    project: my-project
+    dimensions: {os: linux, gceboot: "false"}
+    machine_type: e2-standard-2
+    image: debian-12
+    gceboot: true
+    metadata: {gcefleet-pool: "{}"}
+`, []string{
+			"fleet.yaml:7: template warm: gceboot: true needs container_image",
+			"fleet.yaml:7: template warm: gceboot: true needs a service account",
+			"fleet.yaml:7: template warm: metadata gcefleet-pool is the backend's own",
+			"fleet.yaml:7: template warm: dimension gceboot is the backend's own",
+		}},
 		{"rate not a number", "settings: {compute_rate: .nan}\n", []string{"fleet.yaml:1: settings.compute_rate NaN"}},
 		{"interval too short, at its line", "templates: []\nsettings:\n  interval: 10ms\n", []string{"fleet.yaml:3: settings.interval 10ms: at least 1s"}},
 	} {

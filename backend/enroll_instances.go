@@ -83,12 +83,15 @@ func (j *Jobs) EnrollInstances(ctx context.Context) (int, error) {
 			errs = append(errs, err)
 		}
 		var wg sync.WaitGroup
+		sem := make(chan struct{}, maxEnrolling)
 		for _, name := range names {
 			in, ok := instances[name]
 			if !ok || strconv.FormatUint(in.GetId(), 10) != ids[name] || !j.ownInstance(in) {
 				continue
 			}
+			sem <- struct{}{}
 			wg.Go(func() {
+				defer func() { <-sem }()
 				ok, err := j.enroll(ctx, g, in, ca)
 				mu.Lock()
 				defer mu.Unlock()
@@ -105,6 +108,10 @@ func (j *Jobs) EnrollInstances(ctx context.Context) (int, error) {
 	})
 	return n, err
 }
+
+// maxEnrolling bounds the instances of a group enrolled, or checked for
+// their fleet certificate, at once.
+const maxEnrolling = 32
 
 // enroll enrolls pool instance in of g: it reports false and no error
 // for an instance that does not serve its enrollment yet.
@@ -153,13 +160,18 @@ func (j *Jobs) warm(ctx context.Context, g group, names []string, instances map[
 	caPEM := g.t.fleetCA
 	out := make([]bool, len(names))
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxEnrolling)
 	for i, name := range names {
 		in, ok := instances[name]
 		if !ok || len(in.GetNetworkInterfaces()) == 0 {
 			continue
 		}
 		addr := net.JoinHostPort(in.GetNetworkInterfaces()[0].GetNetworkIP(), strconv.Itoa(PoolPort))
-		wg.Go(func() { out[i] = servesFleet(ctx, addr, name, caPEM) })
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			out[i] = servesFleet(ctx, addr, name, caPEM)
+		})
 	}
 	wg.Wait()
 	var warm []string

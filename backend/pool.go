@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -73,14 +74,10 @@ func (j *Jobs) LoadPool(ctx context.Context, st *store.Store) error {
 			p.claimKey = k.PublicKey
 		}
 	}
-	if p.ca != nil && p.claimKey != "" {
-		pc := instance.PoolConfig{ClaimKey: p.claimKey, FleetCA: p.ca.CertPEM, Nonce: deployment, Listen: ":" + strconv.Itoa(PoolPort)}
-		p.meta = map[string]string{instance.PoolKey: pc.Encode()}
-		if ep := j.Config().Settings.Endpoint; ep != "" {
-			p.meta[instance.EndpointKey] = ep
-		}
-	}
 	j.mu.Lock()
+	if p.ca != nil && p.claimKey != "" {
+		p.meta = j.poolMeta(&p)
+	}
 	j.pool = &p
 	j.cfg = j.withPool(j.cfg)
 	j.mu.Unlock()
@@ -90,9 +87,51 @@ func (j *Jobs) LoadPool(ctx context.Context, st *store.Store) error {
 	return nil
 }
 
+// PreviewPool loads what gceboot templates need from st without making
+// anything, for a preview such as Plan: the fleet CA and the provider's
+// claim key that serve made there. Before serve made them, a gceboot
+// template's revision cannot be computed.
+func (j *Jobs) PreviewPool(ctx context.Context, st *store.Store) error {
+	if !j.hasGceBoot() {
+		return nil
+	}
+	v, err := st.Get(ctx, fleetCAKey)
+	if err != nil {
+		return fmt.Errorf("the fleet CA of gceboot templates: %w (serve makes it at its first start)", err)
+	}
+	var s storedCA
+	if err := json.Unmarshal([]byte(v), &s); err != nil {
+		return fmt.Errorf("the fleet CA in the database (%s): %w", fleetCAKey, err)
+	}
+	ca, err := s.parse()
+	if err != nil {
+		return fmt.Errorf("the fleet CA in the database (%s): %w", fleetCAKey, err)
+	}
+	pub, err := provider.StoredClaimKey(ctx, st)
+	if err != nil {
+		return fmt.Errorf("the provider's claim key for gceboot templates: %w (the provider makes it at its first start)", err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.pool = &poolInfo{ca: ca, claimKey: claim.EncodePublicKey(pub)}
+	j.pool.meta = j.poolMeta(j.pool)
+	j.cfg = j.withPool(j.cfg)
+	return nil
+}
+
 // hasGceBoot says whether a gceboot template is configured.
 func (j *Jobs) hasGceBoot() bool {
 	return slices.ContainsFunc(j.Config().Templates, func(t Template) bool { return t.GceBoot })
+}
+
+// poolMeta returns the metadata of p for gceboot instances; j.mu is held.
+func (j *Jobs) poolMeta(p *poolInfo) map[string]string {
+	pc := instance.PoolConfig{ClaimKey: p.claimKey, FleetCA: p.ca.CertPEM, Nonce: j.deployment, Listen: ":" + strconv.Itoa(PoolPort)}
+	meta := map[string]string{instance.PoolKey: pc.Encode()}
+	if ep := j.cfg.Settings.Endpoint; ep != "" {
+		meta[instance.EndpointKey] = ep
+	}
+	return meta
 }
 
 // withPool returns cfg with the pool metadata on its gceboot templates;

@@ -51,7 +51,7 @@ func (t Template) Revision(deployment string) (string, error) {
 	}
 	if t.GceBoot {
 		if t.pool == nil {
-			return "", fmt.Errorf("template %s: gceboot: the provider's claim key and the fleet CA are not loaded yet, so its revision cannot be computed: is the provider (settings.provider) reachable?", t.BaseName)
+			return "", fmt.Errorf("template %s: gceboot: the provider's claim key and the fleet CA are not loaded yet, so its revision cannot be computed (serve loads them from the provider and its database: is the provider, settings.provider, reachable? gcefleet plan needs --database)", t.BaseName)
 		}
 		maps.Copy(md, t.pool)
 	}

@@ -33,6 +33,11 @@ type Claim struct {
 	Hostname string    // the machine
 	Lessee   string    // the client who holds the lease
 	Expires  time.Time // the lease's expiry
+	// Instance is the machine's instance id, when its catalog entry
+	// names one (dimension instance_id): a pool machine takes only a
+	// claim of its own instance, so that a claim of an instance that was
+	// deleted or preempted is no claim of the one made under its name.
+	Instance string
 }
 
 // ErrRefused is what every refusal of Verify wraps: the token is
@@ -63,6 +68,7 @@ type payload struct {
 	Hostname string    `json:"host"`
 	Lessee   string    `json:"lessee"`
 	Expires  time.Time `json:"exp"`
+	Instance string    `json:"inst,omitempty"`
 }
 
 func (c Claim) check() error {
@@ -73,6 +79,9 @@ func (c Claim) check() error {
 		if len(f.v) > MaxField {
 			return fmt.Errorf("the claim's %s is longer than %d bytes", f.name, MaxField)
 		}
+	}
+	if len(c.Instance) > MaxField {
+		return fmt.Errorf("the claim's instance is longer than %d bytes", MaxField)
 	}
 	if c.Expires.IsZero() {
 		return errors.New("the claim has no expiry (a claim is only for a lease with an expiry)")
@@ -88,7 +97,7 @@ func Sign(key ed25519.PrivateKey, c Claim) (string, error) {
 	if err := c.check(); err != nil {
 		return "", fmt.Errorf("claim: %w", err)
 	}
-	b, err := json.Marshal(payload{V: version, Type: typ, Lease: c.Lease, Hostname: c.Hostname, Lessee: c.Lessee, Expires: c.Expires.UTC()})
+	b, err := json.Marshal(payload{V: version, Type: typ, Lease: c.Lease, Hostname: c.Hostname, Lessee: c.Lessee, Expires: c.Expires.UTC(), Instance: c.Instance})
 	if err != nil {
 		return "", fmt.Errorf("claim: %w", err)
 	}
@@ -133,7 +142,7 @@ func Verify(pub ed25519.PublicKey, token, hostname string, now time.Time) (Claim
 	if pl.V != version || pl.Type != typ {
 		return Claim{}, fmt.Errorf("%w: a token of version %d and type %q, not a version %d %s", ErrRefused, pl.V, pl.Type, version, typ)
 	}
-	c := Claim{Lease: pl.Lease, Hostname: pl.Hostname, Lessee: pl.Lessee, Expires: pl.Expires}
+	c := Claim{Lease: pl.Lease, Hostname: pl.Hostname, Lessee: pl.Lessee, Expires: pl.Expires, Instance: pl.Instance}
 	if err := c.check(); err != nil {
 		return Claim{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}

@@ -23,7 +23,7 @@ func TestSignVerify(t *testing.T) {
 	key, other := newKey(t), newKey(t)
 	pub := key.Public().(ed25519.PublicKey)
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	good := Claim{Lease: "l-1", Hostname: "m-1", Lessee: "alice", Expires: now.Add(2 * time.Minute)}
+	good := Claim{Lease: "l-1", Hostname: "m-1", Lessee: "alice", Expires: now.Add(2 * time.Minute), Instance: "42"}
 	tok, err := Sign(key, good)
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +32,7 @@ func TestSignVerify(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a good claim: %v", err)
 	}
-	if c != (Claim{Lease: "l-1", Hostname: "m-1", Lessee: "alice", Expires: good.Expires}) || !c.Expires.Equal(good.Expires) {
+	if c != (Claim{Lease: "l-1", Hostname: "m-1", Lessee: "alice", Expires: good.Expires, Instance: "42"}) || !c.Expires.Equal(good.Expires) {
 		t.Fatalf("Verify returned %+v, want %+v", c, good)
 	}
 	otherTok, err := Sign(other, good)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gcefleet/gcefleet/provider/api"
@@ -123,7 +124,8 @@ func post(ctx context.Context, hc *http.Client, url, ctype string, body []byte, 
 	case want:
 		return b, nil
 	case http.StatusForbidden:
-		return nil, fmt.Errorf("%w: %s", ErrRefused, bytes.TrimSpace(b))
+		// The machine's refusal says "claim refused" itself.
+		return nil, fmt.Errorf("%w: %s", ErrRefused, strings.TrimPrefix(string(bytes.TrimSpace(b)), ErrRefused.Error()+": "))
 	case http.StatusConflict:
 		return nil, fmt.Errorf("%w: %s", ErrClaimed, bytes.TrimSpace(b))
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gcefleet/gcefleet/claim"
 	"github.com/gcefleet/gcefleet/provider/api"
+	"github.com/gcefleet/gcefleet/store"
 )
 
 // claimKeyKey is where the provider's claim key (an ed25519 seed) is kept
@@ -71,7 +72,11 @@ func (s *Server) withClaim(ctx context.Context, l api.Lease) (api.Lease, error) 
 	if err != nil {
 		return l, err
 	}
-	tok, err := claim.Sign(key, claim.Claim{Lease: l.ID, Hostname: l.Hostname, Lessee: l.Client, Expires: l.ExpiresAt})
+	c := claim.Claim{Lease: l.ID, Hostname: l.Hostname, Lessee: l.Client, Expires: l.ExpiresAt}
+	if id := l.Machine.Dimensions["instance_id"]; len(id) == 1 {
+		c.Instance = id[0]
+	}
+	tok, err := claim.Sign(key, c)
 	if err != nil {
 		return l, fmt.Errorf("the claim of lease %s: %w", l.ID, err)
 	}
@@ -99,4 +104,19 @@ func (s *Server) getClaimKey(w http.ResponseWriter, r *http.Request, _ Principal
 		return err
 	}
 	return writeJSON(w, http.StatusOK, api.ClaimKey{Algorithm: "ed25519", PublicKey: claim.EncodePublicKey(key.Public().(ed25519.PublicKey))})
+}
+
+// StoredClaimKey returns the public half of the claim key kept in st,
+// without making one: store.ErrNotFound before a provider made it. It is
+// for readers that change nothing, such as gcefleet plan.
+func StoredClaimKey(ctx context.Context, st *store.Store) (ed25519.PublicKey, error) {
+	v, err := st.Get(ctx, claimKeyKey)
+	if err != nil {
+		return nil, err
+	}
+	b, err := base64.RawStdEncoding.DecodeString(v)
+	if err != nil || len(b) != ed25519.SeedSize {
+		return nil, fmt.Errorf("the provider's claim key in the database (%s) is not an ed25519 seed", claimKeyKey)
+	}
+	return ed25519.NewKeyFromSeed(b).Public().(ed25519.PublicKey), nil
 }

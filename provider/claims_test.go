@@ -109,7 +109,7 @@ func TestLeaseClaim(t *testing.T) {
 	ctx := context.Background()
 	pub := claimKey(t, w.gce)
 	pool := machine("pool-1")
-	pool.Dimensions = store.Dimensions{"os": {"linux"}, provider.PoolDimension: {"true"}}
+	pool.Dimensions = store.Dimensions{"os": {"linux"}, provider.PoolDimension: {"true"}, "instance_id": {"4242"}}
 	if _, err := w.gce.AddMachine(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestLeaseClaim(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		if c.Lease != l.ID || c.Lessee != "alice" || !c.Expires.Equal(exp) {
+		if c.Lease != l.ID || c.Lessee != "alice" || !c.Expires.Equal(exp) || c.Instance != "4242" {
 			t.Fatalf("%s: claim %+v, want lease %s of alice until %s", what, c, l.ID, exp)
 		}
 	}

@@ -268,6 +268,9 @@ Example:
 					if err := j.LoadState(ctx, st, store.Fence{}); err != nil {
 						return err
 					}
+					if err := j.PreviewPool(ctx, st); err != nil {
+						return fmt.Errorf("plan: %w", err)
+					}
 				}
 				changes, err := j.Plan(ctx)
 				if err != nil {

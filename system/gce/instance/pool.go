@@ -46,9 +46,14 @@ type PoolConfig struct {
 	// Listen is the address the machine serves on, such as ":8443".
 	Listen string `json:"listen"`
 	// Timeout is how long the run's bootstrap waits for the driver's
-	// first keepalive; zero means a minute.
+	// first keepalive; zero means DefaultPoolTimeout.
 	Timeout time.Duration `json:"timeout,omitempty"`
 }
+
+// DefaultPoolTimeout is how long a claimed machine's bootstrap waits for
+// the driver's first keepalive unless PoolConfig says otherwise: the
+// pool system's keepalive timeout.
+const DefaultPoolTimeout = 30 * time.Second
 
 // Encode returns c as metadata holds it.
 func (c PoolConfig) Encode() string {
@@ -121,9 +126,18 @@ func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit fun
 		ln.Close()
 		return run, nil, fmt.Errorf("the fleet certificate: %w", err)
 	}
+	id, err := metadata.InstanceIDWithContext(ctx)
+	if err != nil {
+		ln.Close()
+		return run, nil, fmt.Errorf("this instance's id from the metadata server: %w", err)
+	}
 	h := newHandoff(ln)
 	claiming := h.view(false)
-	ps := &poolServer{name: fleet.Name, pub: pub, log: logger, done: make(chan bigmachine.WorkerConfig, 1), exit: exit, listen: pc.Listen, timeout: pc.Timeout}
+	timeout := pc.Timeout
+	if timeout <= 0 {
+		timeout = DefaultPoolTimeout
+	}
+	ps := &poolServer{name: fleet.Name, id: id, pub: pub, log: logger, done: make(chan bigmachine.WorkerConfig, 1), exit: exit, listen: pc.Listen, timeout: timeout}
 	srv := &http.Server{
 		Handler:           ps.handler(),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13},
@@ -155,6 +169,7 @@ func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit fun
 // poolServer takes one claim and then the run's certificate.
 type poolServer struct {
 	name    string
+	id      string // the instance id
 	pub     ed25519.PublicKey
 	log     *slog.Logger
 	listen  string
@@ -196,6 +211,9 @@ func (p *poolServer) claim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := claim.Verify(p.pub, req.Claim, p.name, time.Now())
+	if err == nil && c.Instance != p.id {
+		err = fmt.Errorf("%w: the claim is for instance %q of name %s, not this one (%s): that instance is gone", claim.ErrRefused, c.Instance, p.name, p.id)
+	}
 	if err != nil {
 		p.log.Warn("refused a claim", "machine", p.name, "from", r.RemoteAddr, "err", err)
 		http.Error(w, err.Error(), http.StatusForbidden)
