@@ -63,7 +63,7 @@ func TestStartWithoutMachines(t *testing.T) {
 	if len(specs) != 0 || err == nil {
 		t.Fatalf("Start with no machines: %v, %v", specs, err)
 	}
-	for _, want := range []string{"pool: 0 of 3 machines leased and claimed", "3 requests still waiting after 1.5s for a machine with cpus=2,gceboot=true", "released", "grow the group"} {
+	for _, want := range []string{"pool: 0 of 3 machines leased and claimed", "3 requests still waiting after 1.5s for a machine with cpus=2,gceboot=true", "released", "grow the group of a gceboot template that has them"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}
@@ -192,7 +192,7 @@ func TestStartProviderUnreachable(t *testing.T) {
 	if took := time.Since(began); took > 15*time.Second {
 		t.Errorf("Start took %v to give up on a provider that does not answer", took)
 	}
-	if err == nil || !strings.Contains(err.Error(), "pool: 0 of 2 machines leased and claimed: request ") || !strings.Contains(err.Error(), "is gcefleet serve running there? -pool.provider or GCEFLEET_PROVIDER names it") {
+	if err == nil || !strings.Contains(err.Error(), "pool: 0 of 2 machines leased and claimed: requests ") || !strings.Contains(err.Error(), "is gcefleet serve running there? -pool.provider or GCEFLEET_PROVIDER names it") {
 		t.Errorf("Start with a provider that does not answer: %v", err)
 	}
 }

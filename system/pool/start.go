@@ -101,6 +101,7 @@ func (s *System) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigm
 // result is what became of one lease request.
 type result struct {
 	spec    *bigmachine.Spec
+	request string // the request's id
 	lease   string // the lease's id, once it has one
 	waiting bool   // still pending when Start gave up
 	err     error  // why it gave no machine
@@ -122,12 +123,12 @@ func (s *System) startOne(ctx, wctx context.Context, c *client.Client, r api.Lea
 	})
 	if err != nil {
 		if wctx.Err() != nil && ctx.Err() == nil {
-			return result{waiting: true, err: fmt.Errorf("request %s: the provider did not take it: %w", r.RequestID, err)}
+			return result{request: r.RequestID, waiting: true, err: fmt.Errorf("the provider did not take it: %w", err)}
 		}
-		return result{err: fmt.Errorf("request %s: %w", r.RequestID, err)}
+		return result{request: r.RequestID, err: err}
 	}
 	h := s.track(l)
-	res := result{lease: l.ID}
+	res := result{request: r.RequestID, lease: l.ID}
 	for l.State == api.Pending {
 		w := min(time.Until(r.Deadline), pollEvery)
 		if w <= 0 {
@@ -208,18 +209,35 @@ func (s *System) track(l api.Lease) *Lease {
 // those still waiting together, the rest each (a few of them).
 func explain(results []result, dims api.Dimensions, wait time.Duration) string {
 	var waiting []string
+	// The other failures, the same one of several requests told once.
 	var others []string
+	byMsg := map[string][]string{}
 	for _, r := range results {
 		switch {
 		case r.spec != nil:
-		case r.waiting:
-			if r.lease != "" {
-				waiting = append(waiting, r.lease)
-			} else {
-				others = append(others, r.err.Error())
-			}
+		case r.waiting && r.lease != "":
+			waiting = append(waiting, r.lease)
 		default:
-			others = append(others, r.err.Error())
+			msg := r.err.Error()
+			if r.lease != "" {
+				// It names its lease.
+				others = append(others, msg)
+				continue
+			}
+			if byMsg[msg] == nil {
+				others = append(others, msg)
+			}
+			byMsg[msg] = append(byMsg[msg], r.request)
+		}
+	}
+	for i, msg := range others {
+		ids := byMsg[msg]
+		switch len(ids) {
+		case 0:
+		case 1:
+			others[i] = "request " + ids[0] + ": " + msg
+		default:
+			others[i] = fmt.Sprintf("requests %s and %d more: %s", ids[0], len(ids)-1, msg)
 		}
 	}
 	var parts []string
@@ -230,7 +248,7 @@ func explain(results []result, dims api.Dimensions, wait time.Duration) string {
 		if len(waiting) > len(shown) {
 			more = fmt.Sprintf(" and %d more", len(waiting)-len(shown))
 		}
-		parts = append(parts, fmt.Sprintf("%d requests still waiting after %v for a machine with %s (leases %s%s, released): the fleet has no free machine of these dimensions yet; grow the group of its gceboot template, or give the machines longer (-start-timeout)",
+		parts = append(parts, fmt.Sprintf("%d requests still waiting after %v for a machine with %s (leases %s%s, released): the fleet has no free machine of these dimensions yet: grow the group of a gceboot template that has them (if none has, none will come: check -pool.dim), or give the machines longer (-start-timeout)",
 			len(waiting), wait.Round(time.Millisecond), dimString(dims), strings.Join(shown, ", "), more))
 	}
 	const maxShown = 3
