@@ -50,8 +50,8 @@ type Config struct {
 const PoolDimension = "gceboot"
 
 // DefaultConfig returns the defaults, with the environment's say:
-// GCEFLEET_PROVIDER, GCEFLEET_TOKEN and GCEFLEET_TOKEN_FILE, as the
-// gcefleet command reads them.
+// GCEFLEET_PROVIDER and GCEFLEET_TOKEN, as the gcefleet command reads
+// them, and GCEFLEET_TOKEN_FILE, a file that holds the token.
 func DefaultConfig() Config {
 	return Config{
 		Provider:         os.Getenv("GCEFLEET_PROVIDER"),
