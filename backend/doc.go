@@ -82,7 +82,8 @@
 //	create-instance-templates          -> create-instance-group-managers
 //	create-instance-group-managers     -> enroll-instances, catalog-instances
 //	resize-instance-groups             -> enroll-instances, catalog-instances
-//	enroll-instances                   -> catalog-instances (when it enrolled any)
+//	enroll-instances                   -> catalog-instances (when it enrolled any);
+//	                                      itself while machines boot (after 1s, 2s, ... up to the interval)
 //	delete-instances-pending-deletion  -> catalog-instances, resize-instance-groups
 //	remove-cataloged-instances         -> delete-instances-pending-deletion (when it recorded any)
 //	delete-instance-group-managers     -> delete-instance-templates

@@ -25,30 +25,30 @@ import (
 // hands the instance its fleet certificate. No private key travels. An
 // instance that does not answer yet (booting) is tried at the next run;
 // one whose proof is refused is not certified, and so never cataloged. It
-// reports how many it enrolled.
-func (j *Jobs) EnrollInstances(ctx context.Context) (int, error) {
+// reports how many it enrolled, and how many instances of the groups are
+// neither cataloged nor enrolled yet (booting, or not answering).
+func (j *Jobs) EnrollInstances(ctx context.Context) (enrolled, waiting int, err error) {
 	if !j.hasGceBoot() {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err := j.LoadPool(ctx, nil); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	ca := j.fleetCA()
 	gs, err := j.groups()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	st := j.state()
 	catalog, err := j.Provider.Machines(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("the provider's catalog: %w", err)
+		return 0, 0, fmt.Errorf("the provider's catalog: %w", err)
 	}
 	cataloged := map[string]bool{}
 	for _, m := range catalog {
 		cataloged[m.Hostname] = true
 	}
 	var mu sync.Mutex
-	n := 0
 	err = j.each(ctx, len(gs), func(ctx context.Context, i int) error {
 		g := gs[i]
 		if _, made := st.Groups[g.record().key()]; !made || !g.t.GceBoot {
@@ -66,7 +66,13 @@ func (j *Jobs) EnrollInstances(ctx context.Context) (int, error) {
 		for _, mi := range mis {
 			name := gcecompute.LastSegment(mi.GetInstance())
 			id := strconv.FormatUint(mi.GetId(), 10)
-			if mi.GetInstanceStatus() != "RUNNING" || mi.GetCurrentAction() != "NONE" || cataloged[name] || !st.Pending[name].IsZero() || j.wasEnrolled(name, id) {
+			if cataloged[name] || !st.Pending[name].IsZero() || j.wasEnrolled(name, id) {
+				continue
+			}
+			mu.Lock()
+			waiting++
+			mu.Unlock()
+			if mi.GetInstanceStatus() != "RUNNING" || mi.GetCurrentAction() != "NONE" {
 				continue
 			}
 			if ofTemplate(mi, g.record()) != nil {
@@ -99,14 +105,14 @@ func (j *Jobs) EnrollInstances(ctx context.Context) (int, error) {
 					errs = append(errs, err)
 				}
 				if ok {
-					n++
+					enrolled++
 				}
 			})
 		}
 		wg.Wait()
 		return errors.Join(errs...)
 	})
-	return n, err
+	return enrolled, max(0, waiting-enrolled), err
 }
 
 // maxEnrolling bounds the instances of a group enrolled, or checked for
@@ -132,6 +138,7 @@ func (j *Jobs) enroll(ctx context.Context, g group, in *computepb.Instance, ca *
 	defer cancel()
 	p, err := e.Proof(cctx, addr)
 	if errors.Is(err, identity.ErrNotServing) {
+		j.silent(name, id, g.t.ContainerImage)
 		return false, nil // booting
 	}
 	if err != nil {
@@ -181,6 +188,34 @@ func (j *Jobs) warm(ctx context.Context, g group, names []string, instances map[
 		}
 	}
 	return warm
+}
+
+// silentAfter is how long a running pool instance may not serve its
+// enrollment before the backend says so.
+const silentAfter = 5 * time.Minute
+
+// silent notes that running pool instance name (id) does not serve its
+// enrollment, and warns once when it has not for silentAfter: a machine
+// that never answers is never cataloged, and nothing else would say why.
+func (j *Jobs) silent(name, id, image string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.silentSince == nil {
+		j.silentSince = map[string]time.Time{}
+	}
+	if len(j.silentSince) > 10*MaxGroupSize {
+		clear(j.silentSince)
+	}
+	k := name + "/" + id
+	since, ok := j.silentSince[k]
+	switch {
+	case !ok:
+		j.silentSince[k] = j.Now()
+	case !since.IsZero() && j.Now().Sub(since) > silentAfter:
+		j.silentSince[k] = time.Time{} // said
+		j.Log.Warn("a pool instance has run for minutes without serving its enrollment, so it is not cataloged: is container_image the gceboot image, and does its serial port output say why it stopped?",
+			"instance", name, "image", image, "port", PoolPort)
+	}
 }
 
 func (j *Jobs) identityVerifier() *identity.Verifier {

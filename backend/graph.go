@@ -1,6 +1,9 @@
 package backend
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // schedule registers the jobs; each kicks the ones that wait for it.
 func (b *Backend) schedule() *Scheduler {
@@ -24,12 +27,21 @@ func (b *Backend) schedule() *Scheduler {
 	s.Add("create-instance-group-managers", every, then(j.CreateInstanceGroupManagers, "enroll-instances", "catalog-instances"))
 	s.Add("resize-instance-groups", every, then(j.ResizeInstanceGroups, "enroll-instances", "catalog-instances"))
 	// A pool machine is cataloged once enrolled: each enrolment kicks
-	// the catalog at once. Booting machines are looked at again each
-	// interval.
+	// the catalog at once. While machines boot, the job runs again
+	// soon, waiting twice as long each time nothing was enrolled, up to
+	// the interval.
+	retry := time.Second
 	s.Add("enroll-instances", every, func(ctx context.Context) error {
-		n, err := j.EnrollInstances(ctx)
+		n, waiting, err := j.EnrollInstances(ctx)
 		if n > 0 {
 			s.Kick("catalog-instances")
+			retry = time.Second
+		}
+		if waiting > 0 && ctx.Err() == nil {
+			time.AfterFunc(retry, func() { s.Kick("enroll-instances") })
+			retry = min(2*retry, every)
+		} else if waiting == 0 {
+			retry = time.Second
 		}
 		return err
 	})

@@ -46,6 +46,9 @@ type Jobs struct {
 	poolStore *store.Store       // where the fleet CA is kept
 	verifier  *identity.Verifier // of pool machines' identity proofs
 	enrolled  map[string]string  // pool machine -> instance id, enrolled by this replica
+	// silentSince is when each running pool instance (name/id) was first
+	// found not serving its enrollment; zero once warned of.
+	silentSince map[string]time.Time
 }
 
 // GroupStats is what the last passes saw of a group.

@@ -54,7 +54,7 @@ const poolYAML = `templates:
 managers:
   - {template_base_name: warm, zone: us-central1-a, minimum_size: 2, maximum_size: 2}
 settings:
-  interval: 1s
+  interval: %s
   compute_endpoint: %s
 `
 
@@ -69,9 +69,12 @@ type poolWorld struct {
 	alice   *client.Client
 	bob     *client.Client
 	logs    *testutil.SyncBuffer
+	out     *testutil.SyncBuffer // what the instances print
 }
 
-func newPoolWorld(t *testing.T) *poolWorld {
+// newPoolWorld starts it, the backend's jobs running every interval
+// (and when kicked).
+func newPoolWorld(t *testing.T, interval time.Duration) *poolWorld {
 	t.Helper()
 	ctx := context.Background()
 	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
@@ -97,13 +100,13 @@ func newPoolWorld(t *testing.T) *poolWorld {
 	pctx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
 	go p.Run(pctx)
-	w := &poolWorld{t: t, compute: compute, st: st, prov: p, logs: &testutil.SyncBuffer{},
+	w := &poolWorld{t: t, compute: compute, st: st, prov: p, logs: &testutil.SyncBuffer{}, out: out,
 		api:   &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"},
 		alice: &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"},
 		bob:   &client.Client{BaseURL: srv.URL, Token: "bobbo-token-0123456789"},
 	}
 	path := filepath.Join(t.TempDir(), "fleet.yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(poolYAML, gcebootImage, url)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(poolYAML, gcebootImage, interval, url)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	bcfg, err := backend.LoadConfig(path)
@@ -274,8 +277,11 @@ func noPrivateKey(t *testing.T, what string, v any) {
 // bootstrap on the machine, accepting only the run's CA; everything else
 // is refused; and no private key is in any metadata, catalog entry,
 // lease or event.
+//
+// The jobs' interval is longer than the test: enrolment, cataloging and
+// the replacement of used machines run because they are kicked.
 func TestPoolMachines(t *testing.T) {
-	w := newPoolWorld(t)
+	w := newPoolWorld(t, 10*time.Minute)
 	ctx := context.Background()
 	warm := w.warm(2, nil)
 	for _, m := range warm {
@@ -451,9 +457,27 @@ func TestPoolMachines(t *testing.T) {
 // fresh machine takes its place, and the old claim is no claim of the
 // instance made under its name.
 func TestPoolMachineGoesWithoutItsDriver(t *testing.T) {
-	w := newPoolWorld(t)
+	w := newPoolWorld(t, time.Second)
 	ctx := context.Background()
 	w.warm(2, nil)
+	// Claimed, but no run certificate comes: the machine goes when the
+	// claim expires.
+	short, err := w.bob.RequestLease(ctx, api.LeaseRequest{RequestID: "short", Dimensions: api.Dimensions{backend.PoolDimension: {"true"}},
+		Term: api.Term{Duration: 3 * time.Second}})
+	if err != nil || short.Claim == "" {
+		t.Fatalf("a short lease: %+v, %v", short, err)
+	}
+	body, _ := json.Marshal(claim.ClaimRequest{Claim: short.Claim, CA: newRunCA(t).certPEM})
+	if code, b := post(t, fleetClient(t, *short.Machine), "https://"+addrOf(*short.Machine)+claim.ClaimPath, body); code != http.StatusOK {
+		t.Fatalf("the short lease's claim: %d %s", code, b)
+	}
+	testutil.WaitWithin(t, 30*time.Second, "the claimed machine without its run certificate to exit", func() bool {
+		return strings.Contains(w.out.String(), "no run certificate came before the claim expired")
+	})
+	if _, err := w.bob.Release(ctx, short.ID); err != nil {
+		t.Fatal(err)
+	}
+
 	l := w.lease(w.alice, "silent")
 	m := *l.Machine
 	id := m.Dimensions["instance_id"][0]

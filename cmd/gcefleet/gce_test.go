@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/emulator"
 	"github.com/gcefleet/gcefleet/internal/testutil"
+	"github.com/gcefleet/gcefleet/provider"
 	"github.com/gcefleet/gcefleet/store"
 )
 
@@ -196,5 +198,51 @@ settings: {endpoint: "` + url + `"%s}
 	code, _, stderr = runCLI(t, nil, "plan", "--config", path)
 	if code != 1 || !strings.Contains(stderr, path+":2: base_name \"Web\"") {
 		t.Errorf("plan of a bad config: exit %d, %s", code, stderr)
+	}
+}
+
+// TestPlanPool: plan previews a gceboot template from what serve keeps in
+// the provider's database (the fleet CA, the claim key), making neither;
+// before serve made them, it says so.
+func TestPlanPool(t *testing.T) {
+	_, url, _ := startEmulator(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fleet.yaml")
+	os.WriteFile(path, []byte(`templates:
+  - base_name: warm
+    project: plan-project
+    dimensions: {os: linux}
+    machine_type: e2-small
+    container_image: gcr.io/plan-project/gceboot:v1
+    gceboot: true
+    service_accounts: [{email: default, scopes: ["https://www.googleapis.com/auth/cloud-platform"]}]
+managers:
+  - {template_base_name: warm, zone: us-west1-a, minimum_size: 1, maximum_size: 3}
+settings: {compute_endpoint: "`+url+`", deployment: plan-pool}
+`), 0o600)
+	db := filepath.Join(dir, "gcefleet.db")
+	st, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	code, _, stderr := runCLI(t, nil, "plan", "--config", path, "--database", db)
+	if code != 1 || !strings.Contains(stderr, "the fleet CA of gceboot templates") || !strings.Contains(stderr, "serve makes it at its first start") {
+		t.Errorf("plan of a gceboot template before serve made its fleet CA: exit %d, %s", code, stderr)
+	}
+	st, err = store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backend.LoadFleetCA(context.Background(), st, "plan-pool"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := provider.New(st, provider.Config{}, slog.New(slog.DiscardHandler)).ClaimKey(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	code, out, stderr := runCLI(t, nil, "plan", "--config", path, "--database", db)
+	if code != 0 || !strings.Contains(out, "create-template warm-") {
+		t.Errorf("plan of a gceboot template: exit %d\n%s%s", code, out, stderr)
 	}
 }

@@ -77,7 +77,7 @@ func Enroll(ctx context.Context, bc BootConfig, logger *slog.Logger) (bigmachine
 		ErrorLog:          log.New(debugWriter{logger}, "", 0),
 	}
 	go srv.ServeTLS(enrolling, "", "")
-	logger.Info("gceboot waiting for the driver to enroll it", "machine", name, "addr", ln.Addr().String())
+	logger.Info("gceboot waiting to be enrolled", "machine", name, "addr", ln.Addr().String())
 	var certPEM []byte
 	select {
 	case certPEM = <-got:
