@@ -49,19 +49,7 @@ func newPoolWorld(t *testing.T, minimum, maximum int) *poolWorld {
 		}
 	})
 	_, emuURL := testutil.Emulator(t, emulator.Options{Images: map[string]string{poolImage: boot}, ProcessOutput: w.out, StopGrace: 2 * time.Second})
-	fleet := `templates:
-  - base_name: warm
-    project: ` + poolProject + `
-    dimensions: {os: linux}
-    machine_type: e2-standard-2
-    container_image: ` + poolImage + `:v1
-    gceboot: true
-    service_accounts: [{email: default, scopes: ["https://www.googleapis.com/auth/cloud-platform"]}]
-managers:
-  - {template_base_name: warm, zone: ` + poolZone + `, minimum_size: ` + strconv.Itoa(minimum) + `, maximum_size: ` + strconv.Itoa(maximum) + `}
-settings:
-  interval: 1s
-  compute_endpoint: ` + emuURL + "\n"
+	fleet := testutil.PoolFleet(emuURL, poolProject, poolZone, poolImage+":v1", minimum, maximum)
 	w.url = testutil.ServeProvider(t, gcefleet, fleet)
 	w.admin = &client.Client{BaseURL: w.url, Token: testutil.FleetAdminToken}
 	w.alice = &client.Client{BaseURL: w.url, Token: testutil.FleetClientToken}

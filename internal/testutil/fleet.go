@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -46,4 +47,24 @@ tokens:
 	}
 	go io.Copy(io.Discard, out)
 	return strings.TrimSpace(line)
+}
+
+// PoolFleet returns a GCE Backend configuration of one group of warm
+// gceboot machines (template "warm", dimension os=linux, e2-standard-2)
+// in project and zone on the emulator at endpoint, whose containers run
+// image, between minimum and maximum machines.
+func PoolFleet(endpoint, project, zone, image string, minimum, maximum int) string {
+	return `templates:
+  - base_name: warm
+    project: ` + project + `
+    dimensions: {os: linux}
+    machine_type: e2-standard-2
+    container_image: ` + image + `
+    gceboot: true
+    service_accounts: [{email: default, scopes: ["https://www.googleapis.com/auth/cloud-platform"]}]
+managers:
+  - {template_base_name: warm, zone: ` + zone + `, minimum_size: ` + strconv.Itoa(minimum) + `, maximum_size: ` + strconv.Itoa(maximum) + `}
+settings:
+  interval: 1s
+  compute_endpoint: ` + endpoint + "\n"
 }

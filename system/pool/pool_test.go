@@ -3,7 +3,9 @@ package pool_test
 import (
 	"context"
 	"crypto"
+	"encoding/gob"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -11,20 +13,28 @@ import (
 	"time"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/emulator"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/provider/api"
 	"github.com/gcefleet/gcefleet/provider/client"
 	"github.com/gcefleet/gcefleet/system/pool"
 )
 
-// TestMain builds gcefleet once for the tests that serve a provider.
+// TestMain makes the test binary a worker when a pool machine's gceboot
+// execs it, and builds gcefleet and gceboot once for the tests.
 func TestMain(m *testing.M) {
+	if _, ok := os.LookupEnv(bigmachine.EnvConfig); ok {
+		bigmachine.Start(pool.New(pool.Config{}))
+	}
 	dir, err := os.MkdirTemp("", "pool-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	gcefleet, err = testutil.GoBuildTo(dir, "github.com/gcefleet/gcefleet/cmd/gcefleet")
+	if err == nil {
+		gceboot, err = testutil.GoBuildTo(dir, "github.com/gcefleet/gcefleet/cmd/gceboot")
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -34,7 +44,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var gcefleet string
+var gcefleet, gceboot string
+
+// Hello is the service the machines serve.
+type Hello struct{}
+
+func init() { gob.Register(Hello{}) }
+
+// Pid answers with the machine's process id.
+func (Hello) Pid(ctx context.Context, _ struct{}, pid *int) error { *pid = os.Getpid(); return nil }
 
 func config(url string) pool.Config {
 	cfg := pool.DefaultConfig()
@@ -194,5 +212,57 @@ func TestStartProviderUnreachable(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "pool: 0 of 2 machines leased and claimed: requests ") || !strings.Contains(err.Error(), "is gcefleet serve running there? -pool.provider or GCEFLEET_PROVIDER names it") {
 		t.Errorf("Start with a provider that does not answer: %v", err)
+	}
+}
+
+// TestLeaseEndedStopsMachine runs a machine on the pool in this process,
+// then ends its lease behind the driver's back: the backend deletes the
+// machine, and the driver, asking the provider when its keepalive fails,
+// stops it at once, saying that its lease ended, long before the
+// keepalive timeout.
+func TestLeaseEndedStopsMachine(t *testing.T) {
+	out := &testutil.SyncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("instance output:\n%s", out)
+		}
+	})
+	const image = "gcr.io/pool-project/gceboot"
+	_, emuURL := testutil.Emulator(t, emulator.Options{Images: map[string]string{image: gceboot}, ProcessOutput: out, StopGrace: 2 * time.Second})
+	url := testutil.ServeProvider(t, gcefleet, testutil.PoolFleet(emuURL, "pool-project", "us-east1-b", image+":v1", 1, 2))
+	ctx := context.Background()
+	alice := &client.Client{BaseURL: url, Token: testutil.FleetClientToken}
+	cfg := config(url)
+	cfg.Dimensions = api.Dimensions{"os": {"linux"}}
+	cfg.KeepalivePeriod, cfg.KeepaliveTimeout = 250*time.Millisecond, 2*time.Minute
+	sys := pool.New(cfg)
+	b := bigmachine.Start(sys, bigmachine.WithOutput(io.Discard), bigmachine.WithStartTimeout(2*time.Minute))
+	t.Cleanup(b.Shutdown)
+	ms, err := b.Start(ctx, 1, bigmachine.Services{"Hello": Hello{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ms[0]
+	if m.Maxprocs != 2 {
+		t.Errorf("Maxprocs %d, want the cpus dimension's 2 (e2-standard-2)", m.Maxprocs)
+	}
+	var pid int
+	if err := m.Call(ctx, "Hello.Pid", struct{}{}, &pid); err != nil || pid == os.Getpid() {
+		t.Fatalf("Hello.Pid: %d, %v", pid, err)
+	}
+	ls := sys.Leases()
+	if len(ls) != 1 || ls[0].Host() != m.Name() {
+		t.Fatalf("the system holds %d leases, want 1 of %s", len(ls), m.Name())
+	}
+	ended := time.Now()
+	if _, err := alice.Release(ctx, ls[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitWithin(t, time.Minute, "the machine to be stopped", func() bool { return m.State() == bigmachine.Stopped })
+	if took := time.Since(ended); took > cfg.KeepaliveTimeout/2 {
+		t.Errorf("the machine stopped %v after its lease ended; the keepalive timeout is %v", took, cfg.KeepaliveTimeout)
+	}
+	if err := m.Err(); err == nil || !strings.Contains(err.Error(), "is RELEASED: the machine is the fleet's again, and deleted") {
+		t.Errorf("the machine stopped with %v; want that its lease was released", err)
 	}
 }
