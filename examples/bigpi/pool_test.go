@@ -31,6 +31,7 @@ const (
 // serve` with a provider and a GCE Backend whose one group's template has
 // gceboot: true, and bigpi built to lease from it.
 type poolWorld struct {
+	emu          *emulator.Emulator
 	bigpi        string
 	url          string // the provider's
 	admin, alice *client.Client
@@ -48,7 +49,8 @@ func newPoolWorld(t *testing.T, minimum, maximum int) *poolWorld {
 			t.Logf("instance output:\n%s", w.out)
 		}
 	})
-	_, emuURL := testutil.Emulator(t, emulator.Options{Images: map[string]string{poolImage: boot}, ProcessOutput: w.out, StopGrace: 2 * time.Second})
+	emu, emuURL := testutil.Emulator(t, emulator.Options{Images: map[string]string{poolImage: boot}, ProcessOutput: w.out, StopGrace: 2 * time.Second})
+	w.emu = emu
 	fleet := testutil.PoolFleet(emuURL, poolProject, poolZone, poolImage+":v1", minimum, maximum)
 	w.url = testutil.ServeProvider(t, gcefleet, fleet)
 	w.admin = &client.Client{BaseURL: w.url, Token: testutil.FleetAdminToken}
@@ -241,10 +243,13 @@ func TestBigpiOnPoolKilled(t *testing.T) {
 
 // TestBigpiOnPoolGrows: bigpi leases more machines than are warm; the
 // requests wait, the backend grows the group for them, and they start
-// as the machines come.
+// as the machines come. The new machines' guests boot for longer than a
+// claimed machine waits for its driver's first keepalive (30 s): the
+// warm one, leased at once, must not be lost meanwhile.
 func TestBigpiOnPoolGrows(t *testing.T) {
 	w := newPoolWorld(t, 1, 4)
 	testutil.WaitWithin(t, time.Minute, "1 warm machine", func() bool { return len(w.available(t)) == 1 })
+	w.emu.SetLatency(emulator.Latency{Guest: 35 * time.Second})
 
 	cmd := w.command("-nmach=3", "-samples=2e7", "-start-timeout=2m")
 	var stderr testutil.SyncBuffer
@@ -272,6 +277,9 @@ func TestBigpiOnPoolGrows(t *testing.T) {
 	}
 	if waited < 2 {
 		t.Errorf("%d of the leases waited for a machine; with 1 warm, 2 should have", waited)
+	}
+	if strings.Contains(stderr.String(), "failed") && !strings.Contains(stderr.String(), "0 failed") {
+		t.Errorf("a machine failed:\n%s", stderr.String())
 	}
 }
 

@@ -65,6 +65,7 @@ type Lease struct {
 
 	mu      sync.Mutex
 	host    string    // the machine, once the lease is fulfilled
+	claim   string    // the lease's latest claim
 	ended   error     // why the lease is over, once it is
 	expires time.Time // as of the last extension
 	asked   time.Time // when KeepaliveFailed last asked the provider

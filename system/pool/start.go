@@ -76,12 +76,13 @@ func (s *System) Start(ctx context.Context, req bigmachine.StartRequest) ([]bigm
 	defer cancel()
 
 	results := make([]result, req.N)
-	var wg sync.WaitGroup
+	var wg, settled sync.WaitGroup
+	settled.Add(req.N)
 	for i := range req.N {
 		wg.Go(func() {
 			r := lr
 			r.RequestID = fmt.Sprintf("%s-%04d", s.run, first+i)
-			results[i] = s.startOne(ctx, wctx, c, r, req)
+			results[i] = s.startOne(ctx, wctx, c, r, req, &settled)
 		})
 	}
 	wg.Wait()
@@ -109,7 +110,16 @@ type result struct {
 
 // startOne requests one lease, waits for it within wctx, and claims its
 // machine within ctx.
-func (s *System) startOne(ctx, wctx context.Context, c *client.Client, r api.LeaseRequest, req bigmachine.StartRequest) result {
+//
+// It claims the machine only once every request of the Start has settled
+// (settled.Wait): a claimed machine waits only so long for the driver's
+// first keepalive, which bigmachine sends once Start returns, so a
+// machine claimed early would die while a slow lease still waits. Until
+// then the lease holds the machine, extended as any other.
+func (s *System) startOne(ctx, wctx context.Context, c *client.Client, r api.LeaseRequest, req bigmachine.StartRequest, settled *sync.WaitGroup) result {
+	var once sync.Once
+	settle := func() { once.Do(settled.Done) }
+	defer settle()
 	var l api.Lease
 	err := retry(wctx, func() error {
 		var err error
@@ -167,9 +177,20 @@ func (s *System) startOne(ctx, wctx context.Context, c *client.Client, r api.Lea
 		return giveUp(fmt.Errorf("lease %s: the provider said nothing of machine %s", l.ID, l.Hostname))
 	}
 	h.mu.Lock()
-	h.host, h.expires = l.Hostname, l.ExpiresAt
+	h.host, h.expires, h.claim = l.Hostname, l.ExpiresAt, l.Claim
 	h.mu.Unlock()
-	addr, err := s.present(ctx, l.Machine.Connection, l.Hostname, l.Claim, req.CA, func(pub crypto.PublicKey) ([]byte, error) {
+	settle()
+	settled.Wait()
+	// An extension while the others waited made a new claim, with the
+	// lease's new expiry.
+	h.mu.Lock()
+	token, ended := h.claim, h.ended
+	h.mu.Unlock()
+	if ended != nil {
+		res.err = ended
+		return res
+	}
+	addr, err := s.present(ctx, l.Machine.Connection, l.Hostname, token, req.CA, func(pub crypto.PublicKey) ([]byte, error) {
 		return req.Sign(l.Hostname, pub)
 	})
 	if err != nil {
@@ -314,7 +335,9 @@ func (s *System) extendAll(stop chan struct{}) {
 			})
 			switch {
 			case errors.Is(err, api.ErrNotActive) || errors.Is(err, api.ErrNotFound):
-				h.end(fmt.Errorf("lease %s of %s ended: %w", h.ID, h.Host(), err))
+				why := fmt.Errorf("lease %s of %s ended: %w", h.ID, h.Host(), err)
+				h.end(why)
+				s.log.Error("a machine's lease ended behind the driver's back: the machine is no longer the run's", "lease", h.ID, "machine", h.Host(), "err", err)
 			case err != nil:
 				if ctx.Err() == nil || !isStopped(stop) {
 					s.log.Warn("extending a lease; trying again", "lease", h.ID, "machine", h.Host(), "err", err)
@@ -322,6 +345,9 @@ func (s *System) extendAll(stop chan struct{}) {
 			default:
 				h.mu.Lock()
 				h.expires = l.ExpiresAt
+				if l.Claim != "" {
+					h.claim = l.Claim
+				}
 				h.mu.Unlock()
 			}
 		})
