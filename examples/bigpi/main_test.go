@@ -58,6 +58,7 @@ func TestBigpiBadFlags(t *testing.T) {
 		{[]string{"-system=pool", "-pool.provider="}, 2, "no provider: set -pool.provider or GCEFLEET_PROVIDER"},
 		{[]string{"-system=pool", "-pool.provider=http://127.0.0.1:1", "-pool.token=t", "-pool.lease=1s"}, 2, "lease 1s: give a term of 10s to 24h0m0s (-pool.lease)"},
 		{[]string{"-system=pool", "-pool.dim=cpus"}, 2, `invalid value "cpus" for flag -pool.dim: want KEY=VALUE`},
+		{[]string{"-system=pool", "-pool.dim=os=linux,cpus=2"}, 2, `one KEY=VALUE each -pool.dim; repeat the flag for more`},
 	} {
 		cmd := exec.Command(bin, tc.args...)
 		out, _ := cmd.CombinedOutput()

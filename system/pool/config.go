@@ -83,7 +83,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.StringVar(&c.TokenFile, "pool.token-file", c.TokenFile, "`file` holding the provider's client token (read by the driver only)")
-	fs.Func("pool.dim", "a dimension each machine must have, `KEY=VALUE` (repeat for more; the variable takes KEY=VALUE,KEY=VALUE)", func(s string) error {
+	fs.Func("pool.dim", "a dimension each machine must have, `KEY=VALUE` (repeat the flag for more; the variable takes KEY=VALUE,KEY=VALUE)", func(s string) error {
 		return c.addDimension(s)
 	})
 	fs.DurationVar(&c.Lease, "pool.lease", c.Lease, "each lease's term, extended every third of it while the driver runs: a driver that dies leaves its machines for at most this `duration`")
@@ -119,6 +119,9 @@ func (c *Config) addDimension(s string) error {
 	k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 	if !ok || k == "" || v == "" {
 		return fmt.Errorf("want KEY=VALUE, such as cpus=2, got %q", s)
+	}
+	if strings.Contains(v, ",") {
+		return fmt.Errorf("%q: one KEY=VALUE each -pool.dim; repeat the flag for more (-pool.dim os=linux -pool.dim cpus=2)", s)
 	}
 	if c.Dimensions == nil {
 		c.Dimensions = api.Dimensions{}
@@ -170,6 +173,9 @@ func (c *Config) Validate() error {
 
 // token returns the client token, from TokenFile if it is set.
 func (c *Config) token() (string, error) {
+	if c.TokenFile != "" && c.Token != "" {
+		return "", errors.New("both a token (-pool.token or GCEFLEET_TOKEN) and a token file (-pool.token-file or GCEFLEET_TOKEN_FILE): give one")
+	}
 	if c.TokenFile != "" {
 		b, err := os.ReadFile(c.TokenFile)
 		if err != nil {

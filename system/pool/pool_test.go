@@ -148,7 +148,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *pool.Config) { c.Provider = "" }, "no provider: set -pool.provider or GCEFLEET_PROVIDER"},
 		{func(c *pool.Config) { c.Provider = "127.0.0.1:8790" }, `provider "127.0.0.1:8790" is not a URL: write http://HOST:PORT`},
 		{func(c *pool.Config) { c.Token = "" }, "no token: set GCEFLEET_TOKEN (or -pool.token-file)"},
-		{func(c *pool.Config) { c.TokenFile = "/nonexistent/token" }, "token file: open /nonexistent/token"},
+		{func(c *pool.Config) { c.Token, c.TokenFile = "", "/nonexistent/token" }, "token file: open /nonexistent/token"},
+		{func(c *pool.Config) { c.TokenFile = "/some/file" }, "both a token (-pool.token or GCEFLEET_TOKEN) and a token file"},
 		{func(c *pool.Config) { c.Lease = time.Second }, "lease 1s: give a term of 10s to 24h0m0s (-pool.lease)"},
 		{func(c *pool.Config) { c.Dimensions = api.Dimensions{"gceboot": {"false"}} }, "dimension gceboot=false: the pool system leases only pool machines"},
 	} {
