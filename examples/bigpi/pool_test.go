@@ -116,7 +116,7 @@ func (w *poolWorld) instances(t *testing.T) []string {
 
 // command returns bigpi on the pool with args.
 func (w *poolWorld) command(args ...string) *exec.Cmd {
-	cmd := exec.Command(w.bigpi, append([]string{"-system=pool", "-pool.dim", "os=linux"}, args...)...)
+	cmd := exec.Command(w.bigpi, append([]string{"-system=pool", "-pool.dim", "os=linux", "-pool.backend", "gce"}, args...)...)
 	cmd.Env = append(cmd.Environ(), "GCEFLEET_PROVIDER="+w.url, "GCEFLEET_TOKEN="+testutil.FleetClientToken)
 	return cmd
 }

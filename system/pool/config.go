@@ -26,6 +26,11 @@ type Config struct {
 	// Dimensions are what each machine must have, besides the
 	// gceboot=true that marks a pool machine.
 	Dimensions api.Dimensions
+	// Backend, if set, is the only backend (by its token's name in the
+	// provider's configuration) whose machines the driver claims: every
+	// backend token may catalog a machine as a pool machine, and a claimed
+	// machine gets the run's certificate.
+	Backend string
 	// Lease is each lease's term: the driver extends it every third of
 	// it while it runs, so a driver that dies leaves its machines for at
 	// most this long.
@@ -71,6 +76,7 @@ var envNames = map[string]string{
 	"pool.token-file": "GCEFLEET_TOKEN_FILE",
 	"pool.dim":        "GCEFLEET_POOL_DIMS",
 	"pool.lease":      "GCEFLEET_POOL_LEASE",
+	"pool.backend":    "GCEFLEET_POOL_BACKEND",
 }
 
 // RegisterFlags binds the configuration to flags named pool.*, with c's
@@ -86,6 +92,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Func("pool.dim", "a dimension each machine must have, `KEY=VALUE` (repeat the flag for more; the variable takes KEY=VALUE,KEY=VALUE)", func(s string) error {
 		return c.addDimension(s)
 	})
+	fs.StringVar(&c.Backend, "pool.backend", c.Backend, "claim only machines of the backend `NAME` (its token's name in the provider's configuration, such as gce); empty: any backend's, each of which may then get a certificate of the run")
 	fs.DurationVar(&c.Lease, "pool.lease", c.Lease, "each lease's term, extended every third of it while the driver runs: a driver that dies leaves its machines for at most this `duration`")
 	fs.VisitAll(func(f *flag.Flag) {
 		name, ok := envNames[f.Name]
@@ -93,7 +100,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 			return
 		}
 		f.Usage += " (env " + name + ")"
-		if name == "GCEFLEET_POOL_DIMS" || name == "GCEFLEET_POOL_LEASE" {
+		if name == "GCEFLEET_POOL_DIMS" || name == "GCEFLEET_POOL_LEASE" || name == "GCEFLEET_POOL_BACKEND" {
 			// The others DefaultConfig has read.
 			if v := os.Getenv(name); v != "" {
 				var err error

@@ -267,3 +267,32 @@ func TestLeaseEndedStopsMachine(t *testing.T) {
 		t.Errorf("the machine stopped with %v; want that its lease was released", err)
 	}
 }
+
+// TestStartOtherBackend: with Backend set, a machine another backend
+// cataloged is not claimed: its lease is released, and the error says whose
+// it was.
+func TestStartOtherBackend(t *testing.T) {
+	url := testutil.ServeProvider(t, gcefleet, "")
+	gce := &client.Client{BaseURL: url, Token: testutil.FleetBackendToken}
+	ctx := context.Background()
+	fleetCA, err := testutil.SelfSigned("fleet CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := testutil.CertPEM(fleetCA)
+	if _, err := gce.AddMachine(ctx, api.Machine{Hostname: "warm-1", Dimensions: api.Dimensions{"gceboot": {"true"}, "cpus": {"2"}},
+		Connection: api.Connection{Address: "127.0.0.1", Port: 1, CACert: string(caPEM)}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(url)
+	cfg.Backend = "trusted"
+	cfg.StartTimeout = 5 * time.Second
+	_, err = pool.New(cfg).Start(ctx, request(1))
+	if err == nil || !strings.Contains(err.Error(), "machine warm-1 is backend gce's, and -pool.backend trusts only trusted's; not claimed") {
+		t.Errorf("Start on another backend's machine: %v", err)
+	}
+	alice := &client.Client{BaseURL: url, Token: testutil.FleetClientToken}
+	if ls, err := alice.Leases(ctx, true); err != nil || len(ls) != 0 {
+		t.Errorf("active leases after: %v, %v", ls, err)
+	}
+}

@@ -175,6 +175,8 @@ func (s *System) startOne(ctx, wctx context.Context, c *client.Client, r api.Lea
 		return giveUp(fmt.Errorf("lease %s: machine %s is not a pool machine (its lease carries no claim); lease machines with %s=true", l.ID, l.Hostname, PoolDimension))
 	case l.Machine == nil:
 		return giveUp(fmt.Errorf("lease %s: the provider said nothing of machine %s", l.ID, l.Hostname))
+	case s.cfg.Backend != "" && l.Machine.Backend != s.cfg.Backend:
+		return giveUp(fmt.Errorf("lease %s: machine %s is backend %s's, and -pool.backend trusts only %s's; not claimed", l.ID, l.Hostname, l.Machine.Backend, s.cfg.Backend))
 	}
 	h.mu.Lock()
 	h.host, h.expires, h.claim = l.Hostname, l.ExpiresAt, l.Claim
