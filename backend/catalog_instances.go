@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 
@@ -147,6 +148,9 @@ func (j *Jobs) CatalogInstances(ctx context.Context) error {
 				continue
 			}
 			m := g.machine(in)
+			if g.t.GceBoot {
+				j.poolAddr(name, net.JoinHostPort(m.Connection.Address, strconv.Itoa(m.Connection.Port)))
+			}
 			if err := j.sizeDims(ctx, g, m.Dimensions); err != nil {
 				errs = append(errs, err)
 				continue

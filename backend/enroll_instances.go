@@ -128,6 +128,7 @@ func (j *Jobs) enroll(ctx context.Context, g group, in *computepb.Instance, ca *
 		return false, nil
 	}
 	addr := net.JoinHostPort(nics[0].GetNetworkIP(), strconv.Itoa(PoolPort))
+	j.poolAddr(name, addr)
 	if servesFleet(ctx, addr, name, ca.CertPEM) {
 		j.setEnrolled(name, id) // by another replica, or before a restart
 		return false, nil

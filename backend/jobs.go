@@ -46,6 +46,7 @@ type Jobs struct {
 	poolStore *store.Store       // where the fleet CA is kept
 	verifier  *identity.Verifier // of pool machines' identity proofs
 	enrolled  map[string]string  // pool machine -> instance id, enrolled by this replica
+	poolAddrs map[string]string  // pool machine -> host:port, to retire it
 	// silentSince is when each running pool instance (name/id) was first
 	// found not serving its enrollment; zero once warned of.
 	silentSince map[string]time.Time

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"time"
@@ -32,6 +33,7 @@ type poolInfo struct {
 	ca       *FleetCA
 	claimKey string
 	meta     map[string]string
+	client   *http.Client // the backend's, to retire pool machines
 }
 
 // LoadPool loads what gceboot templates need: the deployment's fleet CA,
@@ -48,7 +50,7 @@ func (j *Jobs) LoadPool(ctx context.Context, st *store.Store) error {
 	have := j.pool
 	deployment := j.deployment
 	j.mu.Unlock()
-	if have != nil && have.ca != nil && have.claimKey != "" {
+	if have != nil && have.ca != nil && have.claimKey != "" && have.client != nil {
 		return nil
 	}
 	var p poolInfo
@@ -73,6 +75,13 @@ func (j *Jobs) LoadPool(ctx context.Context, st *store.Store) error {
 		} else {
 			p.claimKey = k.PublicKey
 		}
+	}
+	if p.ca != nil && p.client == nil {
+		c, err := retireClient(p.ca)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		p.client = c
 	}
 	j.mu.Lock()
 	if p.ca != nil && p.claimKey != "" {
@@ -157,6 +166,75 @@ func (j *Jobs) fleetCA() *FleetCA {
 		return nil
 	}
 	return j.pool.ca
+}
+
+// retireClient returns the client the backend retires pool machines
+// with: mutual TLS with a fleet certificate of its own.
+func retireClient(ca *FleetCA) (*http.Client, error) {
+	cert, err := ca.clientCertificate(claim.RetireName)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS13},
+		TLSHandshakeTimeout: 5 * time.Second,
+	}}, nil
+}
+
+// poolAddr records where pool machine name serves.
+func (j *Jobs) poolAddr(name, addr string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.poolAddrs == nil || len(j.poolAddrs) > 10*MaxGroupSize {
+		j.poolAddrs = map[string]string{}
+	}
+	j.poolAddrs[name] = addr
+}
+
+// retire tells the pool machines whose leases the provider reclaimed to
+// take no claim and go, before their instances are deleted: the claim of
+// an ended lease is refused from then on, not only once the instance is
+// gone. A machine that serves its run already, or does not answer, is
+// left to its deletion. It does not wait.
+func (j *Jobs) retire(events []store.Event) {
+	j.mu.Lock()
+	var hc *http.Client
+	if j.pool != nil {
+		hc = j.pool.client
+	}
+	targets := map[string]string{}
+	for _, e := range events {
+		if addr, ok := j.poolAddrs[e.Hostname]; ok && e.Kind == "reclaimed" {
+			targets[e.Hostname] = addr
+			delete(j.poolAddrs, e.Hostname)
+		}
+	}
+	j.mu.Unlock()
+	if hc == nil {
+		return
+	}
+	for name, addr := range targets {
+		go func() {
+			req, err := http.NewRequest(http.MethodPost, "https://"+addr+claim.RetirePath, nil)
+			if err != nil {
+				return
+			}
+			tr := hc.Transport.(*http.Transport).Clone()
+			tr.TLSClientConfig.ServerName = name
+			resp, err := (&http.Client{Transport: tr, Timeout: hc.Timeout}).Do(req)
+			if err != nil {
+				j.Log.Debug("retiring a pool machine", "instance", name, "err", err)
+				return
+			}
+			resp.Body.Close()
+			tr.CloseIdleConnections()
+			if resp.StatusCode == http.StatusNoContent {
+				j.Log.Info("retired a pool machine whose lease ended before its run started", "instance", name)
+			}
+		}()
+	}
 }
 
 // servesFleet reports whether the pool machine name at addr answers TLS

@@ -62,6 +62,7 @@ settings:
 // instances run the real gceboot, and a real provider.
 type poolWorld struct {
 	t       *testing.T
+	emu     *emulator.Emulator
 	compute *gcecompute.Client
 	st      *store.Store
 	prov    *provider.Server
@@ -79,7 +80,7 @@ func newPoolWorld(t *testing.T, interval time.Duration) *poolWorld {
 	ctx := context.Background()
 	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
 	out := &testutil.SyncBuffer{}
-	_, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{gcebootImage: boot}, ProcessOutput: out, StopGrace: 2 * time.Second})
+	emu, url := testutil.Emulator(t, emulator.Options{Images: map[string]string{gcebootImage: boot}, ProcessOutput: out, StopGrace: 2 * time.Second})
 	compute, err := gcecompute.NewClient(ctx, url)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +91,7 @@ func newPoolWorld(t *testing.T, interval time.Duration) *poolWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789}\n  - {name: alice, role: client, token: client-token-0123456789}\n  - {name: bob, role: client, token: bobbo-token-0123456789}\n"))
+	cfg, err := provider.ParseConfig("p.yaml", []byte("tokens:\n  - {name: gce, role: backend, token: backend-token-0123456789, pool: true}\n  - {name: alice, role: client, token: client-token-0123456789}\n  - {name: bob, role: client, token: bobbo-token-0123456789}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func newPoolWorld(t *testing.T, interval time.Duration) *poolWorld {
 	pctx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
 	go p.Run(pctx)
-	w := &poolWorld{t: t, compute: compute, st: st, prov: p, logs: &testutil.SyncBuffer{}, out: out,
+	w := &poolWorld{t: t, emu: emu, compute: compute, st: st, prov: p, logs: &testutil.SyncBuffer{}, out: out,
 		api:   &client.Client{BaseURL: srv.URL, Token: "backend-token-0123456789"},
 		alice: &client.Client{BaseURL: srv.URL, Token: "client-token-0123456789"},
 		bob:   &client.Client{BaseURL: srv.URL, Token: "bobbo-token-0123456789"},
@@ -340,6 +341,7 @@ func TestPoolMachines(t *testing.T) {
 		{"an expired claim", claim.ClaimPath, claimOf(sign(key, claim.Claim{Lease: lb.ID, Hostname: mb.Hostname, Lessee: "bob", Expires: time.Now().Add(-time.Second), Instance: instB})), http.StatusForbidden},
 		{"a claim of another instance of the name", claim.ClaimPath, claimOf(sign(key, claim.Claim{Lease: lb.ID, Hostname: mb.Hostname, Lessee: "bob", Expires: time.Now().Add(time.Minute), Instance: "1"})), http.StatusForbidden},
 		{"a forged claim", claim.ClaimPath, claimOf(sign(forger, claim.Claim{Lease: lb.ID, Hostname: mb.Hostname, Lessee: "bob", Expires: time.Now().Add(time.Minute), Instance: instB})), http.StatusForbidden},
+		{"a retire without the backend's certificate", claim.RetirePath, nil, http.StatusForbidden},
 		{"an oversized request", claim.ClaimPath, claimOf(strings.Repeat("x", claim.MaxRequest)), http.StatusRequestEntityTooLarge},
 	} {
 		if code, body := post(t, hb, "https://"+addrOf(mb)+tc.path, tc.body); code != tc.want {
@@ -449,6 +451,34 @@ func TestPoolMachines(t *testing.T) {
 	defer ccancel()
 	if _, err := claim.Present(cctx, ma.Connection, ma.Hostname, la.Claim, aca.certPEM, aca.sign(ma.Hostname)); err == nil {
 		t.Error("the claim of a released lease was taken")
+	}
+
+	// A lease released before its machine was claimed: the backend
+	// retires the machine at once, and its claim is refused there while
+	// the instance is being deleted.
+	lc := w.lease(w.alice, "c")
+	mc := *lc.Machine
+	// Deleting takes a while, as on Compute Engine.
+	if err := w.emu.AddFault(emulator.Fault{Method: "compute.instanceGroupManagers.deleteInstances", Latency: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.alice.Release(ctx, lc.ID); err != nil {
+		t.Fatal(err)
+	}
+	retired := false
+	testutil.WaitWithin(t, 30*time.Second, "the released machine to be retired or deleted", func() bool {
+		if strings.Contains(w.out.String(), "retired by the backend") {
+			retired = true
+			return true
+		}
+		_, err := w.compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: "pool-project", Zone: "us-central1-a", Instance: mc.Hostname})
+		return gcecompute.Classify(err) == gcecompute.NotFound
+	})
+	if !retired {
+		t.Fatal("the instance was deleted before the backend retired it")
+	}
+	if _, err := claim.Present(cctx, mc.Connection, mc.Hostname, lc.Claim, aca.certPEM, aca.sign(mc.Hostname)); !errors.Is(err, claim.ErrRefused) {
+		t.Errorf("the claim of a lease released before its machine was claimed, at the retired machine: %v, want it refused", err)
 	}
 }
 

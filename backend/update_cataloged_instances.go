@@ -27,6 +27,9 @@ func (j *Jobs) UpdateCatalogedInstances(ctx context.Context, events []store.Even
 		}
 		s.Cursor = events[len(events)-1].ID
 	})
+	if err == nil {
+		j.retire(events)
+	}
 	return any, err
 }
 

@@ -29,6 +29,14 @@ const (
 	// the ClaimResponse's request and answers 204; the machine then
 	// serves the run's bootstrap on the same address.
 	CertificatePath = "/gcefleet/pool/v1/certificate"
+	// RetirePath is the backend's, over mutual TLS with a certificate of
+	// the fleet CA for RetireName: the machine's lease ended before its
+	// run started, so it takes no claim from now on (410) until the
+	// backend deletes it.
+	RetirePath = "/gcefleet/pool/v1/retire"
+	// RetireName is the common name of the backend's client certificate
+	// that RetirePath takes.
+	RetireName = "gcefleet-backend"
 )
 
 // MaxRequest bounds what a pool machine reads of a request.
@@ -123,7 +131,7 @@ func post(ctx context.Context, hc *http.Client, url, ctype string, body []byte, 
 	switch resp.StatusCode {
 	case want:
 		return b, nil
-	case http.StatusForbidden:
+	case http.StatusForbidden, http.StatusGone:
 		// The machine's refusal says "claim refused" itself.
 		return nil, fmt.Errorf("%w: %s", ErrRefused, strings.TrimPrefix(string(bytes.TrimSpace(b)), ErrRefused.Error()+": "))
 	case http.StatusConflict:

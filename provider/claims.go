@@ -54,9 +54,19 @@ func (s *Server) ClaimKey(ctx context.Context) (ed25519.PrivateKey, error) {
 	return s.claims.key, nil
 }
 
-// isPool reports whether m is a pool machine.
-func isPool(m *api.Machine) bool {
-	return m != nil && slices.Contains(m.Dimensions[PoolDimension], "true")
+// isPool reports whether m is a pool machine of a backend trusted with
+// them.
+func (s *Server) isPool(m *api.Machine) bool {
+	return m != nil && slices.Contains(m.Dimensions[PoolDimension], "true") && s.poolBackends[m.Backend]
+}
+
+// checkPool refuses a pool machine of a backend not trusted with them:
+// a driver hands a pool machine its run, and trusts the machine by the
+// CA its catalog entry names.
+func (s *Server) checkPool(fields map[string]string, prefix string, m *api.Machine) {
+	if _, ok := m.Dimensions[PoolDimension]; ok && !s.poolBackends[m.Backend] {
+		fields[prefix+"dimensions."+PoolDimension] = fmt.Sprintf("backend %q may not catalog pool machines, to which drivers hand their runs: set pool: true on its token in the provider's config if it is trusted with every pool run", m.Backend)
+	}
 }
 
 // withClaim returns l with its claim, if it is a fulfilled lease of a pool
@@ -65,7 +75,7 @@ func isPool(m *api.Machine) bool {
 // deterministic, so every read of a lease signs the same token.
 func (s *Server) withClaim(ctx context.Context, l api.Lease) (api.Lease, error) {
 	l.Claim = ""
-	if l.State != api.Fulfilled || l.ExpiresAt.IsZero() || !isPool(l.Machine) {
+	if l.State != api.Fulfilled || l.ExpiresAt.IsZero() || !s.isPool(l.Machine) {
 		return l, nil
 	}
 	key, err := s.ClaimKey(ctx)

@@ -3,6 +3,7 @@ package provider_test
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -176,6 +177,18 @@ func TestLeaseClaim(t *testing.T) {
 	}
 	if got, err := w.alice.Lease(ctx, l.ID, 0); err != nil || got.Claim != "" {
 		t.Fatalf("a released lease read again: %+v, %v; want no claim", got, err)
+	}
+
+	// A backend not trusted with pool machines catalogs none: drivers
+	// would hand it their runs.
+	fake := machine("fake-pool")
+	fake.Dimensions = store.Dimensions{provider.PoolDimension: {"true"}}
+	var ce *client.Error
+	if _, err := w.other.AddMachine(ctx, fake); !errors.As(err, &ce) || ce.Status != http.StatusBadRequest || !strings.Contains(err.Error(), "may not catalog pool machines") {
+		t.Fatalf("an untrusted backend cataloging a pool machine: %v", err)
+	}
+	if _, errs, err := w.other.AddMachines(ctx, []store.Machine{fake}); err == nil && (len(errs) == 0 || errs[0] == nil) {
+		t.Fatal("an untrusted backend cataloged a pool machine in a batch")
 	}
 
 	// A machine that is not a pool machine: no claim.

@@ -89,6 +89,11 @@ type Token struct {
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"token_file"`
 	TokenEnv  string `yaml:"token_env"`
+	// Pool lets a backend token catalog pool (gceboot) machines, whose
+	// leases carry claims: drivers hand such a machine their run, so
+	// only a backend trusted with every pool run may. The backend that
+	// serve runs itself (backend.token) may without it.
+	Pool bool `yaml:"pool"`
 
 	line int
 }
@@ -181,6 +186,9 @@ func ParseConfig(name string, data []byte) (Config, error) {
 			bad(t.line, "token name %q is used already at line %d; names must be unique", t.Name, names[t.Name])
 		default:
 			names[t.Name] = t.line
+		}
+		if t.Pool && t.Role != Backend {
+			bad(t.line, "token %q: pool: true is for a backend token (one that may catalog pool machines), not role %q", t.Name, t.Role)
 		}
 		if t.Role != Admin && t.Role != Backend && t.Role != Client {
 			bad(t.line, "token %q: role %q is not one of admin, backend, client", t.Name, t.Role)

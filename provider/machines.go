@@ -48,6 +48,7 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request, p Principal)
 	}
 	fields := map[string]string{}
 	checkMachine(fields, "", &m, p)
+	s.checkPool(fields, "", &m)
 	if len(fields) > 0 {
 		return invalid(fields)
 	}
@@ -82,6 +83,7 @@ func (s *Server) addMachines(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	for i := range req.Machines {
 		checkMachine(fields, fmt.Sprintf("machines[%d].", i), &req.Machines[i], p)
+		s.checkPool(fields, fmt.Sprintf("machines[%d].", i), &req.Machines[i])
 	}
 	if len(fields) > 0 {
 		return invalid(fields)

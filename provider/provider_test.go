@@ -28,7 +28,7 @@ const config = `listen: 127.0.0.1:0
 database: ":memory:"
 tokens:
   - {name: ops, role: admin, token: admin-secret-0123456789}
-  - {name: gce, role: backend, token: gce-secret-0123456789}
+  - {name: gce, role: backend, token: gce-secret-0123456789, pool: true}
   - {name: other, role: backend, token: other-secret-0123456789}
   - {name: alice, role: client, token: alice-secret-0123456789}
   - {name: bob, role: client, token: bob-secret-0123456789}

@@ -40,6 +40,8 @@ type Server struct {
 	hearing atomic.Bool
 
 	claims claimKeys // the claim key, once read or made
+	// poolBackends may catalog pool machines (see Token.Pool).
+	poolBackends map[string]bool
 
 	polls polls // the long polls waiting, by what they wait for
 	// stopping is closed when the server shuts down: waiting long polls
@@ -68,6 +70,15 @@ func New(st *store.Store, cfg Config, log *slog.Logger) *Server {
 	// The store refuses requests beyond the cap; it is the provider's
 	// configuration that sets it.
 	st.MaxPending = cfg.MaxPendingPerClient
+	s.poolBackends = map[string]bool{}
+	for _, t := range cfg.Tokens {
+		if t.Pool && t.Role == Backend {
+			s.poolBackends[t.Name] = true
+		}
+	}
+	if cfg.Backend != nil && cfg.Backend.Token != "" {
+		s.poolBackends[cfg.Backend.Token] = true
+	}
 	s.polls.leases = map[string]map[*poll]struct{}{}
 	s.stopping = make(chan struct{})
 	s.polls.events = map[*poll]struct{}{}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -30,6 +32,9 @@ type sqliteWork = work[func(*sql.Tx) error]
 // openSQLite opens the database file at path, or a private in-memory
 // database for ":memory:".
 func openSQLite(path string) (*sql.DB, error) {
+	if err := private(path); err != nil {
+		return nil, err
+	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate&_pragma=temp_store(memory)"
 	if path != ":memory:" {
 		// WAL: readers do not block the writer; synchronous NORMAL is
@@ -43,6 +48,37 @@ func openSQLite(path string) (*sql.DB, error) {
 		db.SetMaxOpenConns(1)
 	}
 	return db, err
+}
+
+// private makes the database file at path, and its -wal and -shm files,
+// readable by their owner only, creating the file so if it is not there:
+// it holds the provider's claim key and the fleet CA's key, with which
+// a reader could forge claims and machine certificates. (SQLite gives the
+// -wal and -shm files it creates the database file's permissions.)
+func private(path string) error {
+	if path == ":memory:" || strings.HasPrefix(path, "file:") || strings.Contains(path, "?") {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, 0o600); err != nil {
+				return fmt.Errorf("%s is readable by others, and holds the provider's and the fleet's keys: %w (chmod 600 it)", p, err)
+			}
+		}
+	}
+	return nil
 }
 
 // newSQLite starts the engine of db, opened by openSQLite(path) and

@@ -61,7 +61,7 @@ The config file (YAML):
   database: gcefleet.db            # or postgres://user@host/db
   tokens:
     - {name: ops,   role: admin,   token_env: GCEFLEET_ADMIN_TOKEN}
-    - {name: gce,   role: backend, token_file: /etc/gcefleet/gce.token}
+    - {name: gce,   role: backend, token_file: /etc/gcefleet/gce.token}   # pool: true lets another process's backend catalog pool machines
     - {name: alice, role: client,  token: 3f9c0b6e8d1a4c27b5e0}
   backend:                         # optional: run the GCE Backend here
     config: fleet.yaml             # templates, managers, settings

@@ -46,7 +46,8 @@ type PoolConfig struct {
 	// Listen is the address the machine serves on, such as ":8443".
 	Listen string `json:"listen"`
 	// Timeout is how long the run's bootstrap waits for the driver's
-	// first keepalive; zero means DefaultPoolTimeout.
+	// first keepalive, at least (the claim's expiry is the floor); zero
+	// means DefaultPoolTimeout.
 	Timeout time.Duration `json:"timeout,omitempty"`
 }
 
@@ -126,6 +127,11 @@ func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit fun
 		ln.Close()
 		return run, nil, fmt.Errorf("the fleet certificate: %w", err)
 	}
+	fleetRoots := x509.NewCertPool()
+	if !fleetRoots.AppendCertsFromPEM(pc.FleetCA) {
+		ln.Close()
+		return run, nil, fmt.Errorf("%s: no fleet CA certificate", PoolKey)
+	}
 	id, err := metadata.InstanceIDWithContext(ctx)
 	if err != nil {
 		ln.Close()
@@ -139,8 +145,10 @@ func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit fun
 	}
 	ps := &poolServer{name: fleet.Name, id: id, pub: pub, log: logger, done: make(chan bigmachine.WorkerConfig, 1), exit: exit, listen: pc.Listen, timeout: timeout}
 	srv := &http.Server{
-		Handler:           ps.handler(),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13},
+		Handler: ps.handler(),
+		// Anyone may connect to claim the machine; a client certificate,
+		// if given, must be the fleet CA's (the backend's, to retire it).
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: fleetRoots},
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -182,6 +190,7 @@ type poolServer struct {
 	runCA     []byte
 	key       *ecdsa.PrivateKey
 	delivered bool
+	retired   bool // by the backend: no claim is taken
 	lapse     *time.Timer
 }
 
@@ -189,7 +198,33 @@ func (p *poolServer) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+claim.ClaimPath, p.claim)
 	mux.HandleFunc("POST "+claim.CertificatePath, p.certificate)
+	mux.HandleFunc("POST "+claim.RetirePath, p.retire)
 	return mux
+}
+
+// retire takes the backend's word that the machine's lease ended before
+// its run started: the machine takes no claim from now on.
+func (p *poolServer) retire(w http.ResponseWriter, r *http.Request) {
+	// The TLS server verified a client certificate, if given, against
+	// the fleet CA, for client authentication (which a machine's fleet
+	// certificate does not allow).
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || r.TLS.PeerCertificates[0].Subject.CommonName != claim.RetireName {
+		http.Error(w, "retire: only the backend, with its fleet certificate, retires a machine", http.StatusForbidden)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.delivered {
+		http.Error(w, fmt.Sprintf("machine %s serves its run already", p.name), http.StatusConflict)
+		return
+	}
+	if !p.retired {
+		// The backend deletes the instance through its group, which
+		// would recreate one that deleted itself.
+		p.retired = true
+		p.log.Info("retired by the backend: the lease ended; taking no claim until the backend deletes this instance", "machine", p.name)
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (p *poolServer) claim(w http.ResponseWriter, r *http.Request) {
@@ -205,6 +240,10 @@ func (p *poolServer) claim(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.retired {
+		http.Error(w, fmt.Sprintf("machine %s is retired: its lease ended", p.name), http.StatusGone)
+		return
+	}
 	if p.claimed != nil {
 		p.log.Warn("refused a second claim", "machine", p.name, "from", r.RemoteAddr)
 		http.Error(w, fmt.Sprintf("machine %s is claimed already (lease %s): a machine serves one lease only", p.name, p.claimed.Lease), http.StatusConflict)
@@ -261,6 +300,9 @@ func (p *poolServer) certificate(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
+	case p.retired:
+		http.Error(w, fmt.Sprintf("machine %s is retired: its lease ended", p.name), http.StatusGone)
+		return
 	case p.claimed == nil:
 		http.Error(w, fmt.Sprintf("machine %s is not claimed: post a claim to %s first", p.name, claim.ClaimPath), http.StatusConflict)
 		return
@@ -280,8 +322,14 @@ func (p *poolServer) certificate(w http.ResponseWriter, r *http.Request) {
 	}
 	p.delivered = true
 	p.lapse.Stop()
+	// The claim's expiry is the floor of the first keepalive's wait: a
+	// driver may claim its machines as their leases come and start them
+	// all later, and while its lease stands the machine is its own. A
+	// driver that dies lets the lease lapse, and the backend deletes the
+	// machine.
+	timeout := max(p.timeout, time.Until(p.claimed.Expires))
 	p.done <- bigmachine.WorkerConfig{
-		Name: p.name, Listen: p.listen, Cert: b, CA: p.runCA, Timeout: p.timeout,
+		Name: p.name, Listen: p.listen, Cert: b, CA: p.runCA, Timeout: timeout,
 		Key: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
 	}
 	w.WriteHeader(http.StatusNoContent)
