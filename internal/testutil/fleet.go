@@ -27,7 +27,7 @@ func ServeProvider(t testing.TB, gcefleet, fleet string) string {
 	cfg := "listen: 127.0.0.1:0\ndatabase: " + filepath.Join(dir, "p.db") + `
 tokens:
   - {name: ops, role: admin, token: ` + FleetAdminToken + `}
-  - {name: gce, role: backend, token: ` + FleetBackendToken + `}
+  - {name: gce, role: backend, token: ` + FleetBackendToken + `, pool: true}
   - {name: alice, role: client, token: ` + FleetClientToken + `}
 `
 	if fleet != "" {
