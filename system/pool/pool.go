@@ -69,6 +69,9 @@ type Lease struct {
 	ended   error     // why the lease is over, once it is
 	expires time.Time // as of the last extension
 	asked   time.Time // when KeepaliveFailed last asked the provider
+	// failing is since when KeepaliveFailed has been called without a
+	// gap of more than two keepalive calls, lastFailed its last call.
+	failing, lastFailed time.Time
 }
 
 func (l *Lease) end(why error) {
@@ -173,6 +176,32 @@ func (s *System) KeepaliveFailed(ctx context.Context, m *bigmachine.Machine) (bo
 		return false, nil
 	}
 	if why := h.Ended(); why != nil {
+		return true, why
+	}
+	// A keepalive call lasts up to max(period, 1s), and one follows
+	// another a period later: calls closer than two of those apart are
+	// one spell of failing keepalives, which the driver ends at the
+	// timeout since its last success, a call or so before the spell's
+	// first.
+	ka := s.Keepalive()
+	call := max(ka.Period, time.Second) + ka.Period
+	now := time.Now()
+	h.mu.Lock()
+	if now.Sub(h.lastFailed) > 2*call {
+		h.failing = now // keepalives succeeded in between
+	}
+	h.lastFailed = now
+	failing := now.Sub(h.failing)
+	h.mu.Unlock()
+	if failing >= max(ka.Timeout-2*call, ka.Period) {
+		// The driver gives the machine up about now: release its lease,
+		// so that the fleet reclaims it at once, not at its expiry.
+		why := fmt.Errorf("no keepalive for %v; its lease %s is released", failing.Round(time.Millisecond), h.ID)
+		if c, err := s.Client(); err == nil {
+			if err := s.release(ctx, c, h, why); err != nil {
+				s.log.Warn("releasing the lease of a machine given up", "lease", h.ID, "machine", h.Host(), "err", err)
+			}
+		}
 		return true, why
 	}
 	h.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -294,5 +295,50 @@ func TestStartOtherBackend(t *testing.T) {
 	alice := &client.Client{BaseURL: url, Token: testutil.FleetClientToken}
 	if ls, err := alice.Leases(ctx, true); err != nil || len(ls) != 0 {
 		t.Errorf("active leases after: %v, %v", ls, err)
+	}
+}
+
+// TestMachineGivenUpReleasesLease: a machine that stops answering (its
+// process paused, its instance still up, so the fleet sees nothing) is
+// given up by the driver at its keepalive timeout, and its lease is
+// released then, not extended on until the driver exits.
+func TestMachineGivenUpReleasesLease(t *testing.T) {
+	out := &testutil.SyncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("instance output:\n%s", out)
+		}
+	})
+	const image = "gcr.io/pool-project/gceboot"
+	_, emuURL := testutil.Emulator(t, emulator.Options{Images: map[string]string{image: gceboot}, ProcessOutput: out, StopGrace: 2 * time.Second})
+	url := testutil.ServeProvider(t, gcefleet, testutil.PoolFleet(emuURL, "pool-project", "us-east1-b", image+":v1", 1, 2))
+	ctx := context.Background()
+	alice := &client.Client{BaseURL: url, Token: testutil.FleetClientToken}
+	cfg := config(url)
+	cfg.Dimensions = api.Dimensions{"os": {"linux"}}
+	cfg.KeepalivePeriod, cfg.KeepaliveTimeout = 250*time.Millisecond, 3*time.Second
+	cfg.Lease = 10 * time.Second
+	sys := pool.New(cfg)
+	b := bigmachine.Start(sys, bigmachine.WithOutput(io.Discard), bigmachine.WithStartTimeout(2*time.Minute))
+	t.Cleanup(b.Shutdown)
+	ms, err := b.Start(ctx, 1, bigmachine.Services{"Hello": Hello{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if err := ms[0].Call(ctx, "Hello.Pid", struct{}{}, &pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	testutil.WaitWithin(t, 30*time.Second, "the machine to be given up", func() bool { return ms[0].State() == bigmachine.Stopped })
+	if err := ms[0].Err(); err == nil || !strings.Contains(err.Error(), "its lease "+sys.Leases()[0].ID+" is released") {
+		t.Errorf("the machine stopped with %v", err)
+	}
+	l, err := alice.Lease(ctx, sys.Leases()[0].ID, 0)
+	if err != nil || l.State != api.Released {
+		t.Errorf("the lease of the machine given up: %s, %v; want RELEASED", l.State, err)
 	}
 }
