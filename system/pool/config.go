@@ -79,6 +79,10 @@ var envNames = map[string]string{
 	"pool.backend":    "GCEFLEET_POOL_BACKEND",
 }
 
+// EnvName returns the environment variable of the flag pool.NAME, ""
+// for a flag the pool system does not have.
+func EnvName(flagName string) string { return envNames[flagName] }
+
 // RegisterFlags binds the configuration to flags named pool.*, with c's
 // values as defaults. Each flag's help names its environment variable.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
