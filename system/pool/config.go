@@ -114,6 +114,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 							break
 						}
 					}
+				} else if name == "GCEFLEET_POOL_LEASE" {
+					lease := c.Lease
+					if err = f.Value.Set(v); err != nil {
+						c.Lease = lease // a failed Set leaves zero
+						err = errors.New("not a duration: give one such as 2m")
+					}
 				} else {
 					err = f.Value.Set(v)
 				}
