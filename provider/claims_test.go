@@ -191,6 +191,11 @@ func TestLeaseClaim(t *testing.T) {
 		t.Fatal("an untrusted backend cataloged a pool machine in a batch")
 	}
 
+	// A pool machine is leased for a term: its claim names the expiry.
+	if _, err := w.alice.RequestLease(ctx, store.LeaseRequest{RequestID: "forever", Dimensions: store.Dimensions{provider.PoolDimension: {"true"}}, Term: store.Term{Indefinite: true}}); !errors.As(err, &ce) || ce.Fields["term"] == "" {
+		t.Fatalf("an indefinite lease of a pool machine: %v, want a 400 naming term", err)
+	}
+
 	// A machine that is not a pool machine: no claim.
 	if _, err := w.gce.AddMachine(ctx, machine("vm-1")); err != nil {
 		t.Fatal(err)

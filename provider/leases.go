@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/gcefleet/gcefleet/provider/api"
@@ -32,6 +33,11 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 		fields["dimensions"] = fmt.Sprintf("%d values in all: a request asks for at most %d (a machine may have more)", n, maxRequestValues)
 	}
 	maps.Copy(fields, req.Validate(now))
+	if slices.Contains(req.Dimensions[PoolDimension], "true") && req.Term.Indefinite && fields["term"] == "" {
+		// Its claim, without which nobody can use the machine, names
+		// the lease's expiry.
+		fields["term"] = "a pool machine (gceboot=true) is leased for a term (duration or expires_at), not indefinitely: its claim names the lease's expiry"
+	}
 	if len(fields) > 0 {
 		return invalid(fields)
 	}
