@@ -21,32 +21,22 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/gob"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/gcefleet/gcefleet/bench/internal/floor"
 	"github.com/gcefleet/gcefleet/bigmachine"
-	"github.com/gcefleet/gcefleet/bigmachine/rpc"
 	"github.com/gcefleet/gcefleet/emulator"
-	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/system/gce"
 )
 
@@ -59,7 +49,7 @@ func init() { gob.Register(Nop{}) }
 func (Nop) Ping(ctx context.Context, _ struct{}, _ *struct{}) error { return nil }
 
 func main() {
-	if os.Getenv(floorEnv) != "" {
+	if floor.IsProcess() {
 		return // a floor process: started, initialised, done
 	}
 	bigmachine.Start(gce.New(gce.Config{})) // machines serve from here
@@ -96,9 +86,9 @@ func run(ns string, guest time.Duration) error {
 	if out, err := exec.Command("go", "build", "-o", boot, "github.com/gcefleet/gcefleet/cmd/gceboot").CombinedOutput(); err != nil && os.Getenv("GCESTART_GCEBOOT") == "" {
 		return fmt.Errorf("building gceboot: %v\n%s", err, out)
 	}
-	receiver := dir + "/receiver"
-	if out, err := exec.Command("go", "build", "-o", receiver, "github.com/gcefleet/gcefleet/bench/gcestart/receiver").CombinedOutput(); err != nil {
-		return fmt.Errorf("building the upload floor's receiver: %v\n%s", err, out)
+	receiver, err := floor.BuildReceiver(dir)
+	if err != nil {
+		return err
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -160,110 +150,18 @@ func once(boot, receiver string, bin []byte, n int, guest time.Duration) error {
 	startCalls := c.Calls()
 	b.Shutdown()
 	calls := c.Calls()
-	floor, upload := "-", "-"
+	run, upload := "-", "-"
 	if guest == 0 {
-		d, err := floorRun(bin, n)
+		d, err := floor.Run(bin, n)
 		if err != nil {
 			return err
 		}
-		floor = d.Round(time.Millisecond).String()
-		if d, err = uploadFloor(receiver, bin, n); err != nil {
+		run = d.Round(time.Millisecond).String()
+		if d, err = floor.Upload(receiver, bin, n); err != nil {
 			return err
 		}
 		upload = d.Round(time.Millisecond).String()
 	}
-	fmt.Printf("%8d  %12v  %6d + %-6d  %20.2f  %12s  %14s\n", n, took.Round(time.Millisecond), startCalls, calls-startCalls, float64(calls)/float64(n), floor, upload)
-	return nil
-}
-
-// floorEnv marks a floor process.
-const floorEnv = "GCESTART_FLOOR"
-
-// floorRun runs n copies of this binary at once, each from a memory file of
-// its own written just before, and returns how long until all have exited.
-func floorRun(bin []byte, n int) (time.Duration, error) {
-	start := time.Now()
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			if err := runFromMemory(bin); err != nil {
-				errs[i] = fmt.Errorf("floor process: %w", err)
-			}
-		})
-	}
-	wg.Wait()
-	return time.Since(start), errors.Join(errs...)
-}
-
-// uploadFloor starts n receivers at once, uploads this binary to each over
-// HTTP/2 and TLS with the RPC's settings, and returns how long until all
-// have run it and answered.
-func uploadFloor(receiver string, bin []byte, n int) (time.Duration, error) {
-	cert, err := testutil.SelfSigned("floor")
-	if err != nil {
-		return 0, err
-	}
-	certPEM, keyPEM := testutil.CertPEM(cert)
-	hc := rpc.HTTPClient(&tls.Config{RootCAs: testutil.CertPool(cert), ServerName: "floor", Certificates: []tls.Certificate{cert}})
-	defer hc.CloseIdleConnections()
-	start := time.Now()
-	took := make([]time.Duration, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			cmd := exec.Command(receiver)
-			cmd.Stdin = bytes.NewReader(append(append([]byte(nil), certPEM...), keyPEM...)) // not the environment: no key goes there
-			cmd.Stderr = os.Stderr
-			out, err := cmd.StdoutPipe()
-			if err == nil {
-				err = cmd.Start()
-			}
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer cmd.Wait()
-			addr, err := bufio.NewReader(out).ReadString('\n')
-			if err != nil {
-				cmd.Process.Kill()
-				errs[i] = fmt.Errorf("upload floor process: %w", err)
-				return
-			}
-			resp, err := hc.Post("https://"+strings.TrimSpace(addr)+"/run", "application/octet-stream", bytes.NewReader(bin))
-			if err != nil {
-				cmd.Process.Kill()
-				errs[i] = err
-				return
-			}
-			msg, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			took[i] = time.Since(start) // the receiver's exit is not part of it
-			if resp.StatusCode != http.StatusOK {
-				errs[i] = fmt.Errorf("upload floor process: %s: %s", resp.Status, msg)
-			}
-		})
-	}
-	wg.Wait()
-	return slices.Max(took), errors.Join(errs...)
-}
-
-// runFromMemory writes bin to a memory file and runs it as a floor process.
-func runFromMemory(bin []byte) error {
-	fd, err := unix.MemfdCreate("gcestart-floor", unix.MFD_CLOEXEC)
-	if err != nil {
-		return err
-	}
-	f := os.NewFile(uintptr(fd), "gcestart-floor")
-	defer f.Close()
-	if _, err := f.Write(bin); err != nil {
-		return err
-	}
-	cmd := exec.Command(fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd))
-	cmd.Env = append(os.Environ(), floorEnv+"=1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%v: %s", err, out)
-	}
+	fmt.Printf("%8d  %12v  %6d + %-6d  %20.2f  %12s  %14s\n", n, took.Round(time.Millisecond), startCalls, calls-startCalls, float64(calls)/float64(n), run, upload)
 	return nil
 }

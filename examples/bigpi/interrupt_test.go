@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gcefleet/gcefleet/internal/testutil"
+	"github.com/gcefleet/gcefleet/system/pool"
 )
 
 // TestBigpiCtrlC: an interrupt while the machines sample says that bigpi
@@ -91,6 +92,12 @@ func TestBigpiHelpNamesEveryVariable(t *testing.T) {
 		want := "BIGPI_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		if strings.HasPrefix(name, "gce.") {
 			want = "GCEFLEET_" + strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(name, "gce."), "-", "_"))
+		}
+		if strings.HasPrefix(name, "pool.") {
+			if want = pool.EnvName(name); want == "" {
+				t.Errorf("-%s: the pool system names no variable for it", name)
+				continue
+			}
 		}
 		if strings.Contains(block, "deprecated") {
 			continue

@@ -31,6 +31,7 @@ import (
 	"github.com/gcefleet/gcefleet/bigmachine"
 	"github.com/gcefleet/gcefleet/system/gce"
 	"github.com/gcefleet/gcefleet/system/local"
+	"github.com/gcefleet/gcefleet/system/pool"
 )
 
 // Pi is the service each machine serves.
@@ -83,8 +84,10 @@ func main() {
 func run() int {
 	gcecfg := gce.DefaultConfig()
 	gcecfg.RegisterFlags(flag.CommandLine)
+	poolcfg := pool.DefaultConfig()
+	poolcfg.RegisterFlags(flag.CommandLine)
 	var (
-		system  = flag.String("system", "local", "where machines come from: local (child processes) or gce (Compute Engine; see the -gce.* flags)")
+		system  = flag.String("system", "local", "where machines come from: local (child processes), gce (Compute Engine; see the -gce.* flags) or pool (warm machines leased from the Machine Provider; see the -pool.* flags)")
 		nmach   = flag.Int("nmach", 2, "number of machines")
 		samples = flag.String("samples", "1e9", "number of samples, such as 1e9 or 3000000000")
 		single  = flag.Bool("single", false, "sample in this process on one CPU, without machines (the baseline)")
@@ -92,10 +95,11 @@ func run() int {
 		debug   = flag.String("debug", "", "serve bigmachine's status page and merged profiles at http://`ADDR`/debug/bigmachine/ while bigpi runs, such as localhost:8080 (empty: none)")
 	)
 	// bigpi's own flags are read from BIGPI_NAME too (the -gce.* ones from
-	// GCEFLEET_NAME); the command line wins, as it is parsed after.
+	// GCEFLEET_NAME, the -pool.* ones from the variables their help
+	// names); the command line wins, as it is parsed after.
 	var envErr error
 	flag.VisitAll(func(f *flag.Flag) {
-		if strings.HasPrefix(f.Name, "gce.") {
+		if strings.HasPrefix(f.Name, "gce.") || strings.HasPrefix(f.Name, "pool.") {
 			return
 		}
 		name := "BIGPI_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -122,6 +126,12 @@ Examples:
   go run ./examples/bigpi -system=gce -nmach=8 -samples=1e11 \
       -gce.project=my-project -gce.zones=us-central1-a,us-central1-b \
       -gce.image=gcr.io/my-project/gceboot:v1
+  GCEFLEET_PROVIDER=http://127.0.0.1:8790 GCEFLEET_TOKEN_FILE=~/.gcefleet-token \
+      go run ./examples/bigpi -system=pool -nmach=4 -pool.dim cpus=2
+
+On -system=pool, give the provider's client token in GCEFLEET_TOKEN or a file
+(-pool.token-file): a -pool.token on the command line is readable by every
+user of this host, in /proc.
 
 Flags:
 `)
@@ -141,8 +151,14 @@ Flags:
 			return 2
 		}
 		sys = gce.New(gcecfg)
+	case "pool":
+		if err := poolcfg.Validate(); err != nil && !bigmachine.Worker() {
+			fmt.Fprintf(os.Stderr, "bigpi: %v\n", err)
+			return 2
+		}
+		sys = pool.New(poolcfg)
 	default:
-		fmt.Fprintf(os.Stderr, "bigpi: unknown -system %q; use local or gce\n", *system)
+		fmt.Fprintf(os.Stderr, "bigpi: unknown -system %q; use local, gce or pool\n", *system)
 		return 2
 	}
 	f, err := strconv.ParseFloat(*samples, 64)
@@ -200,6 +216,10 @@ Flags:
 		facts = append(facts, bigmachine.Fact{Name: "run", Value: g.Run()}, bigmachine.Fact{Name: "project", Value: gcecfg.Project},
 			bigmachine.Fact{Name: "zones", Value: strings.Join(gcecfg.Zones, ", ")})
 	}
+	if p, ok := sys.(*pool.System); ok {
+		fmt.Fprintf(os.Stderr, "run %s: lease requests are %s-0001, %s-0002, ...\n", p.Run(), p.Run(), p.Run())
+		facts = append(facts, bigmachine.Fact{Name: "run", Value: p.Run()}, bigmachine.Fact{Name: "provider", Value: poolcfg.Provider})
+	}
 	if *debug != "" {
 		// Only the driver gets here: on machines, Start never returns.
 		stopDebug, err := serveDebug(*debug, b, facts)
@@ -211,7 +231,9 @@ Flags:
 	}
 	fmt.Fprintf(os.Stderr, "starting %d %s machines...\n", *nmach, sys.Name())
 	stopWatch := watchStart(os.Stderr, b, *nmach, start, startProgressEvery)
-	machines, err := b.Start(ctx, *nmach, bigmachine.Services{"Pi": Pi{}})
+	// The machines run with this command line, less a -pool.token: the
+	// token is the driver's, not theirs.
+	machines, err := b.Start(ctx, *nmach, bigmachine.Services{"Pi": Pi{}}, bigmachine.Args(withoutToken(os.Args[1:])))
 	stopWatch()
 	if wasInterrupted.Load() {
 		return interrupted()
@@ -367,4 +389,24 @@ func report(w io.Writer, in, n uint64, where string, took time.Duration) {
 	pi := 4 * float64(in) / float64(n)
 	fmt.Fprintf(w, "π ≈ %.10f  error %+.3g  (%d samples on %s in %v, %.3g samples/s)\n",
 		pi, pi-math.Pi, n, where, took.Round(time.Millisecond), float64(n)/took.Seconds())
+}
+
+// withoutToken returns args without the -pool.token flag and its value.
+func withoutToken(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "pool.token" {
+			if !hasValue {
+				i++ // the value is the next argument
+			}
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }

@@ -55,6 +55,10 @@ func TestBigpiBadFlags(t *testing.T) {
 		{[]string{"-system=cloud"}, 2, `unknown -system "cloud"`},
 		{[]string{"-system=gce", "-gce.project="}, 2, "no project: set -gce.project"},
 		{[]string{"-start-timeout=0s"}, 2, "-start-timeout 0s: give a positive duration"},
+		{[]string{"-system=pool", "-pool.provider="}, 2, "no provider: set -pool.provider or GCEFLEET_PROVIDER"},
+		{[]string{"-system=pool", "-pool.provider=http://127.0.0.1:1", "-pool.token=t", "-pool.lease=1s"}, 2, "lease 1s: give a term of 10s to 24h0m0s (-pool.lease)"},
+		{[]string{"-system=pool", "-pool.dim=cpus"}, 2, `invalid value "cpus" for flag -pool.dim: want KEY=VALUE`},
+		{[]string{"-system=pool", "-pool.dim=os=linux,cpus=2"}, 2, `one KEY=VALUE each -pool.dim; repeat the flag for more`},
 	} {
 		cmd := exec.Command(bin, tc.args...)
 		out, _ := cmd.CombinedOutput()
