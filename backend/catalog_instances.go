@@ -265,16 +265,28 @@ func (j *Jobs) sizeDims(ctx context.Context, g group, dims store.Dimensions) err
 	return nil
 }
 
-// machine is the catalog entry of instance in of g.
-func (g group) machine(in *computepb.Instance) store.Machine {
+// groupDims are the dimensions every machine of g has: where and from
+// what it is made, the template's own, and, for a gceboot template, the
+// pool's. The catalog entry, the offer and the match of waiting requests
+// to groups all start from them, so that what is offered is what comes.
+func (g group) groupDims() store.Dimensions {
 	dims := store.Dimensions{
 		"project": {g.t.Project}, "zone": {g.m.Zone}, "template": {g.t.BaseName},
 		"revision": {g.rev}, "machine_type": {g.t.MachineType},
-		"instance_id": {strconv.FormatUint(in.GetId(), 10)},
 	}
 	for k, v := range g.t.Dimensions {
 		dims[k] = append(dims[k], v)
 	}
+	if g.t.GceBoot {
+		dims[PoolDimension] = []string{"true"}
+	}
+	return dims
+}
+
+// machine is the catalog entry of instance in of g.
+func (g group) machine(in *computepb.Instance) store.Machine {
+	dims := g.groupDims()
+	dims["instance_id"] = []string{strconv.FormatUint(in.GetId(), 10)}
 	m := store.Machine{Hostname: in.GetName(), Dimensions: dims, Policies: store.Policies{OnReclaim: "DELETE"}}
 	if nics := in.GetNetworkInterfaces(); len(nics) > 0 {
 		m.Connection.Address = nics[0].GetNetworkIP()
@@ -282,7 +294,6 @@ func (g group) machine(in *computepb.Instance) store.Machine {
 	if g.t.GceBoot {
 		// A driver verifies the machine by the fleet CA and claims it
 		// on its gceboot's port.
-		dims[PoolDimension] = []string{"true"}
 		m.Connection.Port, m.Connection.CACert = PoolPort, string(g.t.fleetCA)
 	}
 	return m

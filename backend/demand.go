@@ -35,13 +35,7 @@ func (j *Jobs) Demand() api.Demand {
 // instance's own (instance_id), with the machine type's size when it was
 // read already.
 func (j *Jobs) dims(g group) store.Dimensions {
-	d := store.Dimensions{
-		"project": {g.t.Project}, "zone": {g.m.Zone}, "template": {g.t.BaseName},
-		"revision": {g.rev}, "machine_type": {g.t.MachineType},
-	}
-	for k, v := range g.t.Dimensions {
-		d[k] = append(d[k], v)
-	}
+	d := g.groupDims()
 	j.mu.Lock()
 	mt := j.machineTypes[g.m.Zone+"/"+g.t.MachineType]
 	j.mu.Unlock()

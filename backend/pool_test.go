@@ -23,6 +23,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -303,6 +304,15 @@ func TestPoolMachines(t *testing.T) {
 		}
 		noPrivateKey(t, "instance metadata of "+m.Hostname, in.GetMetadata())
 		noPrivateKey(t, "catalog entry "+m.Hostname, m)
+	}
+	// What the group offers is what it catalogs: a request for pool
+	// machines is neither refused nor left unassigned while all are leased.
+	offers, err := w.alice.Offers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(offers) != 1 || !slices.Equal(offers[0].Dimensions[backend.PoolDimension], []string{"true"}) || !slices.Equal(offers[0].Dimensions["cpus"], []string{"2"}) {
+		t.Errorf("the pool group's offers are %+v; want one with %s=true and cpus=2, as its machines are cataloged", offers, backend.PoolDimension)
 	}
 	tms, err := gcecompute.All(w.compute.Templates.List(ctx, &computepb.ListInstanceTemplatesRequest{Project: "pool-project"}))
 	if err != nil || len(tms) != 1 {
