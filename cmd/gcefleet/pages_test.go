@@ -104,7 +104,7 @@ func TestStatusPageInABrowser(t *testing.T) {
 	}
 	testutil.WantText(t, "the admin's heading", testutil.PageText(t, ctx, "#who"), "Signed in as ops (admin)", "Sign out", "refreshes every 15 s")
 	testutil.WantText(t, "the charts", testutil.PageText(t, ctx, "#charts"),
-		"Leases active", "active 1", "Requests waiting", "waiting 1", "Oldest wait",
+		"Leases active", "active 2", "Requests waiting", "waiting 1", "Oldest wait",
 		"Group pool", "(us-east1-b)", "target 2", "current 2", "leased 1", "idle 1")
 	leases := testutil.PageText(t, ctx, "#leases")
 	testutil.WantText(t, "the leases table", leases, "requested dimensions", "waited", "deadline", "gpu=t4 os=linux", "waiting ", "in 23 h", "ago")
