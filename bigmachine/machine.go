@@ -294,3 +294,23 @@ func (m *Machine) waitInfo(ctx context.Context, size int64, ready func(Info) boo
 		backoff = min(2*backoff, 250*time.Millisecond)
 	}
 }
+
+// TailOutput copies what machine m's program writes to its output to w,
+// over the runtime's own RPC (its supervisor's Tail), until ctx ends or
+// the machine goes: a System whose machines run the driver's program and
+// have no log of their own to read implements Tail with it.
+func TailOutput(ctx context.Context, m *Machine, w io.Writer) error {
+	var rc io.ReadCloser
+	if err := m.Call(ctx, "Supervisor.Tail", int64(0), &rc); err != nil {
+		if ctx.Err() != nil || errors.Is(err, rpc.Unavailable) {
+			return nil
+		}
+		return err
+	}
+	defer rc.Close()
+	_, err := io.Copy(w, rc)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}

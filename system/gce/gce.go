@@ -555,19 +555,7 @@ func (s *System) statuses(ctx context.Context, zone string, notBefore time.Time)
 // machine runs the driver's program: no Compute API calls, no delay. (The
 // bootstrap's output stays in the instance's serial port.)
 func (s *System) Tail(ctx context.Context, m *bigmachine.Machine, w io.Writer) error {
-	var rc io.ReadCloser
-	if err := m.Call(ctx, "Supervisor.Tail", int64(0), &rc); err != nil {
-		if ctx.Err() != nil || errors.Is(err, rpc.Unavailable) {
-			return nil
-		}
-		return err
-	}
-	defer rc.Close()
-	_, err := io.Copy(w, rc)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return bigmachine.TailOutput(ctx, m, w)
 }
 
 // consoleBytes is how much of a machine's serial port ConsoleTail reads,

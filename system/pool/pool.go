@@ -152,19 +152,7 @@ func (s *System) HTTPClient(cfg *tls.Config) *http.Client { return rpc.HTTPClien
 
 // Tail streams the machine's output over the runtime's own RPC.
 func (s *System) Tail(ctx context.Context, m *bigmachine.Machine, w io.Writer) error {
-	var rc io.ReadCloser
-	if err := m.Call(ctx, "Supervisor.Tail", int64(0), &rc); err != nil {
-		if ctx.Err() != nil || errors.Is(err, rpc.Unavailable) {
-			return nil
-		}
-		return err
-	}
-	defer rc.Close()
-	_, err := io.Copy(w, rc)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return bigmachine.TailOutput(ctx, m, w)
 }
 
 // KeepaliveFailed asks the provider about the machine's lease: a lease
