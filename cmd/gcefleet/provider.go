@@ -312,13 +312,14 @@ Example:
 
 // providerFlags are the flags every client command has.
 type providerFlags struct {
-	url, token string
-	json       bool
+	url, token, tokenFile string
+	json                  bool
 }
 
 func (p *providerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.url, "provider", "http://127.0.0.1:8790", "Machine Provider `URL`")
-	fs.StringVar(&p.token, "token", "", "bearer `token`")
+	fs.StringVar(&p.token, "token", "", "bearer `token`; on a command line every user of this host can read it (in /proc): prefer GCEFLEET_TOKEN or --token-file")
+	fs.StringVar(&p.tokenFile, "token-file", "", "`file` holding the bearer token, one line")
 	fs.BoolVar(&p.json, "json", false, "print JSON instead of a table")
 }
 
@@ -326,10 +327,23 @@ func (p *providerFlags) client(name string) (*client.Client, error) {
 	if u, err := url.Parse(p.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, usagef("%s: --provider %q is not a URL: write http://HOST:PORT, such as http://127.0.0.1:8790", name, p.url)
 	}
-	if p.token == "" {
-		return nil, usagef("%s: no token: set --token or GCEFLEET_TOKEN to a token from the provider's configuration", name)
+	token := p.token
+	switch {
+	case p.tokenFile != "" && token != "":
+		return nil, usagef("%s: both a token (--token or GCEFLEET_TOKEN) and a token file (--token-file or GCEFLEET_TOKEN_FILE): give one", name)
+	case p.tokenFile != "":
+		b, err := os.ReadFile(p.tokenFile)
+		if err != nil {
+			return nil, usagef("%s: --token-file: %v", name, err)
+		}
+		token = strings.TrimSpace(string(b))
+		if token == "" || strings.ContainsAny(token, " \t\r\n") {
+			return nil, usagef("%s: --token-file %s: want one token on one line", name, p.tokenFile)
+		}
+	case token == "":
+		return nil, usagef("%s: no token: set GCEFLEET_TOKEN, --token-file or --token to a token from the provider's configuration", name)
 	}
-	return &client.Client{BaseURL: strings.TrimSuffix(p.url, "/"), Token: p.token}, nil
+	return &client.Client{BaseURL: strings.TrimSuffix(p.url, "/"), Token: token}, nil
 }
 
 // dimFlag collects --dim KEY=VALUE.

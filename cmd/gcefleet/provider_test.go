@@ -108,6 +108,15 @@ func TestProviderCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "LEASE") || !strings.Contains(out, l.ID+"  FULFILLED  vm-a     10.0.0.7:8443") {
 		t.Errorf("leases table:\n%s", out)
 	}
+	// A token in a file, kept off the command line, works as GCEFLEET_TOKEN does.
+	tokenFile := filepath.Join(t.TempDir(), "alice.token")
+	if err := os.WriteFile(tokenFile, []byte(aliceToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = runCLI(t, map[string]string{"GCEFLEET_PROVIDER": url}, "leases", "--active", "--token-file", tokenFile)
+	if code != 0 || !strings.Contains(out, l.ID+"  FULFILLED") {
+		t.Errorf("leases with --token-file: exit %d\n%s%s", code, out, stderr)
+	}
 	code, out, _ = runCLI(t, map[string]string{"GCEFLEET_PROVIDER": url, "GCEFLEET_TOKEN": adminToken}, "machines")
 	if code != 0 || !strings.Contains(out, "vm-a      gce      LEASED     "+l.ID) || !strings.Contains(out, "vm-b      gce      AVAILABLE  -") {
 		t.Errorf("machines table:\n%s", out)
