@@ -736,6 +736,15 @@ func leasesCommand() *command {
 				if pf.json {
 					return printJSON(env.stdout, ls)
 				}
+				if len(ls) == 0 {
+					// An empty table reads as a broken command.
+					if *active {
+						fmt.Fprintln(env.stderr, "No active leases: gcefleet lease asks for one, and gcefleet leases without --active lists ended ones too.")
+					} else {
+						fmt.Fprintln(env.stderr, "No leases: gcefleet lease asks for one.")
+					}
+					return nil
+				}
 				printLeases(env.stdout, ls)
 				return nil
 			}

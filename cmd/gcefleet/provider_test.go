@@ -99,6 +99,10 @@ func TestProviderCommands(t *testing.T) {
 	}
 	env := map[string]string{"GCEFLEET_PROVIDER": url, "GCEFLEET_TOKEN": aliceToken}
 
+	// Before any lease, the listing says so rather than print a bare header.
+	if code, out, stderr := runCLI(t, env, "leases", "--active"); code != 0 || out != "" || !strings.Contains(stderr, "No active leases") {
+		t.Errorf("leases with none: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
 	code, out, stderr := runCLI(t, env, "lease", "--dim", "os=linux", "--dim", "cpus=8", "--duration", "2h", "--json")
 	var l store.Lease
 	if code != 0 || json.Unmarshal([]byte(out), &l) != nil || l.State != store.Fulfilled || l.Machine.Connection.Port != 8443 {
