@@ -294,7 +294,7 @@ func (p *poolServer) endRun(why string) {
 // it goes (exit); a run whose lease lapsed ends, and the machine waits to
 // be deleted. p.mu is held.
 func (p *poolServer) arm(c claim.Claim) {
-	d := time.Until(c.Expires) + p.grace
+	d := time.Until(c.Expires.Add(p.graceNow()))
 	if p.lapse != nil {
 		p.lapse.Reset(d)
 		return
@@ -302,7 +302,7 @@ func (p *poolServer) arm(c claim.Claim) {
 	p.lapse = time.AfterFunc(d, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if time.Now().Before(p.claimed.Expires.Add(p.grace)) || p.endWhy != "" {
+		if time.Now().Before(p.claimed.Expires.Add(p.graceNow())) || p.endWhy != "" {
 			return // renewed as the timer fired, or ended already
 		}
 		if !p.delivered {
@@ -313,6 +313,16 @@ func (p *poolServer) arm(c claim.Claim) {
 		p.log.Error("the lease expired with no renewal: ending the run; taking nothing until the backend deletes this instance", "machine", p.name, "lease", p.claimed.Lease, "expired", p.claimed.Expires)
 		p.endRun("the lease " + p.claimed.Lease + " expired")
 	})
+}
+
+// graceNow is how long after the claim's expiry the lease ends for the
+// machine: a run has the grace; a claimant that has not delivered its
+// certificate by the expiry has none, as it never had. p.mu is held.
+func (p *poolServer) graceNow() time.Duration {
+	if p.delivered {
+		return p.grace
+	}
+	return 0
 }
 
 // renew takes a claim of the machine's lease that expires later than the
@@ -483,6 +493,7 @@ func (p *poolServer) certificate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.delivered = true
+	p.arm(*p.claimed) // with the run's grace
 	// The claim's expiry is the floor of the first keepalive's wait: a
 	// driver may claim its machines as their leases come and start them
 	// all later, and while its lease stands the machine is its own. A
