@@ -65,18 +65,18 @@ type System struct {
 type Lease struct {
 	ID string
 
-	mu      sync.Mutex
-	host    string    // the machine, once the lease is fulfilled
-	claim   string    // the lease's latest claim
+	mu    sync.Mutex
+	host  string // the machine, once the lease is fulfilled
+	claim string // the lease's latest claim
 	// conn and control are the claimed machine's connection and control
 	// server, where each extension's claim goes; control is "" until
 	// the machine is claimed.
 	conn      api.Connection
 	control   string
-	delivered string // the latest claim the machine took
-	ended   error     // why the lease is over, once it is
-	expires time.Time // as of the last extension
-	asked   time.Time // when KeepaliveFailed last asked the provider
+	delivered string    // the latest claim the machine took
+	ended     error     // why the lease is over, once it is
+	expires   time.Time // as of the last extension
+	asked     time.Time // when KeepaliveFailed last asked the provider
 	// failing is since when KeepaliveFailed has been called without a
 	// gap of more than two keepalive calls, lastFailed its last call.
 	failing, lastFailed time.Time
