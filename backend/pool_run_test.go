@@ -31,6 +31,22 @@ func alive(pid int) bool {
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
 
+// uidOf returns the real uid of process pid.
+func uidOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+			return f[1]
+		}
+	}
+	t.Fatalf("no Uid in /proc/%d/status", pid)
+	return ""
+}
+
 // TestPoolRunEndsWithItsLease: a claimed machine serving its run (a
 // program that leaves an orphan behind, as a daemon does); once the
 // lease is released, the backend retires the machine and the machine
@@ -92,6 +108,12 @@ func TestPoolRunEndsWithItsLease(t *testing.T) {
 	for _, p := range pids {
 		if !alive(p) {
 			t.Fatalf("process %d of the run is not alive before the lease ends", p)
+		}
+		// gceboot, as root, runs the run as nobody, which cannot kill it.
+		if os.Geteuid() == 0 {
+			if uid := uidOf(t, p); uid != "65534" {
+				t.Errorf("process %d of the run runs as uid %s, want 65534 (gceboot is root)", p, uid)
+			}
 		}
 	}
 
