@@ -27,6 +27,12 @@ const PoolDimension = provider.PoolDimension
 // PoolPort is the port a pool machine's gceboot serves on.
 const PoolPort = 8443
 
+// PoolControlPort is the port of a pool machine's control server, where
+// the backend retires it and its driver renews its lease's claim. On
+// Compute Engine a firewall rule must admit the backend and the drivers
+// to it, as to PoolPort.
+const PoolControlPort = claim.DefaultControlPort
+
 // poolInfo is what the backend gives its pool machines: the provider's
 // public claim key and the fleet CA, and the metadata made of them.
 type poolInfo struct {
@@ -135,7 +141,8 @@ func (j *Jobs) hasGceBoot() bool {
 
 // poolMeta returns the metadata of p for gceboot instances; j.mu is held.
 func (j *Jobs) poolMeta(p *poolInfo) map[string]string {
-	pc := instance.PoolConfig{ClaimKey: p.claimKey, FleetCA: p.ca.CertPEM, Nonce: j.deployment, Listen: ":" + strconv.Itoa(PoolPort)}
+	pc := instance.PoolConfig{ClaimKey: p.claimKey, FleetCA: p.ca.CertPEM, Nonce: j.deployment, Listen: ":" + strconv.Itoa(PoolPort),
+		Control: ":" + strconv.Itoa(PoolControlPort)}
 	meta := map[string]string{instance.PoolKey: pc.Encode()}
 	if ep := j.cfg.Settings.Endpoint; ep != "" {
 		meta[instance.EndpointKey] = ep
@@ -193,11 +200,15 @@ func (j *Jobs) poolAddr(name, addr string) {
 	j.poolAddrs[name] = addr
 }
 
-// retire tells the pool machines whose leases the provider reclaimed to
-// take no claim and go, before their instances are deleted: the claim of
-// an ended lease is refused from then on, not only once the instance is
-// gone. A machine that serves its run already, or does not answer, is
-// left to its deletion. It does not wait.
+// retire tells the pool machines whose leases the provider reclaimed that
+// their leases ended, before their instances are deleted: a machine not
+// yet running a run takes no claim from then on, and one running a run
+// kills it, so that the old lessee reaches nothing there, not only once
+// the instance is gone (which can take long, or fail). It posts to the
+// machine's control server, and to its claim address if that does not
+// answer (a machine of an older gceboot, before its claim). A machine
+// that does not answer is left to its deletion, and to its own end of the
+// lease (it ends its run when its claim expires). It does not wait.
 func (j *Jobs) retire(events []store.Event) {
 	j.mu.Lock()
 	var hc *http.Client
@@ -217,21 +228,33 @@ func (j *Jobs) retire(events []store.Event) {
 	}
 	for name, addr := range targets {
 		go func() {
-			req, err := http.NewRequest(http.MethodPost, "https://"+addr+claim.RetirePath, nil)
+			tr := hc.Transport.(*http.Transport).Clone()
+			tr.TLSClientConfig.ServerName = name
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr, Timeout: hc.Timeout}
+			host, _, err := net.SplitHostPort(addr)
 			if err != nil {
 				return
 			}
-			tr := hc.Transport.(*http.Transport).Clone()
-			tr.TLSClientConfig.ServerName = name
-			resp, err := (&http.Client{Transport: tr, Timeout: hc.Timeout}).Do(req)
+			var resp *http.Response
+			for _, a := range []string{net.JoinHostPort(host, strconv.Itoa(PoolControlPort)), addr} {
+				req, rerr := http.NewRequest(http.MethodPost, "https://"+a+claim.RetirePath, nil)
+				if rerr != nil {
+					return
+				}
+				if resp, err = c.Do(req); err == nil {
+					break
+				}
+			}
 			if err != nil {
 				j.Log.Debug("retiring a pool machine", "instance", name, "err", err)
 				return
 			}
 			resp.Body.Close()
-			tr.CloseIdleConnections()
 			if resp.StatusCode == http.StatusNoContent {
-				j.Log.Info("retired a pool machine whose lease ended before its run started", "instance", name)
+				j.Log.Info("retired a pool machine whose lease ended", "instance", name)
+			} else {
+				j.Log.Warn("retiring a pool machine", "instance", name, "status", resp.Status)
 			}
 		}()
 	}

@@ -75,6 +75,7 @@ type supervisor struct {
 	worker  *B // the worker's B, given to services' Init
 	exit    func(code int)
 	output  *outputLog // what the worker wrote, for Tail; nil in a bootstrap
+	opts    BootOptions
 
 	digestOnce sync.Once
 	digest     string
@@ -86,6 +87,8 @@ type supervisor struct {
 	upFile   *os.File // and its open file
 	execing  bool
 	stop     func() // ends serving, before exec
+	halt     func() // ends serving at once, connections and all (End)
+	ended    bool   // by End: nothing runs from now on
 }
 
 // driverOnly are the methods only the driver may call: they change what
@@ -238,6 +241,19 @@ func (s *supervisor) Exec(ctx context.Context, req ExecRequest, _ *struct{}) err
 	if s.deadline != nil {
 		s.deadline.Stop()
 	}
+	env := append(withoutConfig(os.Environ()), withoutConfig(req.Env)...)
+	args := append([]string{s.uploaded}, req.Args...)
+	path, stop := s.uploaded, s.stop
+	if s.opts.Supervise {
+		f := s.upFile
+		go func() {
+			// Answer first, as an exec does, then run the program
+			// beside this bootstrap, which stays to end it when told.
+			stop()
+			s.startChild(f, path, args, env, cfg)
+		}()
+		return nil
+	}
 	// The new program gets its configuration as this one did: through a
 	// fresh pipe it inherits, never in its environment or arguments.
 	pipe, err := cfg.Pipe()
@@ -252,10 +268,7 @@ func (s *supervisor) Exec(ctx context.Context, req ExecRequest, _ *struct{}) err
 		s.execing = false
 		return fmt.Errorf("passing the configuration to the new program: %w", err)
 	}
-	env := append(withoutConfig(os.Environ()), withoutConfig(req.Env)...)
 	env = append(env, EnvConfig+"="+strconv.Itoa(fd))
-	args := append([]string{s.uploaded}, req.Args...)
-	path, stop := s.uploaded, s.stop
 	go func() {
 		// Answer first: stop serving gracefully, which waits for this
 		// call's reply to go out, then become the new program.
@@ -317,7 +330,7 @@ func (s *supervisor) timeout() time.Duration {
 func (s *supervisor) extend(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.execing {
+	if s.execing || s.ended {
 		return
 	}
 	if s.deadline == nil {
@@ -329,6 +342,12 @@ func (s *supervisor) extend(d time.Duration) {
 
 // lapse ends a machine whose driver stopped renewing its keepalive.
 func (s *supervisor) lapse() {
+	s.mu.Lock()
+	ended := s.ended
+	s.mu.Unlock()
+	if ended {
+		return // End stopped the clock, which had fired already
+	}
 	s.log.Error("no keepalive from the driver; exiting", "machine", s.cfg.Name)
 	s.cleanup()
 	s.exit(1)

@@ -19,7 +19,8 @@ import (
 // Bootstrap serves a machine's bootstrap: it answers the driver's Info,
 // takes the driver's binary by Upload and execs it, and exits through exit
 // if no keepalive comes within cfg.Timeout. It is the whole of gceboot and
-// returns only if it cannot serve.
+// returns only if it cannot serve. NewBoot makes a bootstrap with
+// options, such as one that supervises the program instead.
 func Bootstrap(cfg WorkerConfig, ln net.Listener, logger *slog.Logger, exit func(code int)) error {
 	sup := &supervisor{cfg: cfg, log: logger, exit: exit}
 	return sup.serve(ln)
@@ -81,6 +82,14 @@ func (s *supervisor) serve(ln net.Listener) error {
 		ErrorLog: log.New(handshakeFilter{s.log}, "", 0),
 	}
 	done := make(chan struct{})
+	s.mu.Lock()
+	ended := s.ended
+	s.halt = func() { srv.Close() }
+	s.mu.Unlock()
+	if ended {
+		ln.Close()
+		select {} // End came first: nothing is served
+	}
 	s.stop = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -30,14 +30,36 @@ const (
 	// serves the run's bootstrap on the same address.
 	CertificatePath = "/gcefleet/pool/v1/certificate"
 	// RetirePath is the backend's, over mutual TLS with a certificate of
-	// the fleet CA for RetireName: the machine's lease ended before its
-	// run started, so it takes no claim from now on (410) until the
-	// backend deletes it.
+	// the fleet CA for RetireName: the machine's lease ended. A machine
+	// not yet running a run takes no claim from now on (410); one
+	// running a run kills it, every process of it, and closes its run's
+	// address. Either way it answers 204 and then serves nothing but its
+	// control server until the backend deletes it. The machine serves it
+	// on its control address (ClaimResponse.Control), and on its claim
+	// address until it is claimed.
 	RetirePath = "/gcefleet/pool/v1/retire"
+	// RenewPath, on the machine's control address, takes a RenewRequest:
+	// the claim the provider made when the lease was extended, which
+	// moves the machine's end of the lease to the claim's expiry (204).
+	// A claimed machine ends its run when the latest claim it holds
+	// expires (after Grace), even if nothing tells it the lease ended. A
+	// claim of another lease or machine, a bad one, or one that expires
+	// earlier than the one the machine holds is refused (403).
+	RenewPath = "/gcefleet/pool/v1/renew"
 	// RetireName is the common name of the backend's client certificate
 	// that RetirePath takes.
 	RetireName = "gcefleet-backend"
 )
+
+// Grace is how long after its claim's expiry a claimed machine keeps its
+// run: the provider's clock, which set the expiry, and the machine's may
+// differ by a few seconds, and a renewal in flight at the expiry should
+// not end the run.
+const Grace = 5 * time.Second
+
+// DefaultControlPort is the port of a pool machine's control server
+// unless its configuration says otherwise.
+const DefaultControlPort = 8444
 
 // MaxRequest bounds what a pool machine reads of a request.
 const MaxRequest = 64 << 10
@@ -55,6 +77,23 @@ type ClaimRequest struct {
 // (DER) for a key it made for the run.
 type ClaimResponse struct {
 	CSR []byte `json:"csr"`
+	// Control is the port of the machine's control server (RenewPath,
+	// RetirePath), at the machine's address.
+	Control string `json:"control,omitempty"`
+}
+
+// RenewRequest is what a driver posts to RenewPath.
+type RenewRequest struct {
+	// Claim is the token the provider returned with the lease's
+	// extension.
+	Claim string `json:"claim"`
+}
+
+// Session is a claimed machine's: where its bootstrap serves the run, and
+// where its control server takes the lease's renewals.
+type Session struct {
+	Addr    string // host:port of the run's bootstrap
+	Control string // host:port of the control server; "" if the machine has none
 }
 
 // Present claims the warm machine of a fulfilled lease for a run: it
@@ -68,45 +107,82 @@ type ClaimResponse struct {
 // travels.
 func Present(ctx context.Context, conn api.Connection, hostname, token string, runCA []byte,
 	sign func(pub crypto.PublicKey) (certPEM []byte, err error)) (addr string, err error) {
+	s, err := PresentSession(ctx, conn, hostname, token, runCA, sign)
+	return s.Addr, err
+}
+
+// PresentSession is Present, and says where the machine takes the
+// lease's renewals (Renew).
+func PresentSession(ctx context.Context, conn api.Connection, hostname, token string, runCA []byte,
+	sign func(pub crypto.PublicKey) (certPEM []byte, err error)) (Session, error) {
 	if conn.Address == "" || conn.Port <= 0 || conn.Port > 65535 {
-		return "", fmt.Errorf("claim: machine %s has no address and port in its connection", hostname)
+		return Session{}, fmt.Errorf("claim: machine %s has no address and port in its connection", hostname)
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(conn.CACert)) {
-		return "", fmt.Errorf("claim: machine %s's connection has no fleet CA certificate (ca_cert) to verify it by", hostname)
+	hc, err := machineClient(conn, hostname)
+	if err != nil {
+		return Session{}, err
 	}
-	addr = net.JoinHostPort(conn.Address, strconv.Itoa(conn.Port))
-	tr := &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: roots, ServerName: hostname, MinVersion: tls.VersionTLS13},
-		TLSHandshakeTimeout: 10 * time.Second,
-		MaxIdleConnsPerHost: 1,
-	}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	defer hc.Transport.(*http.Transport).CloseIdleConnections()
+	addr := net.JoinHostPort(conn.Address, strconv.Itoa(conn.Port))
 	body, _ := json.Marshal(ClaimRequest{Claim: token, CA: runCA})
 	b, err := post(ctx, hc, "https://"+addr+ClaimPath, "application/json", body, http.StatusOK)
 	if err != nil {
-		return "", fmt.Errorf("claiming machine %s at %s: %w", hostname, addr, err)
+		return Session{}, fmt.Errorf("claiming machine %s at %s: %w", hostname, addr, err)
 	}
 	var cr ClaimResponse
 	if err := json.Unmarshal(b, &cr); err != nil {
-		return "", fmt.Errorf("claiming machine %s at %s: bad answer: %w", hostname, addr, err)
+		return Session{}, fmt.Errorf("claiming machine %s at %s: bad answer: %w", hostname, addr, err)
 	}
 	csr, err := x509.ParseCertificateRequest(cr.CSR)
 	if err == nil {
 		err = csr.CheckSignature()
 	}
 	if err != nil {
-		return "", fmt.Errorf("claiming machine %s at %s: bad certificate request: %w", hostname, addr, err)
+		return Session{}, fmt.Errorf("claiming machine %s at %s: bad certificate request: %w", hostname, addr, err)
 	}
 	certPEM, err := sign(csr.PublicKey)
 	if err != nil {
-		return "", fmt.Errorf("signing the run certificate of machine %s: %w", hostname, err)
+		return Session{}, fmt.Errorf("signing the run certificate of machine %s: %w", hostname, err)
 	}
 	if _, err := post(ctx, hc, "https://"+addr+CertificatePath, "application/x-pem-file", certPEM, http.StatusNoContent); err != nil {
-		return "", fmt.Errorf("handing machine %s at %s its run certificate: %w", hostname, addr, err)
+		return Session{}, fmt.Errorf("handing machine %s at %s its run certificate: %w", hostname, addr, err)
 	}
-	return addr, nil
+	sess := Session{Addr: addr}
+	if cr.Control != "" {
+		sess.Control = net.JoinHostPort(conn.Address, cr.Control)
+	}
+	return sess, nil
+}
+
+// Renew hands the machine of conn, whose control server is at control
+// (Session.Control), the claim token of its lease's extension, verifying
+// the machine by conn.CACert as hostname.
+func Renew(ctx context.Context, conn api.Connection, control, hostname, token string) error {
+	hc, err := machineClient(conn, hostname)
+	if err != nil {
+		return err
+	}
+	defer hc.Transport.(*http.Transport).CloseIdleConnections()
+	body, _ := json.Marshal(RenewRequest{Claim: token})
+	if _, err := post(ctx, hc, "https://"+control+RenewPath, "application/json", body, http.StatusNoContent); err != nil {
+		return fmt.Errorf("renewing the claim of machine %s at %s: %w", hostname, control, err)
+	}
+	return nil
+}
+
+// machineClient returns a client that speaks to the pool machine of conn
+// as hostname, verifying it by the fleet CA of conn.
+func machineClient(conn api.Connection, hostname string) (*http.Client, error) {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(conn.CACert)) {
+		return nil, fmt.Errorf("claim: machine %s's connection has no fleet CA certificate (ca_cert) to verify it by", hostname)
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, ServerName: hostname, MinVersion: tls.VersionTLS13},
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 1,
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
 }
 
 // ErrClaimed is what Present's error wraps when the machine answers that

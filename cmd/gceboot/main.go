@@ -19,7 +19,14 @@
 // driver's claim: the provider's signed word that a lease holds this
 // machine. Once claimed it makes a key for the run, has the driver certify
 // it, and serves the run's bootstrap, accepting only the run's CA; see
-// package gcefleet/claim. Started by
+// package gcefleet/claim. A pool machine runs the driver's program as its
+// child rather than becoming it (bigmachine.BootOptions.Supervise), and
+// serves a control server beside it (port 8444 by default): when the
+// lease ends (the backend retires the machine, or the latest claim the
+// driver renewed expires) gceboot kills every process of the run, so that
+// the old lessee reaches nothing on the machine even before Compute
+// deletes it. As root it runs the program as nobody (65534), so that the
+// program cannot kill or trace gceboot. Started by
 // the local system, it reads its configuration from the inherited pipe
 // whose descriptor GCEFLEET_BIGMACHINE names.
 package main
@@ -48,6 +55,7 @@ func main() {
 		ln   net.Listener
 		exit = os.Exit
 		err  error
+		ctl  *instance.Control // a pool machine's lease
 	)
 	if c, ok, cerr := bigmachine.ReadWorkerConfig(); ok {
 		if cerr != nil {
@@ -73,7 +81,7 @@ func main() {
 		if pool {
 			// A warm pool machine waits for its claim as long as it
 			// lives: the backend deletes it when the fleet shrinks.
-			cfg, ln, err = instance.ServePool(ctx, pc, log, exit)
+			cfg, ln, ctl, err = instance.ServePool(ctx, pc, log, exit)
 			if err != nil {
 				log.Error("gceboot", "err", err)
 				exit(1)
@@ -100,7 +108,16 @@ func main() {
 		fail(1, fmt.Errorf("listening on %s: %w", cfg.Listen, err))
 	}
 	log.Info("gceboot serving", "machine", cfg.Name, "addr", ln.Addr().String())
-	fail(1, bigmachine.Bootstrap(cfg, ln, log, exit))
+	if ctl == nil {
+		fail(1, bigmachine.Bootstrap(cfg, ln, log, exit))
+	}
+	boot, err := bigmachine.NewBoot(cfg, log, exit, bigmachine.BootOptions{Supervise: true})
+	if err != nil {
+		log.Error("gceboot", "err", err)
+		exit(1)
+	}
+	ctl.Guard(boot.End)
+	fail(1, boot.Serve(ln))
 }
 
 // enrollTimeout is how long gceboot waits for its driver to enroll it.

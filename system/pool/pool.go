@@ -47,8 +47,10 @@ type System struct {
 	run string
 	log *slog.Logger
 
-	// present claims a fulfilled lease's machine: claim.Present.
-	present func(ctx context.Context, conn api.Connection, hostname, token string, runCA []byte, sign func(crypto.PublicKey) ([]byte, error)) (string, error)
+	// present claims a fulfilled lease's machine: claim.PresentSession.
+	present func(ctx context.Context, conn api.Connection, hostname, token string, runCA []byte, sign func(crypto.PublicKey) ([]byte, error)) (claim.Session, error)
+	// renew hands a claimed machine its lease's new claim: claim.Renew.
+	renew func(ctx context.Context, conn api.Connection, control, hostname, token string) error
 
 	mu       sync.Mutex
 	client   *client.Client
@@ -63,12 +65,18 @@ type System struct {
 type Lease struct {
 	ID string
 
-	mu      sync.Mutex
-	host    string    // the machine, once the lease is fulfilled
-	claim   string    // the lease's latest claim
-	ended   error     // why the lease is over, once it is
-	expires time.Time // as of the last extension
-	asked   time.Time // when KeepaliveFailed last asked the provider
+	mu    sync.Mutex
+	host  string // the machine, once the lease is fulfilled
+	claim string // the lease's latest claim
+	// conn and control are the claimed machine's connection and control
+	// server, where each extension's claim goes; control is "" until
+	// the machine is claimed.
+	conn      api.Connection
+	control   string
+	delivered string    // the latest claim the machine took
+	ended     error     // why the lease is over, once it is
+	expires   time.Time // as of the last extension
+	asked     time.Time // when KeepaliveFailed last asked the provider
 	// failing is since when KeepaliveFailed has been called without a
 	// gap of more than two keepalive calls, lastFailed its last call.
 	failing, lastFailed time.Time
@@ -105,7 +113,7 @@ func New(cfg Config) *System {
 		rand.Read(b)
 		run = "p" + hex.EncodeToString(b)
 	}
-	return &System{cfg: cfg, run: run, log: slog.Default(), present: claim.Present, leases: map[string]*Lease{}}
+	return &System{cfg: cfg, run: run, log: slog.Default(), present: claim.PresentSession, renew: claim.Renew, leases: map[string]*Lease{}}
 }
 
 // Name returns "pool".

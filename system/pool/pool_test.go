@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gcefleet/gcefleet/bigmachine"
+	"github.com/gcefleet/gcefleet/claim"
 	"github.com/gcefleet/gcefleet/emulator"
 	"github.com/gcefleet/gcefleet/internal/testutil"
 	"github.com/gcefleet/gcefleet/provider/api"
@@ -340,5 +341,46 @@ func TestMachineGivenUpReleasesLease(t *testing.T) {
 	l, err := alice.Lease(ctx, sys.Leases()[0].ID, 0)
 	if err != nil || l.State != api.Released {
 		t.Errorf("the lease of the machine given up: %s, %v; want RELEASED", l.State, err)
+	}
+}
+
+// TestRenewedLeaseKeepsRun: a pool machine ends its run when the claim it
+// holds expires; the driver hands it each extension's claim, so a run
+// outlives its first claim (a term of 10 s, and the machine's grace) by
+// far.
+func TestRenewedLeaseKeepsRun(t *testing.T) {
+	out := &testutil.SyncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("instance output:\n%s", out)
+		}
+	})
+	const image = "gcr.io/pool-project/gceboot"
+	_, emuURL := testutil.Emulator(t, emulator.Options{Images: map[string]string{image: gceboot}, ProcessOutput: out, StopGrace: 2 * time.Second})
+	url := testutil.ServeProvider(t, gcefleet, testutil.PoolFleet(emuURL, "pool-project", "us-east1-b", image+":v1", 1, 2))
+	ctx := context.Background()
+	cfg := config(url)
+	cfg.Dimensions = api.Dimensions{"os": {"linux"}}
+	cfg.Lease = 10 * time.Second
+	sys := pool.New(cfg)
+	b := bigmachine.Start(sys, bigmachine.WithOutput(io.Discard), bigmachine.WithStartTimeout(2*time.Minute))
+	t.Cleanup(b.Shutdown)
+	ms, err := b.Start(ctx, 1, bigmachine.Services{"Hello": Hello{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ms[0]
+	started := time.Now()
+	testutil.WaitWithin(t, time.Minute, "the run to outlive its first claim by 15 s", func() bool {
+		var pid int
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := m.Call(cctx, "Hello.Pid", struct{}{}, &pid); err != nil {
+			t.Fatalf("%v after the start, the machine no longer answers: %v", time.Since(started).Round(time.Millisecond), err)
+		}
+		return time.Since(started) > cfg.Lease+claim.Grace+15*time.Second
+	})
+	if strings.Contains(out.String(), "the lease expired") {
+		t.Error("the machine says its lease expired, though the driver extended it")
 	}
 }

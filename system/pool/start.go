@@ -192,13 +192,19 @@ func (s *System) startOne(ctx, wctx context.Context, c *client.Client, r api.Lea
 		res.err = ended
 		return res
 	}
-	addr, err := s.present(ctx, l.Machine.Connection, l.Hostname, token, req.CA, func(pub crypto.PublicKey) ([]byte, error) {
+	sess, err := s.present(ctx, l.Machine.Connection, l.Hostname, token, req.CA, func(pub crypto.PublicKey) ([]byte, error) {
 		return req.Sign(l.Hostname, pub)
 	})
 	if err != nil {
 		return giveUp(fmt.Errorf("claiming machine %s of lease %s: %w", l.Hostname, l.ID, err))
 	}
-	res.spec = &bigmachine.Spec{Name: l.Hostname, Addr: addr, Maxprocs: cpus(l.Machine), Handle: h}
+	h.mu.Lock()
+	h.conn, h.control, h.delivered = l.Machine.Connection, sess.Control, token
+	h.mu.Unlock()
+	// An extension while the machine was being claimed made a claim it
+	// has not seen.
+	s.deliver(ctx, h)
+	res.spec = &bigmachine.Spec{Name: l.Hostname, Addr: sess.Addr, Maxprocs: cpus(l.Machine), Handle: h}
 	return res
 }
 
@@ -351,10 +357,37 @@ func (s *System) extendAll(stop chan struct{}) {
 					h.claim = l.Claim
 				}
 				h.mu.Unlock()
+				s.deliver(ctx, h)
 			}
 		})
 	}
 	wg.Wait()
+}
+
+// renewTimeout bounds one delivery of a claim to a machine.
+const renewTimeout = 10 * time.Second
+
+// deliver hands the claimed machine of h the lease's latest claim, unless
+// it has it: a machine ends its run when the claim it holds expires, so
+// each extension must reach it. A failure is logged; the next extension
+// tries again, a third of the term later, well before the machine's
+// claim (a whole term) expires.
+func (s *System) deliver(ctx context.Context, h *Lease) {
+	h.mu.Lock()
+	conn, control, host, token, have := h.conn, h.control, h.host, h.claim, h.delivered
+	h.mu.Unlock()
+	if control == "" || token == "" || token == have {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), renewTimeout)
+	defer cancel()
+	if err := s.renew(ctx, conn, control, host, token); err != nil {
+		s.log.Warn("handing a machine its lease's renewed claim; the machine ends the run when the claim it holds expires", "lease", h.ID, "machine", host, "err", err)
+		return
+	}
+	h.mu.Lock()
+	h.delivered = token
+	h.mu.Unlock()
 }
 
 func isStopped(stop chan struct{}) bool {

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -45,6 +46,13 @@ type PoolConfig struct {
 	Nonce string `json:"nonce"`
 	// Listen is the address the machine serves on, such as ":8443".
 	Listen string `json:"listen"`
+	// Control is the address of the machine's control server, such as
+	// ":8444" (the default): from enrollment until the instance goes, it
+	// takes the backend's retirement and the driver's renewals of the
+	// lease (claim.RetirePath, claim.RenewPath). The run's own address
+	// is the run program's, so the machine's end of the lease is served
+	// beside it.
+	Control string `json:"control,omitempty"`
 	// Timeout is how long the run's bootstrap waits for the driver's
 	// first keepalive, at least (the claim's expiry is the floor); zero
 	// means DefaultPoolTimeout.
@@ -73,6 +81,9 @@ func DecodePoolConfig(s string) (PoolConfig, error) {
 	}
 	if len(c.FleetCA) == 0 || c.Nonce == "" || c.Listen == "" {
 		return c, fmt.Errorf("%s in the instance metadata lacks the fleet CA, nonce or address", PoolKey)
+	}
+	if c.Control == "" {
+		c.Control = ":" + strconv.Itoa(claim.DefaultControlPort)
 	}
 	return c, nil
 }
@@ -112,30 +123,47 @@ func Pool(ctx context.Context) (c PoolConfig, ok bool, err error) {
 // bootstrap on, the same address. A claimed machine whose run
 // certificate does not come before the claim expires calls exit.
 // Without a claim it waits until ctx ends.
-func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit func(int)) (bigmachine.WorkerConfig, net.Listener, error) {
+//
+// From enrollment on, the machine also serves its control server on
+// pc.Control (same certificate): the backend's retirement, and once it is
+// claimed the driver's renewals of the lease (claim.RenewPath). The
+// returned Control ends the run (see Control.Guard) when the backend
+// retires the machine or when the latest claim the machine holds expires
+// (after claim.Grace): a lessee whose lease ended reaches nothing on the
+// machine, whether or not Compute has deleted it yet.
+func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit func(int)) (bigmachine.WorkerConfig, net.Listener, *Control, error) {
 	var run bigmachine.WorkerConfig
 	pub, err := claim.ParsePublicKey(pc.ClaimKey)
 	if err != nil {
-		return run, nil, err
+		return run, nil, nil, err
 	}
 	fleet, ln, err := Enroll(ctx, BootConfig{CA: pc.FleetCA, Nonce: pc.Nonce, Listen: pc.Listen}, logger)
 	if err != nil {
-		return run, nil, fmt.Errorf("enrolling with the fleet: %w", err)
+		return run, nil, nil, fmt.Errorf("enrolling with the fleet: %w", err)
 	}
 	cert, err := tls.X509KeyPair(fleet.Cert, fleet.Key)
 	if err != nil {
 		ln.Close()
-		return run, nil, fmt.Errorf("the fleet certificate: %w", err)
+		return run, nil, nil, fmt.Errorf("the fleet certificate: %w", err)
 	}
 	fleetRoots := x509.NewCertPool()
 	if !fleetRoots.AppendCertsFromPEM(pc.FleetCA) {
 		ln.Close()
-		return run, nil, fmt.Errorf("%s: no fleet CA certificate", PoolKey)
+		return run, nil, nil, fmt.Errorf("%s: no fleet CA certificate", PoolKey)
 	}
 	id, err := metadata.InstanceIDWithContext(ctx)
 	if err != nil {
 		ln.Close()
-		return run, nil, fmt.Errorf("this instance's id from the metadata server: %w", err)
+		return run, nil, nil, fmt.Errorf("this instance's id from the metadata server: %w", err)
+	}
+	control := pc.Control
+	if control == "" {
+		control = ":" + strconv.Itoa(claim.DefaultControlPort)
+	}
+	cln, err := Listen(control)
+	if err != nil {
+		ln.Close()
+		return run, nil, nil, fmt.Errorf("listening on %s for the control server: %w", control, err)
 	}
 	h := newHandoff(ln)
 	claiming := h.view(false)
@@ -143,7 +171,25 @@ func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit fun
 	if timeout <= 0 {
 		timeout = DefaultPoolTimeout
 	}
-	ps := &poolServer{name: fleet.Name, id: id, pub: pub, log: logger, done: make(chan bigmachine.WorkerConfig, 1), exit: exit, listen: pc.Listen, timeout: timeout}
+	_, cport, _ := net.SplitHostPort(cln.Addr().String())
+	ps := &poolServer{name: fleet.Name, id: id, pub: pub, log: logger, done: make(chan bigmachine.WorkerConfig, 1), exit: exit, listen: pc.Listen, timeout: timeout,
+		grace: claim.Grace, controlPort: cport}
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler: h,
+			// Anyone may connect to claim the machine; a client certificate,
+			// if given, must be the fleet CA's (the backend's, to retire it).
+			TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: fleetRoots},
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       time.Minute,
+			ErrorLog:          log.New(debugWriter{logger}, "", 0),
+		}
+	}
+	// The control server lives as long as the process: a retired
+	// machine answers the backend until it is deleted.
+	go newServer(ps.controlHandler()).ServeTLS(cln, "", "")
 	srv := &http.Server{
 		Handler: ps.handler(),
 		// Anyone may connect to claim the machine; a client certificate,
@@ -163,7 +209,8 @@ func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit fun
 		srv.Close()
 		claiming.Close()
 		ln.Close()
-		return run, nil, fmt.Errorf("no claim: %w", ctx.Err())
+		cln.Close()
+		return run, nil, nil, fmt.Errorf("no claim: %w", ctx.Err())
 	}
 	claiming.Close() // no new connection reaches the claim server
 	go func() {
@@ -171,7 +218,24 @@ func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit fun
 		defer cancel()
 		srv.Shutdown(sctx) // lets the certificate's answer go out
 	}()
-	return run, h.view(true), nil
+	return run, h.view(true), &Control{p: ps}, nil
+}
+
+// Control is a claimed pool machine's end of its lease.
+type Control struct{ p *poolServer }
+
+// Guard has end end the run (bigmachine.Boot.End) when the lease ends for
+// the machine: the backend retires it, or the latest claim it holds
+// expires. If that happened already, it calls end at once.
+func (c *Control) Guard(end func(why string)) {
+	p := c.p
+	p.mu.Lock()
+	p.end = end
+	why := p.endWhy
+	p.mu.Unlock()
+	if why != "" {
+		end(why)
+	}
 }
 
 // poolServer takes one claim and then the run's certificate.
@@ -192,6 +256,120 @@ type poolServer struct {
 	delivered bool
 	retired   bool // by the backend: no claim is taken
 	lapse     *time.Timer
+
+	grace       time.Duration    // after a claim's expiry, before the run ends (claim.Grace)
+	controlPort string           // of the control server, for the driver
+	end         func(why string) // ends the run (Control.Guard); nil before
+	endWhy      string           // why the run ended or must, once it has
+}
+
+// controlHandler serves the control server: the lease's renewals and the
+// backend's retirement.
+func (p *poolServer) controlHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+claim.RenewPath, p.renew)
+	mux.HandleFunc("POST "+claim.RetirePath, p.retire)
+	return mux
+}
+
+// endRun ends the run for why, once; p.mu is held. Before the run's
+// certificate was delivered there is no run to end, and the machine takes
+// none: the bootstrap is guarded as soon as it is made.
+func (p *poolServer) endRun(why string) {
+	if p.endWhy != "" {
+		return
+	}
+	p.endWhy = why
+	if p.lapse != nil {
+		p.lapse.Stop()
+	}
+	if end := p.end; end != nil {
+		// Not under the lock: ending waits for the run's processes.
+		go end(why)
+	}
+}
+
+// arm sets the lease's clock to the claim c's expiry: a claimant that
+// never delivers its certificate leaves the machine no use to anyone and
+// it goes (exit); a run whose lease lapsed ends, and the machine waits to
+// be deleted. p.mu is held.
+func (p *poolServer) arm(c claim.Claim) {
+	d := time.Until(c.Expires.Add(p.graceNow()))
+	if p.lapse != nil {
+		p.lapse.Reset(d)
+		return
+	}
+	p.lapse = time.AfterFunc(d, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if time.Now().Before(p.claimed.Expires.Add(p.graceNow())) || p.endWhy != "" {
+			return // renewed as the timer fired, or ended already
+		}
+		if !p.delivered {
+			p.log.Error("claimed, but no run certificate came before the claim expired; exiting", "machine", p.name, "lease", p.claimed.Lease)
+			p.exit(1)
+			return
+		}
+		p.log.Error("the lease expired with no renewal: ending the run; taking nothing until the backend deletes this instance", "machine", p.name, "lease", p.claimed.Lease, "expired", p.claimed.Expires)
+		p.endRun("the lease " + p.claimed.Lease + " expired")
+	})
+}
+
+// graceNow is how long after the claim's expiry the lease ends for the
+// machine: a run has the grace; a claimant that has not delivered its
+// certificate by the expiry has none, as it never had. p.mu is held.
+func (p *poolServer) graceNow() time.Duration {
+	if p.delivered {
+		return p.grace
+	}
+	return 0
+}
+
+// renew takes a claim of the machine's lease that expires later than the
+// one it holds, and moves the lease's end to the claim's expiry. The
+// claim itself is the authority: only the provider signs one.
+func (p *poolServer) renew(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, claim.MaxRequest))
+	if err != nil {
+		http.Error(w, "renew: "+err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	var req claim.RenewRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		http.Error(w, "renew: bad request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.retired || p.endWhy != "":
+		http.Error(w, fmt.Sprintf("machine %s is retired: its lease ended", p.name), http.StatusGone)
+		return
+	case p.claimed == nil:
+		http.Error(w, fmt.Sprintf("machine %s is not claimed: there is no lease to renew", p.name), http.StatusConflict)
+		return
+	}
+	c, err := claim.Verify(p.pub, req.Claim, p.name, time.Now())
+	switch {
+	case err != nil:
+	case c.Instance != p.id:
+		err = fmt.Errorf("%w: the claim is for instance %q, not this one (%s)", claim.ErrRefused, c.Instance, p.id)
+	case c.Lease != p.claimed.Lease || c.Lessee != p.claimed.Lessee:
+		err = fmt.Errorf("%w: the claim is of lease %s of %s, and this machine serves lease %s only", claim.ErrRefused, c.Lease, c.Lessee, p.claimed.Lease)
+	case c.Expires.Before(p.claimed.Expires):
+		err = fmt.Errorf("%w: the claim expires at %s, before the one this machine holds (%s)", claim.ErrRefused, c.Expires.Format(time.RFC3339Nano), p.claimed.Expires.Format(time.RFC3339Nano))
+	}
+	if err != nil {
+		p.log.Warn("refused a renewal", "machine", p.name, "from", r.RemoteAddr, "err", err)
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	if c.Expires.After(p.claimed.Expires) {
+		p.claimed = &c
+		p.arm(c)
+		p.log.Debug("lease renewed", "machine", p.name, "lease", c.Lease, "expires", c.Expires)
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (p *poolServer) handler() http.Handler {
@@ -202,8 +380,10 @@ func (p *poolServer) handler() http.Handler {
 	return mux
 }
 
-// retire takes the backend's word that the machine's lease ended before
-// its run started: the machine takes no claim from now on.
+// retire takes the backend's word that the machine's lease ended: a
+// machine that does not serve a run yet takes no claim from now on, and
+// one that does ends it (Control.Guard). Either way the machine serves
+// nothing but its control server until the backend deletes it.
 func (p *poolServer) retire(w http.ResponseWriter, r *http.Request) {
 	// The TLS server verified a client certificate, if given, against
 	// the fleet CA, for client authentication (which a machine's fleet
@@ -214,15 +394,16 @@ func (p *poolServer) retire(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.delivered {
-		http.Error(w, fmt.Sprintf("machine %s serves its run already", p.name), http.StatusConflict)
-		return
-	}
 	if !p.retired {
 		// The backend deletes the instance through its group, which
 		// would recreate one that deleted itself.
 		p.retired = true
-		p.log.Info("retired by the backend: the lease ended; taking no claim until the backend deletes this instance", "machine", p.name)
+		if p.delivered {
+			p.log.Info("retired by the backend: the lease ended; ending the run and taking nothing until the backend deletes this instance", "machine", p.name)
+			p.endRun("retired by the backend")
+		} else {
+			p.log.Info("retired by the backend: the lease ended; taking no claim until the backend deletes this instance", "machine", p.name)
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -276,19 +457,10 @@ func (p *poolServer) claim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.claimed, p.runCA, p.key = &c, req.CA, key
-	// A claimant that never delivers its certificate leaves the machine
-	// no use to anyone: it goes when the claim expires.
-	p.lapse = time.AfterFunc(time.Until(c.Expires), func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if !p.delivered {
-			p.log.Error("claimed, but no run certificate came before the claim expired; exiting", "machine", p.name, "lease", c.Lease)
-			p.exit(1)
-		}
-	})
+	p.arm(c)
 	p.log.Info("claimed", "machine", p.name, "lease", c.Lease, "lessee", c.Lessee, "expires", c.Expires)
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(claim.ClaimResponse{CSR: csr})
+	json.NewEncoder(w).Encode(claim.ClaimResponse{CSR: csr, Control: p.controlPort})
 }
 
 func (p *poolServer) certificate(w http.ResponseWriter, r *http.Request) {
@@ -321,7 +493,7 @@ func (p *poolServer) certificate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.delivered = true
-	p.lapse.Stop()
+	p.arm(*p.claimed) // with the run's grace
 	// The claim's expiry is the floor of the first keepalive's wait: a
 	// driver may claim its machines as their leases come and start them
 	// all later, and while its lease stands the machine is its own. A

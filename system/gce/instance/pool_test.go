@@ -13,6 +13,14 @@ func TestDecodePoolConfig(t *testing.T) {
 	if err != nil || got.ClaimKey != key || got.Listen != ":8443" || got.Timeout != time.Second {
 		t.Fatalf("DecodePoolConfig(Encode) = %+v, %v", got, err)
 	}
+	if got.Control != ":8444" {
+		t.Errorf("a configuration without a control address: control %q, want the default :8444", got.Control)
+	}
+	withControl := good
+	withControl.Control = ":9444"
+	if got, err := DecodePoolConfig(withControl.Encode()); err != nil || got.Control != ":9444" {
+		t.Errorf("DecodePoolConfig with control :9444 = %+v, %v", got, err)
+	}
 	for name, c := range map[string]PoolConfig{
 		"no claim key":  {FleetCA: good.FleetCA, Nonce: "d-1", Listen: ":8443"},
 		"bad claim key": {ClaimKey: "abc", FleetCA: good.FleetCA, Nonce: "d-1", Listen: ":8443"},
