@@ -376,15 +376,25 @@ func TestPoolMachines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, body := post(t, hb, "https://"+addrOf(mb)+claim.ClaimPath, claimOf(lb.Claim)); code != http.StatusConflict {
-		t.Errorf("a second claim: %d %s, want 409", code, body)
+	if code, body := post(t, hb, "https://"+addrOf(mb)+claim.ClaimPath, claimOf(lb.Claim)); code != http.StatusConflict || strings.Contains(string(body), lb.ID) {
+		t.Errorf("a second claim: %d %s, want 409 without the lease's id", code, body)
+	}
+	// One without a good claim learns nothing of the claimed machine.
+	if code, body := post(t, hb, "https://"+addrOf(mb)+claim.ClaimPath, claimOf("not-a-claim")); code != http.StatusForbidden || strings.Contains(string(body), lb.ID) || strings.Contains(string(body), "claimed") {
+		t.Errorf("a bad claim to a claimed machine: %d %s, want 403 that says nothing of its lease", code, body)
 	}
 	other := newRunCA(t)
-	wrong, _ := other.sign(mb.Hostname)(csr.PublicKey)
+	wrong, err := other.sign(mb.Hostname)(csr.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if code, body := post(t, hb, "https://"+addrOf(mb)+claim.CertificatePath, wrong); code != http.StatusBadRequest {
 		t.Errorf("a run certificate of another CA: %d %s, want 400", code, body)
 	}
-	good, _ := ca.sign(mb.Hostname)(csr.PublicKey)
+	good, err := ca.sign(mb.Hostname)(csr.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if code, body := post(t, hb, "https://"+addrOf(mb)+claim.CertificatePath, good); code != http.StatusNoContent {
 		t.Fatalf("the run certificate: %d %s", code, body)
 	}

@@ -425,11 +425,8 @@ func (p *poolServer) claim(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("machine %s is retired: its lease ended", p.name), http.StatusGone)
 		return
 	}
-	if p.claimed != nil {
-		p.log.Warn("refused a second claim", "machine", p.name, "from", r.RemoteAddr)
-		http.Error(w, fmt.Sprintf("machine %s is claimed already (lease %s): a machine serves one lease only", p.name, p.claimed.Lease), http.StatusConflict)
-		return
-	}
+	// The claim is checked before the machine says it is taken, so that
+	// one without a good claim learns nothing of its lease.
 	c, err := claim.Verify(p.pub, req.Claim, p.name, time.Now())
 	if err == nil && c.Instance != p.id {
 		err = fmt.Errorf("%w: the claim is for instance %q of name %s, not this one (%s): that instance is gone", claim.ErrRefused, c.Instance, p.name, p.id)
@@ -437,6 +434,11 @@ func (p *poolServer) claim(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		p.log.Warn("refused a claim", "machine", p.name, "from", r.RemoteAddr, "err", err)
 		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	if p.claimed != nil {
+		p.log.Warn("refused a second claim", "machine", p.name, "lease", c.Lease, "from", r.RemoteAddr)
+		http.Error(w, fmt.Sprintf("machine %s is claimed already: a machine serves one lease, and one claimant, only", p.name), http.StatusConflict)
 		return
 	}
 	if block, _ := pem.Decode(req.CA); block == nil || block.Type != "CERTIFICATE" {
