@@ -3,7 +3,6 @@ package backend_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -216,7 +215,7 @@ func TestFleetConverges(t *testing.T) {
 	})
 
 	// A bad file leaves the fleet alone and says why.
-	os.WriteFile(f.path, []byte("templates:\n  - base_name: Bad_Name\n"), 0o600)
+	testutil.WriteFile(t, f.path, []byte("templates:\n  - base_name: Bad_Name\n"))
 	b.Reload(true)
 	if err := b.ConfigError(); err == nil || !strings.Contains(err.Error(), "fleet.yaml:2") {
 		t.Fatalf("config error %v; want one at fleet.yaml:2", err)

@@ -2,7 +2,6 @@ package backend_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/gcefleet/gcefleet/backend"
 	"github.com/gcefleet/gcefleet/gcecompute"
+	"github.com/gcefleet/gcefleet/internal/testutil"
 )
 
 func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
@@ -69,7 +69,7 @@ func TestTemplatesAndManagersAreCreatedOnce(t *testing.T) {
 func TestChangedTemplateIsANewRevision(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "startup.sh")
-	os.WriteFile(file, []byte("echo one"), 0o600)
+	testutil.WriteFile(t, file, []byte("echo one"))
 	yaml := `templates:
   - base_name: web
     project: my-project
@@ -84,7 +84,7 @@ func TestChangedTemplateIsANewRevision(t *testing.T) {
 	if err := j.CreateInstanceTemplates(ctx); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(file, []byte("echo two"), 0o600)
+	testutil.WriteFile(t, file, []byte("echo two"))
 	second := revision(t, j, j.Config().Templates[0])
 	if first == second {
 		t.Fatal("a changed metadata file did not change the revision")

@@ -105,7 +105,31 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("provider config: %w", err)
 	}
-	return ParseConfig(path, data)
+	cfg, err := ParseConfig(path, data)
+	if err != nil {
+		return cfg, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return cfg, fmt.Errorf("provider config: %w", err)
+	}
+	return cfg, inlineSecretsPrivate(path, fi.Mode().Perm(), cfg.Tokens)
+}
+
+// inlineSecretsPrivate refuses secrets written in a configuration file
+// that users other than its owner can read: anyone who reads a backend's
+// or an admin's token acts as it.
+func inlineSecretsPrivate(path string, perm os.FileMode, tokens []Token) error {
+	if perm&0o077 == 0 {
+		return nil
+	}
+	var errs []error
+	for _, t := range tokens {
+		if t.TokenFile == "" && t.TokenEnv == "" {
+			errs = append(errs, fmt.Errorf("%s:%d: token %q is written in this file, which other users can read (mode %04o): chmod 600 %s, or give the secret in token_file or token_env", path, t.line, t.Name, perm, path))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ParseConfig parses a configuration file's contents; name is used in

@@ -366,7 +366,7 @@ func TestServeRunsTheBackend(t *testing.T) {
 	dir := t.TempDir()
 	fleet := writeFleet(t, dir)
 	config := filepath.Join(dir, "provider.yaml")
-	os.WriteFile(config, []byte(fmt.Sprintf(providerCfg, filepath.Join(dir, "p.db"))+"backend: {config: fleet.yaml, token: gce}\n"), 0o600)
+	testutil.WriteFile(t, config, []byte(fmt.Sprintf(providerCfg, filepath.Join(dir, "p.db"))+"backend: {config: fleet.yaml, token: gce}\n"))
 	url, stop := serveUntil(t, config)
 	ctx := context.Background()
 	admin := &client.Client{BaseURL: url, Token: adminToken}
@@ -413,7 +413,7 @@ func TestServeRunsTheBackend(t *testing.T) {
 	}
 
 	// A bad file, read on SIGHUP, changes nothing but the status page.
-	os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet+"managers:\n  - {template_base_name: nope}\n"), 0o600)
+	testutil.WriteFile(t, filepath.Join(dir, "fleet.yaml"), []byte(fleet+"managers:\n  - {template_base_name: nope}\n"))
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
 	testutil.WaitFor(t, "the refused file on the status page", func() bool {
 		return strings.Contains(get("/"), "The configuration file was refused")
@@ -441,7 +441,7 @@ func TestServeRunsTheBackend(t *testing.T) {
 	// A file that renames the deployment stops serve at start: everything
 	// the deployment made carries the name its database keeps.
 	stop()
-	os.WriteFile(filepath.Join(dir, "fleet.yaml"), []byte(fleet+"  deployment: renamed\n"), 0o600)
+	testutil.WriteFile(t, filepath.Join(dir, "fleet.yaml"), []byte(fleet+"  deployment: renamed\n"))
 	code, _, stderr := runCLI(t, nil, "serve", "--config", config)
 	if code != 1 || !strings.Contains(stderr, `fleet.yaml: settings.deployment is "renamed", but this provider database belongs to deployment "d-`) {
 		t.Errorf("serve on a renamed deployment: exit %d, %s", code, stderr)
@@ -460,7 +460,7 @@ func TestBackendLeaderKilled(t *testing.T) {
 	dir := t.TempDir()
 	writeFleet(t, dir)
 	config := filepath.Join(dir, "provider.yaml")
-	os.WriteFile(config, []byte(fmt.Sprintf(providerCfg, testutil.PostgresURL(t))+"backend: {config: fleet.yaml, token: gce}\n"), 0o600)
+	testutil.WriteFile(t, config, []byte(fmt.Sprintf(providerCfg, testutil.PostgresURL(t))+"backend: {config: fleet.yaml, token: gce}\n"))
 	type replica struct {
 		cmd *exec.Cmd
 		url string

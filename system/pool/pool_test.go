@@ -166,7 +166,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("Validate of a good configuration: %v", err)
 	}
 	tok := t.TempDir() + "/token"
-	os.WriteFile(tok, []byte("from-a-file\n"), 0o600)
+	testutil.WriteFile(t, tok, []byte("from-a-file\n"))
 	cfg.Token, cfg.TokenFile = "", tok
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("Validate with a token file: %v", err)
