@@ -4,10 +4,14 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/gcefleet/gcefleet/claim"
@@ -62,11 +66,55 @@ func (s *Server) isPool(m *api.Machine) bool {
 
 // checkPool refuses a pool machine of a backend not trusted with them:
 // a driver hands a pool machine its run, and trusts the machine by the
-// CA its catalog entry names.
-func (s *Server) checkPool(fields map[string]string, prefix string, m *api.Machine) {
-	if _, ok := m.Dimensions[PoolDimension]; ok && !s.poolBackends[m.Backend] {
-		fields[prefix+"dimensions."+PoolDimension] = fmt.Sprintf("backend %q may not catalog pool machines, to which drivers hand their runs: set pool: true on its token in the provider's config if it is trusted with every pool run", m.Backend)
+// CA its catalog entry names. A trusted backend's pool machine names its
+// instance, which its claims bind, and the backend's fleet CA: the one
+// its first pool machine named, pinned from then on, so that a holder
+// of the backend's token cannot have drivers trust a CA of its own (it
+// would be handed their runs' certificates).
+func (s *Server) checkPool(ctx context.Context, fields map[string]string, prefix string, m *api.Machine) error {
+	if _, ok := m.Dimensions[PoolDimension]; !ok {
+		return nil
 	}
+	if !s.poolBackends[m.Backend] {
+		fields[prefix+"dimensions."+PoolDimension] = fmt.Sprintf("backend %q may not catalog pool machines, to which drivers hand their runs: set pool: true on its token in the provider's config if it is trusted with every pool run", m.Backend)
+		return nil
+	}
+	if !slices.Contains(m.Dimensions[PoolDimension], "true") {
+		return nil
+	}
+	if id := m.Dimensions["instance_id"]; len(id) != 1 || id[0] == "" {
+		fields[prefix+"dimensions.instance_id"] = "a pool machine names its Compute Engine instance id (one value), which its claims bind"
+	}
+	ca, err := certificateDER(m.Connection.CACert)
+	if err != nil {
+		fields[prefix+"connection.ca_cert"] = "a pool machine names its backend's fleet CA certificate (PEM): " + err.Error()
+		return nil
+	}
+	key := fleetCAKey + m.Backend
+	pinned, err := s.st.PutIfAbsent(ctx, key, base64.StdEncoding.EncodeToString(ca))
+	if err != nil {
+		return fmt.Errorf("the fleet CA of backend %s: %w", m.Backend, err)
+	}
+	if pinned != base64.StdEncoding.EncodeToString(ca) {
+		fields[prefix+"connection.ca_cert"] = fmt.Sprintf("not the fleet CA of backend %q's pool machines, pinned when it cataloged its first: a backend whose database was reset has a new fleet CA; once none of its old pool machines is leased, an admin removes the pin (delete key %q from the provider database's kv table)", m.Backend, key)
+	}
+	return nil
+}
+
+// fleetCAKey, with a backend's name after it, is where the provider
+// keeps the fleet CA that backend's pool machines are trusted by.
+const fleetCAKey = "pool-fleet-ca/"
+
+// certificateDER returns the one certificate of PEM text p.
+func certificateDER(p string) ([]byte, error) {
+	block, rest := pem.Decode([]byte(p))
+	if block == nil || block.Type != "CERTIFICATE" || strings.TrimSpace(string(rest)) != "" {
+		return nil, errors.New("want one PEM certificate")
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		return nil, err
+	}
+	return block.Bytes, nil
 }
 
 // withClaim returns l with its claim, if it is a fulfilled lease of a pool

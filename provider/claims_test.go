@@ -191,6 +191,33 @@ func TestLeaseClaim(t *testing.T) {
 		t.Fatal("an untrusted backend cataloged a pool machine in a batch")
 	}
 
+	// A trusted backend's pool machine names its instance and the
+	// backend's fleet CA, pinned at its first pool machine: a holder of
+	// the backend's token cannot have drivers trust a CA of its own.
+	other, err := testutil.SelfSigned("another fleet CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPEM, _ := testutil.CertPEM(other)
+	for _, tc := range []struct {
+		name, field string
+		edit        func(m *store.Machine)
+	}{
+		{"no instance id", "dimensions.instance_id", func(m *store.Machine) { delete(m.Dimensions, "instance_id") }},
+		{"another CA than the backend's pinned one", "connection.ca_cert", func(m *store.Machine) { m.Connection.CACert = string(otherPEM) }},
+		{"no CA", "connection.ca_cert", func(m *store.Machine) { m.Connection.CACert = "" }},
+	} {
+		m := machine("pool-bad")
+		m.Dimensions = store.Dimensions{provider.PoolDimension: {"true"}, "instance_id": {"4343"}}
+		tc.edit(&m)
+		if _, err := w.gce.AddMachine(ctx, m); !errors.As(err, &ce) || ce.Status != http.StatusBadRequest || ce.Fields[tc.field] == "" {
+			t.Errorf("a pool machine with %s: %v, want a 400 naming %s", tc.name, err, tc.field)
+		}
+		if _, errs, err := w.gce.AddMachines(ctx, []store.Machine{m}); err == nil && (len(errs) == 0 || errs[0] == nil) {
+			t.Errorf("a pool machine with %s was cataloged in a batch", tc.name)
+		}
+	}
+
 	// A pool machine is leased for a term: its claim names the expiry.
 	if _, err := w.alice.RequestLease(ctx, store.LeaseRequest{RequestID: "forever", Dimensions: store.Dimensions{provider.PoolDimension: {"true"}}, Term: store.Term{Indefinite: true}}); !errors.As(err, &ce) || ce.Fields["term"] == "" {
 		t.Fatalf("an indefinite lease of a pool machine: %v, want a 400 naming term", err)

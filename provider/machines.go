@@ -48,7 +48,9 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request, p Principal)
 	}
 	fields := map[string]string{}
 	checkMachine(fields, "", &m, p)
-	s.checkPool(fields, "", &m)
+	if err := s.checkPool(r.Context(), fields, "", &m); err != nil {
+		return err
+	}
 	if len(fields) > 0 {
 		return invalid(fields)
 	}
@@ -83,7 +85,9 @@ func (s *Server) addMachines(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	for i := range req.Machines {
 		checkMachine(fields, fmt.Sprintf("machines[%d].", i), &req.Machines[i], p)
-		s.checkPool(fields, fmt.Sprintf("machines[%d].", i), &req.Machines[i])
+		if err := s.checkPool(r.Context(), fields, fmt.Sprintf("machines[%d].", i), &req.Machines[i]); err != nil {
+			return err
+		}
 	}
 	if len(fields) > 0 {
 		return invalid(fields)

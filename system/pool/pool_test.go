@@ -185,7 +185,7 @@ func TestStartClaimRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	caPEM, _ := testutil.CertPEM(fleetCA)
-	if _, err := gce.AddMachine(ctx, api.Machine{Hostname: "warm-1", Dimensions: api.Dimensions{"gceboot": {"true"}, "cpus": {"2"}},
+	if _, err := gce.AddMachine(ctx, api.Machine{Hostname: "warm-1", Dimensions: api.Dimensions{"gceboot": {"true"}, "cpus": {"2"}, "instance_id": {"1001"}},
 		Connection: api.Connection{Address: "127.0.0.1", Port: 1, CACert: string(caPEM)}}); err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestStartOtherBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	caPEM, _ := testutil.CertPEM(fleetCA)
-	if _, err := gce.AddMachine(ctx, api.Machine{Hostname: "warm-1", Dimensions: api.Dimensions{"gceboot": {"true"}, "cpus": {"2"}},
+	if _, err := gce.AddMachine(ctx, api.Machine{Hostname: "warm-1", Dimensions: api.Dimensions{"gceboot": {"true"}, "cpus": {"2"}, "instance_id": {"1001"}},
 		Connection: api.Connection{Address: "127.0.0.1", Port: 1, CACert: string(caPEM)}}); err != nil {
 		t.Fatal(err)
 	}
