@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -50,8 +51,22 @@ type Config struct {
 	// MaxPendingPerClient is how many lease requests one client may have
 	// waiting for a machine; store.DefaultMaxPending (1,000) if unset.
 	MaxPendingPerClient int `yaml:"max_pending_per_client"`
+	// TLS, if set, serves the API over TLS: clients' tokens, and the
+	// claims of pool leases, then never cross the network in clear.
+	TLS *TLSFiles `yaml:"tls"`
 
 	retentionLine, maxPendingLine, maxConnectionsLine, listenLine, databaseLine int
+}
+
+// TLSFiles name the API's certificate (PEM, the chain after it) and its
+// private key, relative to the configuration file. serve reads them once,
+// at start.
+type TLSFiles struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+
+	line int
+	cert tls.Certificate
 }
 
 // maxMaxPending bounds max_pending_per_client: each queued request costs
@@ -156,6 +171,9 @@ func ParseConfig(name string, data []byte) (Config, error) {
 			}
 			if doc.Content[i].Value == "max_connections" {
 				cfg.maxConnectionsLine = doc.Content[i].Line
+			}
+			if doc.Content[i].Value == "tls" && cfg.TLS != nil {
+				cfg.TLS.line = doc.Content[i].Line
 			}
 			if doc.Content[i].Value == "listen" {
 				cfg.listenLine = doc.Content[i].Line
@@ -283,6 +301,22 @@ func ParseConfig(name string, data []byte) (Config, error) {
 		cfg.MaxPendingPerClient = store.DefaultMaxPending
 	case cfg.MaxPendingPerClient < 0 || cfg.MaxPendingPerClient > maxMaxPending:
 		bad(cfg.maxPendingLine, "max_pending_per_client %d: give how many lease requests one client may have waiting, 1 to %d (the default is %d)", cfg.MaxPendingPerClient, maxMaxPending, store.DefaultMaxPending)
+	}
+	if t := cfg.TLS; t != nil {
+		if t.CertFile == "" || t.KeyFile == "" {
+			bad(t.line, "tls: give both cert_file (the certificate, PEM) and key_file (its private key), e.g. tls: {cert_file: provider.pem, key_file: provider.key}")
+		} else {
+			for _, f := range []*string{&t.CertFile, &t.KeyFile} {
+				if !filepath.IsAbs(*f) {
+					*f = filepath.Join(dir, *f)
+				}
+			}
+			cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+			if err != nil {
+				bad(t.line, "tls: %v", err)
+			}
+			t.cert = cert
+		}
 	}
 	if b := cfg.Backend; b != nil {
 		if b.Config == "" {

@@ -49,3 +49,24 @@ func TestConfigSecretsPrivate(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigTLS: the API's certificate and key are named together, and a
+// pair that does not load is an error on the tls line.
+func TestConfigTLS(t *testing.T) {
+	const head = "tokens:\n  - {name: ops, role: admin, token_env: HOME}\n"
+	for _, tc := range []struct{ name, tls, wantErr string }{
+		{"a certificate without its key", "tls: {cert_file: provider.pem}\n", "provider.yaml:3: tls: give both cert_file"},
+		{"files that are not there", "tls: {cert_file: no.pem, key_file: no.key}\n", "provider.yaml:3: tls: open"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			conf := filepath.Join(dir, "provider.yaml")
+			if err := os.WriteFile(conf, []byte(head+tc.tls), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := provider.LoadConfig(conf); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("LoadConfig: %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}

@@ -1,7 +1,9 @@
 package provider
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,8 +41,15 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, drain time.Duratio
 	defer stopRun()
 	go s.Run(runCtx)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(capped) }()
-	log.Info("machine provider serving", "addr", ln.Addr().String(), "database", st.Dialect(), "max_connections", maxConns)
+	scheme := "http"
+	if cfg.TLS != nil {
+		scheme = "https"
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cfg.TLS.cert}, MinVersion: tls.VersionTLS12}
+		go func() { errc <- srv.ServeTLS(capped, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(capped) }()
+	}
+	log.Info("machine provider serving", "addr", ln.Addr().String(), "scheme", scheme, "database", st.Dialect(), "max_connections", maxConns)
 	if ready != nil {
 		ready(ln.Addr().String(), s)
 	}
@@ -105,4 +114,31 @@ func refuseEarly(w http.ResponseWriter, err error) {
 		// is still written.
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 	}
+}
+
+// SelfClient returns the HTTP client a service in serve's own process (the
+// GCE Backend it runs) calls the API with at its listening address, and
+// its URL's scheme: over TLS, it trusts exactly the certificate the API
+// serves, whatever names that certificate has (the address is a local one
+// it need not name).
+func (c Config) SelfClient() (*http.Client, string) {
+	if c.TLS == nil {
+		return nil, "http"
+	}
+	want := c.TLS.cert.Certificate[0]
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost, t.MaxConnsPerHost = 64, 64
+	t.TLSClientConfig = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The chain is not verified against roots: the one certificate
+		// this process serves is pinned instead, below.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, want) {
+				return errors.New("the API at this address does not serve this process's certificate")
+			}
+			return nil
+		},
+	}
+	return &http.Client{Transport: t}, "https"
 }

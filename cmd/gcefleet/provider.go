@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -67,6 +68,12 @@ The config file (YAML):
     config: fleet.yaml             # templates, managers, settings
     token: gce                     # the backend token it calls the provider with
   lease_retention: 720h            # ended leases and events kept this long (the default)
+  tls: {cert_file: provider.pem, key_file: provider.key}   # optional: serve https (do, off this host)
+
+A token written in the file (token:) is refused unless only the file's
+owner can read it (chmod 600). Off this host, serve over TLS: bearer tokens
+and the claims of pool leases cross the network with every call. Clients
+trust the certificate by the system's roots, or by SSL_CERT_FILE.
 
 With a backend, declared instance templates and managed instance groups
 are made on Compute Engine, their running instances cataloged, and an
@@ -110,9 +117,10 @@ Example:
 				if err != nil {
 					return err
 				}
+				self, scheme := cfg.SelfClient()
 				return provider.Serve(ctx, cfg, log, *drain, func(addr string, s *provider.Server) {
-					fmt.Fprintf(env.stdout, "http://%s\n", addr)
-					start("http://"+addr, s)
+					fmt.Fprintf(env.stdout, "%s://%s\n", scheme, addr)
+					start(scheme+"://"+addr, self, s)
 				})
 			}
 		},
@@ -121,9 +129,9 @@ Example:
 
 // backendStarter loads the GCE Backend's configuration, if the provider's
 // names one, and returns what starts it once the provider listens.
-func backendStarter(ctx context.Context, cfg provider.Config, log *slog.Logger) (func(url string, s *provider.Server), error) {
+func backendStarter(ctx context.Context, cfg provider.Config, log *slog.Logger) (func(url string, hc *http.Client, s *provider.Server), error) {
 	if cfg.Backend == nil {
-		return func(string, *provider.Server) {}, nil
+		return func(string, *http.Client, *provider.Server) {}, nil
 	}
 	path := cfg.Backend.Config // relative to the provider's file already
 	bcfg, startErr := backend.LoadConfig(path)
@@ -167,11 +175,11 @@ func backendStarter(ctx context.Context, cfg provider.Config, log *slog.Logger) 
 			}
 		}
 	}()
-	return func(url string, s *provider.Server) {
+	return func(url string, hc *http.Client, s *provider.Server) {
 		if bcfg.Settings.Provider != "" {
-			url = bcfg.Settings.Provider // a provider elsewhere
+			url, hc = bcfg.Settings.Provider, nil // a provider elsewhere
 		}
-		prov := &client.Client{BaseURL: url, Token: secret}
+		prov := &client.Client{BaseURL: url, Token: secret, HTTP: hc}
 		bctx, stop := context.WithCancel(ctx) // ends, at the latest, when Serve returns
 		b := backend.Run(bctx, bcfg, compute, prov, backend.Options{
 			ConfigPath: path, Reload: reload, Store: s.Store(), Registry: s.Registry(), StartErr: startErr, Deployment: deployment,
