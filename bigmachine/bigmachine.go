@@ -57,8 +57,12 @@ type B struct {
 	digest     string
 	digestErr  error
 
-	zmu    sync.Mutex
-	zcache map[string][]byte // compressed binaries by path
+	// The binary compressed for uploads across a network, one flight per
+	// path (see compressed). compressFile makes it; tests replace it.
+	zmu          sync.Mutex
+	zcache       map[string]*zflight
+	compressFile func(path string) ([]byte, error)
+	compressions *prometheus.CounterVec
 
 	mu       sync.Mutex
 	machines []*Machine
@@ -83,7 +87,7 @@ func WithStartTimeout(d time.Duration) Option { return func(b *B) { b.timeout = 
 // environment names its configuration's descriptor in EnvConfig) it serves the driver instead and never
 // returns, so a program calls it before doing anything else.
 func Start(system System, opts ...Option) *B {
-	b := &B{system: system, log: slog.Default(), output: os.Stderr, timeout: 2 * time.Minute}
+	b := &B{system: system, log: slog.Default(), output: os.Stderr, timeout: 2 * time.Minute, compressFile: zstdFile}
 	for _, o := range opts {
 		o(b)
 	}
@@ -108,6 +112,13 @@ func Start(system System, opts ...Option) *B {
 	b.driver = pki.Credentials{CertPEM: cert, KeyPEM: key, CAPEM: ca.CertPEM}
 	b.reg = prometheus.NewRegistry()
 	b.metrics = rpc.NewMetrics(b.reg, "client")
+	b.compressions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bigmachine_binary_compressions_total",
+		Help: "Compressions of the binary for uploads across a network, by outcome (ok, error).",
+	}, []string{"outcome"})
+	b.compressions.WithLabelValues("ok")
+	b.compressions.WithLabelValues("error")
+	b.reg.MustRegister(b.compressions)
 	return b
 }
 
@@ -224,11 +235,9 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	}
 	b.mu.Unlock()
 
-	// Compress the binary while the system makes machines, in case they
-	// boot a bootstrap across a network.
-	if b.compression != CompressNever {
-		go b.compressed(p.binary)
-	}
+	// A compression that failed in an earlier Start is tried again, once
+	// for this one (the flight it starts is shared by all its machines).
+	b.forgetFailedCompression(p.binary)
 
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
@@ -258,6 +267,26 @@ func (b *B) Start(ctx context.Context, n int, ps ...Param) ([]*Machine, error) {
 	b.mu.Lock()
 	b.machines = append(b.machines, machines...)
 	b.mu.Unlock()
+
+	// The binary is compressed only for a machine that needs it, never for
+	// a start whose machines are all on loopback (the local system, the
+	// emulator), where it is never sent compressed and the compression
+	// only takes CPU from the uploads (36% of a 4-machine pool start's
+	// driver CPU on a 2-core host, docs/benchmarks.md). Mostly a machine
+	// starts it when it is shipped (see ship). But a machine known to be
+	// remote as soon as the system returns it will take the compressed
+	// binary once it answers, and a cloud machine made cold (the gce
+	// system) boots its bootstrap for 20 s or more after the system's
+	// Start returns: compressing now, when its address is first known,
+	// has the compressed binary ready when it asks, as before. A warm
+	// remote machine (the pool system) waits for the rest of it, which is
+	// what it would wait anyway had it asked first.
+	for _, m := range machines {
+		if b.compression != CompressNever && !loopback(m.Addr) {
+			b.startCompressing(p.binary)
+			break
+		}
+	}
 
 	// Failures in the order they happen: the first few are shown, with
 	// their consoles, and the rest counted.
@@ -339,12 +368,18 @@ func (b *B) compress(m *Machine) bool {
 	case CompressNever:
 		return false
 	}
-	host, _, err := net.SplitHostPort(m.Addr)
+	return !loopback(m.Addr)
+}
+
+// loopback says whether addr (host:port) is on a loopback address, where
+// bytes cost nothing. A name is not: it is resolved elsewhere.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return true
+		return false
 	}
 	ip := net.ParseIP(host)
-	return ip == nil || !ip.IsLoopback()
+	return ip != nil && ip.IsLoopback()
 }
 
 // Compression says when the driver compresses the binary it uploads.
@@ -362,14 +397,76 @@ const (
 // WithCompression sets when uploads are compressed.
 func WithCompression(c Compression) Option { return func(b *B) { b.compression = c } }
 
-// compressed returns the binary compressed with zstd, made once per path.
-func (b *B) compressed(binary string) ([]byte, error) {
+// A zflight is one compression of a binary, shared by every machine
+// that needs it: the first starts it, the others wait for its result.
+type zflight struct {
+	done chan struct{} // closed once z and err are set
+	z    []byte
+	err  error
+}
+
+// compressed returns the binary compressed with zstd, waiting for the
+// compression under way or starting it, until ctx ends. A success is kept
+// for every later machine and Start.
+func (b *B) compressed(ctx context.Context, binary string) ([]byte, error) {
+	f := b.startCompressing(binary)
+	select {
+	case <-f.done:
+		return f.z, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// startCompressing returns binary's compression, starting it in the
+// background unless it is under way or done. It does not outlive its
+// work: a compression nobody waits for any more still ends by itself.
+func (b *B) startCompressing(binary string) *zflight {
 	b.zmu.Lock()
 	defer b.zmu.Unlock()
-	if z, ok := b.zcache[binary]; ok {
-		return z, nil
+	if f, ok := b.zcache[binary]; ok {
+		return f
 	}
-	raw, err := os.ReadFile(binary)
+	f := &zflight{done: make(chan struct{})}
+	if b.zcache == nil {
+		b.zcache = map[string]*zflight{}
+	}
+	b.zcache[binary] = f
+	go func() {
+		defer close(f.done)
+		f.z, f.err = b.compressFile(binary)
+		if f.err != nil {
+			f.err = fmt.Errorf("compressing %s: %w", binary, f.err)
+			b.log.Warn("uploading the binary as it is", "err", f.err)
+			b.compressions.WithLabelValues("error").Inc()
+			return
+		}
+		b.compressions.WithLabelValues("ok").Inc()
+	}()
+	return f
+}
+
+// forgetFailedCompression drops binary's compression if it failed, so
+// that the next one tries again.
+func (b *B) forgetFailedCompression(binary string) {
+	b.zmu.Lock()
+	defer b.zmu.Unlock()
+	f, ok := b.zcache[binary]
+	if !ok {
+		return
+	}
+	select {
+	case <-f.done:
+		if f.err != nil {
+			delete(b.zcache, binary)
+		}
+	default: // under way: its result is this Start's too
+	}
+}
+
+// zstdFile returns the file at path compressed with zstd.
+func zstdFile(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -377,12 +474,7 @@ func (b *B) compressed(binary string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	z := enc.EncodeAll(raw, nil)
-	if b.zcache == nil {
-		b.zcache = map[string][]byte{}
-	}
-	b.zcache[binary] = z
-	return z, nil
+	return enc.EncodeAll(raw, nil), nil
 }
 
 func (b *B) ownDigest(binary string) (string, error) {
@@ -454,10 +546,10 @@ func (b *B) boot(ctx context.Context, m *Machine, p params, services []registerR
 }
 
 // ship uploads the driver's binary to a bootstrap and execs it. Across a
-// network the binary goes compressed (made once, shared by all machines),
-// a third of the bytes; on loopback, where bytes are free and the CPU is
-// shared, as it is. A bootstrap too old to take compression gets it as it
-// is too.
+// network the binary goes compressed (made once, by the first machine
+// that needs it, and shared by all), a third of the bytes; on loopback,
+// where bytes are free and the CPU is shared, as it is. A bootstrap too
+// old to take compression, or a failed compression, gets it as it is too.
 func (b *B) ship(ctx context.Context, m *Machine, info Info, p params) error {
 	if info.GOOS != goos || info.GOARCH != goarch {
 		return fmt.Errorf("the machine is %s/%s and this binary %s/%s; build the driver for %s/%s", info.GOOS, info.GOARCH, goos, goarch, info.GOOS, info.GOARCH)
@@ -465,7 +557,8 @@ func (b *B) ship(ctx context.Context, m *Machine, info Info, p params) error {
 	var got int64
 	err := errors.New("not compressed")
 	if b.compress(m) {
-		if z, zerr := b.compressed(p.binary); zerr == nil {
+		var z []byte
+		if z, err = b.compressed(ctx, p.binary); err == nil {
 			err = m.call(ctx, "Supervisor.UploadZstd", io.Reader(bytes.NewReader(z)), &got)
 		}
 	}

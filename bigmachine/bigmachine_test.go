@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -194,6 +195,48 @@ func TestStartCallShutdown(t *testing.T) {
 	}
 }
 
+// debugMetrics returns what b's debug handler serves as its metrics.
+func debugMetrics(t *testing.T, b *bigmachine.B) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	b.HandleDebug(mux)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/debug/bigmachine/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("metrics: %d %s", rec.Code, rec.Body)
+	}
+	return rec.Body.String()
+}
+
+// TestFailedCompressionUploadsTheBinaryAsItIs makes the compression fail:
+// the machines still start, each taking the binary as it is, and the one
+// failed compression is not tried again by every machine.
+func TestFailedCompressionUploadsTheBinaryAsItIs(t *testing.T) {
+	boot := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/cmd/gceboot")
+	var calls atomic.Int32
+	fail := func(string) ([]byte, error) {
+		calls.Add(1)
+		return nil, errors.New("out of memory, say")
+	}
+	b, ms := start2(t, fastSystem(local.WithBootstrap(boot)), bigmachine.WithCompression(bigmachine.CompressAlways), bigmachine.WithCompressor(fail))
+	for _, m := range ms {
+		if err := m.Call(context.Background(), "Echo.Pid", struct{}{}, new(int)); err != nil {
+			t.Errorf("machine %s: %v", m.Name(), err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the binary was compressed %d times for one start; want once", n)
+	}
+	m := debugMetrics(t, b)
+	if !strings.Contains(m, `bigmachine_rpc_calls_total{method="Supervisor.Upload",outcome="ok",side="client"} 2`) ||
+		strings.Contains(m, `method="Supervisor.UploadZstd"`) {
+		t.Errorf("uploads after a failed compression did not go as Supervisor.Upload:\n%s", m)
+	}
+	if !strings.Contains(m, `bigmachine_binary_compressions_total{outcome="error"} 1`+"\n") {
+		t.Errorf("the failed compression is not counted:\n%s", m)
+	}
+}
+
 // TestBootstrapShipsTheBinary starts machines from the gceboot bootstrap,
 // as on Compute Engine: the driver must upload its binary and have it
 // exec'd, and nothing may be left in the machines' TMPDIR.
@@ -207,13 +250,26 @@ func TestBootstrapShipsTheBinary(t *testing.T) {
 	if err := compressed[0].Call(context.Background(), "Echo.Pid", struct{}{}, new(int)); err != nil {
 		t.Errorf("a machine sent its binary compressed: %v", err)
 	}
-	mux := http.NewServeMux()
-	zb.HandleDebug(mux)
-	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/debug/bigmachine/metrics", nil))
-	if !strings.Contains(rec.Body.String(), `bigmachine_rpc_calls_total{method="Supervisor.UploadZstd",outcome="ok",side="client"} 2`) ||
-		strings.Contains(rec.Body.String(), `method="Supervisor.Upload",`) {
-		t.Errorf("compressed uploads did not go as Supervisor.UploadZstd:\n%s", rec.Body.String())
+	zm := debugMetrics(t, zb)
+	if !strings.Contains(zm, `bigmachine_rpc_calls_total{method="Supervisor.UploadZstd",outcome="ok",side="client"} 2`) ||
+		strings.Contains(zm, `method="Supervisor.Upload",`) {
+		t.Errorf("compressed uploads did not go as Supervisor.UploadZstd:\n%s", zm)
+	}
+	// One compression, made by the first machine shipped, serves both.
+	if !strings.Contains(zm, `bigmachine_binary_compressions_total{outcome="ok"} 1`+"\n") {
+		t.Errorf("two compressed uploads did not share one compression:\n%s", zm)
+	}
+	// By default machines on loopback take the binary as it is, and the
+	// driver never compresses it: not in the background either, where it
+	// took CPU from the uploads.
+	bm := debugMetrics(t, b)
+	if !strings.Contains(bm, `bigmachine_rpc_calls_total{method="Supervisor.Upload",outcome="ok",side="client"} 2`) ||
+		strings.Contains(bm, `method="Supervisor.UploadZstd"`) {
+		t.Errorf("uploads to loopback machines did not go as Supervisor.Upload:\n%s", bm)
+	}
+	if !strings.Contains(bm, `bigmachine_binary_compressions_total{outcome="ok"} 0`+"\n") ||
+		!strings.Contains(bm, `bigmachine_binary_compressions_total{outcome="error"} 0`+"\n") {
+		t.Errorf("a start on loopback machines compressed the binary:\n%s", bm)
 	}
 	var pid int
 	if err := ms[0].Call(context.Background(), "Echo.Pid", struct{}{}, &pid); err != nil {

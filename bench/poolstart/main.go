@@ -71,7 +71,7 @@ func main() {
 	ns := flag.String("n", "1,4,8,32", "comma-separated machine counts")
 	guest := flag.Duration("guest", 20*time.Second, "how long each instance's guest OS takes to boot after RUNNING (the pool's machines boot before they are warm)")
 	withGCE := flag.Bool("gce", true, "measure the gce system's cold start too (once for each N)")
-	noZstd := flag.Bool("no-precompress", false, "start the pool's machines WithCompression(CompressNever): bigmachine then does not compress the binary in the background during the start (its machines here are on loopback, where it is never sent compressed)")
+	noZstd := flag.Bool("no-precompress", false, "start the pool's machines WithCompression(CompressNever). Before bigmachine compressed lazily, that kept it from compressing the binary in the background during every start; now it compresses only for a machine off loopback, and the machines here are on loopback, so this changes nothing")
 	runs := flag.Int("runs", 3, "pool starts and upload floors for each N, alternating; the table shows medians")
 	cpuprofile := flag.String("cpuprofile", "", "write the driver's CPU profile of the pool starts to `file`")
 	flag.Parse()

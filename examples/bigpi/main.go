@@ -210,7 +210,7 @@ Flags:
 		return 130
 	}
 	start := time.Now()
-	facts := []bigmachine.Fact{{Name: "program", Value: fmt.Sprintf("bigpi: %d machines, %d samples", *nmach, n)}}
+	facts := []bigmachine.Fact{{Name: "program", Value: fmt.Sprintf("bigpi: %s, %d samples", count(*nmach, "machine"), n)}}
 	if g, ok := sys.(*gce.System); ok {
 		fmt.Fprintf(os.Stderr, "run %s: instances are labelled %s=%s\n", g.Run(), gce.RunLabel, g.Run())
 		facts = append(facts, bigmachine.Fact{Name: "run", Value: g.Run()}, bigmachine.Fact{Name: "project", Value: gcecfg.Project},
@@ -229,7 +229,7 @@ Flags:
 		}
 		defer stopDebug()
 	}
-	fmt.Fprintf(os.Stderr, "starting %d %s machines...\n", *nmach, sys.Name())
+	fmt.Fprintf(os.Stderr, "starting %s...\n", count(*nmach, sys.Name()+" machine"))
 	stopWatch := watchStart(os.Stderr, b, *nmach, start, startProgressEvery)
 	// The machines run with this command line, less a -pool.token: the
 	// token is the driver's, not theirs.
@@ -243,9 +243,9 @@ Flags:
 		if len(machines) == 0 {
 			return 1
 		}
-		fmt.Fprintf(os.Stderr, "going on with %d machines\n", len(machines))
+		fmt.Fprintf(os.Stderr, "going on with %s\n", count(len(machines), "machine"))
 	}
-	fmt.Fprintf(os.Stderr, "%d machines running after %v\n", len(machines), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "%s running after %v\n", count(len(machines), "machine"), time.Since(start).Round(time.Millisecond))
 
 	in, err := estimate(ctx, machines, n, progress(os.Stderr, n))
 	if wasInterrupted.Load() {
@@ -255,7 +255,7 @@ Flags:
 		fmt.Fprintln(os.Stderr, "bigpi:", err)
 		return 1
 	}
-	report(os.Stdout, in, n, fmt.Sprintf("%d %s machines", len(machines), sys.Name()), time.Since(start))
+	report(os.Stdout, in, n, count(len(machines), sys.Name()+" machine"), time.Since(start))
 	return 0
 }
 
@@ -295,7 +295,7 @@ func watchStart(w io.Writer, b *bigmachine.B, n int, start time.Time, period tim
 			}
 			ms := b.Machines()
 			if len(ms) == 0 {
-				fmt.Fprintf(w, "  making %d machines (%v)\n", n, time.Since(start).Round(time.Second))
+				fmt.Fprintf(w, "  making %s (%v)\n", count(n, "machine"), time.Since(start).Round(time.Second))
 				continue
 			}
 			var running, starting, failed int
@@ -389,6 +389,14 @@ func report(w io.Writer, in, n uint64, where string, took time.Duration) {
 	pi := 4 * float64(in) / float64(n)
 	fmt.Fprintf(w, "π ≈ %.10f  error %+.3g  (%d samples on %s in %v, %.3g samples/s)\n",
 		pi, pi-math.Pi, n, where, took.Round(time.Millisecond), float64(n)/took.Seconds())
+}
+
+// count says n of what, in the singular for one: "1 machine", "4 machines".
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
 }
 
 // withoutToken returns args without the -pool.token flag and its value.

@@ -43,6 +43,29 @@ func TestBigpi(t *testing.T) {
 	}
 }
 
+// TestBigpiOneMachine: one machine is "1 machine", not "1 machines".
+func TestBigpiOneMachine(t *testing.T) {
+	bin := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/examples/bigpi")
+	cmd := exec.Command(bin, "-nmach=1", "-samples=1e6")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bigpi: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(string(out), "samples on 1 local machine in ") {
+		t.Errorf("output %q", out)
+	}
+	for _, want := range []string{"starting 1 local machine...\n", "\n1 machine running after "} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if text := string(out) + stderr.String(); strings.Contains(text, "1 machines") || strings.Contains(text, "1 local machines") {
+		t.Errorf("bigpi counts one machine in the plural:\n%s%s", out, stderr.String())
+	}
+}
+
 func TestBigpiBadFlags(t *testing.T) {
 	bin := testutil.GoBuild(t, "github.com/gcefleet/gcefleet/examples/bigpi")
 	for _, tc := range []struct {

@@ -109,7 +109,12 @@ func env(keys ...string) string {
 // values as defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Project, "gce.project", c.Project, "Google Cloud `project` (env GCEFLEET_PROJECT or PROJECT)")
-	fs.Func("gce.zones", "comma-separated `zones`, tried in order (env GCEFLEET_ZONES, GCEFLEET_ZONE or ZONE; default "+strings.Join(c.Zones, ",")+")", func(s string) error {
+	// A Func flag shows no default of its own; say it only if there is one.
+	zones := ""
+	if len(c.Zones) > 0 {
+		zones = "; default " + strings.Join(c.Zones, ",")
+	}
+	fs.Func("gce.zones", "comma-separated `zones`, tried in order (env GCEFLEET_ZONES, GCEFLEET_ZONE or ZONE"+zones+")", func(s string) error {
 		c.Zones = strings.Split(s, ",")
 		return nil
 	})

@@ -50,3 +50,24 @@ func TestEveryFlagHasItsVariable(t *testing.T) {
 		t.Errorf("-gce.endpoint: endpoint %q, notice %q", c.Endpoint, out.String())
 	}
 }
+
+// TestZonesHelpSaysItsDefault: -gce.zones's help names the zones it
+// defaults to, and with none it names no default (not "default )").
+func TestZonesHelpSaysItsDefault(t *testing.T) {
+	for _, zones := range []string{"", "us-west1-b,us-west1-c"} {
+		t.Setenv("GCEFLEET_ZONES", zones)
+		t.Setenv("GCEFLEET_ZONE", "")
+		t.Setenv("ZONE", "")
+		c := gce.DefaultConfig()
+		fs := flag.NewFlagSet("bigpi", flag.ContinueOnError)
+		c.RegisterFlags(fs)
+		usage := fs.Lookup("gce.zones").Usage
+		want := "(env GCEFLEET_ZONES, GCEFLEET_ZONE or ZONE)"
+		if zones != "" {
+			want = "(env GCEFLEET_ZONES, GCEFLEET_ZONE or ZONE; default " + zones + ")"
+		}
+		if !strings.HasSuffix(usage, want) {
+			t.Errorf("with GCEFLEET_ZONES=%q, -gce.zones's help is %q; want it to end %q", zones, usage, want)
+		}
+	}
+}
