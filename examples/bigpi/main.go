@@ -81,6 +81,14 @@ func main() {
 	os.Exit(run())
 }
 
+// sayAll prints each line of err (such as a system's joined problems with
+// its flags) as bigpi's.
+func sayAll(err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintln(os.Stderr, "bigpi:", line)
+	}
+}
+
 func run() int {
 	gcecfg := gce.DefaultConfig()
 	gcecfg.RegisterFlags(flag.CommandLine)
@@ -137,7 +145,19 @@ Flags:
 `)
 		flag.PrintDefaults()
 	}
-	flag.Parse()
+	// A mistake in a flag is said in one line, not above the whole usage.
+	flag.CommandLine.Init("bigpi", flag.ContinueOnError)
+	flag.CommandLine.SetOutput(io.Discard)
+	err := flag.CommandLine.Parse(os.Args[1:])
+	flag.CommandLine.SetOutput(os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		flag.Usage()
+		return 0
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "bigpi: %v\nbigpi -help lists the flags.\n", err)
+		return 2
+	}
 	// Machines run this same program with the same flags; on them,
 	// bigmachine.Start serves and never returns.
 	var sys bigmachine.System
@@ -147,13 +167,13 @@ Flags:
 	case "gce":
 		// Say what is wrong with the flags before any machine is made.
 		if err := gcecfg.Validate(); err != nil && !bigmachine.Worker() {
-			fmt.Fprintf(os.Stderr, "bigpi: %v\n", err)
+			sayAll(err)
 			return 2
 		}
 		sys = gce.New(gcecfg)
 	case "pool":
 		if err := poolcfg.Validate(); err != nil && !bigmachine.Worker() {
-			fmt.Fprintf(os.Stderr, "bigpi: %v\n", err)
+			sayAll(err)
 			return 2
 		}
 		sys = pool.New(poolcfg)
@@ -181,7 +201,11 @@ Flags:
 	defer cancel()
 	var wasInterrupted atomic.Bool
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	if !bigmachine.Worker() {
+		// On a machine, a SIGTERM is its end (its instance is going),
+		// which the driver hears of: the machine does not speak for it.
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	}
 	go func() {
 		select {
 		case <-sigs:

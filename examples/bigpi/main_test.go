@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"math"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -82,13 +83,41 @@ func TestBigpiBadFlags(t *testing.T) {
 		{[]string{"-system=pool", "-pool.provider=http://127.0.0.1:1", "-pool.token=t", "-pool.lease=1s"}, 2, "lease 1s: give a term of 10s to 24h0m0s (-pool.lease)"},
 		{[]string{"-system=pool", "-pool.dim=cpus"}, 2, `invalid value "cpus" for flag -pool.dim: want KEY=VALUE`},
 		{[]string{"-system=pool", "-pool.dim=os=linux,cpus=2"}, 2, `one KEY=VALUE each -pool.dim; repeat the flag for more`},
+		{[]string{"-no-such-flag"}, 2, "bigpi: flag provided but not defined: -no-such-flag\nbigpi -help lists the flags."},
+		{[]string{"-system=pool", "-pool.provider="}, 2, "bigpi: no token"}, // the second problem, on its own line
 	} {
 		cmd := exec.Command(bin, tc.args...)
+		cmd.Env = withoutGcefleet(os.Environ())
 		out, _ := cmd.CombinedOutput()
 		if cmd.ProcessState.ExitCode() != tc.code || !strings.Contains(string(out), tc.msg) {
 			t.Errorf("bigpi %v: exit %d, %q; want exit %d and %q", tc.args, cmd.ProcessState.ExitCode(), out, tc.code, tc.msg)
 		}
+		// The mistake is what the user sees: every line is bigpi's
+		// word on it, not the usage.
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if !strings.HasPrefix(line, "bigpi") {
+				t.Errorf("bigpi %v: a line not of bigpi's: %q in\n%s", tc.args, line, out)
+				break
+			}
+		}
 	}
+	cmd := exec.Command(bin, "-help")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Usage: bigpi [flags]") || !strings.Contains(string(out), "-pool.dim") {
+		t.Errorf("bigpi -help: %v\n%s", err, out)
+	}
+}
+
+// withoutGcefleet is env without the variables bigpi reads its defaults
+// from, so that the test's environment does not answer for the flags.
+func withoutGcefleet(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "GCEFLEET_") && !strings.HasPrefix(kv, "BIGPI_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // TestBigpiOnGCE runs bigpi with -system=gce against the Compute Engine
