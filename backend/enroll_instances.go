@@ -18,7 +18,7 @@ import (
 // EnrollInstances is the enroll-instances job. For each running instance
 // of a gceboot template's group that is not cataloged yet, it fetches the
 // proof the instance's gceboot serves (a certificate request for a key
-// made on the instance, and its identity token for the deployment's nonce
+// made on the instance, and its identity token binding the deployment id
 // and that key), verifies it against Google's published keys (the
 // emulator's, on the emulator) and the instance's project, zone, id and
 // name from the group's listing, signs the request with the fleet CA and

@@ -135,7 +135,7 @@ func (j *Jobs) hasGceBoot() bool {
 
 // poolMeta returns the metadata of p for gceboot instances; j.mu is held.
 func (j *Jobs) poolMeta(p *poolInfo) map[string]string {
-	pc := instance.PoolConfig{ClaimKey: p.claimKey, FleetCA: p.ca.CertPEM, Nonce: j.deployment, Listen: ":" + strconv.Itoa(PoolPort)}
+	pc := instance.PoolConfig{ClaimKey: p.claimKey, FleetCA: p.ca.CertPEM, Deployment: j.deployment, Listen: ":" + strconv.Itoa(PoolPort)}
 	meta := map[string]string{instance.PoolKey: pc.Encode()}
 	if ep := j.cfg.Settings.Endpoint; ep != "" {
 		meta[instance.EndpointKey] = ep
