@@ -150,7 +150,7 @@ func (j *Jobs) enroll(ctx context.Context, g group, in *computepb.Instance, ca *
 	if err != nil {
 		return false, fmt.Errorf("pool instance %s: %w; not certified, so never cataloged", name, err)
 	}
-	cert, err := ca.Issue(name, csr.PublicKey)
+	cert, err := ca.Issue(name, id, csr.PublicKey)
 	if err != nil {
 		return false, err
 	}

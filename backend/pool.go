@@ -171,14 +171,14 @@ func (j *Jobs) fleetCA() *FleetCA {
 // retireClient returns the client the backend retires pool machines
 // with: mutual TLS with a fleet certificate of its own.
 func retireClient(ca *FleetCA) (*http.Client, error) {
-	cert, err := ca.clientCertificate(claim.RetireName)
-	if err != nil {
+	rc := &renewingCert{ca: ca, name: claim.RetireName, now: time.Now}
+	if _, err := rc.get(nil); err != nil {
 		return nil, err
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.CertPEM)
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS13},
+		TLSClientConfig:     &tls.Config{GetClientCertificate: rc.get, RootCAs: roots, MinVersion: tls.VersionTLS13},
 		TLSHandshakeTimeout: 5 * time.Second,
 	}}, nil
 }

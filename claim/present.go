@@ -59,7 +59,8 @@ type ClaimResponse struct {
 
 // Present claims the warm machine of a fulfilled lease for a run: it
 // connects to the machine at conn (address, port) verifying it by
-// conn.CACert (the fleet CA) as hostname, presents token and the run's CA
+// conn.CACert (the fleet CA) as hostname and as the instance the token
+// names (CheckMachine), presents token and the run's CA
 // certificate (PEM), receives a certificate request made on the machine,
 // has sign sign it (the run CA; bigmachine's StartRequest.Sign), delivers
 // the certificate, and returns the host:port where the machine's
@@ -76,8 +77,18 @@ func Present(ctx context.Context, conn api.Connection, hostname, token string, r
 		return "", fmt.Errorf("claim: machine %s's connection has no fleet CA certificate (ca_cert) to verify it by", hostname)
 	}
 	addr = net.JoinHostPort(conn.Address, strconv.Itoa(conn.Port))
+	// The claim names the instance its lease's catalog entry does: the
+	// machine's fleet certificate must be that instance's, not one of a
+	// deleted instance that had the same name.
+	instance := instanceOf(token)
 	tr := &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: roots, ServerName: hostname, MinVersion: tls.VersionTLS13},
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: hostname, MinVersion: tls.VersionTLS13,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) == 0 {
+					return errors.New("the machine gave no certificate")
+				}
+				return CheckMachine(cs.PeerCertificates[0], hostname, instance, time.Now())
+			}},
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 1,
 	}
