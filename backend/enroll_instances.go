@@ -129,7 +129,7 @@ func (j *Jobs) enroll(ctx context.Context, g group, in *computepb.Instance, ca *
 	}
 	addr := net.JoinHostPort(nics[0].GetNetworkIP(), strconv.Itoa(PoolPort))
 	j.poolAddr(name, addr)
-	if servesFleet(ctx, addr, name, ca.CertPEM) {
+	if servesFleet(ctx, addr, name, id, ca.CertPEM) {
 		j.setEnrolled(name, id) // by another replica, or before a restart
 		return false, nil
 	}
@@ -178,7 +178,7 @@ func (j *Jobs) warm(ctx context.Context, g group, names []string, instances map[
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			out[i] = servesFleet(ctx, addr, name, caPEM)
+			out[i] = servesFleet(ctx, addr, name, strconv.FormatUint(in.GetId(), 10), caPEM)
 		})
 	}
 	wg.Wait()

@@ -237,16 +237,23 @@ func (j *Jobs) retire(events []store.Event) {
 	}
 }
 
-// servesFleet reports whether the pool machine name at addr answers TLS
-// with a fleet certificate of caPEM for its name: enrolled, warm.
-func servesFleet(ctx context.Context, addr, name string, caPEM []byte) bool {
+// servesFleet reports whether the pool machine name, instance id, at
+// addr answers TLS with a fleet certificate of caPEM for that instance,
+// as a driver checks it (claim.CheckMachine): enrolled, warm.
+func servesFleet(ctx context.Context, addr, name, id string, caPEM []byte) bool {
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	d := &tls.Dialer{NetDialer: &net.Dialer{}, Config: &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13}}
+	d := &tls.Dialer{NetDialer: &net.Dialer{}, Config: &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("no certificate")
+			}
+			return claim.CheckMachine(cs.PeerCertificates[0], name, id, time.Now())
+		}}}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return false
