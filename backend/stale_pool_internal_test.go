@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -31,5 +32,36 @@ func TestStalePool(t *testing.T) {
 	}
 	if got := (group{}).stalePool(ms, nil, nil, now); len(got) != 0 {
 		t.Errorf("a group that is not gceboot's: stalePool = %v, want none", got)
+	}
+}
+
+// TestRetireCertificateRenewed: the backend's client certificate is
+// short-lived, and renewed once two thirds of it passed: a backend runs
+// longer than a fleet certificate is valid.
+func TestRetireCertificateRenewed(t *testing.T) {
+	ca, err := LoadFleetCA(context.Background(), nil, "d-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rc := &renewingCert{ca: ca, name: "gcefleet-backend", now: func() time.Time { return now }}
+	first, err := rc.get(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if life := first.Leaf.NotAfter.Sub(first.Leaf.NotBefore); life > FleetCertValidity+time.Minute {
+		t.Errorf("the backend's client certificate is valid for %v, want at most %v", life, FleetCertValidity+time.Minute)
+	}
+	now = now.Add(FleetCertValidity / 2)
+	if same, err := rc.get(nil); err != nil || same.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) != 0 {
+		t.Errorf("renewed at half its validity (%v)", err)
+	}
+	now = now.Add(FleetCertValidity / 4)
+	renewed, err := rc.get(nil)
+	if err != nil || renewed.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {
+		t.Fatalf("not renewed at three quarters of its validity (%v)", err)
+	}
+	if !renewed.Leaf.NotAfter.After(now.Add(FleetCertValidity / 2)) {
+		t.Errorf("the renewed certificate expires at %v, soon after now %v", renewed.Leaf.NotAfter, now)
 	}
 }
