@@ -35,7 +35,9 @@ func (j *Jobs) DeleteIdleInstances(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gs = slices.DeleteFunc(gs, func(g group) bool { return g.m.IdleTimeout <= 0 })
+	// gceboot groups always: their warm machines go before their fleet
+	// certificates expire (see stalePool).
+	gs = slices.DeleteFunc(gs, func(g group) bool { return g.m.IdleTimeout <= 0 && !g.t.GceBoot })
 	if len(gs) == 0 || j.Provider == nil {
 		return nil // a fleet without idle_timeout costs nothing here
 	}
@@ -56,6 +58,7 @@ func (j *Jobs) DeleteIdleInstances(ctx context.Context) error {
 		}
 		demand := j.Stats()[key].Demand
 		victims, leased, size := g.idleSurplus(byGroup[key], st.Pending, demand, now)
+		victims = append(victims, g.stalePool(byGroup[key], st.Pending, victims, now)...)
 		if len(victims) == 0 {
 			continue
 		}
@@ -122,6 +125,30 @@ func (g group) idleSurplus(ms []store.Machine, pending map[string]time.Time, dem
 	}
 	slices.SortFunc(idle, func(a, b store.Machine) int { return a.Added.Compare(b.Added) })
 	return idle[:min(surplus, len(idle))], leased, size
+}
+
+// poolMaxAge is how long a warm pool machine stays cataloged: half its
+// fleet certificate's validity, which began before it was cataloged, so
+// that a machine leased just before is claimed while its certificate
+// holds. Its group makes a fresh one in its place.
+const poolMaxAge = FleetCertValidity / 2
+
+// stalePool returns the machines of gceboot group g, of catalog ms,
+// AVAILABLE since poolMaxAge before now and not among taken or pending:
+// a warm machine's fleet certificate is not renewed, so it is deleted
+// before it expires, whatever the group needs.
+func (g group) stalePool(ms []store.Machine, pending map[string]time.Time, taken []store.Machine, now time.Time) []store.Machine {
+	if !g.t.GceBoot {
+		return nil
+	}
+	var out []store.Machine
+	for _, m := range ms {
+		if m.State == store.Available && !m.Added.IsZero() && now.Sub(m.Added) >= poolMaxAge && pending[m.Hostname].IsZero() &&
+			!slices.ContainsFunc(taken, func(t store.Machine) bool { return t.Hostname == m.Hostname }) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // catalogByGroup sorts the backend's catalog by group key.

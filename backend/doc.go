@@ -130,7 +130,7 @@
 // A template with gceboot: true makes warm pool machines for bigmachine's
 // pool system. Its instances' metadata (set by the backend, part of the
 // revision) holds only public things: the provider's claim key, the
-// deployment's fleet CA certificate and a nonce ([Jobs.LoadPool]; the fleet CA,
+// deployment's fleet CA certificate and the deployment id its identity token binds ([Jobs.LoadPool]; the fleet CA,
 // key and certificate, is kept in the deployment's database and shared by
 // replicas, fleet_ca.go). enroll-instances has each new instance prove
 // which instance it is and certifies the key it made with the fleet CA;

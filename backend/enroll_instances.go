@@ -18,7 +18,7 @@ import (
 // EnrollInstances is the enroll-instances job. For each running instance
 // of a gceboot template's group that is not cataloged yet, it fetches the
 // proof the instance's gceboot serves (a certificate request for a key
-// made on the instance, and its identity token for the deployment's nonce
+// made on the instance, and its identity token binding the deployment id
 // and that key), verifies it against Google's published keys (the
 // emulator's, on the emulator) and the instance's project, zone, id and
 // name from the group's listing, signs the request with the fleet CA and
@@ -129,7 +129,7 @@ func (j *Jobs) enroll(ctx context.Context, g group, in *computepb.Instance, ca *
 	}
 	addr := net.JoinHostPort(nics[0].GetNetworkIP(), strconv.Itoa(PoolPort))
 	j.poolAddr(name, addr)
-	if servesFleet(ctx, addr, name, ca.CertPEM) {
+	if servesFleet(ctx, addr, name, id, ca.CertPEM) {
 		j.setEnrolled(name, id) // by another replica, or before a restart
 		return false, nil
 	}
@@ -150,7 +150,7 @@ func (j *Jobs) enroll(ctx context.Context, g group, in *computepb.Instance, ca *
 	if err != nil {
 		return false, fmt.Errorf("pool instance %s: %w; not certified, so never cataloged", name, err)
 	}
-	cert, err := ca.Issue(name, csr.PublicKey)
+	cert, err := ca.Issue(name, id, csr.PublicKey)
 	if err != nil {
 		return false, err
 	}
@@ -178,7 +178,7 @@ func (j *Jobs) warm(ctx context.Context, g group, names []string, instances map[
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			out[i] = servesFleet(ctx, addr, name, caPEM)
+			out[i] = servesFleet(ctx, addr, name, strconv.FormatUint(in.GetId(), 10), caPEM)
 		})
 	}
 	wg.Wait()

@@ -14,8 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/url"
+	"sync"
 	"time"
 
+	"github.com/gcefleet/gcefleet/claim"
 	"github.com/gcefleet/gcefleet/store"
 )
 
@@ -24,9 +27,16 @@ import (
 // by all.
 const fleetCAKey = "gce-backend/fleet-ca"
 
-// fleetCAValidity is how long the fleet CA, and so every fleet
-// certificate, is valid.
+// fleetCAValidity is how long the fleet CA is valid.
 const fleetCAValidity = 10 * 365 * 24 * time.Hour
+
+// FleetCertValidity is how long a fleet certificate is valid (from a
+// minute back, for clocks that differ): hours, so that the key of a
+// machine deleted long ago is no use. A warm machine is not renewed: the
+// backend deletes idle pool machines cataloged poolMaxAge ago, well
+// before their certificates expire, and its groups make fresh ones. The
+// backend's own client certificate is renewed in memory.
+const FleetCertValidity = 8 * time.Hour
 
 // A FleetCA issues the fleet certificates of a deployment's pool
 // machines: each one's own key, made on the machine, certified once the
@@ -121,15 +131,23 @@ func LoadFleetCA(ctx context.Context, st *store.Store, deployment string) (*Flee
 	return ca, nil
 }
 
-// Issue returns the fleet certificate of machine name for pub, the key
-// it made and proved it holds.
-func (ca *FleetCA) Issue(name string, pub crypto.PublicKey) ([]byte, error) {
+// Issue returns the fleet certificate of machine name, instance id, for
+// pub, the key it made and proved it holds: valid for FleetCertValidity,
+// naming the instance as the URI SAN claim.InstanceURI(id), which a
+// driver checks (claim.CheckMachine) against the instance its lease
+// names.
+func (ca *FleetCA) Issue(name, id string, pub crypto.PublicKey) ([]byte, error) {
+	if id == "" {
+		return nil, fmt.Errorf("the fleet certificate of %s: no instance id", name)
+	}
+	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: name},
 		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     ca.cert.NotAfter,
+		URIs:         []*url.URL{claim.InstanceURI(id)},
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     ca.notAfter(now),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
@@ -141,9 +159,10 @@ func (ca *FleetCA) Issue(name string, pub crypto.PublicKey) ([]byte, error) {
 }
 
 // clientCertificate returns a TLS client certificate of the fleet CA for
-// name, with a key made here and kept in memory: the backend's, to retire
-// pool machines.
-func (ca *FleetCA) clientCertificate(name string) (tls.Certificate, error) {
+// name, valid for FleetCertValidity from now, with a key made here and
+// kept in memory: the backend's, to retire pool machines (renewed by
+// renewingCert).
+func (ca *FleetCA) clientCertificate(name string, now time.Time) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -151,8 +170,8 @@ func (ca *FleetCA) clientCertificate(name string) (tls.Certificate, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     ca.cert.NotAfter,
+		NotBefore:    now.Add(-time.Minute),
+		NotAfter:     ca.notAfter(now),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
@@ -160,7 +179,49 @@ func (ca *FleetCA) clientCertificate(name string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("the backend's fleet client certificate: %w", err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// renewingCert is the backend's client certificate of a fleet CA, made
+// again once two thirds of its validity have passed: the backend runs
+// for longer than a fleet certificate is valid.
+type renewingCert struct {
+	ca   *FleetCA
+	name string
+	now  func() time.Time
+
+	mu   sync.Mutex
+	cert tls.Certificate
+}
+
+// get returns the certificate, renewed if it is due; it is a
+// tls.Config's GetClientCertificate.
+func (r *renewingCert) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	if l := r.cert.Leaf; l == nil || now.After(l.NotBefore.Add(l.NotAfter.Sub(l.NotBefore)*2/3)) {
+		c, err := r.ca.clientCertificate(r.name, now)
+		if err != nil {
+			return nil, err
+		}
+		r.cert = c
+	}
+	c := r.cert
+	return &c, nil
+}
+
+// notAfter is when a fleet certificate issued at now expires: after
+// FleetCertValidity, and never after the CA.
+func (ca *FleetCA) notAfter(now time.Time) time.Time {
+	if t := now.Add(FleetCertValidity); t.Before(ca.cert.NotAfter) {
+		return t
+	}
+	return ca.cert.NotAfter
 }
 
 func serial() *big.Int {

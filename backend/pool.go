@@ -141,7 +141,7 @@ func (j *Jobs) hasGceBoot() bool {
 
 // poolMeta returns the metadata of p for gceboot instances; j.mu is held.
 func (j *Jobs) poolMeta(p *poolInfo) map[string]string {
-	pc := instance.PoolConfig{ClaimKey: p.claimKey, FleetCA: p.ca.CertPEM, Nonce: j.deployment, Listen: ":" + strconv.Itoa(PoolPort),
+	pc := instance.PoolConfig{ClaimKey: p.claimKey, FleetCA: p.ca.CertPEM, Deployment: j.deployment, Listen: ":" + strconv.Itoa(PoolPort),
 		Control: ":" + strconv.Itoa(PoolControlPort)}
 	meta := map[string]string{instance.PoolKey: pc.Encode()}
 	if ep := j.cfg.Settings.Endpoint; ep != "" {
@@ -178,14 +178,33 @@ func (j *Jobs) fleetCA() *FleetCA {
 // retireClient returns the client the backend retires pool machines
 // with: mutual TLS with a fleet certificate of its own.
 func retireClient(ca *FleetCA) (*http.Client, error) {
-	cert, err := ca.clientCertificate(claim.RetireName)
-	if err != nil {
+	rc := &renewingCert{ca: ca, name: claim.RetireName, now: time.Now}
+	if _, err := rc.get(nil); err != nil {
 		return nil, err
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.CertPEM)
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS13},
+		TLSClientConfig: &tls.Config{GetClientCertificate: rc.get, MinVersion: tls.VersionTLS13,
+			// A machine that serves a run outlives its fleet certificate,
+			// which is valid for hours: the chain is verified here as of
+			// the end of its validity if that has passed. A retirement
+			// carries no secret, and a machine that is not the one named
+			// gains nothing from it.
+			InsecureSkipVerify: true,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) == 0 {
+					return errors.New("the machine gave no certificate")
+				}
+				leaf, at := cs.PeerCertificates[0], time.Now()
+				if at.After(leaf.NotAfter) {
+					at = leaf.NotAfter
+				}
+				if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: at, DNSName: cs.ServerName}); err != nil {
+					return fmt.Errorf("the machine's fleet certificate: %w", err)
+				}
+				return nil
+			}},
 		TLSHandshakeTimeout: 5 * time.Second,
 	}}, nil
 }
@@ -260,16 +279,23 @@ func (j *Jobs) retire(events []store.Event) {
 	}
 }
 
-// servesFleet reports whether the pool machine name at addr answers TLS
-// with a fleet certificate of caPEM for its name: enrolled, warm.
-func servesFleet(ctx context.Context, addr, name string, caPEM []byte) bool {
+// servesFleet reports whether the pool machine name, instance id, at
+// addr answers TLS with a fleet certificate of caPEM for that instance,
+// as a driver checks it (claim.CheckMachine): enrolled, warm.
+func servesFleet(ctx context.Context, addr, name, id string, caPEM []byte) bool {
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	d := &tls.Dialer{NetDialer: &net.Dialer{}, Config: &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13}}
+	d := &tls.Dialer{NetDialer: &net.Dialer{}, Config: &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("no certificate")
+			}
+			return claim.CheckMachine(cs.PeerCertificates[0], name, id, time.Now())
+		}}}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return false

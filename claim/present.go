@@ -98,7 +98,8 @@ type Session struct {
 
 // Present claims the warm machine of a fulfilled lease for a run: it
 // connects to the machine at conn (address, port) verifying it by
-// conn.CACert (the fleet CA) as hostname, presents token and the run's CA
+// conn.CACert (the fleet CA) as hostname and as the instance the token
+// names (CheckMachine), presents token and the run's CA
 // certificate (PEM), receives a certificate request made on the machine,
 // has sign sign it (the run CA; bigmachine's StartRequest.Sign), delivers
 // the certificate, and returns the host:port where the machine's
@@ -118,7 +119,10 @@ func PresentSession(ctx context.Context, conn api.Connection, hostname, token st
 	if conn.Address == "" || conn.Port <= 0 || conn.Port > 65535 {
 		return Session{}, fmt.Errorf("claim: machine %s has no address and port in its connection", hostname)
 	}
-	hc, err := machineClient(conn, hostname)
+	// The claim names the instance its lease's catalog entry does: the
+	// machine's fleet certificate must be that instance's, not one of a
+	// deleted instance that had the same name.
+	hc, err := machineClient(conn, hostname, instanceOf(token), false)
 	if err != nil {
 		return Session{}, err
 	}
@@ -158,7 +162,7 @@ func PresentSession(ctx context.Context, conn api.Connection, hostname, token st
 // (Session.Control), the claim token of its lease's extension, verifying
 // the machine by conn.CACert as hostname.
 func Renew(ctx context.Context, conn api.Connection, control, hostname, token string) error {
-	hc, err := machineClient(conn, hostname)
+	hc, err := machineClient(conn, hostname, instanceOf(token), true)
 	if err != nil {
 		return err
 	}
@@ -171,14 +175,20 @@ func Renew(ctx context.Context, conn api.Connection, control, hostname, token st
 }
 
 // machineClient returns a client that speaks to the pool machine of conn
-// as hostname, verifying it by the fleet CA of conn.
-func machineClient(conn api.Connection, hostname string) (*http.Client, error) {
+// as hostname, verifying it by the fleet CA of conn as instance (see
+// VerifyMachine; running says whether the driver's run is on it).
+func machineClient(conn api.Connection, hostname, instance string, running bool) (*http.Client, error) {
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM([]byte(conn.CACert)) {
 		return nil, fmt.Errorf("claim: machine %s's connection has no fleet CA certificate (ca_cert) to verify it by", hostname)
 	}
 	tr := &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: roots, ServerName: hostname, MinVersion: tls.VersionTLS13},
+		TLSClientConfig: &tls.Config{ServerName: hostname, MinVersion: tls.VersionTLS13,
+			// VerifyMachine verifies the chain, by the fleet CA.
+			InsecureSkipVerify: true,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				return VerifyMachine(cs.PeerCertificates, roots, hostname, instance, running, time.Now())
+			}},
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 1,
 	}

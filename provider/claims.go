@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -64,23 +65,38 @@ func (s *Server) isPool(m *api.Machine) bool {
 	return m != nil && slices.Contains(m.Dimensions[PoolDimension], "true") && s.poolBackends[m.Backend]
 }
 
+// PoolBackendDimension names, on a pool machine's catalog entry, the
+// backend that owns it. The provider sets it (a backend cannot name
+// another), so that a lease that asks for it (a driver's -pool.backend)
+// is fulfilled only by that backend's machines: a machine of another
+// that the driver refused would be released, and so deleted, for
+// nothing.
+const PoolBackendDimension = "pool_backend"
+
 // checkPool refuses a pool machine of a backend not trusted with them:
 // a driver hands a pool machine its run, and trusts the machine by the
 // CA its catalog entry names. A trusted backend's pool machine names its
 // instance, which its claims bind, and the backend's fleet CA: the one
 // its first pool machine named, pinned from then on, so that a holder
 // of the backend's token cannot have drivers trust a CA of its own (it
-// would be handed their runs' certificates).
+// would be handed their runs' certificates). It sets a pool machine's
+// PoolBackendDimension to its backend.
 func (s *Server) checkPool(ctx context.Context, fields map[string]string, prefix string, m *api.Machine) error {
-	if _, ok := m.Dimensions[PoolDimension]; !ok {
-		return nil
-	}
-	if !s.poolBackends[m.Backend] {
+	if _, ok := m.Dimensions[PoolDimension]; ok && !s.poolBackends[m.Backend] {
 		fields[prefix+"dimensions."+PoolDimension] = fmt.Sprintf("backend %q may not catalog pool machines, to which drivers hand their runs: set pool: true on its token in the provider's config if it is trusted with every pool run", m.Backend)
 		return nil
 	}
-	if !slices.Contains(m.Dimensions[PoolDimension], "true") {
+	v, named := m.Dimensions[PoolBackendDimension]
+	switch {
+	case !slices.Contains(m.Dimensions[PoolDimension], "true"):
+		if named {
+			fields[prefix+"dimensions."+PoolBackendDimension] = "the provider sets it on pool machines (gceboot=true) only; leave it out"
+		}
 		return nil
+	case named && !(len(v) == 1 && v[0] == m.Backend):
+		fields[prefix+"dimensions."+PoolBackendDimension] = fmt.Sprintf("the provider sets it to the machine's backend, %q; leave it out", m.Backend)
+	default:
+		m.Dimensions[PoolBackendDimension] = []string{m.Backend}
 	}
 	if id := m.Dimensions["instance_id"]; len(id) != 1 || id[0] == "" {
 		fields[prefix+"dimensions.instance_id"] = "a pool machine names its Compute Engine instance id (one value), which its claims bind"
@@ -115,6 +131,47 @@ func certificateDER(p string) ([]byte, error) {
 		return nil, err
 	}
 	return block.Bytes, nil
+}
+
+// checkPoolRequest refuses a lease request whose PoolBackendDimension
+// names no backend trusted with pool machines, or that asks for it
+// without gceboot=true: nothing would ever come.
+func (s *Server) checkPoolRequest(fields map[string]string, d api.Dimensions) {
+	v, ok := d[PoolBackendDimension]
+	if !ok {
+		return
+	}
+	key := "dimensions." + PoolBackendDimension
+	if !slices.Contains(d[PoolDimension], "true") {
+		fields[key] = fmt.Sprintf("only pool machines (%s=true) have it: ask for %s=true too", PoolDimension, PoolDimension)
+		return
+	}
+	for _, b := range v {
+		if !s.poolBackends[b] {
+			names := slices.Sorted(maps.Keys(s.poolBackends))
+			fields[key] = fmt.Sprintf("no backend %q serves pool machines: name one whose token has pool: true in the provider's config (%s)", b, strings.Join(names, ", "))
+			return
+		}
+	}
+}
+
+// poolDemand returns sets as backend sees them: the sets whose
+// PoolBackendDimension names another backend are not its to grow for,
+// and in the others it is implied (its groups' dimensions do not have
+// it: the provider sets it).
+func poolDemand(sets []api.DemandSet, backend string) []api.DemandSet {
+	out := make([]api.DemandSet, 0, len(sets))
+	for _, d := range sets {
+		if v, ok := d.Dimensions[PoolBackendDimension]; ok {
+			if !slices.Contains(v, backend) {
+				continue
+			}
+			d.Dimensions = maps.Clone(d.Dimensions)
+			delete(d.Dimensions, PoolBackendDimension)
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 // withClaim returns l with its claim, if it is a fulfilled lease of a pool

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net/http"
 	"slices"
 	"sort"
@@ -74,6 +75,9 @@ func (s *Server) getDemand(w http.ResponseWriter, r *http.Request, p Principal) 
 		if err != nil {
 			return false, err
 		}
+		if p.Role == Backend {
+			sets = poolDemand(sets, p.Name)
+		}
 		d = api.Demand{Version: demandVersion(sets), Sets: nonNil(sets)}
 		return d.Version != version, nil
 	})
@@ -127,6 +131,14 @@ func (s *Server) putOffers(w http.ResponseWriter, r *http.Request, p Principal) 
 		return invalid(fields)
 	}
 	offers := slices.Clone(body.Offers)
+	for i, o := range offers {
+		// As on its machines' catalog entries (checkPool), so that a
+		// request for them is not refused as unsatisfiable.
+		if slices.Contains(o.Dimensions[PoolDimension], "true") && s.poolBackends[p.Name] {
+			offers[i].Dimensions = maps.Clone(o.Dimensions)
+			offers[i].Dimensions[PoolBackendDimension] = []string{p.Name}
+		}
+	}
 	if err := s.st.PutOffers(r.Context(), p.Name, offers, ttl); err != nil {
 		return err
 	}

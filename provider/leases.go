@@ -26,6 +26,7 @@ func (s *Server) requestLease(w http.ResponseWriter, r *http.Request, p Principa
 		fields["request_id"] = fmt.Sprintf("1 to %d printable characters that make the request idempotent (a UUID, say)", maxRequestID)
 	}
 	checkDims(fields, "dimensions", req.Dimensions, true)
+	s.checkPoolRequest(fields, req.Dimensions)
 	n := 0
 	for _, vs := range req.Dimensions {
 		n += len(vs)

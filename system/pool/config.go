@@ -27,9 +27,13 @@ type Config struct {
 	// gceboot=true that marks a pool machine.
 	Dimensions api.Dimensions
 	// Backend, if set, is the only backend (by its token's name in the
-	// provider's configuration) whose machines the driver claims: every
-	// backend token may catalog a machine as a pool machine, and a claimed
-	// machine gets the run's certificate.
+	// provider's configuration) whose machines the driver leases and
+	// claims: its leases ask for pool_backend=Backend, which the provider
+	// sets on every pool machine to its backend, so that no other
+	// backend's warm machine is leased (and, refused, released and
+	// deleted). Empty: any backend the provider trusts with pool
+	// machines (pool: true on its token); a claimed machine gets the
+	// run's certificate.
 	Backend string
 	// Lease is each lease's term: the driver extends it every third of
 	// it while it runs, so a driver that dies leaves its machines for at
@@ -53,6 +57,11 @@ type Config struct {
 // PoolDimension marks a warm gceboot machine in the catalog: every lease
 // of the pool system asks for it.
 const PoolDimension = "gceboot"
+
+// PoolBackendDimension is the dimension the provider sets on a pool
+// machine to its backend's name (provider.PoolBackendDimension): a
+// lease with Backend asks for it.
+const PoolBackendDimension = "pool_backend"
 
 // DefaultConfig returns the defaults, with the environment's say:
 // GCEFLEET_PROVIDER and GCEFLEET_TOKEN, as the gcefleet command reads
@@ -96,7 +105,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Func("pool.dim", "a dimension each machine must have, `KEY=VALUE` (repeat the flag for more; the variable takes KEY=VALUE,KEY=VALUE)", func(s string) error {
 		return c.addDimension(s)
 	})
-	fs.StringVar(&c.Backend, "pool.backend", c.Backend, "claim only machines of the backend `NAME` (its token's name in the provider's configuration, such as gce); empty: any backend's, each of which may then get a certificate of the run")
+	fs.StringVar(&c.Backend, "pool.backend", c.Backend, "lease and claim only the pool machines of the backend `NAME` (its token's name in the provider's configuration, such as gce): the machines run the driver's code and get the run's certificate; empty: those of any backend the provider trusts with pool machines (pool: true on its token)")
 	fs.DurationVar(&c.Lease, "pool.lease", c.Lease, "each lease's term, extended every third of it while the driver runs: a driver that dies leaves its machines for at most this `duration`")
 	fs.VisitAll(func(f *flag.Flag) {
 		name, ok := envNames[f.Name]
@@ -170,6 +179,12 @@ func (c *Config) Validate() error {
 	if v, ok := c.Dimensions[PoolDimension]; ok && (len(v) != 1 || v[0] != "true") {
 		bad("dimension %s=%s: the pool system leases only pool machines (%s=true); leave it out", PoolDimension, strings.Join(v, ","), PoolDimension)
 	}
+	if _, ok := c.Dimensions[PoolBackendDimension]; ok {
+		bad("dimension %s: give the backend with -pool.backend (GCEFLEET_POOL_BACKEND), not -pool.dim", PoolBackendDimension)
+	}
+	if c.Backend != "" && (len(c.Backend) > 64 || strings.ContainsFunc(c.Backend, func(r rune) bool { return r <= ' ' || r > '~' })) {
+		bad("backend %q: a backend's token name in the provider's configuration, such as gce (-pool.backend)", c.Backend)
+	}
 	if c.Lease < minLease || c.Lease > maxLease {
 		bad("lease %v: give a term of %v to %v (-pool.lease), such as 2m", c.Lease, minLease, maxLease)
 	}
@@ -213,8 +228,11 @@ func (c *Config) token() (string, error) {
 // leaseDimensions are what every lease asks for: c's and gceboot=true.
 func (c *Config) leaseDimensions() api.Dimensions {
 	d := api.Dimensions{PoolDimension: {"true"}}
+	if c.Backend != "" {
+		d[PoolBackendDimension] = []string{c.Backend}
+	}
 	for k, vs := range c.Dimensions {
-		if k != PoolDimension {
+		if k != PoolDimension && k != PoolBackendDimension {
 			d[k] = append([]string(nil), vs...)
 		}
 	}

@@ -270,9 +270,11 @@ func TestLeaseEndedStopsMachine(t *testing.T) {
 	}
 }
 
-// TestStartOtherBackend: with Backend set, a machine another backend
-// cataloged is not claimed: its lease is released, and the error says whose
-// it was.
+// TestStartOtherBackend: with Backend set, a lease asks for that
+// backend's machines only: another backend's warm machine is not leased
+// (and so not released and deleted for nothing), and a backend that
+// serves no pool machines is refused at once, by name; the named
+// backend's machine is leased.
 func TestStartOtherBackend(t *testing.T) {
 	url := testutil.ServeProvider(t, gcefleet, "")
 	gce := &client.Client{BaseURL: url, Token: testutil.FleetBackendToken}
@@ -282,20 +284,29 @@ func TestStartOtherBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	caPEM, _ := testutil.CertPEM(fleetCA)
-	if _, err := gce.AddMachine(ctx, api.Machine{Hostname: "warm-1", Dimensions: api.Dimensions{"gceboot": {"true"}, "cpus": {"2"}, "instance_id": {"1001"}},
-		Connection: api.Connection{Address: "127.0.0.1", Port: 1, CACert: string(caPEM)}}); err != nil {
+	m, err := gce.AddMachine(ctx, api.Machine{Hostname: "warm-1", Dimensions: api.Dimensions{"gceboot": {"true"}, "cpus": {"2"}, "instance_id": {"1001"}},
+		Connection: api.Connection{Address: "127.0.0.1", Port: 1, CACert: string(caPEM)}})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if v := m.Dimensions[pool.PoolBackendDimension]; len(v) != 1 || v[0] != "gce" {
+		t.Errorf("the provider cataloged warm-1 with %s=%v, want gce", pool.PoolBackendDimension, v)
 	}
 	cfg := config(url)
 	cfg.Backend = "trusted"
 	cfg.StartTimeout = 5 * time.Second
 	_, err = pool.New(cfg).Start(ctx, request(1))
-	if err == nil || !strings.Contains(err.Error(), "machine warm-1 is backend gce's, and -pool.backend trusts only trusted's; not claimed") {
-		t.Errorf("Start on another backend's machine: %v", err)
+	if err == nil || !strings.Contains(err.Error(), `no backend "trusted" serves pool machines`) || !strings.Contains(err.Error(), "(gce)") {
+		t.Errorf("Start with a backend that serves no pool machines: %v", err)
 	}
 	alice := &client.Client{BaseURL: url, Token: testutil.FleetClientToken}
-	if ls, err := alice.Leases(ctx, true); err != nil || len(ls) != 0 {
-		t.Errorf("active leases after: %v, %v", ls, err)
+	if ls, err := alice.Leases(ctx, false); err != nil || len(ls) != 0 {
+		t.Errorf("leases after: %v, %v; want none (gce's warm-1 left alone)", ls, err)
+	}
+	cfg.Backend = "gce"
+	_, err = pool.New(cfg).Start(ctx, request(1))
+	if err == nil || !strings.Contains(err.Error(), "claiming machine warm-1 of lease ") {
+		t.Errorf("Start with -pool.backend gce: %v; want warm-1 leased (its claim then refused: nothing answers at its address)", err)
 	}
 }
 

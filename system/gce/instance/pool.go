@@ -41,9 +41,12 @@ type PoolConfig struct {
 	// FleetCA is the deployment's fleet CA certificate (PEM), which
 	// issues the machine's fleet certificate.
 	FleetCA []byte `json:"fleet_ca"`
-	// Nonce is the deployment's, bound into the machine's identity
-	// token for its enrollment.
-	Nonce string `json:"nonce"`
+	// Deployment is the deployment's id, which the machine's identity
+	// token for its enrollment binds (its nonce). Machines of the
+	// previous version's templates have it under "nonce", which
+	// DecodePoolConfig still reads: warm ones run in a fleet upgraded
+	// under them.
+	Deployment string `json:"deployment"`
 	// Listen is the address the machine serves on, such as ":8443".
 	Listen string `json:"listen"`
 	// Control is the address of the machine's control server, such as
@@ -76,11 +79,19 @@ func DecodePoolConfig(s string) (PoolConfig, error) {
 	if err := json.Unmarshal([]byte(s), &c); err != nil {
 		return c, fmt.Errorf("bad %s in the instance metadata: %w", PoolKey, err)
 	}
+	if c.Deployment == "" {
+		var old struct {
+			Nonce string `json:"nonce"`
+		}
+		if json.Unmarshal([]byte(s), &old) == nil {
+			c.Deployment = old.Nonce
+		}
+	}
 	if _, err := claim.ParsePublicKey(c.ClaimKey); err != nil {
 		return c, fmt.Errorf("%s in the instance metadata: claim_key: %w", PoolKey, err)
 	}
-	if len(c.FleetCA) == 0 || c.Nonce == "" || c.Listen == "" {
-		return c, fmt.Errorf("%s in the instance metadata lacks the fleet CA, nonce or address", PoolKey)
+	if len(c.FleetCA) == 0 || c.Deployment == "" || c.Listen == "" {
+		return c, fmt.Errorf("%s in the instance metadata lacks the fleet CA, deployment or address", PoolKey)
 	}
 	if c.Control == "" {
 		c.Control = ":" + strconv.Itoa(claim.DefaultControlPort)
@@ -137,7 +148,7 @@ func ServePool(ctx context.Context, pc PoolConfig, logger *slog.Logger, exit fun
 	if err != nil {
 		return run, nil, nil, err
 	}
-	fleet, ln, err := Enroll(ctx, BootConfig{CA: pc.FleetCA, Nonce: pc.Nonce, Listen: pc.Listen}, logger)
+	fleet, ln, err := Enroll(ctx, BootConfig{CA: pc.FleetCA, Nonce: pc.Deployment, Listen: pc.Listen}, logger)
 	if err != nil {
 		return run, nil, nil, fmt.Errorf("enrolling with the fleet: %w", err)
 	}
