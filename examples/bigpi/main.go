@@ -81,6 +81,17 @@ func main() {
 	os.Exit(run())
 }
 
+// prefixWriter writes each line it is given as bigpi's: the flag
+// package writes one line a call.
+type prefixWriter struct{ w io.Writer }
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, "bigpi: "); err != nil {
+		return 0, err
+	}
+	return p.w.Write(b)
+}
+
 // sayAll prints each line of err (such as a system's joined problems with
 // its flags) as bigpi's.
 func sayAll(err error) {
@@ -145,17 +156,22 @@ Flags:
 `)
 		flag.PrintDefaults()
 	}
-	// A mistake in a flag is said in one line, not above the whole usage.
+	// A mistake in a flag is said in one line of bigpi's, not above the
+	// whole usage; what the flags say as they are set (a deprecated
+	// name) is bigpi's too.
+	usage := flag.Usage
 	flag.CommandLine.Init("bigpi", flag.ContinueOnError)
-	flag.CommandLine.SetOutput(io.Discard)
+	flag.CommandLine.Usage = func() {}
+	flag.CommandLine.SetOutput(prefixWriter{os.Stderr})
 	err := flag.CommandLine.Parse(os.Args[1:])
 	flag.CommandLine.SetOutput(os.Stderr)
+	flag.CommandLine.Usage = usage
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		flag.Usage()
+		usage()
 		return 0
 	case err != nil:
-		fmt.Fprintf(os.Stderr, "bigpi: %v\nbigpi -help lists the flags.\n", err)
+		fmt.Fprintln(os.Stderr, "bigpi -help lists the flags.")
 		return 2
 	}
 	// Machines run this same program with the same flags; on them,
