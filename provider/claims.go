@@ -121,6 +121,41 @@ func (s *Server) checkPool(ctx context.Context, fields map[string]string, prefix
 // keeps the fleet CA that backend's pool machines are trusted by.
 const fleetCAKey = "pool-fleet-ca/"
 
+// PinFleetCA sets the fleet CA (PEM) that backend's pool machines must
+// name, replacing any pinned before: serve's own backend, whose CA is in
+// this database, pins it at start, so that its pin never rests on the
+// first machine cataloged (which anyone with its token could race to
+// catalog). Other backends' pins are taken from their first pool machine.
+func (s *Server) PinFleetCA(ctx context.Context, backend string, caPEM []byte) error {
+	ca, err := certificateDER(string(caPEM))
+	if err != nil {
+		return fmt.Errorf("pinning the fleet CA of backend %s: %w", backend, err)
+	}
+	if err := s.st.Put(ctx, fleetCAKey+backend, base64.StdEncoding.EncodeToString(ca), store.Fence{}); err != nil {
+		return fmt.Errorf("pinning the fleet CA of backend %s: %w", backend, err)
+	}
+	return nil
+}
+
+// pinnedCA reports whether pool machine m names its backend's pinned
+// fleet CA: a claim goes only to such a machine, so that one cataloged
+// before the pin was (or with the CA of a pin since replaced) gets no
+// driver's run.
+func (s *Server) pinnedCA(ctx context.Context, m *api.Machine) (bool, error) {
+	ca, err := certificateDER(m.Connection.CACert)
+	if err != nil {
+		return false, nil
+	}
+	pinned, err := s.st.Get(ctx, fleetCAKey+m.Backend)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("the fleet CA of backend %s: %w", m.Backend, err)
+	}
+	return pinned == base64.StdEncoding.EncodeToString(ca), nil
+}
+
 // certificateDER returns the one certificate of PEM text p.
 func certificateDER(p string) ([]byte, error) {
 	block, rest := pem.Decode([]byte(p))
@@ -182,6 +217,12 @@ func (s *Server) withClaim(ctx context.Context, l api.Lease) (api.Lease, error) 
 	l.Claim = ""
 	if l.State != api.Fulfilled || l.ExpiresAt.IsZero() || !s.isPool(l.Machine) {
 		return l, nil
+	}
+	if ok, err := s.pinnedCA(ctx, l.Machine); err != nil || !ok {
+		if err == nil {
+			s.log.Warn("no claim for a pool machine that does not name its backend's pinned fleet CA", "machine", l.Hostname, "backend", l.Machine.Backend, "lease", l.ID)
+		}
+		return l, err
 	}
 	key, err := s.ClaimKey(ctx)
 	if err != nil {

@@ -171,6 +171,36 @@ func TestLeaseClaim(t *testing.T) {
 	}
 	check("the extended lease", ext.Claim, ext.ExpiresAt)
 
+	// Once serve pins its backend's own fleet CA, a machine cataloged
+	// with another (as anyone with the backend's token could, before the
+	// pin) gets no claim, and no more such machines are cataloged.
+	ownCA, err := testutil.SelfSigned("the backend's own fleet CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownPEM, _ := testutil.CertPEM(ownCA)
+	if err := w.server.PinFleetCA(ctx, "gce", ownPEM); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := w.alice.Lease(ctx, l.ID, 0); err != nil || got.Claim != "" {
+		t.Fatalf("the lease of a machine of an unpinned CA: %+v, %v; want no claim", got, err)
+	}
+	var ce *client.Error
+	second := machine("pool-2")
+	second.Dimensions = store.Dimensions{provider.PoolDimension: {"true"}, "instance_id": {"4243"}}
+	if _, err := w.gce.AddMachine(ctx, second); !errors.As(err, &ce) || ce.Fields["connection.ca_cert"] == "" {
+		t.Fatalf("cataloging a pool machine of a CA other than the pinned one: %v, want a 400 naming connection.ca_cert", err)
+	}
+	if err := w.server.PinFleetCA(ctx, "gce", []byte(pool.Connection.CACert)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := w.alice.Lease(ctx, l.ID, 0); err != nil || got.Claim == "" {
+		t.Fatalf("the lease once its machine's CA is pinned again: %+v, %v; want its claim", got, err)
+	}
+	if err := w.server.PinFleetCA(ctx, "gce", []byte("not a certificate")); err == nil {
+		t.Error("PinFleetCA took a non-certificate")
+	}
+
 	rel, err := w.alice.Release(ctx, l.ID)
 	if err != nil || rel.Claim != "" {
 		t.Fatalf("released: %+v, %v; want no claim", rel, err)
@@ -183,7 +213,6 @@ func TestLeaseClaim(t *testing.T) {
 	// would hand it their runs.
 	fake := machine("fake-pool")
 	fake.Dimensions = store.Dimensions{provider.PoolDimension: {"true"}}
-	var ce *client.Error
 	if _, err := w.other.AddMachine(ctx, fake); !errors.As(err, &ce) || ce.Status != http.StatusBadRequest || !strings.Contains(err.Error(), "may not catalog pool machines") {
 		t.Fatalf("an untrusted backend cataloging a pool machine: %v", err)
 	}

@@ -178,6 +178,12 @@ func backendStarter(ctx context.Context, cfg provider.Config, log *slog.Logger) 
 	return func(url string, hc *http.Client, s *provider.Server) {
 		if bcfg.Settings.Provider != "" {
 			url, hc = bcfg.Settings.Provider, nil // a provider elsewhere
+		} else if ca, err := backend.LoadFleetCA(ctx, s.Store(), deployment); err != nil {
+			log.Error("the backend's fleet CA: its pool machines get no claims", "err", err)
+		} else if err := s.PinFleetCA(ctx, cfg.Backend.Token, ca.CertPEM); err != nil {
+			// Its pool machines then name a CA that is not pinned,
+			// and their leases carry no claims.
+			log.Error("pinning the backend's fleet CA: its pool machines get no claims", "err", err)
 		}
 		prov := &client.Client{BaseURL: url, Token: secret, HTTP: hc}
 		bctx, stop := context.WithCancel(ctx) // ends, at the latest, when Serve returns
