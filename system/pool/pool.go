@@ -20,6 +20,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -293,6 +294,9 @@ func retry(ctx context.Context, f func() error) error {
 	began := time.Now()
 	for {
 		err := f()
+		if untrusted(err) {
+			return fmt.Errorf("%w (the provider's TLS certificate is not trusted here: give its CA in SSL_CERT_FILE, or check -pool.provider's host name)", err)
+		}
 		if err == nil || !transient(err) || ctx.Err() != nil {
 			return err
 		}
@@ -306,6 +310,18 @@ func retry(ctx context.Context, f func() error) error {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+// untrusted reports whether err is the provider's certificate failing
+// verification, which no retry mends.
+func untrusted(err error) bool {
+	var (
+		unknown  x509.UnknownAuthorityError
+		invalid  x509.CertificateInvalidError
+		hostname x509.HostnameError
+		verify   *tls.CertificateVerificationError
+	)
+	return err != nil && (errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &hostname) || errors.As(err, &verify))
 }
 
 func transient(err error) bool {

@@ -6,6 +6,8 @@ import (
 	"encoding/gob"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -393,5 +395,21 @@ func TestRenewedLeaseKeepsRun(t *testing.T) {
 	})
 	if strings.Contains(out.String(), "the lease expired") {
 		t.Error("the machine says its lease expired, though the driver extended it")
+	}
+}
+
+// TestStartUntrustedProvider: a provider whose TLS certificate is not
+// trusted here fails the start at once, saying how to trust it, rather
+// than being retried until the start timeout as if it were down.
+func TestStartUntrustedProvider(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(srv.Close)
+	cfg := config(srv.URL)
+	cfg.StartTimeout = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	specs, err := pool.New(cfg).Start(ctx, request(1))
+	if len(specs) != 0 || err == nil || !strings.Contains(err.Error(), "SSL_CERT_FILE") || ctx.Err() != nil {
+		t.Fatalf("Start on an untrusted provider: %v, %v; want an error at once that names SSL_CERT_FILE", specs, err)
 	}
 }
