@@ -36,6 +36,10 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, drain time.Duratio
 	}
 	capped := netcap.Listen(ln, maxConns)
 	srv := capped.Track(newHTTPServer(s.Handler()))
+	// What net/http says of a connection (a TLS handshake that failed, a
+	// client that spoke HTTP to the TLS port) is the client's doing:
+	// debug, in the service's log, not a line on stderr each time.
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 	srv.RegisterOnShutdown(s.StopPolls)
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
