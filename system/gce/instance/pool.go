@@ -340,14 +340,8 @@ func (p *poolServer) graceNow() time.Duration {
 // one it holds, and moves the lease's end to the claim's expiry. The
 // claim itself is the authority: only the provider signs one.
 func (p *poolServer) renew(w http.ResponseWriter, r *http.Request) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, claim.MaxRequest))
-	if err != nil {
-		http.Error(w, "renew: "+err.Error(), http.StatusRequestEntityTooLarge)
-		return
-	}
 	var req claim.RenewRequest
-	if err := json.Unmarshal(b, &req); err != nil {
-		http.Error(w, "renew: bad request: "+err.Error(), http.StatusBadRequest)
+	if !readRequest(w, r, "renew", &req) {
 		return
 	}
 	p.mu.Lock()
@@ -419,15 +413,25 @@ func (p *poolServer) retire(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (p *poolServer) claim(w http.ResponseWriter, r *http.Request) {
+// readRequest reads r's body, at most claim.MaxRequest bytes, as JSON
+// into v; if it cannot, it answers why (the path's name first) and
+// returns false.
+func readRequest(w http.ResponseWriter, r *http.Request, what string, v any) bool {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, claim.MaxRequest))
 	if err != nil {
-		http.Error(w, "claim: "+err.Error(), http.StatusRequestEntityTooLarge)
-		return
+		http.Error(w, what+": "+err.Error(), http.StatusRequestEntityTooLarge)
+		return false
 	}
+	if err := json.Unmarshal(b, v); err != nil {
+		http.Error(w, what+": bad request: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+func (p *poolServer) claim(w http.ResponseWriter, r *http.Request) {
 	var req claim.ClaimRequest
-	if err := json.Unmarshal(b, &req); err != nil {
-		http.Error(w, "claim: bad request: "+err.Error(), http.StatusBadRequest)
+	if !readRequest(w, r, "claim", &req) {
 		return
 	}
 	p.mu.Lock()
